@@ -1,0 +1,33 @@
+"""The failures this project handles, one class each, caught by class."""
+
+
+class ListenerError(Exception):
+    """Base class: an error the CLI reports as one line, without a traceback."""
+
+    exit_code = 1
+
+
+class ConfigError(ListenerError):
+    """Settings or command-line options that cannot work."""
+
+    exit_code = 2
+
+
+class DatabaseUnreachable(ListenerError):
+    """The database could not be reached."""
+
+
+class HostSchemaMissing(ListenerError):
+    """The app's tables or functions that the ledger builds on are missing."""
+
+
+class SchemaOutOfDate(ListenerError):
+    """The database lacks migrations this version of the listener needs."""
+
+
+class MigrationChanged(ListenerError):
+    """An applied migration's file no longer matches its recorded checksum."""
+
+
+class PgmqUnavailable(ListenerError):
+    """PGMQ is neither installed, nor available as an extension, nor installable from SQL."""

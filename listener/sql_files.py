@@ -1,0 +1,71 @@
+"""The project's SQL files: named queries, numbered migrations, the demo schema."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+_NAME = re.compile(r"^--\s*name:\s*(?P<name>[a-z_][a-z0-9_]*)\s*$", re.MULTILINE)
+_MIGRATION = re.compile(r"^(?P<version>\d{4})_(?P<name>[a-z0-9_]+)\.sql$")
+
+
+@cache
+def sql_dir() -> Path:
+    """The directory holding the SQL files: inside the installed package, or the checkout's sql/."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "sql", here.parent / "sql"):
+        if (candidate / "queries.sql").is_file():
+            return candidate
+    raise FileNotFoundError("SQL files not found next to the listener package")
+
+
+@cache
+def queries() -> dict[str, str]:
+    """The named queries of queries.sql, by name."""
+    text = (sql_dir() / "queries.sql").read_text(encoding="utf-8")
+    found: dict[str, str] = {}
+    parts = _NAME.split(text)
+    # split() yields [preamble, name1, body1, name2, body2, ...]
+    for name, body in zip(parts[1::2], parts[2::2], strict=True):
+        found[name] = body.strip()
+    return found
+
+
+def query(name: str) -> str:
+    """One named query."""
+    return queries()[name]
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One numbered migration file."""
+
+    version: int
+    name: str
+    sql: str
+
+    @property
+    def checksum(self) -> str:
+        """SHA-256 of the file's text, recorded when applied."""
+        return hashlib.sha256(self.sql.encode("utf-8")).hexdigest()
+
+
+@cache
+def migrations() -> tuple[Migration, ...]:
+    """Every migration, in order."""
+    found = []
+    for path in sorted((sql_dir() / "migrations").iterdir()):
+        match = _MIGRATION.match(path.name)
+        if match:
+            found.append(
+                Migration(int(match["version"]), match["name"], path.read_text(encoding="utf-8"))
+            )
+    return tuple(found)
+
+
+def demo_schema() -> str:
+    """The coaching app's own schema, for blank databases."""
+    return (sql_dir() / "demo_schema.sql").read_text(encoding="utf-8")

@@ -1,0 +1,90 @@
+"""The narrow connector: every statement the listener runs, by name. Nothing else touches a cursor."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from listener.db import Conn
+from listener.events import RawMessage
+from listener.sql_files import query
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What handling one booking (or one dead letter) did."""
+
+    booking_id: UUID | None
+    outcome: str
+    purchase_id: UUID | None
+    previous_purchase_id: UUID | None
+    reason: str | None
+
+
+class Store:
+    """The listener's statements, each one autocommitted on its own."""
+
+    def __init__(self, conn: Conn) -> None:
+        self.conn = conn
+
+    def _rows(self, name: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        return self.conn.execute(query(name), params, prepare=True).fetchall()
+
+    def read_events(self, *, qty: int, vt_seconds: int) -> list[RawMessage]:
+        """Claim up to qty messages for vt_seconds; the claim commits at once."""
+        return [
+            RawMessage(r["msg_id"], r["read_ct"], r["enqueued_at"], r["message"])
+            for r in self._rows("read_events", {"qty": qty, "vt": vt_seconds})
+        ]
+
+    def handle_batch(
+        self,
+        *,
+        listener: UUID,
+        msg_ids: Sequence[int],
+        booking_ids: Sequence[UUID],
+        enqueued_at: Sequence[datetime],
+        dead_msg_ids: Sequence[int],
+        dead_reasons: Sequence[str],
+        waiting: bool,
+    ) -> list[Outcome]:
+        """Apply, archive and dead-letter a batch in one transaction."""
+        rows = self._rows(
+            "handle_batch",
+            {
+                "listener": listener,
+                "msg_ids": list(msg_ids),
+                "booking_ids": list(booking_ids),
+                "enqueued_at": list(enqueued_at),
+                "dead_msg_ids": list(dead_msg_ids),
+                "dead_reasons": list(dead_reasons),
+                "waiting": waiting,
+            },
+        )
+        return [
+            Outcome(
+                r["booking_id"], r["outcome"], r["purchase_id"], r["previous_purchase_id"], r["reason"]
+            )
+            for r in rows
+        ]
+
+    def heartbeat(self, *, listener: UUID, host: str, pid: int, waiting: bool) -> None:
+        """Register the listener or refresh its heartbeat."""
+        self._rows("heartbeat", {"listener": listener, "host": host, "pid": pid, "waiting": waiting})
+
+    def stop_listener(self, *, listener: UUID) -> None:
+        """Record a clean stop."""
+        self._rows("stop_listener", {"listener": listener})
+
+    def applied_migrations(self) -> list[dict[str, Any]] | None:
+        """The applied migrations, or None when the ledger was never installed."""
+        if not self._rows("migrations_table_exists")[0]["present"]:
+            return None
+        return self._rows("applied_migrations")
+
+    def complete_past(self) -> int:
+        """Run the cron path once; return how many bookings it completed."""
+        return int(self._rows("complete_past")[0]["completed"])

@@ -1,0 +1,268 @@
+"""The listener loop: read a batch, judge it, apply and ack it in one transaction, repeat."""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import socket
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import psycopg
+from psycopg import errors as pg_errors
+
+from listener import WAKEUP_CHANNEL
+from listener.db import connect
+from listener.errors import DatabaseUnreachable, SchemaOutOfDate
+from listener.events import Accepted, RawMessage, Rejected, judge
+from listener.settings import Settings
+from listener.sql_files import migrations
+from listener.store import Outcome, Store
+from listener.wakeup import Wakeup
+
+log = logging.getLogger("listener")
+
+# Worth retrying as they are: the database or the network said "not now".
+TRANSIENT = (
+    pg_errors.SerializationFailure,
+    pg_errors.DeadlockDetected,
+    pg_errors.LockNotAvailable,
+    pg_errors.QueryCanceled,
+    psycopg.OperationalError,
+    DatabaseUnreachable,
+)
+
+# After the queue runs dry, look again soon a few times before settling on the
+# poll interval: a writer that checked "is anyone idle?" just before this
+# listener said so commits without a NOTIFY, and these looks catch it.
+_IDLE_LOOKS_S = (0.005, 0.02, 0.08)
+
+
+@dataclass
+class Stats:
+    """What this process has done, for logs, metrics and readiness."""
+
+    outcomes: Counter[str] = field(default_factory=Counter)
+    batches: int = 0
+    reconnects: int = 0
+    last_poll: float = 0.0
+    last_batch: float = 0.0
+    started: float = field(default_factory=time.time)
+
+
+BatchHook = Callable[[Sequence[RawMessage], Sequence[Outcome], float], None]
+
+
+class Worker:
+    """One listener process's loop over the queue."""
+
+    def __init__(self, settings: Settings, *, on_batch: BatchHook | None = None) -> None:
+        self.settings = settings
+        self.dsn = settings.require_dsn()
+        self.id = uuid.uuid4()
+        self.host = socket.gethostname()
+        self.pid = os.getpid()
+        self.stats = Stats()
+        self.stop_event = threading.Event()
+        self.wakeup = Wakeup(self.dsn, WAKEUP_CHANNEL)
+        self._store: Store | None = None
+        self._waiting = False
+        self._last_heartbeat = 0.0
+        self._on_batch = on_batch
+
+    # -- lifecycle -----------------------------------------------------------
+
+    def request_stop(self) -> None:
+        """Finish the batch in hand, then leave the loop."""
+        self.stop_event.set()
+
+    @property
+    def ready(self) -> bool:
+        """LISTEN is alive and the queue was polled recently."""
+        recent = time.monotonic() - self.stats.last_poll < max(10.0, 3 * self.settings.poll_interval_s)
+        return self.wakeup.alive and recent
+
+    def check_schema(self) -> None:
+        """Refuse to run against a database missing this version's migrations."""
+        applied = self.store().applied_migrations()
+        if applied is None:
+            raise SchemaOutOfDate("the database has no session ledger: run `listener migrate`")
+        have = {row["version"] for row in applied}
+        missing = [m for m in migrations() if m.version not in have]
+        if missing:
+            names = ", ".join(f"{m.version:04d}_{m.name}" for m in missing)
+            raise SchemaOutOfDate(f"the database lacks migrations {names}: run `listener migrate`")
+
+    def store(self) -> Store:
+        """The worker connection's store, reconnecting if it was lost."""
+        if self._store is None or self._store.conn.closed or self._store.conn.broken:
+            if self._store is not None:
+                self._close_store()
+            self._store = Store(connect(self.dsn, autocommit=True, purpose="worker"))
+            self._store.heartbeat(listener=self.id, host=self.host, pid=self.pid, waiting=False)
+            self._waiting = False
+            self._last_heartbeat = time.monotonic()
+        return self._store
+
+    def _close_store(self) -> None:
+        if self._store is not None:
+            try:
+                self._store.conn.close()
+            except psycopg.Error:
+                pass
+            self._store = None
+
+    def run(self, *, drain: bool = False) -> None:
+        """Handle events until asked to stop (or, with drain, until the queue is empty)."""
+        self.check_schema()
+        backoff = 0.1
+        idle_looks = 0
+        try:
+            while not self.stop_event.is_set():
+                try:
+                    if self.wakeup.ensure():
+                        log.info("listening on channel %r; catching up", WAKEUP_CHANNEL)
+                        idle_looks = 0
+                    handled = self.step()
+                    backoff = 0.1
+                except TRANSIENT as exc:
+                    self.stats.reconnects += 1
+                    log.warning("transient database error (%s); retrying in %.1fs", _brief(exc), backoff)
+                    self._close_store()
+                    self.stop_event.wait(backoff)
+                    backoff = min(backoff * 2, 5.0) * (0.8 + 0.4 * random.random())  # noqa: S311
+                    continue
+                if handled:
+                    idle_looks = 0
+                    continue
+                if drain:
+                    break
+                if idle_looks < len(_IDLE_LOOKS_S):
+                    timeout = _IDLE_LOOKS_S[idle_looks]
+                    idle_looks += 1
+                else:
+                    timeout = self.settings.poll_interval_s
+                self._idle_wait(timeout)
+        finally:
+            self.close()
+
+    def _idle_wait(self, timeout: float) -> None:
+        """Wait for a hint, the poll interval, or a stop request, in short slices."""
+        deadline = time.monotonic() + timeout
+        while not self.stop_event.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            if self.wakeup.wait(min(left, 0.5)):
+                return
+            if not self.wakeup.alive:
+                return  # reconnect, then catch up
+
+    def close(self) -> None:
+        """Say goodbye in the heartbeat table and close both connections."""
+        if self._store is not None and not self._store.conn.closed:
+            try:
+                self._store.stop_listener(listener=self.id)
+            except psycopg.Error:
+                pass
+        self._close_store()
+        self.wakeup.close()
+
+    # -- one step --------------------------------------------------------------
+
+    def step(self) -> int:
+        """Read one batch and handle it; return how many messages were read."""
+        store = self.store()
+        batch = store.read_events(qty=self.settings.batch_size, vt_seconds=self.settings.visibility_timeout_s)
+        self.stats.last_poll = time.monotonic()
+        if not batch:
+            self._mark_idle(store)
+            return 0
+        waiting = len(batch) < self.settings.batch_size
+        started = time.monotonic()
+        outcomes = self._handle(store, batch, waiting=waiting)
+        self._waiting = waiting
+        self._last_heartbeat = time.monotonic()
+        self.stats.batches += 1
+        self.stats.last_batch = time.monotonic()
+        self.stats.outcomes.update(o.outcome for o in outcomes)
+        duplicates = len(batch) - len(outcomes)
+        if duplicates > 0:
+            self.stats.outcomes["no-op"] += duplicates
+        _log_outcomes(outcomes)
+        if self._on_batch is not None:
+            self._on_batch(batch, outcomes, time.monotonic() - started)
+        return len(batch)
+
+    def _mark_idle(self, store: Store) -> None:
+        now = time.monotonic()
+        if not self._waiting or now - self._last_heartbeat >= self.settings.heartbeat_interval_s:
+            store.heartbeat(listener=self.id, host=self.host, pid=self.pid, waiting=True)
+            self._waiting = True
+            self._last_heartbeat = now
+
+    def _handle(self, store: Store, batch: Sequence[RawMessage], *, waiting: bool) -> list[Outcome]:
+        """Apply a batch; if the database rejects it, split it until the culprit is alone."""
+        accepted: list[Accepted] = []
+        rejected: list[Rejected] = []
+        for raw in batch:
+            verdict = judge(
+                raw, max_payload_bytes=self.settings.max_payload_bytes, max_reads=self.settings.max_reads
+            )
+            (accepted if isinstance(verdict, Accepted) else rejected).append(verdict)
+        try:
+            return self._apply(store, accepted, rejected, waiting=waiting)
+        except TRANSIENT:
+            raise
+        except psycopg.Error as exc:
+            if len(batch) == 1:
+                reason = f"database rejected the event: {_brief(exc)}"
+                log.error("dead-lettering message %s: %s", batch[0].msg_id, reason)
+                return self._apply(store, [], [Rejected(batch[0].msg_id, reason)], waiting=waiting)
+            log.warning("batch of %d failed (%s); splitting it", len(batch), _brief(exc))
+            half = len(batch) // 2
+            return self._handle(store, batch[:half], waiting=False) + self._handle(
+                store, batch[half:], waiting=waiting
+            )
+
+    def _apply(
+        self, store: Store, accepted: list[Accepted], rejected: list[Rejected], *, waiting: bool
+    ) -> list[Outcome]:
+        for r in rejected:
+            log.warning("dead-lettering message %s: %s", r.msg_id, r.reason)
+        return store.handle_batch(
+            listener=self.id,
+            msg_ids=[a.msg_id for a in accepted],
+            booking_ids=[a.booking_id for a in accepted],
+            enqueued_at=[a.enqueued_at for a in accepted],
+            dead_msg_ids=[r.msg_id for r in rejected],
+            dead_reasons=[r.reason for r in rejected],
+            waiting=waiting,
+        )
+
+
+def _log_outcomes(outcomes: Sequence[Outcome]) -> None:
+    for o in outcomes:
+        level = logging.DEBUG if o.outcome == "no-op" else logging.INFO
+        if log.isEnabledFor(level):
+            log.log(
+                level,
+                "booking=%s pack=%s outcome=%s%s%s",
+                o.booking_id,
+                o.purchase_id,
+                o.outcome,
+                f" from_pack={o.previous_purchase_id}" if o.previous_purchase_id else "",
+                f" reason={o.reason!r}" if o.reason else "",
+            )
+
+
+def _brief(exc: BaseException) -> str:
+    """An exception as one line: its SQLSTATE when it has one, and the first line of its message."""
+    sqlstate = getattr(exc, "sqlstate", None)
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return f"{sqlstate}: {first}" if sqlstate else f"{type(exc).__name__}: {first}"
