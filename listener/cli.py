@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from types import FrameType
 from typing import Any, NoReturn
 
+import psycopg
 from pydantic import ValidationError
 
 from listener import logs
@@ -36,8 +37,11 @@ def _parser() -> argparse.ArgumentParser:
         return p
 
     p = with_dsn(sub.add_parser("migrate", help="install or upgrade the ledger, queue and trigger"))
-    p.add_argument("--with-demo-schema", action="store_true",
-                   help="first create the coaching app's tables on a blank database")
+    p.add_argument(
+        "--with-demo-schema",
+        action="store_true",
+        help="first create the coaching app's tables on a blank database",
+    )
 
     p = with_dsn(sub.add_parser("run", help="consume booking events and charge packs"))
     p.add_argument("--drain", action="store_true", help="exit once the queue is empty")
@@ -50,12 +54,19 @@ def _parser() -> argparse.ArgumentParser:
 
     p = with_dsn(sub.add_parser("status", help="queue, dead letters, ledger and listeners at a glance"))
     p.add_argument("--json", action="store_true", help="print JSON for scripts")
-    p.add_argument("--max-age", type=float, default=60.0,
-                   help="unhealthy when the oldest waiting event is older than this many seconds")
-    p.add_argument("--no-listener-ok", action="store_true",
-                   help="do not count a missing listener heartbeat as unhealthy")
+    p.add_argument(
+        "--max-age",
+        type=float,
+        default=60.0,
+        help="unhealthy when the oldest waiting event is older than this many seconds",
+    )
+    p.add_argument(
+        "--no-listener-ok", action="store_true", help="do not count a missing listener heartbeat as unhealthy"
+    )
 
-    with_dsn(sub.add_parser("complete-past", help="the cron path: complete confirmed bookings that have ended"))
+    with_dsn(
+        sub.add_parser("complete-past", help="the cron path: complete confirmed bookings that have ended")
+    )
 
     p = sub.add_parser("demo", help="the whole story on an embedded PostgreSQL, no setup needed")
     p.add_argument("--keep", action="store_true", help="keep the embedded server's data directory")
@@ -93,6 +104,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ListenerError as exc:
         print(f"listener {args.command}: {exc}", file=sys.stderr)
         return exc.exit_code
+    except psycopg.Error as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        code = f"{exc.sqlstate}: " if exc.sqlstate else ""
+        print(f"listener {args.command}: database error {code}{first}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"listener {args.command}: interrupted", file=sys.stderr)
         return 130
@@ -119,7 +135,7 @@ def _run(args: argparse.Namespace, settings: Any) -> int:
     worker = Worker(settings)
     server = None
     if settings.http_port is not None:
-        from listener.http import serve
+        from listener.health import serve
 
         server = serve(worker, port=settings.http_port)
 
@@ -129,7 +145,6 @@ def _run(args: argparse.Namespace, settings: Any) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    log.info("listener %s starting (batch %d)", worker.id, settings.batch_size)
     try:
         worker.run(drain=args.drain)
     finally:

@@ -49,7 +49,8 @@ def connect(dsn: str, *, autocommit: bool = True, purpose: str = "listener") -> 
     try:
         return psycopg.connect(dsn, autocommit=autocommit, row_factory=dict_row, **options)
     except psycopg.OperationalError as exc:
-        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+        reason = lines[0] if lines else type(exc).__name__
         raise DatabaseUnreachable(f"cannot connect to {describe(dsn)}: {_scrub(reason, dsn)}") from None
 
 

@@ -66,7 +66,9 @@ def judge(raw: RawMessage, *, max_payload_bytes: int, max_reads: int) -> Accepte
         return Rejected(raw.msg_id, f"payload of {len(text)} bytes exceeds {max_payload_bytes}")
     try:
         payload = json.loads(text)
-    except (ValueError, RecursionError):
+    except RecursionError:
+        return Rejected(raw.msg_id, "payload is nested too deeply")
+    except ValueError:
         return Rejected(raw.msg_id, "payload is not parseable JSON")
     if not isinstance(payload, dict):
         return Rejected(raw.msg_id, f"payload is a JSON {_json_kind(payload)}, not an object")
@@ -83,9 +85,7 @@ def judge(raw: RawMessage, *, max_payload_bytes: int, max_reads: int) -> Accepte
 
 
 def _json_kind(value: object) -> str:
-    return {type(None): "null", str: "string", list: "array", bool: "boolean"}.get(
-        type(value), "number"
-    )
+    return {type(None): "null", str: "string", list: "array", bool: "boolean"}.get(type(value), "number")
 
 
 def _short(value: object) -> str:

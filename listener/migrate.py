@@ -29,7 +29,12 @@ REVOKE ALL ON session_ledger.migrations FROM PUBLIC;
 REQUIRED_COLUMNS = {
     "bookings": ("id", "org_id", "status", "purchase_id", "start_time", "end_time"),
     "client_purchases": (
-        "id", "org_id", "sessions_total", "sessions_used", "expires_at", "payment_status",
+        "id",
+        "org_id",
+        "sessions_total",
+        "sessions_used",
+        "expires_at",
+        "payment_status",
     ),
 }
 REQUIRED_FUNCTIONS = ("public.is_org_member(uuid)",)
@@ -57,7 +62,8 @@ def migrate(dsn: str, *, with_demo_schema: bool = False) -> MigrateReport:
             missing = missing_host_objects(conn)
             if missing:
                 raise HostSchemaMissing(
-                    "the app's schema is incomplete: missing " + "; ".join(missing)
+                    "the app's schema is incomplete: missing "
+                    + "; ".join(missing)
                     + " (on a blank database, use --with-demo-schema)"
                 )
             with conn.transaction():

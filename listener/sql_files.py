@@ -60,9 +60,7 @@ def migrations() -> tuple[Migration, ...]:
     for path in sorted((sql_dir() / "migrations").iterdir()):
         match = _MIGRATION.match(path.name)
         if match:
-            found.append(
-                Migration(int(match["version"]), match["name"], path.read_text(encoding="utf-8"))
-            )
+            found.append(Migration(int(match["version"]), match["name"], path.read_text(encoding="utf-8")))
     return tuple(found)
 
 

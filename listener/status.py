@@ -63,7 +63,10 @@ def render(report: dict[str, Any], console: Console | None = None) -> None:
     outcomes.add_row(*(str(v) for v in report["outcomes"].values()))
     console.print(outcomes)
 
-    for title, key in (("dead-letter reasons", "dead_letter_reasons"), ("unfunded reasons", "unfunded_reasons")):
+    for title, key in (
+        ("dead-letter reasons", "dead_letter_reasons"),
+        ("unfunded reasons", "unfunded_reasons"),
+    ):
         if report[key]:
             reasons = Table(title=title)
             reasons.add_column("reason")
@@ -77,13 +80,15 @@ def render(report: dict[str, Any], console: Console | None = None) -> None:
         listeners.add_column(col)
     for x in report["listeners"]:
         listeners.add_row(
-            x["host"], str(x["pid"]), str(x["started_at"])[:19], f"{x['heartbeat_age_s']}s",
-            str(x["events_handled"]), "yes" if x["waiting"] else "no",
+            x["host"],
+            str(x["pid"]),
+            str(x["started_at"])[:19],
+            f"{x['heartbeat_age_s']}s",
+            str(x["events_handled"]),
+            "yes" if x["waiting"] else "no",
         )
     console.print(listeners)
-    console.print(
-        "migrations: " + ", ".join(f"{m['version']:04d}_{m['name']}" for m in report["migrations"])
-    )
+    console.print("migrations: " + ", ".join(f"{m['version']:04d}_{m['name']}" for m in report["migrations"]))
     problems = report.get("problems") or []
     if problems:
         console.print("[bold red]unhealthy:[/] " + "; ".join(problems))

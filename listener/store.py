@@ -65,9 +65,7 @@ class Store:
             },
         )
         return [
-            Outcome(
-                r["booking_id"], r["outcome"], r["purchase_id"], r["previous_purchase_id"], r["reason"]
-            )
+            Outcome(r["booking_id"], r["outcome"], r["purchase_id"], r["previous_purchase_id"], r["reason"])
             for r in rows
         ]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
@@ -17,7 +18,7 @@ import psycopg
 from psycopg import errors as pg_errors
 
 from listener import WAKEUP_CHANNEL
-from listener.db import connect
+from listener.db import connect, describe
 from listener.errors import DatabaseUnreachable, SchemaOutOfDate
 from listener.events import Accepted, RawMessage, Rejected, judge
 from listener.settings import Settings
@@ -72,8 +73,9 @@ class Worker:
         self.wakeup = Wakeup(self.dsn, WAKEUP_CHANNEL)
         self._store: Store | None = None
         self._waiting = False
+        self._schema_checked = False
         self._last_heartbeat = 0.0
-        self._on_batch = on_batch
+        self.on_batch = on_batch
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -97,6 +99,8 @@ class Worker:
         if missing:
             names = ", ".join(f"{m.version:04d}_{m.name}" for m in missing)
             raise SchemaOutOfDate(f"the database lacks migrations {names}: run `listener migrate`")
+        self._schema_checked = True
+        self._register(self.store())
 
     def store(self) -> Store:
         """The worker connection's store, reconnecting if it was lost."""
@@ -104,22 +108,25 @@ class Worker:
             if self._store is not None:
                 self._close_store()
             self._store = Store(connect(self.dsn, autocommit=True, purpose="worker"))
-            self._store.heartbeat(listener=self.id, host=self.host, pid=self.pid, waiting=False)
-            self._waiting = False
-            self._last_heartbeat = time.monotonic()
+            if self._schema_checked:
+                self._register(self._store)
         return self._store
+
+    def _register(self, store: Store) -> None:
+        store.heartbeat(listener=self.id, host=self.host, pid=self.pid, waiting=False)
+        self._waiting = False
+        self._last_heartbeat = time.monotonic()
 
     def _close_store(self) -> None:
         if self._store is not None:
-            try:
+            with contextlib.suppress(psycopg.Error):
                 self._store.conn.close()
-            except psycopg.Error:
-                pass
             self._store = None
 
     def run(self, *, drain: bool = False) -> None:
         """Handle events until asked to stop (or, with drain, until the queue is empty)."""
         self.check_schema()
+        log.info("listener %s started on %s (batch %d)", self.id, describe(self.dsn), self.settings.batch_size)
         backoff = 0.1
         idle_looks = 0
         try:
@@ -166,10 +173,8 @@ class Worker:
     def close(self) -> None:
         """Say goodbye in the heartbeat table and close both connections."""
         if self._store is not None and not self._store.conn.closed:
-            try:
+            with contextlib.suppress(psycopg.Error):
                 self._store.stop_listener(listener=self.id)
-            except psycopg.Error:
-                pass
         self._close_store()
         self.wakeup.close()
 
@@ -195,8 +200,8 @@ class Worker:
         if duplicates > 0:
             self.stats.outcomes["no-op"] += duplicates
         _log_outcomes(outcomes)
-        if self._on_batch is not None:
-            self._on_batch(batch, outcomes, time.monotonic() - started)
+        if self.on_batch is not None:
+            self.on_batch(batch, outcomes, time.monotonic() - started)
         return len(batch)
 
     def _mark_idle(self, store: Store) -> None:
@@ -214,7 +219,10 @@ class Worker:
             verdict = judge(
                 raw, max_payload_bytes=self.settings.max_payload_bytes, max_reads=self.settings.max_reads
             )
-            (accepted if isinstance(verdict, Accepted) else rejected).append(verdict)
+            if isinstance(verdict, Accepted):
+                accepted.append(verdict)
+            else:
+                rejected.append(verdict)
         try:
             return self._apply(store, accepted, rejected, waiting=waiting)
         except TRANSIENT:

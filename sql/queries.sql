@@ -51,3 +51,10 @@ SELECT current_setting('server_version') AS server_version,
 
 -- name: status
 SELECT session_ledger.status() AS status;
+
+-- name: queue_depths
+SELECT queue_depth, queue_visible, oldest_event_age_s, dead_letter_depth
+FROM session_ledger.queue_depths();
+
+-- name: ping
+SELECT 1 AS ok;

@@ -447,6 +447,18 @@ BEGIN
 END
 $$;
 
+-- Queue and dead-letter depth, cheap enough for every metrics scrape.
+CREATE FUNCTION session_ledger.queue_depths()
+RETURNS TABLE (queue_depth bigint, queue_visible bigint, oldest_event_age_s double precision, dead_letter_depth bigint)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = ''
+AS $$
+    SELECT (SELECT count(*) FROM pgmq.q_booking_events),
+           (SELECT count(*) FROM pgmq.q_booking_events WHERE vt <= pg_catalog.clock_timestamp()),
+           (SELECT extract(epoch FROM pg_catalog.clock_timestamp() - min(enqueued_at))::double precision
+              FROM pgmq.q_booking_events),
+           (SELECT count(*) FROM pgmq.q_booking_events_dlq)
+$$;
+
 -- Everything `listener status` reports, in one call the listener's role may make.
 CREATE FUNCTION session_ledger.status() RETURNS jsonb
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = ''
@@ -621,6 +633,7 @@ GRANT EXECUTE ON FUNCTION
     session_ledger.heartbeat(uuid, text, int, boolean),
     session_ledger.stop_listener(uuid),
     session_ledger.status(),
+    session_ledger.queue_depths(),
     session_ledger.complete_past_bookings()
 TO session_ledger_listener;
 GRANT SELECT ON session_ledger.migrations TO session_ledger_listener;

@@ -1,0 +1,94 @@
+"""The invariants every run must end with; shared by the tests and the fault-injection suite."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+
+from listener.db import Conn
+
+
+@dataclass
+class Verdict:
+    """What the checker found: counts of each kind of violation, with examples."""
+
+    lost: int = 0
+    double_charged: int = 0
+    wrong_pack: int = 0
+    stale_charges: int = 0
+    overdrawn_packs: int = 0
+    balance_mismatches: int = 0
+    queue_left: int = 0
+    examples: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """No violation of any kind."""
+        return not (
+            self.lost
+            or self.double_charged
+            or self.wrong_pack
+            or self.stale_charges
+            or self.overdrawn_packs
+            or self.balance_mismatches
+            or self.queue_left
+        )
+
+
+def snapshot_used(conn: Conn) -> dict[uuid.UUID, int]:
+    """Every pack's sessions_used, to compare against at the end."""
+    return {
+        r["id"]: r["sessions_used"]
+        for r in conn.execute("SELECT id, sessions_used FROM public.client_purchases").fetchall()
+    }
+
+
+def check(conn: Conn, starting_used: dict[uuid.UUID, int]) -> Verdict:
+    """Check balances and ledger against the bookings' final rows."""
+    v = Verdict()
+    cfg = conn.execute("SELECT consuming_statuses FROM session_ledger.config").fetchone()
+    assert cfg is not None
+    consuming = cfg["consuming_statuses"]
+    rows = conn.execute(
+        """SELECT b.id, b.purchase_id, b.status = ANY (%s) AS consumes, l.state, l.purchase_id AS l_pack
+           FROM public.bookings b LEFT JOIN session_ledger.charges l ON l.booking_id = b.id""",
+        [consuming],
+    ).fetchall()
+    paid_per_pack: dict[uuid.UUID, int] = {}
+    for r in rows:
+        wants = r["consumes"] and r["purchase_id"] is not None
+        if wants and r["state"] not in ("paid", "unfunded"):
+            v.lost += 1
+            v.examples.append(f"booking {r['id']} consumes but was never charged")
+        elif wants and r["l_pack"] != r["purchase_id"]:
+            v.wrong_pack += 1
+            v.examples.append(f"booking {r['id']} charged to {r['l_pack']}, not {r['purchase_id']}")
+        elif not wants and r["state"] == "paid":
+            v.stale_charges += 1
+            v.examples.append(f"booking {r['id']} no longer consumes but is still charged")
+        if r["state"] == "paid":
+            paid_per_pack[r["l_pack"]] = paid_per_pack.get(r["l_pack"], 0) + 1
+    # Ledger rows of deleted bookings must not hold a session.
+    gone = conn.execute(
+        """SELECT count(*) AS n FROM session_ledger.charges l
+           WHERE l.state = 'paid' AND NOT EXISTS (SELECT 1 FROM public.bookings b WHERE b.id = l.booking_id)"""
+    ).fetchone()
+    assert gone is not None
+    v.stale_charges += int(gone["n"])
+
+    packs = conn.execute("SELECT id, sessions_used, sessions_total FROM public.client_purchases").fetchall()
+    for p in packs:
+        expected = starting_used.get(p["id"], 0) + paid_per_pack.get(p["id"], 0)
+        if p["sessions_used"] != expected:
+            v.balance_mismatches += 1
+            if p["sessions_used"] > expected:
+                v.double_charged += p["sessions_used"] - expected
+            v.examples.append(f"pack {p['id']} used {p['sessions_used']}, expected {expected}")
+        if p["sessions_total"] is not None and p["sessions_used"] > p["sessions_total"]:
+            v.overdrawn_packs += 1
+            v.examples.append(f"pack {p['id']} overdrawn: {p['sessions_used']}/{p['sessions_total']}")
+    left = conn.execute("SELECT count(*) AS n FROM pgmq.q_booking_events").fetchone()
+    assert left is not None
+    v.queue_left = int(left["n"])
+    del v.examples[20:]
+    return v

@@ -1,0 +1,136 @@
+"""Migrations: once each, checksummed, concurrent-safe; adoption of a live database changes no balance."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import pytest
+from checker import check, snapshot_used
+
+from listener import demo_data
+from listener.db import connect
+from listener.errors import HostSchemaMissing, MigrationChanged
+from listener.migrate import migrate
+from listener.servers import create_database, drop_database
+from listener.settings import Settings
+from listener.sql_files import Migration, demo_schema, migrations
+from listener.worker import Worker
+
+
+@pytest.fixture
+def blank_dsn(ledger_server: str) -> Iterator[str]:
+    dsn = create_database(ledger_server, prefix="ledger_blank")
+    yield dsn
+    drop_database(ledger_server, dsn)
+
+
+def test_blank_database_without_flag_names_what_is_missing(blank_dsn: str) -> None:
+    with pytest.raises(HostSchemaMissing) as err:
+        migrate(blank_dsn)
+    message = str(err.value)
+    assert "table public.bookings" in message
+    assert "table public.client_purchases" in message
+    assert "function public.is_org_member(uuid)" in message
+    assert "--with-demo-schema" in message
+
+
+def test_missing_columns_are_named(blank_dsn: str) -> None:
+    with connect(blank_dsn) as conn:
+        conn.execute(demo_schema())
+        conn.execute("ALTER TABLE public.bookings DROP COLUMN purchase_id")
+    with pytest.raises(HostSchemaMissing, match=r"public\.bookings columns purchase_id"):
+        migrate(blank_dsn)
+
+
+def test_rerun_is_a_no_op_and_checksums_are_recorded(blank_dsn: str) -> None:
+    first = migrate(blank_dsn, with_demo_schema=True)
+    assert first.demo_schema and first.applied == [f"{m.version:04d}_{m.name}" for m in migrations()]
+    second = migrate(blank_dsn, with_demo_schema=True)
+    assert (second.demo_schema, second.applied, second.pgmq) == (False, [], "present")
+    with connect(blank_dsn) as conn:
+        rows = conn.execute("SELECT version, checksum FROM session_ledger.migrations").fetchall()
+    assert {r["version"]: r["checksum"] for r in rows} == {m.version: m.checksum for m in migrations()}
+
+
+def test_changed_migration_is_refused(blank_dsn: str) -> None:
+    migrate(blank_dsn, with_demo_schema=True)
+    with connect(blank_dsn) as conn:
+        conn.execute("UPDATE session_ledger.migrations SET checksum = 'tampered' WHERE version = 1")
+    with pytest.raises(MigrationChanged, match="0001"):
+        migrate(blank_dsn)
+
+
+def test_two_concurrent_runs_apply_once(blank_dsn: str) -> None:
+    results: list[object] = []
+    barrier = threading.Barrier(2)
+
+    def run() -> None:
+        barrier.wait()
+        try:
+            results.append(migrate(blank_dsn, with_demo_schema=True))
+        except Exception as exc:
+            results.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    applied = [r.applied for r in results]  # type: ignore[attr-defined]
+    assert sorted(len(a) for a in applied) == [0, len(migrations())]
+
+
+def test_adoption_of_a_live_database_changes_no_balance(blank_dsn: str) -> None:
+    with connect(blank_dsn) as conn:
+        conn.execute(demo_schema())
+        org = demo_data.create_org(conn)
+        pack = demo_data.create_pack(conn, org, sessions_total=10, sessions_used=0)
+        done = demo_data.create_bookings(conn, org, pack, count=3, status="completed")
+        waiting = demo_data.create_bookings(conn, org, pack, count=2)
+        # The old app code charged the completed ones itself.
+        conn.execute("UPDATE public.client_purchases SET sessions_used = 4 WHERE id = %s", [pack])
+    migrate(blank_dsn)
+    with connect(blank_dsn) as conn:
+        assert demo_data.sessions_used(conn, pack) == 4
+        assert conn.execute("SELECT count(*) AS n FROM pgmq.q_booking_events").fetchone()["n"] == 0  # type: ignore[index]
+        paid = conn.execute(
+            "SELECT count(*) AS n FROM session_ledger.charges WHERE state = 'paid'"
+        ).fetchone()
+        assert paid is not None and paid["n"] == 3
+        # Cancelling an adopted booking gives its session back; completing a new one charges.
+        conn.execute("UPDATE public.bookings SET status = 'cancelled' WHERE id = %s", [done[0]])
+        conn.execute("UPDATE public.bookings SET status = 'completed' WHERE id = %s", [waiting[0]])
+    Worker(Settings(dsn=blank_dsn)).run(drain=True)
+    with connect(blank_dsn) as conn:
+        assert demo_data.sessions_used(conn, pack) == 4
+
+
+def test_cut_over_records_old_code_charges_without_charging_again(ledger_dsn: str) -> None:
+    dsn = ledger_dsn
+    with connect(dsn) as conn:
+        org = demo_data.create_org(conn)
+        pack = demo_data.create_pack(conn, org, sessions_total=10)
+        old, new = demo_data.create_bookings(conn, org, pack, count=2)
+        start = snapshot_used(conn)
+        # Old app code, still deployed: completes and charges itself.
+        conn.execute("UPDATE public.bookings SET status = 'completed' WHERE id = %s", [old])
+        conn.execute("SELECT public.use_session(%s)", [pack])
+        # The app without its own deduction is deployed: cut-over.
+        conn.execute("UPDATE session_ledger.config SET adopt_until = clock_timestamp()")
+        conn.execute("UPDATE public.bookings SET status = 'completed' WHERE id = %s", [new])
+    Worker(Settings(dsn=dsn)).run(drain=True)
+    with connect(dsn) as conn:
+        assert demo_data.sessions_used(conn, pack) == 2
+        verdict = check(conn, start)
+        assert verdict.ok, verdict.examples
+        row = conn.execute(
+            "SELECT source FROM session_ledger.charges WHERE booking_id = %s", [old]
+        ).fetchone()
+        assert row is not None and row["source"] == "cut-over"
+
+
+def test_migration_files_are_numbered_without_gaps() -> None:
+    versions = [m.version for m in migrations()]
+    assert versions == list(range(1, len(versions) + 1))
+    assert all(isinstance(m, Migration) and m.sql.strip() for m in migrations())

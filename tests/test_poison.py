@@ -1,0 +1,121 @@
+"""Malformed and hostile messages: each gets a defined outcome, none charges, none blocks the rest."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import World
+
+from listener.events import RawMessage, Rejected, judge
+from listener.settings import Settings
+from listener.worker import Worker
+
+GOOD = "jsonb_build_object('type', 'booking.changed', 'v', 1, 'booking_id', '{b}')"
+
+# (payload SQL, expected outcome): "dead" = dead-lettered with a reason, "no-op" = acked, nothing charged.
+CORPUS = [
+    ("'null'::jsonb", "dead"),
+    ("'\"a string\"'::jsonb", "dead"),
+    ("'42'::jsonb", "dead"),
+    ("'[1, 2, 3]'::jsonb", "dead"),
+    ("'{}'::jsonb", "dead"),
+    ('\'{"type": "booking.changed", "v": 1}\'::jsonb', "dead"),
+    ('\'{"type": "booking.changed", "v": 1, "booking_id": 12345}\'::jsonb', "dead"),
+    ('\'{"type": "booking.changed", "v": 1, "booking_id": "not-a-uuid"}\'::jsonb', "dead"),
+    ("jsonb_build_object('type', 'booking.changed', 'v', 1, 'booking_id', upper('{b}'))", "dead"),
+    ("jsonb_build_object('type', 'booking.changed', 'v', 1, 'booking_id', '{' || '{b}' || '}')", "dead"),
+    ("jsonb_build_object('type', 'booking.changed', 'v', 1, 'booking_id', gen_random_uuid())", "no-op"),
+    ("jsonb_build_object('type', 'booking.deleted', 'v', 1, 'booking_id', '{b}')", "dead"),
+    ("jsonb_build_object('type', 'booking.changed', 'v', 99, 'booking_id', '{b}')", "dead"),
+    (
+        "jsonb_build_object('type', 'booking.changed', 'v', 1, 'booking_id', '{b}', 'pad', repeat('x', 1048576))",
+        "dead",
+    ),
+    ("(repeat('[', 10000) || repeat(']', 10000))::jsonb", "dead"),
+    (
+        "jsonb_build_object('type', 'booking.changed''; DROP TABLE public.bookings; --', 'v', 1, 'booking_id', '{b}')",
+        "dead",
+    ),
+    (
+        "jsonb_build_object('type', 'booking.changed', 'v', 1, 'booking_id', "
+        "'{b}''); UPDATE public.client_purchases SET sessions_used = 0; --')",
+        "dead",
+    ),
+    ("NULL::jsonb", "dead"),
+]
+
+
+def test_poison_corpus_has_defined_outcomes_and_charges_nothing(world: World) -> None:
+    pack = world.pack(sessions_total=100)
+    victim_pack = world.pack(sessions_total=5, sessions_used=3)
+    [victim] = world.bookings(victim_pack)
+    goods = world.bookings(pack, count=len(CORPUS) + 1)
+    for good, (payload, _) in zip(goods, CORPUS, strict=False):
+        world.set_status(good, "completed")
+        world.send_raw(payload.replace("{b}", str(victim)))
+    world.set_status(goods[-1], "completed")
+
+    world.drain()
+
+    assert world.used(pack) == len(goods)
+    assert world.used(victim_pack) == 3
+    assert world.queue() == []
+    dead = world.dead_letters()
+    expected_dead = sum(1 for _, outcome in CORPUS if outcome == "dead")
+    assert len(dead) == expected_dead
+    assert all(d["reason"] for d in dead)
+    assert world.conn.execute("SELECT to_regclass('public.bookings') IS NOT NULL AS ok").fetchone()["ok"]  # type: ignore[index]
+    status = world.conn.execute("SELECT session_ledger.status() AS s").fetchone()["s"]  # type: ignore[index]
+    assert status["dead_letter_depth"] == expected_dead
+    assert status["dead_letter_reasons"]
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("null", "payload is a JSON null, not an object"),
+        ("[1]", "payload is a JSON array, not an object"),
+        (
+            '{"type": "booking.changed", "v": 2, "booking_id": "x"}',
+            "unsupported event type 'booking.changed' version 2",
+        ),
+        ('{"type": "booking.changed", "v": 1}', "invalid booking_id: Field required"),
+        ("[" * 5000 + "]" * 5000, "payload is nested too deeply"),
+        ("{not json", "payload is not parseable JSON"),
+    ],
+)
+def test_judge_gives_one_line_reasons(text: str, reason: str) -> None:
+    from datetime import UTC, datetime
+
+    verdict = judge(RawMessage(1, 1, datetime.now(UTC), text), max_payload_bytes=100_000, max_reads=5)
+    assert isinstance(verdict, Rejected)
+    assert verdict.reason == reason
+
+
+def test_message_read_too_often_is_dead_lettered_not_applied(world: World) -> None:
+    pack = world.pack(sessions_total=5)
+    [booking] = world.bookings(pack)
+    world.set_status(booking, "completed")
+    world.conn.execute("UPDATE pgmq.q_booking_events SET read_ct = 50")
+    Worker(Settings(dsn=world.ledger.dsn, max_reads=10)).run(drain=True)
+    assert world.used(pack) == 0
+    [dead] = world.dead_letters()
+    assert str(dead["reason"]).startswith("read 51 times")
+    assert dead["original_length"]  # the original message is kept whole
+
+
+def test_event_the_database_rejects_is_isolated_and_dead_lettered(world: World) -> None:
+    pack = world.pack(sessions_total=5)
+    good = world.bookings(pack, count=4)
+    [bad] = world.bookings(pack)
+    # A host-side constraint that makes charging this one booking's pack fail.
+    world.conn.execute(
+        "ALTER TABLE public.client_purchases ADD CONSTRAINT no_charge_on_bad CHECK (sessions_used < 5 OR id <> %s)".replace(
+            "%s", f"'{pack}'"
+        )
+    )
+    for b in [*good, bad]:
+        world.set_status(b, "completed")
+    world.drain()
+    assert world.used(pack) == 4
+    [dead] = world.dead_letters()
+    assert "23514" in str(dead["reason"])

@@ -1,0 +1,228 @@
+"""Racing writers, several listeners, and listeners that die between read and commit."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+
+from checker import check, snapshot_used
+from conftest import World
+
+from listener.db import connect
+from listener.settings import Settings
+from listener.testing import ListenerThread
+from listener.worker import Worker
+
+
+def test_browser_and_cron_racing_on_the_same_bookings_charge_once(world: World, ledger_dsn: str) -> None:
+    pack = world.pack(sessions_total=200)
+    bookings = world.bookings(pack, count=60)
+    start = snapshot_used(world.conn)
+    listeners = [ListenerThread(ledger_dsn, batch_size=7).start() for _ in range(2)]
+    try:
+
+        def browser() -> None:
+            for b in random.sample(bookings, len(bookings)):
+                world.ledger.complete_as_user(b, world.org.trainer_user_id)
+
+        threads = [threading.Thread(target=browser) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for _ in range(3):
+            world.ledger.bulk_complete()
+        for t in threads:
+            t.join()
+        world.ledger.drain(listener_running=True)
+    finally:
+        for lt in listeners:
+            lt.stop()
+    verdict = check(world.conn, start)
+    assert verdict.ok, verdict.examples
+    assert world.used(pack) == 60
+
+
+def test_complete_cancel_toggles_across_two_listeners_converge(world: World, ledger_dsn: str) -> None:
+    pack_a, pack_b = world.pack(sessions_total=500), world.pack(sessions_total=500)
+    bookings = world.bookings(pack_a, count=40)
+    start = snapshot_used(world.conn)
+    listeners = [ListenerThread(ledger_dsn, batch_size=5).start() for _ in range(2)]
+    rng = random.Random(7)
+    try:
+
+        def writer(seed: int) -> None:
+            local = random.Random(seed)
+            with connect(ledger_dsn) as conn:
+                for _ in range(150):
+                    b = local.choice(bookings)
+                    if local.random() < 0.2:
+                        conn.execute(
+                            "UPDATE public.bookings SET purchase_id = %s WHERE id = %s",
+                            [local.choice([pack_a, pack_b]), b],
+                        )
+                    else:
+                        conn.execute(
+                            "UPDATE public.bookings SET status = %s WHERE id = %s",
+                            [local.choice(["completed", "cancelled", "confirmed"]), b],
+                        )
+
+        threads = [threading.Thread(target=writer, args=(rng.random(),)) for _ in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        world.ledger.drain(listener_running=True)
+    finally:
+        for lt in listeners:
+            lt.stop()
+    verdict = check(world.conn, start)
+    assert verdict.ok, verdict.examples
+    noops = sum(lt.worker.stats.outcomes["no-op"] for lt in listeners)
+    assert noops > 0  # the dedupe path ran
+
+
+def test_listener_dying_between_read_and_commit_loses_nothing(world: World) -> None:
+    pack = world.pack(sessions_total=50)
+    bookings = world.bookings(pack, count=10)
+    for b in bookings:
+        world.set_status(b, "completed")
+    # A listener that read the whole batch and died before committing anything.
+    claimed = world.conn.execute("SELECT * FROM session_ledger.read_events(100, 1)").fetchall()
+    assert len(claimed) == 10
+    Worker(Settings(dsn=world.ledger.dsn, poll_interval_s=0.05)).run(drain=True)
+    assert world.used(pack) == 0  # still invisible: the dead listener's claim holds
+    time.sleep(1.2)
+    Worker(Settings(dsn=world.ledger.dsn, poll_interval_s=0.05)).run(drain=True)
+    assert world.used(pack) == 10
+    redelivered = world.conn.execute("SELECT min(read_ct) AS r FROM pgmq.a_booking_events").fetchone()
+    assert redelivered is not None and redelivered["r"] == 2
+
+
+def test_kill_9_of_listener_processes_mid_run_loses_and_doubles_nothing(
+    world: World, ledger_dsn: str
+) -> None:
+    packs = [world.pack(sessions_total=2000) for _ in range(4)]
+    bookings = [b for p in packs for b in world.bookings(p, count=400)]
+    start = snapshot_used(world.conn)
+    args = [
+        sys.executable,
+        "-m",
+        "listener",
+        "run",
+        "--dsn",
+        ledger_dsn,
+        "--batch-size",
+        "20",
+        "--visibility-timeout",
+        "1",
+        "--poll-interval",
+        "0.1",
+        "--log-format",
+        "json",
+    ]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    procs = [subprocess.Popen(args, env=env, stderr=subprocess.DEVNULL) for _ in range(2)]
+    kills = 0
+    try:
+        with connect(ledger_dsn) as conn:
+            for i in range(0, len(bookings), 100):
+                conn.execute(
+                    "UPDATE public.bookings SET status = 'completed' WHERE id = ANY(%s)",
+                    [bookings[i : i + 100]],
+                )
+        deadline = time.monotonic() + 60
+        while world.ledger.queue_depth() and time.monotonic() < deadline:
+            time.sleep(random.uniform(0.05, 0.3))
+            victim = random.randrange(len(procs))
+            procs[victim].send_signal(signal.SIGKILL)
+            procs[victim].wait()
+            kills += 1
+            procs[victim] = subprocess.Popen(args, env=env, stderr=subprocess.DEVNULL)
+        world.ledger.drain(listener_running=True, timeout=60)
+        _wait_registered(world, [p.pid for p in procs])
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        for p in procs:
+            assert p.wait(timeout=20) == 0
+    assert kills >= 3
+    verdict = check(world.conn, start)
+    assert verdict.ok, verdict.examples
+    assert sum(world.used(p) for p in packs) == len(bookings)
+
+
+def _wait_registered(world: World, pids: list[int]) -> None:
+    """Wait until these processes have installed their signal handlers and registered."""
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        row = world.conn.execute(
+            "SELECT count(DISTINCT pid) AS n FROM session_ledger.listeners WHERE pid = ANY(%s)", [pids]
+        ).fetchone()
+        if row is not None and row["n"] == len(pids):
+            return
+        time.sleep(0.05)
+    raise TimeoutError("listeners did not register")
+
+
+def test_sigterm_finishes_the_batch_and_exits_zero(world: World, ledger_dsn: str) -> None:
+    pack = world.pack(sessions_total=10)
+    [booking] = world.bookings(pack)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "listener", "run", "--dsn", ledger_dsn], stderr=subprocess.PIPE, text=True
+    )
+    world.set_status(booking, "completed")
+    deadline = time.monotonic() + 20
+    while world.used(pack) == 0 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
+    assert world.used(pack) == 1
+    stopped = world.conn.execute(
+        "SELECT count(*) AS n FROM session_ledger.listeners WHERE stopped_at IS NOT NULL"
+    ).fetchone()
+    assert stopped is not None and stopped["n"] == 1
+
+
+def test_listener_notified_charges_quickly_without_waiting_for_a_poll(world: World, ledger_dsn: str) -> None:
+    pack = world.pack(sessions_total=10)
+    [booking] = world.bookings(pack)
+    thread = ListenerThread(ledger_dsn, poll_interval_s=30).start()
+    try:
+        time.sleep(0.3)  # past the idle looks: only a NOTIFY can wake it now
+        world.set_status(booking, "completed")
+        deadline = time.monotonic() + 5
+        while world.used(pack) == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert world.used(pack) == 1
+    finally:
+        thread.stop()
+
+
+def test_lost_wakeup_connection_reconnects_and_catches_up(world: World, ledger_dsn: str) -> None:
+    pack = world.pack(sessions_total=10)
+    bookings = world.bookings(pack, count=3)
+    thread = ListenerThread(ledger_dsn, poll_interval_s=30).start()
+    try:
+        for b in bookings:
+            time.sleep(0.3)
+            world.conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND application_name LIKE 'session-ledger %%'"
+                " AND pid <> pg_backend_pid()"
+            )
+            world.set_status(b, "completed")
+        deadline = time.monotonic() + 20
+        while world.used(pack) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert world.used(pack) == 3
+        assert thread.worker.stats.reconnects + thread.worker.wakeup.reconnects >= 1
+    finally:
+        thread.stop()
+    assert uuid.UUID(str(thread.worker.id))
