@@ -126,7 +126,9 @@ class Worker:
     def run(self, *, drain: bool = False) -> None:
         """Handle events until asked to stop (or, with drain, until the queue is empty)."""
         self.check_schema()
-        log.info("listener %s started on %s (batch %d)", self.id, describe(self.dsn), self.settings.batch_size)
+        log.info(
+            "listener %s started on %s (batch %d)", self.id, describe(self.dsn), self.settings.batch_size
+        )
         backoff = 0.1
         idle_looks = 0
         try:

@@ -6,7 +6,6 @@ import threading
 from collections.abc import Iterator
 
 import pytest
-from checker import check, snapshot_used
 
 from listener import demo_data
 from listener.db import connect
@@ -16,6 +15,8 @@ from listener.servers import create_database, drop_database
 from listener.settings import Settings
 from listener.sql_files import Migration, demo_schema, migrations
 from listener.worker import Worker
+
+from checker import check, snapshot_used
 
 
 @pytest.fixture

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import pytest
-from conftest import World
 
 from listener.events import RawMessage, Rejected, judge
 from listener.settings import Settings
 from listener.worker import Worker
+
+from conftest import World
 
 GOOD = "jsonb_build_object('type', 'booking.changed', 'v', 1, 'booking_id', '{b}')"
 

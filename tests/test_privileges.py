@@ -7,10 +7,11 @@ import uuid
 
 import psycopg
 import pytest
-from conftest import World
 from psycopg import errors
 
 from listener.db import connect
+
+from conftest import World
 
 QUEUE_TABLES = ["pgmq.q_booking_events", "pgmq.a_booking_events", "pgmq.q_booking_events_dlq"]
 LEDGER_TABLES = ["session_ledger.charges", "session_ledger.listeners", "session_ledger.config"]

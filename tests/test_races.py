@@ -11,13 +11,13 @@ import threading
 import time
 import uuid
 
-from checker import check, snapshot_used
-from conftest import World
-
 from listener.db import connect
 from listener.settings import Settings
 from listener.testing import ListenerThread
 from listener.worker import Worker
+
+from checker import check, snapshot_used
+from conftest import World
 
 
 def test_browser_and_cron_racing_on_the_same_bookings_charge_once(world: World, ledger_dsn: str) -> None:
