@@ -7,7 +7,9 @@ import json
 import logging
 import signal
 import sys
+import uuid
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from types import FrameType
 from typing import Any, NoReturn
 
@@ -68,9 +70,54 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_parser("complete-past", help="the cron path: complete confirmed bookings that have ended")
     )
 
+    p = with_dsn(sub.add_parser("cutover", help="from now on the listener charges, not the app's old code"))
+    p.add_argument("--at", type=_timestamp, help="the cut-over time, ISO 8601 (default: now)")
+
+    p = with_dsn(sub.add_parser("uninstall", help="remove trigger, ledger and queues; keep the app's tables"))
+    p.add_argument("--yes", action="store_true", help="really remove it")
+
+    p = sub.add_parser("export-migrations", help="write the install as SQL files for supabase/migrations")
+    p.add_argument("directory", help="where to write the files (created if missing)")
+    p.add_argument(
+        "--pgmq",
+        choices=["extension", "script"],
+        default="extension",
+        help="PGMQ as `CREATE EXTENSION` (Supabase Queues; default) or as the bundled SQL-only script",
+    )
+
+    p = sub.add_parser("dev", help="embedded PostgreSQL + demo schema + listener in the foreground")
+    p.add_argument("--keep", action="store_true", help="keep the data directory after Ctrl-C")
+    p.add_argument("--port", type=int, help="also accept TCP connections on 127.0.0.1:PORT")
+
+    p = with_dsn(sub.add_parser("replay", help="put archived events or dead letters back on the queue"))
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--from-archive", action="store_true", help="replay archived events")
+    source.add_argument("--dead-letter", action="store_true", help="move dead letters back after a fix")
+    p.add_argument(
+        "--since", type=_timestamp, help="archive: events enqueued at or after this time (ISO 8601)"
+    )
+    p.add_argument("--until", type=_timestamp, help="archive: events enqueued before this time (ISO 8601)")
+    p.add_argument("--booking", type=_uuid, nargs="+", default=[], help="archive: only these bookings")
+    p.add_argument("--id", type=int, nargs="+", default=[], help="dead letters: these message ids")
+    p.add_argument("--all", action="store_true", help="dead letters: every one")
+    p.add_argument("--dry-run", action="store_true", help="show what would happen, change nothing")
+    p.add_argument("--json", action="store_true", help="print a JSON summary")
+
+    p = with_dsn(sub.add_parser("reconcile", help="repair bookings whose ledger disagrees with their row"))
+    p.add_argument("--dry-run", action="store_true", help="show what would change, change nothing")
+    p.add_argument("--json", action="store_true", help="print a JSON summary")
+
+    p = with_dsn(sub.add_parser("prune", help="delete archived events past retention"))
+    p.add_argument("--older-than", required=True, help="retention, e.g. 30d, 12h, 2w")
+
     p = sub.add_parser("demo", help="the whole story on an embedded PostgreSQL, no setup needed")
     p.add_argument("--keep", action="store_true", help="keep the embedded server's data directory")
     return parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The CLI's argument parser, for tools and tests that check command lines."""
+    return _parser()
 
 
 def _settings(args: argparse.Namespace) -> Any:
@@ -178,6 +225,122 @@ def _complete_past(args: argparse.Namespace, settings: Any) -> int:
     return 0
 
 
+def _replay(args: argparse.Namespace, settings: Any) -> int:
+    from rich.console import Console
+
+    from listener.replay import redrive_dead_letters, render_dead_letters, replay_archive
+
+    console = Console()
+    if args.from_archive:
+        if args.id or args.all:
+            raise ConfigError("--id and --all apply to --dead-letter, not --from-archive")
+        report = replay_archive(
+            settings.require_dsn(),
+            since=args.since,
+            until=args.until,
+            bookings=args.booking,
+            dry_run=args.dry_run,
+            quiet=args.json,
+        )
+        if args.json:
+            print(json.dumps(report.as_json(), indent=2))
+        else:
+            verb = "would enqueue" if args.dry_run else "enqueued"
+            count = report.bookings if args.dry_run else report.enqueued
+            console.print(f"{report.bookings} booking(s) in the archive match; {verb} {count} event(s)")
+            console.print("what converging them does now: " + _counts(report.actions))
+            _render_packs(console, report.packs, "expected pack changes")
+        return 0
+    if args.since or args.until or args.booking:
+        raise ConfigError("--since, --until and --booking apply to --from-archive, not --dead-letter")
+    redrive = redrive_dead_letters(
+        settings.require_dsn(), ids=args.id, all_letters=args.all, dry_run=args.dry_run
+    )
+    if args.json:
+        print(json.dumps(redrive.as_json(), indent=2))
+    else:
+        render_dead_letters(redrive, console)
+    return 0
+
+
+def _reconcile(args: argparse.Namespace, settings: Any) -> int:
+    from rich.console import Console
+
+    from listener.reconcile import reconcile
+
+    report = reconcile(settings.require_dsn(), dry_run=args.dry_run, quiet=args.json)
+    if args.json:
+        print(json.dumps(report.as_json(), indent=2))
+        return 0
+    console = Console()
+    verb = "would change" if args.dry_run else "changed"
+    console.print(f"{report.out_of_sync} booking(s) out of sync; " + _counts(report.outcomes))
+    _render_packs(console, report.packs, f"packs {verb}")
+    return 0
+
+
+def _prune(args: argparse.Namespace, settings: Any) -> int:
+    from listener.prune import parse_duration, prune
+
+    report = prune(settings.require_dsn(), older_than=parse_duration(args.older_than))
+    print(
+        f"removed {report.archived_events} archived event(s), {report.archived_dead_letters} archived dead "
+        f"letter(s) and {report.stopped_listeners} old listener heartbeat(s)"
+    )
+    return 0
+
+
+def _counts(counts: dict[str, int]) -> str:
+    return ", ".join(f"{k}: {v}" for k, v in counts.items()) or "nothing to do"
+
+
+def _render_packs(console: Any, packs: list[dict[str, Any]], title: str) -> None:
+    from listener.plan import render_pack_changes
+
+    render_pack_changes(console, packs, title)
+
+
+def _timestamp(text: str) -> datetime:
+    """An ISO 8601 time; without a zone it is taken as UTC."""
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _uuid(text: str) -> uuid.UUID:
+    """A booking id."""
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a booking id (UUID): {text!r}") from None
+
+
+def _cutover(args: argparse.Namespace, settings: Any) -> int:
+    from listener.adoption import cutover_command
+
+    return cutover_command(args, settings)
+
+
+def _uninstall(args: argparse.Namespace, settings: Any) -> int:
+    from listener.uninstall import uninstall_command
+
+    return uninstall_command(args, settings)
+
+
+def _export_migrations(args: argparse.Namespace, settings: Any) -> int:
+    from listener.export import export_command
+
+    return export_command(args, settings)
+
+
+def _dev(args: argparse.Namespace, settings: Any) -> int:
+    from listener.dev import dev_command
+
+    return dev_command(args, settings)
+
+
 def _demo(args: argparse.Namespace, settings: Any) -> int:
     from listener.demo import run_demo
 
@@ -186,9 +349,16 @@ def _demo(args: argparse.Namespace, settings: Any) -> int:
 
 
 _COMMANDS = {
+    "replay": _replay,
+    "reconcile": _reconcile,
+    "prune": _prune,
     "migrate": _migrate,
     "run": _run,
     "status": _status,
     "complete-past": _complete_past,
     "demo": _demo,
+    "cutover": _cutover,
+    "uninstall": _uninstall,
+    "export-migrations": _export_migrations,
+    "dev": _dev,
 }

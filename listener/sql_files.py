@@ -67,3 +67,8 @@ def migrations() -> tuple[Migration, ...]:
 def demo_schema() -> str:
     """The coaching app's own schema, for blank databases."""
     return (sql_dir() / "demo_schema.sql").read_text(encoding="utf-8")
+
+
+def uninstall_sql() -> str:
+    """The script `listener uninstall` runs."""
+    return (sql_dir() / "uninstall.sql").read_text(encoding="utf-8")

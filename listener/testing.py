@@ -9,7 +9,20 @@ Fixtures (all real PostgreSQL, never mocked):
 - ``ledger_template``: a database migrated ``--with-demo-schema`` once per session (or xdist worker).
 - ``ledger_dsn``: a fresh database cloned from the template for one test, dropped afterwards.
 - ``ledger``: a :class:`Ledger` helper on that database.
-- ``running_listener``: a listener thread on that database for the test's duration.
+- ``running_listener`` (alias ``ledger_listener``): a listener thread on that database for the
+  test's duration. Without it, ``ledger.drain()`` runs a listener until the queue is empty.
+- ``ledger_app_schema``: SQL of the app's own schema for the template, or None (the default)
+  for the demo schema. Override it in the app's ``conftest.py``; the SQL must create what the
+  app's schema refers to (``anon``/``authenticated``/``service_role``, ``auth.uid()``), as
+  ``sql/demo_schema.sql`` does.
+
+An app's test, with the plugin installed (``pip install session-ledger-listener``)::
+
+    def test_completion_charges_the_pack(ledger, running_listener):
+        ...  # insert an org, a member, a pack and a booking through ledger.conn
+        ledger.complete_as_user(booking, trainer)  # as the browser, under RLS
+        ledger.drain()  # returns once the listener has handled every event
+        assert ledger.sessions_used(pack) == 1
 """
 
 from __future__ import annotations
@@ -159,10 +172,21 @@ def ledger_server(request: pytest.FixtureRequest) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def ledger_template(ledger_server: str) -> Iterator[str]:
-    """Name of a template database migrated with the demo schema."""
+def ledger_app_schema() -> str | None:
+    """The app's schema SQL for the template database; None means the demo schema. Apps override it."""
+    return None
+
+
+@pytest.fixture(scope="session")
+def ledger_template(ledger_server: str, ledger_app_schema: str | None) -> Iterator[str]:
+    """Name of a template database: the app's schema (default: the demo schema), then migrated."""
     dsn = create_database(ledger_server, prefix="ledger_tmpl")
-    migrate(dsn, with_demo_schema=True)
+    if ledger_app_schema is None:
+        migrate(dsn, with_demo_schema=True)
+    else:
+        with connect(dsn, purpose="tests") as conn:
+            conn.execute(ledger_app_schema)
+        migrate(dsn)
     yield str(conninfo_to_dict(dsn)["dbname"])
     drop_database(ledger_server, dsn)
 
@@ -189,3 +213,9 @@ def running_listener(ledger_dsn: str) -> Iterator[ListenerThread]:
     thread = ListenerThread(ledger_dsn).start()
     yield thread
     thread.stop()
+
+
+@pytest.fixture
+def ledger_listener(running_listener: ListenerThread) -> ListenerThread:
+    """The running listener, under the plugin's ledger_ prefix."""
+    return running_listener

@@ -43,6 +43,9 @@ TRANSIENT = (
 # listener said so commits without a NOTIFY, and these looks catch it.
 _IDLE_LOOKS_S = (0.005, 0.02, 0.08)
 
+# Attempts at a batch already read before giving it back to the visibility timeout.
+_BATCH_ATTEMPTS = 5
+
 
 @dataclass
 class Stats:
@@ -192,7 +195,7 @@ class Worker:
             return 0
         waiting = len(batch) < self.settings.batch_size
         started = time.monotonic()
-        outcomes = self._handle(store, batch, waiting=waiting)
+        outcomes = self._handle_with_retries(batch, waiting=waiting)
         self._waiting = waiting
         self._last_heartbeat = time.monotonic()
         self.stats.batches += 1
@@ -205,6 +208,27 @@ class Worker:
         if self.on_batch is not None:
             self.on_batch(batch, outcomes, time.monotonic() - started)
         return len(batch)
+
+    def _handle_with_retries(self, batch: Sequence[RawMessage], *, waiting: bool) -> list[Outcome]:
+        """Retry a batch in hand through transient errors rather than leave it hidden until its timeout.
+
+        Re-applying is safe: if the messages were redelivered meanwhile, converging a
+        booking twice is a no-op and archiving an archived message does nothing.
+        """
+        delay = 0.05
+        for attempt in range(_BATCH_ATTEMPTS):
+            try:
+                return self._handle(self.store(), batch, waiting=waiting)
+            except TRANSIENT as exc:
+                if attempt == _BATCH_ATTEMPTS - 1:
+                    raise
+                self.stats.reconnects += 1
+                log.warning("transient error applying a batch (%s); retrying it in %.2fs", _brief(exc), delay)
+                if self._store is not None and (self._store.conn.closed or self._store.conn.broken):
+                    self._close_store()
+                time.sleep(delay)
+                delay = min(delay * 3, 2.0)
+        raise AssertionError("unreachable")
 
     def _mark_idle(self, store: Store) -> None:
         now = time.monotonic()

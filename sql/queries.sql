@@ -58,3 +58,80 @@ FROM session_ledger.queue_depths();
 
 -- name: ping
 SELECT 1 AS ok;
+
+-- name: plan_bookings
+SELECT booking_id, action, purchase_id, previous_purchase_id, detail
+FROM session_ledger.plan_bookings(%(booking_ids)s);
+
+-- name: apply_bookings
+SELECT booking_id, outcome, purchase_id, previous_purchase_id, reason
+FROM session_ledger.apply_bookings(%(booking_ids)s, %(enqueued_at)s);
+
+-- name: enqueue_bookings
+SELECT session_ledger.enqueue_bookings(%(booking_ids)s, %(source)s) AS enqueued;
+
+-- name: out_of_sync_count
+SELECT count(*) AS n
+FROM public.bookings b
+FULL JOIN session_ledger.charges l ON l.booking_id = b.id
+CROSS JOIN session_ledger.config c
+WHERE (CASE WHEN b.status = ANY (c.consuming_statuses) THEN b.purchase_id END)
+      IS DISTINCT FROM (CASE WHEN l.state IN ('paid', 'unfunded') THEN l.purchase_id END);
+
+-- name: out_of_sync_bookings
+SELECT coalesce(b.id, l.booking_id) AS booking_id
+FROM public.bookings b
+FULL JOIN session_ledger.charges l ON l.booking_id = b.id
+CROSS JOIN session_ledger.config c
+WHERE (CASE WHEN b.status = ANY (c.consuming_statuses) THEN b.purchase_id END)
+      IS DISTINCT FROM (CASE WHEN l.state IN ('paid', 'unfunded') THEN l.purchase_id END);
+
+-- name: archived_bookings_count
+SELECT count(DISTINCT a.message ->> 'booking_id') AS n
+FROM pgmq.a_booking_events a
+WHERE (%(since)s::timestamptz IS NULL OR a.enqueued_at >= %(since)s)
+  AND (%(until)s::timestamptz IS NULL OR a.enqueued_at < %(until)s)
+  AND (%(bookings)s::text[] IS NULL OR a.message ->> 'booking_id' = ANY (%(bookings)s::text[]));
+
+-- name: archived_bookings
+SELECT DISTINCT (a.message ->> 'booking_id')::uuid AS booking_id
+FROM pgmq.a_booking_events a
+WHERE (%(since)s::timestamptz IS NULL OR a.enqueued_at >= %(since)s)
+  AND (%(until)s::timestamptz IS NULL OR a.enqueued_at < %(until)s)
+  AND (%(bookings)s::text[] IS NULL OR a.message ->> 'booking_id' = ANY (%(bookings)s::text[]))
+  AND a.message ->> 'booking_id' ~ '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$';
+
+-- name: dead_letters
+SELECT d.msg_id, d.enqueued_at,
+       d.message ->> 'reason' AS reason,
+       (d.message ->> 'source_msg_id')::bigint AS source_msg_id,
+       left(d.message ->> 'message', 120) AS preview,
+       length(d.message ->> 'message') AS size
+FROM pgmq.q_booking_events_dlq d
+WHERE %(ids)s::bigint[] IS NULL OR d.msg_id = ANY (%(ids)s::bigint[])
+ORDER BY d.msg_id;
+
+-- name: redrive_dead_letters
+SELECT session_ledger.redrive_dead_letters(%(ids)s) AS moved;
+
+-- name: prune_archive
+WITH doomed AS (
+    SELECT a.msg_id FROM pgmq.a_booking_events a
+    WHERE a.archived_at < now() - %(older_than)s::interval
+    ORDER BY a.msg_id
+    LIMIT %(limit)s
+)
+DELETE FROM pgmq.a_booking_events a USING doomed WHERE a.msg_id = doomed.msg_id;
+
+-- name: prune_dead_letter_archive
+WITH doomed AS (
+    SELECT a.msg_id FROM pgmq.a_booking_events_dlq a
+    WHERE a.archived_at < now() - %(older_than)s::interval
+    ORDER BY a.msg_id
+    LIMIT %(limit)s
+)
+DELETE FROM pgmq.a_booking_events_dlq a USING doomed WHERE a.msg_id = doomed.msg_id;
+
+-- name: prune_listeners
+DELETE FROM session_ledger.listeners
+WHERE coalesce(stopped_at, heartbeat_at) < now() - %(older_than)s::interval;

@@ -226,3 +226,33 @@ def test_lost_wakeup_connection_reconnects_and_catches_up(world: World, ledger_d
     finally:
         thread.stop()
     assert uuid.UUID(str(thread.worker.id))
+
+
+def test_batch_in_hand_is_retried_after_its_connection_dies(world: World, ledger_dsn: str) -> None:
+    pack = world.pack(sessions_total=10)
+    [booking] = world.bookings(pack)
+    thread = ListenerThread(ledger_dsn, visibility_timeout_s=60).start()
+    try:
+        with connect(ledger_dsn, autocommit=False) as blocker:
+            blocker.execute("SELECT 1 FROM public.client_purchases WHERE id = %s FOR UPDATE", [pack])
+            world.set_status(booking, "completed")
+            deadline = time.monotonic() + 10
+            victim = None
+            while victim is None and time.monotonic() < deadline:
+                row = world.conn.execute(
+                    "SELECT pid FROM pg_stat_activity WHERE application_name = 'session-ledger worker'"
+                    " AND datname = current_database() AND wait_event_type = 'Lock'"
+                ).fetchone()
+                victim = row["pid"] if row else None
+                time.sleep(0.01)
+            assert victim is not None, "the listener never blocked on the pack"
+            world.conn.execute("SELECT pg_terminate_backend(%s)", [victim])
+            blocker.rollback()
+        started = time.monotonic()
+        while world.used(pack) == 0 and time.monotonic() - started < 10:
+            time.sleep(0.02)
+        # Well inside the 60 s visibility timeout: the batch in hand was retried, not abandoned.
+        assert world.used(pack) == 1
+        assert thread.worker.stats.reconnects >= 1
+    finally:
+        thread.stop()

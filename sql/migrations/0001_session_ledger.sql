@@ -545,6 +545,91 @@ AS $$
 $$;
 
 ------------------------------------------------------------------------------
+-- Operators: replay, reconcile, prune
+------------------------------------------------------------------------------
+
+-- What converging each booking would do now, without doing it: for --dry-run.
+CREATE FUNCTION session_ledger.plan_bookings(p_booking_ids uuid[])
+RETURNS TABLE (booking_id uuid, action text, purchase_id uuid, previous_purchase_id uuid, detail text)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = ''
+AS $$
+    SELECT s.id,
+           CASE
+               WHEN s.want IS NOT NULL AND s.held IS NOT NULL AND s.want <> s.held THEN 'move'
+               WHEN s.want IS NOT NULL AND s.held IS NULL
+                    AND (s.l_state IS DISTINCT FROM 'unfunded' OR s.l_pack IS DISTINCT FROM s.want) THEN 'charge'
+               WHEN s.want IS NULL AND s.held IS NOT NULL THEN 'release'
+               ELSE 'none'
+           END,
+           coalesce(s.want, s.held),
+           CASE WHEN s.held IS DISTINCT FROM s.want THEN s.held END,
+           CASE
+               WHEN NOT s.booking_exists AND s.held IS NULL THEN 'booking no longer exists; nothing held'
+               WHEN NOT s.booking_exists THEN 'booking no longer exists; its session is held'
+               WHEN s.want IS NOT NULL AND s.held = s.want THEN 'already paid by this pack'
+               WHEN s.want IS NOT NULL AND s.l_state = 'unfunded' AND s.l_pack = s.want THEN 'recorded as unfunded'
+               WHEN s.want IS NULL AND s.held IS NULL THEN 'not consuming and nothing held'
+           END
+    FROM (
+        SELECT i.id,
+               b.id IS NOT NULL AS booking_exists,
+               CASE WHEN b.status = ANY (c.consuming_statuses) THEN b.purchase_id END AS want,
+               CASE WHEN l.state = 'paid' THEN l.purchase_id END AS held,
+               l.state AS l_state,
+               l.purchase_id AS l_pack
+        FROM (SELECT DISTINCT u.id FROM unnest(p_booking_ids) AS u(id) WHERE u.id IS NOT NULL) AS i
+        CROSS JOIN session_ledger.config c
+        LEFT JOIN public.bookings b ON b.id = i.id
+        LEFT JOIN session_ledger.charges l ON l.booking_id = i.id
+    ) AS s
+$$;
+
+-- Put events for these bookings on the queue, as the trigger would.
+CREATE FUNCTION session_ledger.enqueue_bookings(p_booking_ids uuid[], p_source text) RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = ''
+AS $$
+DECLARE
+    v_msgs jsonb[];
+BEGIN
+    SELECT array_agg(pg_catalog.jsonb_build_object(
+               'type', 'booking.changed', 'v', 1, 'booking_id', u.id, 'source', p_source) ORDER BY u.id)
+      INTO v_msgs
+    FROM (SELECT DISTINCT x AS id FROM unnest(p_booking_ids) AS x WHERE x IS NOT NULL) AS u;
+    IF v_msgs IS NULL THEN
+        RETURN 0;
+    END IF;
+    PERFORM pgmq.send_batch('booking_events', v_msgs);
+    PERFORM pg_catalog.pg_notify('booking_events', '');
+    RETURN array_length(v_msgs, 1);
+END
+$$;
+
+-- Move dead letters back onto the queue, original payload unwrapped; the dead
+-- letters themselves are archived, so their reasons stay on record.
+CREATE FUNCTION session_ledger.redrive_dead_letters(p_msg_ids bigint[]) RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = ''
+AS $$
+DECLARE
+    v_ids bigint[];
+    v_msgs jsonb[];
+BEGIN
+    -- Locked first: two operators redriving the same letters send each once.
+    SELECT array_agg(d.msg_id ORDER BY d.msg_id) INTO v_ids
+    FROM (SELECT q.msg_id FROM pgmq.q_booking_events_dlq q
+          WHERE q.msg_id = ANY (p_msg_ids) ORDER BY q.msg_id FOR UPDATE) AS d;
+    IF v_ids IS NULL THEN
+        RETURN 0;
+    END IF;
+    SELECT array_agg(coalesce(q.message -> 'message', 'null'::jsonb) ORDER BY q.msg_id) INTO v_msgs
+    FROM pgmq.q_booking_events_dlq q WHERE q.msg_id = ANY (v_ids);
+    PERFORM pgmq.send_batch('booking_events', v_msgs);
+    PERFORM pgmq.archive('booking_events_dlq', v_ids);
+    PERFORM pg_catalog.pg_notify('booking_events', '');
+    RETURN array_length(v_ids, 1);
+END
+$$;
+
+------------------------------------------------------------------------------
 -- The trigger: enqueue in the writer's own transaction
 ------------------------------------------------------------------------------
 

@@ -1,0 +1,107 @@
+"""`listener reconcile`: find bookings whose ledger disagrees with their row, and repair them.
+
+Triggers can be bypassed (restores and logical replication run with
+session_replication_role = replica, a trigger gets disabled, queue rows get purged).
+Repairs go through apply_bookings(), the function live events use, never through a
+direct write of sessions_used. Adjustments made outside bookings (the trainer's
+"use 1 session" and "reinstate") are not bookings, so they are left alone.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from listener.db import connect
+from listener.plan import PackChanges, summarise
+from listener.progress import progress_bar
+from listener.replay import _chunks, _count, _stream
+from listener.sql_files import query
+
+
+@dataclass
+class ReconcileReport:
+    """What a reconcile run found and changed."""
+
+    dry_run: bool
+    out_of_sync: int = 0
+    outcomes: dict[str, int] = field(default_factory=dict)
+    packs: list[dict[str, Any]] = field(default_factory=list)
+    examples: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        """The machine-readable summary."""
+        return {
+            "dry_run": self.dry_run,
+            "out_of_sync": self.out_of_sync,
+            "outcomes": self.outcomes,
+            "packs": self.packs,
+            "examples": self.examples,
+        }
+
+
+def reconcile(dsn: str, *, dry_run: bool = False, quiet: bool = False) -> ReconcileReport:
+    """Converge every out-of-sync booking, streaming the bookings table in chunks."""
+    report = ReconcileReport(dry_run=dry_run)
+    changes = PackChanges()
+    seen: list[str] = []
+    with (
+        connect(dsn, purpose="reconcile") as conn,
+        connect(dsn, autocommit=False, purpose="reconcile") as reader,
+    ):
+        total = _count(conn, "out_of_sync_count", {})
+        with progress_bar(quiet=quiet) as bar:
+            task = bar.add_task("checking" if dry_run else "repairing", total=total)
+            for chunk in _chunks(_stream(reader, "out_of_sync_bookings", {})):
+                if dry_run:
+                    rows = conn.execute(query("plan_bookings"), {"booking_ids": chunk}).fetchall()
+                    results = [
+                        (
+                            r["booking_id"],
+                            r["action"],
+                            r["purchase_id"],
+                            r["previous_purchase_id"],
+                            r["detail"],
+                        )
+                        for r in rows
+                    ]
+                else:
+                    # Each chunk commits on its own: an interrupted run keeps what it repaired.
+                    now = datetime.now(UTC)
+                    rows = conn.execute(
+                        query("apply_bookings"), {"booking_ids": chunk, "enqueued_at": [now] * len(chunk)}
+                    ).fetchall()
+                    results = [
+                        (
+                            r["booking_id"],
+                            r["outcome"],
+                            r["purchase_id"],
+                            r["previous_purchase_id"],
+                            r["reason"],
+                        )
+                        for r in rows
+                    ]
+                for booking, action, pack, previous, detail in results:
+                    seen.append(action)
+                    changes.add(action, pack, previous)
+                    if len(report.examples) < 20 and action not in ("none", "no-op"):
+                        report.examples.append(_example(booking, action, pack, previous, detail))
+                report.out_of_sync += len(chunk)
+                bar.advance(task, len(chunk))
+    report.outcomes = summarise(seen)
+    report.packs = changes.as_json()
+    return report
+
+
+def _example(
+    booking: uuid.UUID, action: str, pack: uuid.UUID | None, previous: uuid.UUID | None, detail: str | None
+) -> dict[str, Any]:
+    return {
+        "booking_id": str(booking),
+        "action": action,
+        "purchase_id": str(pack) if pack else None,
+        "previous_purchase_id": str(previous) if previous else None,
+        "detail": detail,
+    }

@@ -1,0 +1,178 @@
+"""`listener replay`: archived events back onto the queue, or dead letters after their cause is fixed.
+
+Replaying is safe by construction: the handler converges each booking to its current
+row, so a replayed event can repair a ledger but never charge a booking twice.
+"""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from listener.db import Conn, connect
+from listener.errors import ConfigError, ListenerError
+from listener.plan import PackChanges, summarise
+from listener.progress import progress_bar
+from listener.sql_files import query
+
+CHUNK = 1000
+
+
+class NothingMatched(ListenerError):
+    """Explicitly named events or bookings that do not exist: nothing was changed."""
+
+
+@dataclass
+class ReplayReport:
+    """What a replay run found and did."""
+
+    dry_run: bool
+    bookings: int = 0
+    enqueued: int = 0
+    actions: dict[str, int] = field(default_factory=dict)
+    packs: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        """The machine-readable summary."""
+        return {
+            "dry_run": self.dry_run,
+            "bookings": self.bookings,
+            "enqueued": self.enqueued,
+            "actions": self.actions,
+            "packs": self.packs,
+        }
+
+
+def replay_archive(
+    dsn: str,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    bookings: Sequence[uuid.UUID] = (),
+    dry_run: bool = False,
+    quiet: bool = False,
+) -> ReplayReport:
+    """Enqueue one event per booking found in the archive within the filters."""
+    if since is not None and until is not None and since >= until:
+        raise ConfigError("--since must be earlier than --until: the filters select nothing")
+    params = {
+        "since": since,
+        "until": until,
+        "bookings": [str(b) for b in bookings] or None,
+    }
+    report = ReplayReport(dry_run=dry_run)
+    changes = PackChanges()
+    actions: list[str] = []
+    with connect(dsn, purpose="replay") as conn, connect(dsn, autocommit=False, purpose="replay") as reader:
+        total = _count(conn, "archived_bookings_count", params)
+        if bookings:
+            found = {str(r["booking_id"]) for r in reader.execute(query("archived_bookings"), params)}
+            reader.rollback()
+            unknown = [str(b) for b in bookings if str(b) not in found]
+            if unknown:
+                raise NothingMatched(
+                    "no archived events for booking(s) " + ", ".join(unknown) + "; nothing was replayed"
+                )
+        with progress_bar(quiet=quiet) as bar:
+            task = bar.add_task("planning" if dry_run else "replaying", total=total)
+            for chunk in _chunks(_stream(reader, "archived_bookings", params)):
+                planned = conn.execute(query("plan_bookings"), {"booking_ids": chunk}).fetchall()
+                for p in planned:
+                    actions.append(p["action"])
+                    changes.add(p["action"], p["purchase_id"], p["previous_purchase_id"])
+                if not dry_run:
+                    row = conn.execute(
+                        query("enqueue_bookings"), {"booking_ids": chunk, "source": "replay"}
+                    ).fetchone()
+                    report.enqueued += int(row["enqueued"]) if row else 0
+                report.bookings += len(chunk)
+                bar.advance(task, len(chunk))
+    report.actions = summarise(actions)
+    report.packs = changes.as_json()
+    return report
+
+
+@dataclass
+class RedriveReport:
+    """What a dead-letter redrive found and did."""
+
+    dry_run: bool
+    letters: list[dict[str, Any]] = field(default_factory=list)
+    moved: int = 0
+
+    def as_json(self) -> dict[str, Any]:
+        """The machine-readable summary."""
+        return {"dry_run": self.dry_run, "moved": self.moved, "dead_letters": self.letters}
+
+
+def redrive_dead_letters(
+    dsn: str, *, ids: Sequence[int] = (), all_letters: bool = False, dry_run: bool = False
+) -> RedriveReport:
+    """Move chosen dead letters back to the queue; report each one's reason first."""
+    if not ids and not all_letters:
+        raise ConfigError("say which dead letters: --id N ... or --all")
+    report = RedriveReport(dry_run=dry_run)
+    with connect(dsn, purpose="redrive") as conn:
+        rows = conn.execute(query("dead_letters"), {"ids": list(ids) or None}).fetchall()
+        found = {r["msg_id"] for r in rows}
+        unknown = [i for i in ids if i not in found]
+        if unknown:
+            raise NothingMatched(
+                "no dead letter with id " + ", ".join(map(str, unknown)) + "; nothing was moved"
+            )
+        report.letters = [
+            {
+                "id": r["msg_id"],
+                "dead_lettered_at": r["enqueued_at"].isoformat(),
+                "reason": r["reason"],
+                "source_msg_id": r["source_msg_id"],
+                "preview": r["preview"],
+                "size": r["size"],
+            }
+            for r in rows
+        ]
+        if not dry_run:
+            for chunk in _chunks(iter(sorted(found))):
+                row = conn.execute(query("redrive_dead_letters"), {"ids": chunk}).fetchone()
+                report.moved += int(row["moved"]) if row else 0
+    return report
+
+
+def render_dead_letters(report: RedriveReport, console: Console) -> None:
+    """Print each dead letter with its reason, then what was done."""
+    table = Table(title="dead letters")
+    for col in ("id", "dead-lettered at", "reason", "payload"):
+        table.add_column(col)
+    for d in report.letters:
+        table.add_row(str(d["id"]), d["dead_lettered_at"][:19], str(d["reason"]), str(d["preview"]))
+    console.print(table)
+    verb = "would move" if report.dry_run else "moved"
+    count = len(report.letters) if report.dry_run else report.moved
+    console.print(f"{verb} {count} dead letter(s) back to the queue")
+
+
+def _count(conn: Conn, name: str, params: dict[str, Any]) -> int:
+    row = conn.execute(query(name), params).fetchone()
+    return int(row["n"]) if row else 0
+
+
+def _stream(reader: Conn, name: str, params: dict[str, Any]) -> Iterator[Any]:
+    """Rows of a named query through a server-side cursor: bounded memory on any table size."""
+    with reader.cursor(name=f"ledger_{name}") as cur:
+        cur.itersize = CHUNK
+        cur.execute(query(name), params)
+        for row in cur:
+            yield row["booking_id"]
+    reader.rollback()
+
+
+def _chunks(items: Iterator[Any]) -> Iterator[list[Any]]:
+    while chunk := list(itertools.islice(items, CHUNK)):
+        yield chunk

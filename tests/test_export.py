@@ -1,0 +1,72 @@
+"""`listener export-migrations`: files for supabase/migrations that install exactly what `listener migrate` does."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from listener import demo_data
+from listener.db import connect
+from listener.export import export_migrations
+from listener.migrate import migrate
+from listener.servers import create_database, drop_database
+from listener.sql_files import demo_schema, migrations
+from listener.testing import Ledger
+
+from conftest import run_cli
+
+
+@pytest.fixture
+def app_dsn(ledger_server: str) -> Iterator[str]:
+    """A database holding only the app."""
+    dsn = create_database(ledger_server, prefix="ledger_export")
+    with connect(dsn) as conn:
+        conn.execute(demo_schema())
+    yield dsn
+    drop_database(ledger_server, dsn)
+
+
+def test_exported_files_install_the_ledger_and_migrate_finds_nothing_to_do(
+    app_dsn: str, tmp_path: Path
+) -> None:
+    stamp = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
+    files = export_migrations(tmp_path, pgmq="script", stamp=stamp)
+    names = [f.name for f in files]
+    assert names[0] == "20250102030405_session_ledger_pgmq.sql"
+    assert names[1:] == [
+        f"{stamp + timedelta(seconds=i + 1):%Y%m%d%H%M%S}_session_ledger_{m.version:04d}_{m.name}.sql"
+        for i, m in enumerate(migrations())
+    ]
+    assert names == sorted(names), "Supabase applies them in name order"
+
+    # As `supabase db push` does: each file in its own transaction, in name order.
+    with connect(app_dsn, autocommit=False) as conn:
+        for f in sorted(tmp_path.iterdir()):
+            conn.execute(f.read_text(encoding="utf-8"))
+            conn.commit()
+
+    report = migrate(app_dsn)
+    assert (report.pgmq, report.applied) == ("present", [])
+
+    ledger = Ledger(app_dsn)
+    org = demo_data.create_org(ledger.conn)
+    pack = demo_data.create_pack(ledger.conn, org, sessions_total=3)
+    [booking] = demo_data.create_bookings(ledger.conn, org, pack)
+    ledger.complete_as_user(booking, org.trainer_user_id)
+    ledger.drain()
+    assert ledger.sessions_used(pack) == 1
+    ledger.close()
+
+    assert export_migrations(tmp_path, pgmq="script") == [], "already exported files are not written twice"
+
+
+def test_export_command_uses_the_pgmq_extension_by_default(tmp_path: Path) -> None:
+    result = run_cli("export-migrations", str(tmp_path / "supabase" / "migrations"))
+    assert result.returncode == 0, result.stderr
+    written = [Path(line) for line in result.stdout.splitlines()]
+    assert len(written) == 1 + len(migrations())
+    assert "CREATE EXTENSION IF NOT EXISTS pgmq;" in written[0].read_text(encoding="utf-8")
+    assert "INSERT INTO session_ledger.migrations" in written[1].read_text(encoding="utf-8")
