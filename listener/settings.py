@@ -22,6 +22,10 @@ class Settings(BaseSettings):
     poll_interval_s: float = Field(default=1.0, gt=0)
     heartbeat_interval_s: float = Field(default=5.0, gt=0)
     max_payload_bytes: int = Field(default=65_536, ge=256)
+    # The server cancels a statement after this long (a lock wait, usually)...
+    statement_timeout_s: float = Field(default=30.0, gt=0)
+    # ...and the listener drops a connection whose call outlives this, for a middlebox that went silent.
+    call_deadline_s: float = Field(default=45.0, gt=0)
     log_format: str = Field(default="text")
     http_port: int | None = Field(default=None, ge=0, le=65535)
 

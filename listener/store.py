@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from listener.db import Conn
+from listener.db import Conn, watchdog
 from listener.events import RawMessage
 from listener.sql_files import query
 
@@ -27,11 +27,13 @@ class Outcome:
 class Store:
     """The listener's statements, each one autocommitted on its own."""
 
-    def __init__(self, conn: Conn) -> None:
+    def __init__(self, conn: Conn, *, deadline_s: float = 60.0) -> None:
         self.conn = conn
+        self.deadline_s = deadline_s
 
     def _rows(self, name: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-        return self.conn.execute(query(name), params, prepare=True).fetchall()
+        with watchdog.guard(self.conn, self.deadline_s):
+            return self.conn.execute(query(name), params, prepare=True).fetchall()
 
     def read_events(self, *, qty: int, vt_seconds: int) -> list[RawMessage]:
         """Claim up to qty messages for vt_seconds; the claim commits at once."""

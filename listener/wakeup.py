@@ -9,7 +9,7 @@ import time
 import psycopg
 from psycopg import sql
 
-from listener.db import Conn, connect
+from listener.db import Conn, connect, watchdog
 from listener.errors import DatabaseUnreachable
 
 log = logging.getLogger("listener.wakeup")
@@ -20,8 +20,9 @@ _PING_EVERY_S = 15.0
 class Wakeup:
     """A LISTEN connection that reconnects by itself and tells the caller when it did."""
 
-    def __init__(self, dsn: str, channel: str) -> None:
+    def __init__(self, dsn: str, channel: str, *, deadline_s: float = 60.0) -> None:
         self._dsn = dsn
+        self._deadline_s = deadline_s
         self._channel = channel
         self._conn: Conn | None = None
         self._last_ping = 0.0
@@ -39,7 +40,8 @@ class Wakeup:
         self.close()
         conn = connect(self._dsn, autocommit=True, purpose="wakeup")
         try:
-            conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._channel)))
+            with watchdog.guard(conn, self._deadline_s):
+                conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._channel)))
         except psycopg.Error:
             conn.close()
             raise
@@ -64,7 +66,8 @@ class Wakeup:
                 for _ in self._conn.notifies(timeout=0):
                     pass
             elif time.monotonic() - self._last_ping >= _PING_EVERY_S:
-                self._conn.execute("SELECT 1")
+                with watchdog.guard(self._conn, self._deadline_s):
+                    self._conn.execute("SELECT 1")
                 self._last_ping = time.monotonic()
             return notified
         except (psycopg.OperationalError, DatabaseUnreachable) as exc:

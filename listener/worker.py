@@ -73,7 +73,7 @@ class Worker:
         self.pid = os.getpid()
         self.stats = Stats()
         self.stop_event = threading.Event()
-        self.wakeup = Wakeup(self.dsn, WAKEUP_CHANNEL)
+        self.wakeup = Wakeup(self.dsn, WAKEUP_CHANNEL, deadline_s=settings.call_deadline_s)
         self._store: Store | None = None
         self._waiting = False
         self._schema_checked = False
@@ -110,7 +110,13 @@ class Worker:
         if self._store is None or self._store.conn.closed or self._store.conn.broken:
             if self._store is not None:
                 self._close_store()
-            self._store = Store(connect(self.dsn, autocommit=True, purpose="worker"))
+            conn = connect(
+                self.dsn,
+                autocommit=True,
+                purpose="worker",
+                statement_timeout_s=self.settings.statement_timeout_s,
+            )
+            self._store = Store(conn, deadline_s=self.settings.call_deadline_s)
             if self._schema_checked:
                 self._register(self._store)
         return self._store
@@ -147,7 +153,8 @@ class Worker:
                     log.warning("transient database error (%s); retrying in %.1fs", _brief(exc), backoff)
                     self._close_store()
                     self.stop_event.wait(backoff)
-                    backoff = min(backoff * 2, 5.0) * (0.8 + 0.4 * random.random())  # noqa: S311
+                    # Capped so a listener resumes within 5 s of the server coming back.
+                    backoff = min(backoff * 2, 4.0) * (0.8 + 0.4 * random.random())  # noqa: S311
                     continue
                 if handled:
                     idle_looks = 0

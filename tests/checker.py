@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 from listener.db import Conn
@@ -19,6 +20,11 @@ class Verdict:
     overdrawn_packs: int = 0
     balance_mismatches: int = 0
     queue_left: int = 0
+    # Filled only when check() is given a history of the writes.
+    unaccounted_events: int = 0
+    phantom_events: int = 0
+    rolled_back_effects: int = 0
+    dead_lettered: int = 0
     examples: list[str] = field(default_factory=list)
 
     @property
@@ -32,7 +38,15 @@ class Verdict:
             or self.overdrawn_packs
             or self.balance_mismatches
             or self.queue_left
+            or self.unaccounted_events
+            or self.phantom_events
+            or self.rolled_back_effects
         )
+
+    @property
+    def lost_total(self) -> int:
+        """Bookings or events that did not get their effect: uncharged, wrongly charged, or unaccounted."""
+        return self.lost + self.wrong_pack + self.stale_charges + self.unaccounted_events
 
 
 def snapshot_used(conn: Conn) -> dict[uuid.UUID, int]:
@@ -43,8 +57,25 @@ def snapshot_used(conn: Conn) -> dict[uuid.UUID, int]:
     }
 
 
-def check(conn: Conn, starting_used: dict[uuid.UUID, int]) -> Verdict:
-    """Check balances and ledger against the bookings' final rows."""
+def check(
+    conn: Conn,
+    starting_used: dict[uuid.UUID, int],
+    *,
+    committed_msg_ids: Collection[int] | None = None,
+    uncertain_msg_ids: Collection[int] = (),
+    rolled_back_msg_ids: Collection[int] = (),
+    rolled_back_bookings: Collection[uuid.UUID] = (),
+) -> Verdict:
+    """Check balances and ledger against the bookings' final rows, and events against a write history.
+
+    With ``committed_msg_ids`` (the messages enqueued by writes known to have
+    committed), every one of them must be archived or dead-lettered, and no
+    message may exist that no write could have enqueued. ``uncertain_msg_ids``
+    came from writes whose commit outcome is unknown: either fate is fine.
+    ``rolled_back_msg_ids`` and ``rolled_back_bookings`` come from completions that
+    were rolled back: none of those messages may exist and none of those
+    bookings may have a ledger row.
+    """
     v = Verdict()
     cfg = conn.execute("SELECT consuming_statuses FROM session_ledger.config").fetchone()
     assert cfg is not None
@@ -90,5 +121,58 @@ def check(conn: Conn, starting_used: dict[uuid.UUID, int]) -> Verdict:
     left = conn.execute("SELECT count(*) AS n FROM pgmq.q_booking_events").fetchone()
     assert left is not None
     v.queue_left = int(left["n"])
+    dead = conn.execute("SELECT count(*) AS n FROM pgmq.q_booking_events_dlq").fetchone()
+    assert dead is not None
+    v.dead_lettered = int(dead["n"])
+    if committed_msg_ids is not None or rolled_back_msg_ids or rolled_back_bookings:
+        _check_events(
+            conn, v, committed_msg_ids, uncertain_msg_ids, rolled_back_msg_ids, rolled_back_bookings
+        )
     del v.examples[20:]
     return v
+
+
+def _check_events(
+    conn: Conn,
+    v: Verdict,
+    committed: Collection[int] | None,
+    uncertain: Collection[int],
+    rolled_back: Collection[int],
+    rolled_back_bookings: Collection[uuid.UUID],
+) -> None:
+    """Every committed event archived or dead-lettered; nothing from rolled-back writes anywhere."""
+    archived = {r["msg_id"] for r in conn.execute("SELECT msg_id FROM pgmq.a_booking_events").fetchall()}
+    queued = {r["msg_id"] for r in conn.execute("SELECT msg_id FROM pgmq.q_booking_events").fetchall()}
+    dead = {
+        int(r["src"])
+        for r in conn.execute(
+            """SELECT (message ->> 'source_msg_id') AS src FROM pgmq.q_booking_events_dlq
+               UNION ALL
+               SELECT (message ->> 'source_msg_id') FROM pgmq.a_booking_events_dlq"""
+        ).fetchall()
+        if r["src"] is not None
+    }
+    settled = archived | dead
+    if committed is not None:
+        missing = sorted(set(committed) - settled)
+        v.unaccounted_events = len(missing)
+        v.examples += [
+            f"event {m} was committed but is neither archived nor dead-lettered" for m in missing[:5]
+        ]
+        phantom = sorted((settled | queued) - set(committed) - set(uncertain))
+        v.phantom_events = len(phantom)
+        v.examples += [f"event {m} exists but no committed write enqueued it" for m in phantom[:5]]
+    ghosts = sorted(set(rolled_back) & (settled | queued))
+    v.rolled_back_effects += len(ghosts)
+    v.examples += [f"event {m} of a rolled-back write exists" for m in ghosts[:5]]
+    if rolled_back_bookings:
+        row = conn.execute(
+            "SELECT count(*) AS n FROM session_ledger.charges WHERE booking_id = ANY(%s)",
+            [list(rolled_back_bookings)],
+        ).fetchone()
+        assert row is not None
+        if row["n"]:
+            v.rolled_back_effects += int(row["n"])
+            v.examples.append(
+                f"{row['n']} bookings only ever completed in rolled-back writes have ledger rows"
+            )

@@ -256,3 +256,48 @@ def test_batch_in_hand_is_retried_after_its_connection_dies(world: World, ledger
         assert thread.worker.stats.reconnects >= 1
     finally:
         thread.stop()
+
+
+def test_a_silent_middlebox_is_detected_by_the_call_deadline(world: World, ledger_dsn: str) -> None:
+    import importlib
+    from pathlib import Path
+
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    sys.path.append(str(Path(__file__).resolve().parents[1]))
+    proxy_cls = importlib.import_module("faults.network").Proxy
+    params = conninfo_to_dict(ledger_dsn)
+    host, port = str(params.get("host") or "127.0.0.1"), int(params.get("port") or 5432)
+    target = f"{host}/.s.PGSQL.{port}" if host.startswith("/") else (host, port)
+    proxy = proxy_cls("127.0.0.1", target)
+    via_proxy = make_conninfo(ledger_dsn, host="127.0.0.1", port=proxy.port)
+    pack = world.pack(sessions_total=10)
+    first, second = world.bookings(pack, count=2)
+    # A read whose reply the middlebox swallowed still claimed its messages: a short visibility
+    # timeout lets them come back soon after the path does.
+    thread = ListenerThread(
+        via_proxy, call_deadline_s=2, statement_timeout_s=1, poll_interval_s=0.2, visibility_timeout_s=3
+    ).start()
+    try:
+        world.set_status(first, "completed")
+        deadline = time.monotonic() + 10
+        while world.used(pack) < 1 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert world.used(pack) == 1
+        proxy.stall()  # keeps every socket open and acknowledged, forwards nothing
+        before = thread.worker.stats.reconnects
+        world.set_status(second, "completed")
+        deadline = time.monotonic() + 8
+        while thread.worker.stats.reconnects == before and time.monotonic() < deadline:
+            time.sleep(0.05)
+        # The hung call was abandoned by the listener itself, while the middlebox was still silent.
+        assert thread.worker.stats.reconnects > before
+        proxy.reset_all()
+        deadline = time.monotonic() + 20
+        while world.used(pack) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert world.used(pack) == 2
+    finally:
+        proxy.reset_all()
+        thread.stop()
+        proxy.close()

@@ -44,8 +44,9 @@ CREATE TABLE session_ledger.charges (
 CREATE INDEX charges_purchase_paid_idx ON session_ledger.charges (purchase_id) WHERE state = 'paid';
 CREATE INDEX charges_unfunded_idx ON session_ledger.charges (booking_id) WHERE state = 'unfunded';
 
--- Heartbeats of running listeners. Unlogged: it is rebuilt by the listeners themselves.
-CREATE UNLOGGED TABLE session_ledger.listeners (
+-- Heartbeats and outcome counters of listeners. Logged, so the counts in
+-- `listener status` survive a crash; the per-batch update rides the batch's commit.
+CREATE TABLE session_ledger.listeners (
     id uuid PRIMARY KEY,
     host text NOT NULL,
     pid int NOT NULL,

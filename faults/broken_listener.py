@@ -1,0 +1,102 @@
+"""Deliberately broken listeners, only for proving that the checker catches them. Never deploy these.
+
+``--mode ack-first`` archives a batch in its own transaction and only then applies
+it: a crash or a dropped connection in between loses the events.
+``--mode no-ledger`` charges or releases straight from each event with no ledger,
+so duplicates and toggles charge twice.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+from types import FrameType
+
+from pydantic import SecretStr
+
+from listener import logs
+from listener.events import Accepted, Rejected
+from listener.settings import Settings
+from listener.store import Outcome, Store
+from listener.worker import Worker
+
+
+class AckFirstWorker(Worker):
+    """Acks before it commits the charges."""
+
+    def _apply(
+        self, store: Store, accepted: list[Accepted], rejected: list[Rejected], *, waiting: bool
+    ) -> list[Outcome]:
+        ids = [a.msg_id for a in accepted]
+        if ids:
+            store.conn.execute("SELECT pgmq.archive('booking_events', %s::bigint[])", [ids])
+        return store.handle_batch(
+            listener=self.id,
+            msg_ids=[],
+            booking_ids=[a.booking_id for a in accepted],
+            enqueued_at=[a.enqueued_at for a in accepted],
+            dead_msg_ids=[r.msg_id for r in rejected],
+            dead_reasons=[r.reason for r in rejected],
+            waiting=waiting,
+        )
+
+
+class NoLedgerWorker(Worker):
+    """Charges on every event that finds its booking completed, and releases on every other."""
+
+    def _apply(
+        self, store: Store, accepted: list[Accepted], rejected: list[Rejected], *, waiting: bool
+    ) -> list[Outcome]:
+        with store.conn.transaction():
+            for a in accepted:
+                row = store.conn.execute(
+                    "SELECT status, purchase_id, start_time FROM public.bookings WHERE id = %s",
+                    [a.booking_id],
+                ).fetchone()
+                if row is None or row["purchase_id"] is None:
+                    continue
+                if row["status"] == "completed":
+                    store.conn.execute(
+                        "SELECT public.use_session(%s, %s)", [row["purchase_id"], row["start_time"]]
+                    )
+                else:
+                    store.conn.execute("SELECT public.release_session(%s)", [row["purchase_id"]])
+            ids = [a.msg_id for a in accepted] + [r.msg_id for r in rejected]
+            if ids:
+                store.conn.execute("SELECT pgmq.archive('booking_events', %s::bigint[])", [ids])
+        return []
+
+
+MODES: dict[str, type[Worker]] = {"ack-first": AckFirstWorker, "no-ledger": NoLedgerWorker}
+
+
+def main() -> None:
+    """Run a broken listener until SIGTERM."""
+    parser = argparse.ArgumentParser(prog="python -m faults.broken_listener")
+    parser.add_argument("--dsn", required=True)
+    parser.add_argument("--mode", choices=sorted(MODES), required=True)
+    parser.add_argument("--log-format", choices=["text", "json"], default="text")
+    parser.add_argument("--poll-interval", type=float, default=0.2)
+    parser.add_argument("--visibility-timeout", type=int, default=30)
+    parser.add_argument("--batch-size", type=int, default=500)
+    args = parser.parse_args()
+    logs.configure(fmt=args.log_format)
+    worker = MODES[args.mode](
+        Settings(
+            dsn=SecretStr(args.dsn),
+            poll_interval_s=args.poll_interval,
+            visibility_timeout_s=args.visibility_timeout,
+            batch_size=args.batch_size,
+        )
+    )
+
+    def stop(_signum: int, _frame: FrameType | None) -> None:
+        worker.request_stop()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    worker.run()
+
+
+if __name__ == "__main__":
+    main()
