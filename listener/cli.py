@@ -47,7 +47,7 @@ def _parser() -> argparse.ArgumentParser:
 
     p = with_dsn(sub.add_parser("run", help="consume booking events and charge packs"))
     p.add_argument("--drain", action="store_true", help="exit once the queue is empty")
-    p.add_argument("--batch-size", type=int, help="messages per batch (default 500)")
+    p.add_argument("--batch-size", type=int, help="messages per batch (default 1000)")
     p.add_argument("--poll-interval", type=float, help="seconds between polls when idle (default 1)")
     p.add_argument("--visibility-timeout", type=int, help="seconds a read message stays hidden (default 30)")
     p.add_argument("--max-reads", type=int, help="reads before a message is dead-lettered (default 10)")

@@ -16,7 +16,7 @@ class Settings(BaseSettings):
     dsn: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("LISTENER_DSN", "DATABASE_URL", "dsn")
     )
-    batch_size: int = Field(default=500, ge=1, le=10_000)
+    batch_size: int = Field(default=1000, ge=1, le=10_000)
     visibility_timeout_s: int = Field(default=30, ge=1)
     max_reads: int = Field(default=10, ge=2)
     poll_interval_s: float = Field(default=1.0, gt=0)

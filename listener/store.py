@@ -17,10 +17,10 @@ from listener.sql_files import query
 class Outcome:
     """What handling one booking (or one dead letter) did."""
 
-    booking_id: UUID | None
+    booking_id: str | None
     outcome: str
-    purchase_id: UUID | None
-    previous_purchase_id: UUID | None
+    purchase_id: str | None
+    previous_purchase_id: str | None
     reason: str | None
 
 
@@ -47,7 +47,7 @@ class Store:
         *,
         listener: UUID,
         msg_ids: Sequence[int],
-        booking_ids: Sequence[UUID],
+        booking_ids: Sequence[str],
         enqueued_at: Sequence[datetime],
         dead_msg_ids: Sequence[int],
         dead_reasons: Sequence[str],
@@ -58,9 +58,9 @@ class Store:
             "handle_batch",
             {
                 "listener": listener,
-                "msg_ids": list(msg_ids),
-                "booking_ids": list(booking_ids),
-                "enqueued_at": list(enqueued_at),
+                "msg_ids": ",".join(map(str, msg_ids)),
+                "booking_ids": ",".join(booking_ids),
+                "enqueued_at": ",".join(t.isoformat() for t in enqueued_at),
                 "dead_msg_ids": list(dead_msg_ids),
                 "dead_reasons": list(dead_reasons),
                 "waiting": waiting,

@@ -38,10 +38,10 @@ TRANSIENT = (
     DatabaseUnreachable,
 )
 
-# After the queue runs dry, look again soon a few times before settling on the
-# poll interval: a writer that checked "is anyone idle?" just before this
-# listener said so commits without a NOTIFY, and these looks catch it.
-_IDLE_LOOKS_S = (0.005, 0.02, 0.08)
+# After the queue runs dry, look again soon a few times before saying "idle".
+# Writers send a NOTIFY only to an idle listener, and NOTIFY serialises commits
+# cluster-wide: under steady load the listener keeps looking and nobody notifies.
+_IDLE_LOOKS_S = (0.002, 0.005, 0.01, 0.02, 0.04, 0.08)
 
 # Attempts at a batch already read before giving it back to the visibility timeout.
 _BATCH_ATTEMPTS = 5
@@ -162,11 +162,17 @@ class Worker:
                 if drain:
                     break
                 if idle_looks < len(_IDLE_LOOKS_S):
-                    timeout = _IDLE_LOOKS_S[idle_looks]
+                    # Recently busy: look again soon rather than ask writers to NOTIFY.
+                    self._idle_wait(_IDLE_LOOKS_S[idle_looks])
                     idle_looks += 1
-                else:
-                    timeout = self.settings.poll_interval_s
-                self._idle_wait(timeout)
+                    continue
+                try:
+                    if self._set_waiting():
+                        continue  # one more look before sleeping: closes the race with writers
+                except TRANSIENT:
+                    self._close_store()
+                    continue
+                self._idle_wait(min(self.settings.poll_interval_s, self.settings.heartbeat_interval_s))
         finally:
             self.close()
 
@@ -198,12 +204,10 @@ class Worker:
         batch = store.read_events(qty=self.settings.batch_size, vt_seconds=self.settings.visibility_timeout_s)
         self.stats.last_poll = time.monotonic()
         if not batch:
-            self._mark_idle(store)
             return 0
-        waiting = len(batch) < self.settings.batch_size
         started = time.monotonic()
-        outcomes = self._handle_with_retries(batch, waiting=waiting)
-        self._waiting = waiting
+        outcomes = self._handle_with_retries(batch, waiting=False)
+        self._waiting = False
         self._last_heartbeat = time.monotonic()
         self.stats.batches += 1
         self.stats.last_batch = time.monotonic()
@@ -237,12 +241,15 @@ class Worker:
                 delay = min(delay * 3, 2.0)
         raise AssertionError("unreachable")
 
-    def _mark_idle(self, store: Store) -> None:
+    def _set_waiting(self) -> bool:
+        """Tell writers this listener sleeps and wants a NOTIFY; refresh the heartbeat. True if newly set."""
         now = time.monotonic()
-        if not self._waiting or now - self._last_heartbeat >= self.settings.heartbeat_interval_s:
-            store.heartbeat(listener=self.id, host=self.host, pid=self.pid, waiting=True)
+        newly = not self._waiting
+        if newly or now - self._last_heartbeat >= self.settings.heartbeat_interval_s:
+            self.store().heartbeat(listener=self.id, host=self.host, pid=self.pid, waiting=True)
             self._waiting = True
             self._last_heartbeat = now
+        return newly
 
     def _handle(self, store: Store, batch: Sequence[RawMessage], *, waiting: bool) -> list[Outcome]:
         """Apply a batch; if the database rejects it, split it until the culprit is alone."""
@@ -288,18 +295,18 @@ class Worker:
 
 
 def _log_outcomes(outcomes: Sequence[Outcome]) -> None:
+    """One log record per batch, a line per booking: per-record overhead would rival the charging itself."""
+    lines = []
     for o in outcomes:
-        level = logging.DEBUG if o.outcome == "no-op" else logging.INFO
-        if log.isEnabledFor(level):
-            log.log(
-                level,
-                "booking=%s pack=%s outcome=%s%s%s",
-                o.booking_id,
-                o.purchase_id,
-                o.outcome,
-                f" from_pack={o.previous_purchase_id}" if o.previous_purchase_id else "",
-                f" reason={o.reason!r}" if o.reason else "",
-            )
+        if o.outcome == "no-op" and not log.isEnabledFor(logging.DEBUG):
+            continue
+        lines.append(
+            f"booking={o.booking_id} pack={o.purchase_id} outcome={o.outcome}"
+            + (f" from_pack={o.previous_purchase_id}" if o.previous_purchase_id else "")
+            + (f" reason={o.reason!r}" if o.reason else "")
+        )
+    if lines and log.isEnabledFor(logging.INFO):
+        log.info("%s", "\n".join(lines))
 
 
 def _brief(exc: BaseException) -> str:

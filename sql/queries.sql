@@ -6,9 +6,14 @@ SELECT msg_id, read_ct, enqueued_at, message
 FROM session_ledger.read_events(%(qty)s, %(vt)s);
 
 -- name: handle_batch
-SELECT booking_id, outcome, purchase_id, previous_purchase_id, reason
+-- Ids travel as one comma-separated text each: dumping Python lists element by
+-- element would cost the listener more than the database spends on the batch.
+SELECT booking_id::text, outcome, purchase_id::text, previous_purchase_id::text, reason
 FROM session_ledger.handle_batch(
-    %(listener)s, %(msg_ids)s, %(booking_ids)s, %(enqueued_at)s,
+    %(listener)s,
+    string_to_array(%(msg_ids)s, ',')::bigint[],
+    string_to_array(%(booking_ids)s, ',')::uuid[],
+    string_to_array(%(enqueued_at)s, ',')::timestamptz[],
     %(dead_msg_ids)s, %(dead_reasons)s, %(waiting)s
 );
 

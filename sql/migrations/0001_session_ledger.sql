@@ -77,6 +77,16 @@ ALTER TABLE session_ledger.replaced_functions ENABLE ROW LEVEL SECURITY;
 
 SELECT pgmq.create('booking_events');
 SELECT pgmq.create('booking_events_dlq');
+-- A queue table churns: every message is inserted, updated when read, and deleted.
+-- Vacuum it after a fixed number of dead rows rather than a fraction of its size,
+-- so a large backlog does not leave readers walking dead index entries.
+ALTER TABLE pgmq.q_booking_events SET (
+    autovacuum_vacuum_scale_factor = 0,
+    autovacuum_vacuum_threshold = 10000,
+    autovacuum_vacuum_cost_delay = 0,
+    autovacuum_analyze_scale_factor = 0,
+    autovacuum_analyze_threshold = 10000
+);
 
 INSERT INTO session_ledger.replaced_functions (signature, definition)
 SELECT s, CASE WHEN pg_catalog.to_regprocedure(s) IS NOT NULL
@@ -117,6 +127,21 @@ $$;
 -- use_session / release_session, hardened in place
 ------------------------------------------------------------------------------
 
+-- The one rule for "may this pack pay for a session held at p_at", capacity
+-- aside: NULL when it may, else why not. use_session and the listener's batch
+-- path both judge by it.
+CREATE FUNCTION session_ledger.unfundable_reason(
+    p_sessions_total int, p_expires_at timestamptz, p_payment_status text, p_at timestamptz
+) RETURNS text
+LANGUAGE sql IMMUTABLE SET search_path = ''
+AS $$
+    SELECT CASE
+        WHEN p_sessions_total IS NULL THEN 'purchase is not a session pack'
+        WHEN p_payment_status IN ('refunded', 'failed') THEN 'pack payment ' || p_payment_status
+        WHEN p_expires_at IS NOT NULL AND p_expires_at <= p_at THEN 'pack expired before the session'
+    END
+$$;
+
 -- Charge one session, judging the pack's validity at p_session_at. One
 -- conditional UPDATE: the row lock and the re-checked WHERE make overdraw
 -- impossible under any concurrency.
@@ -128,11 +153,8 @@ BEGIN
     UPDATE public.client_purchases p
        SET sessions_used = p.sessions_used + 1
      WHERE p.id = p_purchase_id
-       AND p.sessions_total IS NOT NULL
        AND p.sessions_used < p.sessions_total
-       AND (p.expires_at IS NULL OR p.expires_at > p_session_at)
-       AND p.payment_status IS DISTINCT FROM 'refunded'
-       AND p.payment_status IS DISTINCT FROM 'failed';
+       AND session_ledger.unfundable_reason(p.sessions_total, p.expires_at, p.payment_status, p_session_at) IS NULL;
     RETURN FOUND;
 END
 $$;
@@ -161,22 +183,6 @@ BEGIN
 END
 $$;
 
--- Why a pack could not pay for a session held at p_at.
-CREATE FUNCTION session_ledger.unfunded_reason(p_purchase_id uuid, p_at timestamptz) RETURNS text
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path = ''
-AS $$
-    SELECT CASE
-        WHEN p.id IS NULL THEN 'pack does not exist'
-        WHEN p.sessions_total IS NULL THEN 'purchase is not a session pack'
-        WHEN p.payment_status IN ('refunded', 'failed') THEN 'pack payment ' || p.payment_status
-        WHEN p.expires_at IS NOT NULL AND p.expires_at <= p_at THEN 'pack expired before the session'
-        WHEN p.sessions_used >= p.sessions_total THEN 'pack exhausted'
-        ELSE 'pack could not be charged'
-    END
-    FROM (SELECT 1) AS one
-    LEFT JOIN public.client_purchases p ON p.id = p_purchase_id
-$$;
-
 ------------------------------------------------------------------------------
 -- Converge bookings to their ledger
 ------------------------------------------------------------------------------
@@ -184,19 +190,24 @@ $$;
 -- Bring each named booking's ledger row in line with the booking's current row.
 -- Level-triggered: the event only names the booking, so duplicate, late,
 -- replayed or reordered events find nothing left to do.
+--
+-- Set-based: one UPDATE per pack per batch, by the same rule as use_session
+-- (unfundable_reason, and sessions_used < sessions_total), with the packs'
+-- rows locked first. When a pack has fewer sessions left than bookings asking,
+-- the earliest sessions are paid for.
 CREATE FUNCTION session_ledger.apply_bookings(p_booking_ids uuid[], p_enqueued_at timestamptz[])
 RETURNS TABLE (booking_id uuid, outcome text, purchase_id uuid, previous_purchase_id uuid, reason text)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = ''
+-- Every table access below is a key lookup for one batch, but a small table or a
+-- generic plan (which cannot see the batch's size) tempts the planner into
+-- scanning tables whole, turning O(batch) work into O(table) as they grow.
+SET enable_seqscan = 'off'
 AS $$
 DECLARE
     v_cfg session_ledger.config;
-    b_id uuid[]; b_want uuid[]; b_held uuid[]; b_lstate text[]; b_lpack uuid[];
-    b_adopt boolean[]; b_start timestamptz[]; b_bad text[];
-    r_id uuid[] := '{}'; r_done boolean[] := '{}';
-    c_id uuid[] := '{}'; c_ok boolean[] := '{}'; c_reason text[] := '{}';
-    op record;
-    v_ok boolean;
-    v_reason text;
+    d_id uuid[]; d_outcome text[]; d_state text[]; d_pack uuid[]; d_prev uuid[]; d_reason text[]; d_adopt boolean[];
+    u_pack uuid[]; u_expected int[]; u_new int[];
+    v_updated int;
 BEGIN
     SELECT * INTO v_cfg FROM session_ledger.config;
 
@@ -207,127 +218,155 @@ BEGIN
     FROM (SELECT DISTINCT pg_catalog.hashtext(u.id::text) AS key
           FROM unnest(p_booking_ids) AS u(id) ORDER BY 1) AS k;
 
-    -- One snapshot, taken after the locks: the state every decision below uses.
-    SELECT array_agg(c.id), array_agg(c.want), array_agg(c.held), array_agg(c.l_state),
-           array_agg(c.l_pack), array_agg(c.adopt), array_agg(c.start_time), array_agg(c.bad)
-      INTO b_id, b_want, b_held, b_lstate, b_lpack, b_adopt, b_start, b_bad
-    FROM (
+    -- Lock the packs this batch may touch, in id order. NO KEY UPDATE: it does
+    -- not conflict with the key-share locks that foreign-key checks take.
+    PERFORM 1 FROM public.client_purchases p
+    WHERE p.id IN (SELECT b.purchase_id FROM public.bookings b WHERE b.id = ANY (p_booking_ids)
+                   UNION
+                   -- every ledger row's pack, paid or not: filtering on state would steer the
+                   -- planner to the partial index over all paid rows instead of the primary key
+                   SELECT l.purchase_id FROM session_ledger.charges l
+                   WHERE l.booking_id = ANY (p_booking_ids))
+    ORDER BY p.id
+    FOR NO KEY UPDATE;
+
+    -- Decide everything from one snapshot, taken after the locks.
+    WITH ids AS (
+        SELECT u.id, min(u.at) AS first_at
+        FROM unnest(p_booking_ids, p_enqueued_at) AS u(id, at)
+        WHERE u.id IS NOT NULL
+        GROUP BY u.id
+    ), cur AS (
         SELECT i.id,
+               coalesce(i.first_at < v_cfg.adopt_until, false) AS adopt,
+               b.start_time,
+               b.org_id AS booking_org,
                CASE WHEN b.status = ANY (v_cfg.consuming_statuses) THEN b.purchase_id END AS want,
                CASE WHEN l.state = 'paid' THEN l.purchase_id END AS held,
                l.state AS l_state,
-               l.purchase_id AS l_pack,
-               coalesce(i.first_at < v_cfg.adopt_until, false) AS adopt,
-               b.start_time,
-               CASE
-                   WHEN b.purchase_id IS NOT NULL AND p.id IS NULL THEN 'pack does not exist'
-                   WHEN p.org_id IS DISTINCT FROM b.org_id THEN 'pack belongs to another organisation'
-               END AS bad
-        FROM (SELECT u.id, min(u.at) AS first_at
-              FROM unnest(p_booking_ids, p_enqueued_at) AS u(id, at)
-              WHERE u.id IS NOT NULL
-              GROUP BY u.id) AS i
+               l.purchase_id AS l_pack
+        FROM ids i
         LEFT JOIN public.bookings b ON b.id = i.id
-        LEFT JOIN public.client_purchases p ON p.id = b.purchase_id
         LEFT JOIN session_ledger.charges l ON l.booking_id = i.id
-    ) AS c;
+    ), ops AS (
+        SELECT c.*,
+               c.held IS NOT NULL AND c.held IS DISTINCT FROM c.want AS do_release,
+               c.want IS NOT NULL AND c.want IS DISTINCT FROM c.held
+                   AND (c.l_state IS DISTINCT FROM 'unfunded' OR c.l_pack IS DISTINCT FROM c.want) AS do_charge
+        FROM cur c
+    ), packs AS (
+        SELECT p.id, p.org_id, p.sessions_total, p.sessions_used, p.expires_at, p.payment_status
+        FROM public.client_purchases p
+        WHERE p.id IN (SELECT o.want FROM ops o WHERE o.do_charge AND NOT o.adopt
+                       UNION SELECT o.held FROM ops o WHERE o.do_release AND NOT o.adopt)
+    ), releases AS (
+        SELECT o.id, o.held AS pack,
+               row_number() OVER (PARTITION BY o.held ORDER BY o.start_time, o.id) AS rn
+        FROM ops o WHERE o.do_release AND NOT o.adopt
+    ), released AS (
+        -- a pack at 0 has nothing to give back (a trainer may have reinstated by hand)
+        SELECT r.id, r.pack, r.rn <= coalesce(p.sessions_used, 0) AS ok
+        FROM releases r LEFT JOIN packs p ON p.id = r.pack
+    ), after_release AS (
+        SELECT p.*, p.sessions_used - coalesce(x.n, 0) AS used_after,
+               session_ledger.unfundable_reason(p.sessions_total, NULL, p.payment_status, NULL) AS static_bad
+        FROM packs p
+        LEFT JOIN (SELECT r.pack, count(*) FILTER (WHERE r.ok)::int AS n FROM released r GROUP BY r.pack) x
+               ON x.pack = p.id
+    ), candidates AS (
+        SELECT o.id, o.want, o.start_time,
+               CASE
+                   WHEN p.id IS NULL THEN 'pack does not exist'
+                   WHEN p.org_id IS DISTINCT FROM o.booking_org THEN 'pack belongs to another organisation'
+                   -- unfundable_reason() per pack where the session's time does not matter,
+                   -- and its expiry test inline, rather than a function call per booking
+                   WHEN p.static_bad IS NOT NULL THEN p.static_bad
+                   WHEN p.expires_at IS NOT NULL AND p.expires_at <= o.start_time THEN 'pack expired before the session'
+               END AS bad
+        FROM ops o LEFT JOIN after_release p ON p.id = o.want
+        WHERE o.do_charge AND NOT o.adopt
+    ), charged AS (
+        SELECT c.id, c.want,
+               c.bad IS NULL AND rank_in_pack <= p.sessions_total - p.used_after AS ok,
+               coalesce(c.bad, 'pack exhausted') AS why_not
+        FROM (SELECT c0.*, row_number() OVER (PARTITION BY c0.want, c0.bad IS NULL
+                                              ORDER BY c0.start_time, c0.id) AS rank_in_pack
+              FROM candidates c0) AS c
+        LEFT JOIN after_release p ON p.id = c.want
+    ), pack_balances AS (
+        SELECT p.id, p.sessions_used AS expected, p.used_after + coalesce(f.n, 0) AS new_used
+        FROM after_release p
+        LEFT JOIN (SELECT c.want, count(*)::int AS n FROM charged c WHERE c.ok GROUP BY c.want) f ON f.want = p.id
+    ), decided AS (
+        SELECT o.id, o.adopt, o.want, o.held, o.l_state, o.l_pack,
+               o.do_charge, o.do_release, r.ok AS release_ok, ch.ok AS charge_ok, ch.why_not
+        FROM ops o
+        LEFT JOIN released r ON r.id = o.id
+        LEFT JOIN charged ch ON ch.id = o.id
+    )
+    SELECT array_agg(d.id),
+           array_agg(CASE
+               WHEN d.adopt AND (d.do_charge OR d.do_release) THEN 'no-op'
+               WHEN d.do_charge AND d.charge_ok AND d.do_release THEN 'moved'
+               WHEN d.do_charge AND d.charge_ok THEN 'paid'
+               WHEN d.do_charge THEN 'unfunded'
+               WHEN d.do_release THEN 'released'
+               ELSE 'no-op' END),
+           array_agg(CASE
+               WHEN d.do_charge THEN CASE WHEN d.adopt OR d.charge_ok THEN 'paid' ELSE 'unfunded' END
+               WHEN d.do_release THEN 'released'
+               WHEN d.want IS NULL AND d.l_state = 'unfunded' THEN 'released'
+               END),
+           array_agg(CASE WHEN d.do_charge THEN d.want ELSE coalesce(d.held, d.want, d.l_pack) END),
+           array_agg(CASE WHEN d.do_release THEN d.held END),
+           array_agg(CASE
+               WHEN d.adopt AND (d.do_charge OR d.do_release) THEN 'before the cut-over: the app''s old code moved this session'
+               WHEN d.do_charge AND NOT d.charge_ok THEN d.why_not
+               WHEN d.do_release AND NOT d.release_ok THEN 'pack had nothing to give back'
+               WHEN NOT (d.do_charge OR d.do_release) THEN
+                   CASE
+                       WHEN d.want IS NULL AND d.l_state = 'unfunded' THEN 'no longer consuming; nothing was charged'
+                       WHEN d.want IS NULL THEN 'nothing charged and nothing to charge'
+                       WHEN d.l_state = 'unfunded' THEN 'already recorded as unfunded'
+                       ELSE 'already paid by this pack'
+                   END
+               END),
+           array_agg(d.adopt),
+           (SELECT array_agg(b.id ORDER BY b.id) FROM pack_balances b WHERE b.new_used <> b.expected),
+           (SELECT array_agg(b.expected ORDER BY b.id) FROM pack_balances b WHERE b.new_used <> b.expected),
+           (SELECT array_agg(b.new_used ORDER BY b.id) FROM pack_balances b WHERE b.new_used <> b.expected)
+      INTO d_id, d_outcome, d_state, d_pack, d_prev, d_reason, d_adopt, u_pack, u_expected, u_new
+    FROM decided d;
 
-    IF b_id IS NULL THEN
+    IF d_id IS NULL THEN
         RETURN;
     END IF;
 
-    -- Releases before charges within a pack, so a session freed in this batch
-    -- can pay for another; packs in id order, so listeners never deadlock on them.
-    FOR op IN
-        SELECT s.id, s.start_time, s.adopt, s.bad, o.kind, o.pack
-        FROM unnest(b_id, b_want, b_held, b_lstate, b_lpack, b_adopt, b_start, b_bad)
-             AS s(id, want, held, l_state, l_pack, adopt, start_time, bad)
-        CROSS JOIN LATERAL (VALUES (0, s.held), (1, s.want)) AS o(kind, pack)
-        WHERE (o.kind = 0 AND s.held IS NOT NULL AND s.held IS DISTINCT FROM s.want)
-           OR (o.kind = 1 AND s.want IS NOT NULL AND s.want IS DISTINCT FROM s.held
-               AND (s.l_state IS DISTINCT FROM 'unfunded' OR s.l_pack IS DISTINCT FROM s.want))
-        ORDER BY o.pack, o.kind, s.start_time, s.id
-    LOOP
-        IF op.kind = 0 THEN
-            r_id := r_id || op.id;
-            r_done := r_done || (op.adopt OR public.release_session(op.pack) >= 0);
-        ELSE
-            v_reason := NULL;
-            IF op.adopt THEN
-                v_ok := true;
-            ELSIF op.bad IS NOT NULL THEN
-                v_ok := false;
-                v_reason := op.bad;
-            ELSE
-                v_ok := public.use_session(op.pack, op.start_time);
-                IF NOT v_ok THEN
-                    v_reason := session_ledger.unfunded_reason(op.pack, op.start_time);
-                END IF;
-            END IF;
-            c_id := c_id || op.id;
-            c_ok := c_ok || v_ok;
-            c_reason := c_reason || v_reason;
+    IF u_pack IS NOT NULL THEN
+        UPDATE public.client_purchases p
+           SET sessions_used = u.new_used
+          FROM unnest(u_pack, u_expected, u_new) AS u(pack, expected, new_used)
+         WHERE p.id = u.pack AND p.sessions_used = u.expected;
+        GET DIAGNOSTICS v_updated = ROW_COUNT;
+        -- A pack changed after it was read (its booking moved to it after the lock
+        -- was taken): retry the batch rather than write a balance from a stale row.
+        IF v_updated <> array_length(u_pack, 1) THEN
+            RAISE EXCEPTION 'a pack changed while its batch was applied; retrying'
+                USING ERRCODE = 'serialization_failure';
         END IF;
-    END LOOP;
+    END IF;
+
+    INSERT INTO session_ledger.charges AS l (booking_id, purchase_id, state, reason, source, updated_at)
+    SELECT s.id, s.pack, s.state, CASE WHEN s.state = 'unfunded' THEN s.reason END,
+           CASE WHEN s.adopt THEN 'cut-over' ELSE 'listener' END, pg_catalog.now()
+    FROM unnest(d_id, d_state, d_pack, d_reason, d_adopt) AS s(id, state, pack, reason, adopt)
+    WHERE s.state IS NOT NULL
+    ON CONFLICT ON CONSTRAINT charges_pkey DO UPDATE
+       SET purchase_id = excluded.purchase_id, state = excluded.state, reason = excluded.reason,
+           source = excluded.source, updated_at = excluded.updated_at;
 
     RETURN QUERY
-    WITH base AS (
-        SELECT * FROM unnest(b_id, b_want, b_held, b_lstate, b_lpack, b_adopt)
-            AS s(id, want, held, l_state, l_pack, adopt)
-    ), res AS (
-        SELECT s.id, s.want, s.held, s.l_state, s.l_pack, s.adopt,
-               r.done AS released, c.ok AS charged, c.reason AS charge_reason,
-               r.id IS NOT NULL AS has_release, c.id IS NOT NULL AS has_charge
-        FROM base s
-        LEFT JOIN unnest(r_id, r_done) AS r(id, done) ON r.id = s.id
-        LEFT JOIN unnest(c_id, c_ok, c_reason) AS c(id, ok, reason) ON c.id = s.id
-    ), decided AS (
-        SELECT res.*,
-               CASE
-                   WHEN res.adopt AND (res.has_charge OR res.has_release) THEN 'no-op'
-                   WHEN res.has_charge AND res.charged AND res.has_release THEN 'moved'
-                   WHEN res.has_charge AND res.charged THEN 'paid'
-                   WHEN res.has_charge THEN 'unfunded'
-                   WHEN res.has_release THEN 'released'
-                   ELSE 'no-op'
-               END AS outcome,
-               CASE
-                   WHEN res.has_charge THEN CASE WHEN res.charged THEN 'paid' ELSE 'unfunded' END
-                   WHEN res.has_release THEN 'released'
-                   WHEN res.want IS NULL AND res.l_state = 'unfunded' THEN 'released'
-               END AS new_state,
-               CASE
-                   WHEN res.adopt AND (res.has_charge OR res.has_release) THEN 'before the cut-over: the app''s old code moved this session'
-                   WHEN res.has_charge AND NOT res.charged THEN res.charge_reason
-                   WHEN res.has_release AND NOT res.released THEN 'pack had nothing to give back'
-                   WHEN NOT (res.has_charge OR res.has_release) THEN
-                       CASE
-                           WHEN res.want IS NULL AND res.l_state = 'unfunded' THEN 'no longer consuming; nothing was charged'
-                           WHEN res.want IS NULL THEN 'nothing charged and nothing to charge'
-                           WHEN res.l_state = 'unfunded' THEN 'already recorded as unfunded'
-                           ELSE 'already paid by this pack'
-                       END
-               END AS reason
-        FROM res
-    ), written AS (
-        INSERT INTO session_ledger.charges AS l (booking_id, purchase_id, state, reason, source, updated_at)
-        SELECT d.id,
-               CASE WHEN d.has_charge THEN d.want ELSE d.l_pack END,
-               d.new_state,
-               CASE WHEN d.new_state = 'unfunded' THEN d.reason END,
-               CASE WHEN d.adopt THEN 'cut-over' ELSE 'listener' END,
-               pg_catalog.now()
-        FROM decided d
-        WHERE d.new_state IS NOT NULL
-        ON CONFLICT ON CONSTRAINT charges_pkey DO UPDATE
-           SET purchase_id = excluded.purchase_id, state = excluded.state, reason = excluded.reason,
-               source = excluded.source, updated_at = excluded.updated_at
-    )
-    SELECT d.id, d.outcome,
-           CASE WHEN d.has_charge THEN d.want ELSE coalesce(d.held, d.want, d.l_pack) END,
-           CASE WHEN d.has_release THEN d.held END,
-           d.reason
-    FROM decided d;
+    SELECT * FROM unnest(d_id, d_outcome, d_pack, d_prev, d_reason);
 END
 $$;
 
@@ -335,13 +374,25 @@ $$;
 -- The listener's entry points
 ------------------------------------------------------------------------------
 
--- Read a batch. pgmq.read commits with this statement, so read_ct survives a crash.
+-- Read a batch: pgmq.read's claim (vt, read_ct, last_read_at), committed with
+-- this statement so read_ct survives a crash. Written out rather than calling
+-- pgmq.read, whose dynamic SQL joins the claimed ids back to the whole queue
+-- table: every read then costs O(queue) instead of O(batch).
 CREATE FUNCTION session_ledger.read_events(p_qty int, p_vt_seconds int)
 RETURNS TABLE (msg_id bigint, read_ct int, enqueued_at timestamptz, message text)
 LANGUAGE sql SECURITY DEFINER SET search_path = ''
 AS $$
-    SELECT m.msg_id, m.read_ct, m.enqueued_at, m.message::text
-    FROM pgmq.read('booking_events', p_vt_seconds, p_qty) AS m
+    UPDATE pgmq.q_booking_events m
+       SET vt = pg_catalog.clock_timestamp() + pg_catalog.make_interval(secs => p_vt_seconds),
+           read_ct = m.read_ct + 1,
+           last_read_at = pg_catalog.clock_timestamp()
+     WHERE m.msg_id = ANY (ARRAY(
+               SELECT q.msg_id FROM pgmq.q_booking_events q
+               WHERE q.vt <= pg_catalog.clock_timestamp()
+               ORDER BY q.msg_id
+               LIMIT p_qty
+               FOR UPDATE SKIP LOCKED))
+    RETURNING m.msg_id, m.read_ct, m.enqueued_at, m.message::text
 $$;
 
 -- Apply a batch and ack it in one transaction: the charges, the ledger rows,
@@ -643,38 +694,44 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = ''
 AS $$
 DECLARE
     v_consuming text[];
-    v_msgs jsonb[];
+    v_sent bigint;
 BEGIN
     SELECT c.consuming_statuses INTO v_consuming FROM session_ledger.config c;
 
+    -- A static INSERT into the queue table (what pgmq.send_batch does, minus its
+    -- dynamic SQL, which is planned anew on every call). Nothing to send, nothing
+    -- inserted: an UPDATE that changes nothing relevant cannot fail.
     IF TG_OP = 'INSERT' THEN
-        SELECT array_agg(pg_catalog.jsonb_build_object('type', 'booking.changed', 'v', 1, 'booking_id', n.id))
-          INTO v_msgs
+        INSERT INTO pgmq.q_booking_events (vt, message)
+        SELECT pg_catalog.clock_timestamp(),
+               pg_catalog.jsonb_build_object('type', 'booking.changed', 'v', 1, 'booking_id', n.id)
         FROM new_rows n
         WHERE n.status = ANY (v_consuming) AND n.purchase_id IS NOT NULL;
     ELSIF TG_OP = 'UPDATE' THEN
-        SELECT array_agg(pg_catalog.jsonb_build_object('type', 'booking.changed', 'v', 1, 'booking_id', coalesce(n.id, o.id)))
-          INTO v_msgs
+        INSERT INTO pgmq.q_booking_events (vt, message)
+        SELECT pg_catalog.clock_timestamp(),
+               pg_catalog.jsonb_build_object('type', 'booking.changed', 'v', 1, 'booking_id', coalesce(n.id, o.id))
         FROM new_rows n
         FULL JOIN old_rows o ON o.id = n.id
         WHERE (CASE WHEN n.status = ANY (v_consuming) THEN n.purchase_id END)
               IS DISTINCT FROM (CASE WHEN o.status = ANY (v_consuming) THEN o.purchase_id END);
     ELSE
-        SELECT array_agg(pg_catalog.jsonb_build_object('type', 'booking.changed', 'v', 1, 'booking_id', o.id))
-          INTO v_msgs
+        INSERT INTO pgmq.q_booking_events (vt, message)
+        SELECT pg_catalog.clock_timestamp(),
+               pg_catalog.jsonb_build_object('type', 'booking.changed', 'v', 1, 'booking_id', o.id)
         FROM old_rows o
         WHERE o.status = ANY (v_consuming) AND o.purchase_id IS NOT NULL;
     END IF;
+    GET DIAGNOSTICS v_sent = ROW_COUNT;
 
-    IF v_msgs IS NOT NULL THEN
-        PERFORM pgmq.send_batch('booking_events', v_msgs);
-        -- A wake-up only when some listener is idle: NOTIFY serialises commits
-        -- cluster-wide, and a busy listener is draining anyway.
-        IF EXISTS (SELECT 1 FROM session_ledger.listeners l
-                   WHERE l.waiting AND l.stopped_at IS NULL
-                     AND l.heartbeat_at > pg_catalog.now() - interval '2 minutes') THEN
-            PERFORM pg_catalog.pg_notify('booking_events', '');
-        END IF;
+    -- A wake-up only when some listener sleeps: NOTIFY serialises commits
+    -- cluster-wide, and a listener that is not asleep is looking anyway.
+    IF v_sent > 0 AND EXISTS (
+        SELECT 1 FROM session_ledger.listeners l
+        WHERE l.waiting AND l.stopped_at IS NULL
+          AND l.heartbeat_at > pg_catalog.now() - interval '2 minutes'
+    ) THEN
+        PERFORM pg_catalog.pg_notify('booking_events', '');
     END IF;
     RETURN NULL;
 END

@@ -1,0 +1,322 @@
+"""The performance benchmark of issue 5: the listener against the inline baseline, the ceiling and the peers.
+
+    python bench/run.py [--dsn D] [--json PATH] [--quick] [--batch-size N] [--plot PATH]
+
+Without --dsn it starts the embedded PostgreSQL. Every measurement runs on a fresh database
+cloned from a migrated template, and every figure that matters is a ratio of two rates
+measured in this one run. fsync and synchronous_commit are left at the server's settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import logging
+import math
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import measurements
+import psutil
+from rich.console import Console
+from rich.table import Table
+from workload import Server
+
+from listener.db import connect
+
+# (key, target, "min" when the figure must be at least the target, "max" when at most)
+TARGETS: list[tuple[str, float, str]] = [
+    ("throughput_vs_inline", 3.0, "min"),
+    ("vs_batched_sql", 0.6, "min"),
+    ("vs_pgmq_consumer", 10.0, "min"),
+    ("vs_pgqueuer", 4.0, "min"),
+    ("bulk_overhead_100k", 2.0, "max"),
+    ("bulk_linearity", 1.2, "max"),
+    ("browser_tps_ratio", 0.8, "min"),
+    ("lag_p50_ms", 15.0, "max"),
+    ("lag_p99_ms", 100.0, "max"),
+    ("idle_wake_p50_ms", 10.0, "max"),
+    ("drain_last_vs_first", 0.8, "min"),
+    ("rss_mb_max", 150.0, "max"),
+    ("rss_growth", 1.1, "max"),
+]
+
+console = Console(stderr=True)
+
+
+@contextlib.contextmanager
+def _server(dsn: str | None) -> Iterator[str]:
+    if dsn:
+        yield dsn
+        return
+    from listener.servers import embedded_server
+
+    with embedded_server() as url:
+        yield url
+
+
+def _server_facts(dsn: str) -> dict[str, Any]:
+    with connect(dsn, purpose="bench") as conn:
+        row = conn.execute(
+            """SELECT version() AS version, current_setting('server_version') AS server_version,
+                      current_setting('fsync') AS fsync,
+                      current_setting('synchronous_commit') AS synchronous_commit,
+                      current_setting('shared_buffers') AS shared_buffers,
+                      current_setting('max_wal_size') AS max_wal_size,
+                      current_setting('autovacuum') AS autovacuum"""
+        ).fetchone()
+    return dict(row or {})
+
+
+def _machine() -> dict[str, Any]:
+    model = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return {
+        "cpus": os.cpu_count(),
+        "cpu_model": model,
+        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "load_avg_at_start": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def _step(name: str, fn: Callable[[], dict[str, Any]], out: dict[str, Any]) -> None:
+    console.log(f"[bold]{name}[/bold] ...")
+    started = time.monotonic()
+    result = fn()
+    out.update(result)
+    console.log(f"{name} done in {time.monotonic() - started:.1f}s")
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Run every measurement and return the figures."""
+    sizes = measurements.QUICK if args.quick else measurements.FULL
+    work = Path(tempfile.mkdtemp(prefix="ledger-bench-"))
+    logs = work / "logs"
+    logs.mkdir()
+    bs = args.batch_size
+    res: dict[str, Any] = {
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "mode": "quick" if args.quick else "full",
+        "machine": _machine(),
+        "listener_batch_size": bs or int(os.environ.get("LISTENER_BATCH_SIZE", "500")),
+        "sizes": {k: v for k, v in vars(sizes).items()},
+    }
+    with _server(args.dsn) as admin:
+        facts = _server_facts(admin)
+        res["postgresql"] = facts["server_version"]
+        res["postgresql_version"] = facts["version"]
+        res["fsync"] = facts["fsync"]
+        res["synchronous_commit"] = facts["synchronous_commit"]
+        res["server_settings"] = facts
+        res["backend"] = "dsn" if args.dsn else "embedded"
+        server = Server(admin)
+        server.setup_template()
+        try:
+            n = sizes.backlog
+            _step(
+                "listener: 1, 2, 4 processes", lambda: measurements.horizontal(server, sizes, logs, bs), res
+            )
+            _step("inline pgbench", lambda: _prefixed("inline", measurements.inline(server, n, work)), res)
+            _step(
+                "bare batched SQL loop",
+                lambda: _prefixed("batched_sql", measurements.peer_queue(server, n, "batched")),
+                res,
+            )
+            _step(
+                "pgmq client consumer x2",
+                lambda: _prefixed("pgmq_consumer", measurements.peer_queue(server, n, "pgmq", processes=2)),
+                res,
+            )
+            _step("PgQueuer", lambda: _prefixed("pgqueuer", measurements.peer_pgqueuer(server, n)), res)
+            _step(
+                "bulk writer",
+                lambda: (
+                    _prefixed(
+                        "bulk_large", measurements.bulk(server, sizes.bulk_large, sizes.bulk_repeats_large)
+                    )
+                    | _prefixed(
+                        "bulk_small", measurements.bulk(server, sizes.bulk_small, sizes.bulk_repeats_small)
+                    )
+                ),
+                res,
+            )
+            _step("browser writer", lambda: measurements.browser(server, sizes, work, logs), res)
+            _step("latency", lambda: measurements.latency(server, sizes, logs), res)
+            _step("scale", lambda: measurements.scale(server, sizes, logs, bs), res)
+            if sizes.sweep_batch_sizes and not args.no_sweep:
+                _step(
+                    "batch-size sweep",
+                    lambda: {"rate_by_batch_size": measurements.batch_sweep(server, sizes, logs)},
+                    res,
+                )
+        finally:
+            server.drop_template()
+    listener = res["listener_rate"]
+    res["throughput_vs_inline"] = listener / res["inline_rate"]
+    res["vs_batched_sql"] = listener / res["batched_sql_rate"]
+    res["vs_pgmq_consumer"] = listener / res["pgmq_consumer_rate"]
+    res["vs_pgqueuer"] = listener / res["pgqueuer_rate"]
+    res["bulk_overhead_100k"] = res["bulk_large_ratio"]
+    res["bulk_overhead_10k"] = res["bulk_small_ratio"]
+    res["bulk_linearity"] = res["bulk_large_ratio"] / res["bulk_small_ratio"]
+    rates = res["scale_rates"]
+    res["scale_never_slower"] = all(rates[k] >= rates["1"] for k in ("2", "4"))
+    res["workdir"] = str(work)
+    return res
+
+
+def _prefixed(prefix: str, result: dict[str, Any]) -> dict[str, Any]:
+    return {f"{prefix}_{k}": v for k, v in result.items()}
+
+
+def _verdict(value: float, target: float, kind: str) -> bool:
+    return not math.isnan(value) and (value >= target if kind == "min" else value <= target)
+
+
+def render(res: dict[str, Any]) -> None:
+    """Print the figures, their targets and whether each is met."""
+    table = Table(title=f"session-ledger listener benchmark, {res['date']} ({res['mode']})")
+    table.add_column("figure")
+    table.add_column("measured", justify="right")
+    table.add_column("target", justify="right")
+    table.add_column("met")
+    for key, target, kind in TARGETS:
+        value = float(res[key])
+        ok = _verdict(value, target, kind)
+        table.add_row(
+            key, f"{value:.3g}", f"{'≥' if kind == 'min' else '≤'} {target:g}", "yes" if ok else "NO"
+        )
+    rates = res["scale_rates"]
+    table.add_row(
+        "scale_rates (1/2/4 procs)",
+        " / ".join(f"{rates[k]:.0f}" for k in ("1", "2", "4")),
+        "2,4 ≥ 1; once",
+        "yes" if res["scale_never_slower"] and res["scale_exactly_once"] else "NO",
+    )
+    out = Console()
+    out.print(table)
+    rates_table = Table(title="rates (events/s) and writer figures")
+    rates_table.add_column("what")
+    rates_table.add_column("value", justify="right")
+    for label, key in [
+        ("listener, 1 process", "listener_rate"),
+        ("inline pgbench, 4 clients", "inline_rate"),
+        ("bare batched SQL loop", "batched_sql_rate"),
+        ("pgmq client consumer, 2 processes", "pgmq_consumer_rate"),
+        ("PgQueuer, asyncpg", "pgqueuer_rate"),
+        ("bulk 100k: s with trigger", "bulk_large_seconds_on"),
+        ("bulk 100k: s without", "bulk_large_seconds_off"),
+        ("bulk 10k ratio", "bulk_small_ratio"),
+        ("browser TPS without trigger", "browser_tps_off"),
+        ("browser TPS with trigger + wake-up", "browser_tps_on"),
+        ("browser TPS, live listener", "browser_tps_live_listener"),
+        ("scale drain rate", "scale_rate"),
+    ]:
+        rates_table.add_row(label, f"{float(res[key]):.4g}")
+    out.print(rates_table)
+    out.print(
+        f"PostgreSQL {res['postgresql']}, fsync={res['fsync']}, synchronous_commit={res['synchronous_commit']}, "
+        f"{res['machine']['cpus']} CPUs ({res['machine']['cpu_model']})"
+    )
+
+
+def plot(res: dict[str, Any], lags: list[float], path: Path) -> None:
+    """Commit-to-charge lag distribution and throughput by batch size, as one PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sweep = res.get("rate_by_batch_size") or {}
+    fig, axes = plt.subplots(1, 2 if sweep else 1, figsize=(11 if sweep else 6, 4))
+    ax = axes[0] if sweep else axes
+    ax.hist(lags, bins=60, color="#4878d0")
+    for q, style in (("lag_p50_ms", "-"), ("lag_p99_ms", "--")):
+        ax.axvline(res[q], color="black", linestyle=style, label=f"{q[4:7]} {res[q]:.1f} ms")
+    ax.set_xlabel("commit-to-charge lag (ms)")
+    ax.set_ylabel("completions")
+    ax.set_title(f"lag at {measurements.FULL.lag_rate} completions/s")
+    ax.legend()
+    if sweep:
+        sizes = [int(k) for k in sweep]
+        ax2 = axes[1]
+        ax2.plot(sizes, list(sweep.values()), marker="o", label="listener")
+        ax2.axhline(res["inline_rate"], color="grey", linestyle="--", label="inline, 4 clients")
+        ax2.axhline(res["batched_sql_rate"], color="green", linestyle=":", label="bare batched SQL")
+        ax2.set_xscale("log")
+        ax2.set_xlabel("batch size")
+        ax2.set_ylabel("events/s")
+        ax2.set_title("drain rate by batch size")
+        ax2.legend()
+    fig.suptitle(f"PostgreSQL {res['postgresql']}, {res['machine']['cpus']} cores, {res['date'][:10]}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the command line, run the benchmark, print and save the figures."""
+    parser = argparse.ArgumentParser(prog="bench/run.py", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--dsn", help="admin DSN of a server to create throwaway databases on (default: embedded)"
+    )
+    parser.add_argument("--json", type=Path, help="write the figures here as JSON")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: checks that everything runs")
+    parser.add_argument("--batch-size", type=int, help="the listener's --batch-size (default: its own)")
+    parser.add_argument("--plot", type=Path, help="write a PNG of the lag distribution and the batch sweep")
+    parser.add_argument("--no-sweep", action="store_true", help="skip the batch-size sweep")
+    parser.add_argument(
+        "--keep-logs", action="store_true", help="keep the listeners' logs and pgbench scripts"
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    res = run(args)
+    lags = res.pop("_lags")
+    res["lag_histogram_ms"] = _histogram(lags)
+    render(res)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(_finite(res), indent=2, default=str) + "\n")
+    if args.plot:
+        plot(res, lags, args.plot)
+    if not args.keep_logs:
+        shutil.rmtree(res["workdir"], ignore_errors=True)
+    return 0
+
+
+def _finite(value: Any) -> Any:
+    """NaN (a figure too small to measure on --quick sizes) as JSON null, so strict parsers accept it."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _histogram(lags: list[float]) -> dict[str, int]:
+    edges = [1, 2, 3, 5, 7, 10, 15, 20, 30, 50, 100, 200, 500]
+    counts = {f"<={e}": 0 for e in edges} | {">500": 0}
+    for lag in lags:
+        bucket = next((f"<={e}" for e in edges if lag <= e), ">500")
+        counts[bucket] += 1
+    return counts
+
+
+if __name__ == "__main__":
+    sys.exit(main())
