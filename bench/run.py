@@ -32,6 +32,7 @@ from rich.table import Table
 from workload import Server
 
 from listener.db import connect
+from listener.settings import Settings
 
 # (key, target, "min" when the figure must be at least the target, "max" when at most)
 TARGETS: list[tuple[str, float, str]] = [
@@ -113,7 +114,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "mode": "quick" if args.quick else "full",
         "machine": _machine(),
-        "listener_batch_size": bs or int(os.environ.get("LISTENER_BATCH_SIZE", "500")),
+        "listener_batch_size": bs or Settings().batch_size,
         "sizes": {k: v for k, v in vars(sizes).items()},
     }
     with _server(args.dsn) as admin:
