@@ -96,7 +96,6 @@ class Watchdog:
         self._calls: dict[int, tuple[float, Conn]] = {}
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
-        self.broken = 0
 
     @contextlib.contextmanager
     def guard(self, conn: Conn, seconds: float) -> Iterator[None]:
@@ -130,7 +129,6 @@ class Watchdog:
             return  # already closed
         try:
             sock.shutdown(socket.SHUT_RDWR)
-            self.broken += 1
             log.warning("a database call outlived its deadline; dropped the connection to retry")
         except OSError:
             pass

@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from listener.batches import chunks, count_rows, stream
 from listener.db import connect
 from listener.plan import PackChanges, summarise
 from listener.progress import progress_bar
-from listener.replay import _chunks, _count, _stream
 from listener.sql_files import query
 
 
@@ -51,10 +51,10 @@ def reconcile(dsn: str, *, dry_run: bool = False, quiet: bool = False) -> Reconc
         connect(dsn, purpose="reconcile") as conn,
         connect(dsn, autocommit=False, purpose="reconcile") as reader,
     ):
-        total = _count(conn, "out_of_sync_count", {})
+        total = count_rows(conn, "out_of_sync_count", {})
         with progress_bar(quiet=quiet) as bar:
             task = bar.add_task("checking" if dry_run else "repairing", total=total)
-            for chunk in _chunks(_stream(reader, "out_of_sync_bookings", {})):
+            for chunk in chunks(stream(reader, "out_of_sync_bookings", {})):
                 if dry_run:
                     rows = conn.execute(query("plan_bookings"), {"booking_ids": chunk}).fetchall()
                     results = [

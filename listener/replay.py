@@ -6,9 +6,8 @@ row, so a replayed event can repair a ledger but never charge a booking twice.
 
 from __future__ import annotations
 
-import itertools
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -16,13 +15,12 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from listener.db import Conn, connect
+from listener.batches import chunks, count_rows, stream
+from listener.db import connect
 from listener.errors import ConfigError, ListenerError
 from listener.plan import PackChanges, summarise
 from listener.progress import progress_bar
 from listener.sql_files import query
-
-CHUNK = 1000
 
 
 class NothingMatched(ListenerError):
@@ -71,7 +69,7 @@ def replay_archive(
     changes = PackChanges()
     actions: list[str] = []
     with connect(dsn, purpose="replay") as conn, connect(dsn, autocommit=False, purpose="replay") as reader:
-        total = _count(conn, "archived_bookings_count", params)
+        total = count_rows(conn, "archived_bookings_count", params)
         if bookings:
             found = {str(r["booking_id"]) for r in reader.execute(query("archived_bookings"), params)}
             reader.rollback()
@@ -82,7 +80,7 @@ def replay_archive(
                 )
         with progress_bar(quiet=quiet) as bar:
             task = bar.add_task("planning" if dry_run else "replaying", total=total)
-            for chunk in _chunks(_stream(reader, "archived_bookings", params)):
+            for chunk in chunks(stream(reader, "archived_bookings", params)):
                 planned = conn.execute(query("plan_bookings"), {"booking_ids": chunk}).fetchall()
                 for p in planned:
                     actions.append(p["action"])
@@ -139,7 +137,7 @@ def redrive_dead_letters(
             for r in rows
         ]
         if not dry_run:
-            for chunk in _chunks(iter(sorted(found))):
+            for chunk in chunks(iter(sorted(found))):
                 row = conn.execute(query("redrive_dead_letters"), {"ids": chunk}).fetchone()
                 report.moved += int(row["moved"]) if row else 0
     return report
@@ -156,23 +154,3 @@ def render_dead_letters(report: RedriveReport, console: Console) -> None:
     verb = "would move" if report.dry_run else "moved"
     count = len(report.letters) if report.dry_run else report.moved
     console.print(f"{verb} {count} dead letter(s) back to the queue")
-
-
-def _count(conn: Conn, name: str, params: dict[str, Any]) -> int:
-    row = conn.execute(query(name), params).fetchone()
-    return int(row["n"]) if row else 0
-
-
-def _stream(reader: Conn, name: str, params: dict[str, Any]) -> Iterator[Any]:
-    """Rows of a named query through a server-side cursor: bounded memory on any table size."""
-    with reader.cursor(name=f"ledger_{name}") as cur:
-        cur.itersize = CHUNK
-        cur.execute(query(name), params)
-        for row in cur:
-            yield row["booking_id"]
-    reader.rollback()
-
-
-def _chunks(items: Iterator[Any]) -> Iterator[list[Any]]:
-    while chunk := list(itertools.islice(items, CHUNK)):
-        yield chunk

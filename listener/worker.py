@@ -55,7 +55,6 @@ class Stats:
     batches: int = 0
     reconnects: int = 0
     last_poll: float = 0.0
-    last_batch: float = 0.0
     started: float = field(default_factory=time.time)
 
 
@@ -210,7 +209,6 @@ class Worker:
         self._waiting = False
         self._last_heartbeat = time.monotonic()
         self.stats.batches += 1
-        self.stats.last_batch = time.monotonic()
         self.stats.outcomes.update(o.outcome for o in outcomes)
         duplicates = len(batch) - len(outcomes)
         if duplicates > 0:

@@ -49,11 +49,6 @@ WHERE c.table_schema = 'public'
 -- name: host_function
 SELECT to_regprocedure(%(signature)s) IS NOT NULL AS present;
 
--- name: server_facts
-SELECT current_setting('server_version') AS server_version,
-       current_setting('fsync') AS fsync,
-       current_setting('synchronous_commit') AS synchronous_commit;
-
 -- name: status
 SELECT session_ledger.status() AS status;
 
