@@ -21,7 +21,7 @@ import psutil
 import workload
 from workload import Server
 
-from listener.db import connect
+from listener.core.db import connect
 
 HERE = Path(__file__).resolve().parent
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from workload import CHARGE_ONE_SQL
 
-from listener.db import connect
+from listener.core.db import connect
 
 _BATCHED_READ = (
     "SELECT msg_id, (message ->> 'booking_id')::uuid AS booking_id FROM pgmq.read('booking_events', 30, 100)"

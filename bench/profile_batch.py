@@ -23,8 +23,8 @@ from rich.table import Table
 from run import _server
 from workload import Server
 
-from listener.db import connect
-from listener.events import Accepted, RawMessage, judge
+from listener.core.db import connect
+from listener.core.events import Accepted, RawMessage, judge
 
 
 def profile(dsn: str, batch_size: int) -> dict[str, Any]:

@@ -31,7 +31,7 @@ from rich.console import Console
 from rich.table import Table
 from workload import Server
 
-from listener.db import connect
+from listener.core.db import connect
 from listener.settings import Settings
 
 # (key, target, "min" when the figure must be at least the target, "max" when at most)
@@ -59,10 +59,10 @@ def _server(dsn: str | None) -> Iterator[str]:
     if dsn:
         yield dsn
         return
-    from listener.servers import embedded_server
+    from listener.devtools.embedded import embedded_server
 
-    with embedded_server() as url:
-        yield url
+    with embedded_server() as server:
+        yield server.dsn()
 
 
 def _server_facts(dsn: str) -> dict[str, Any]:

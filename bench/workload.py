@@ -16,9 +16,9 @@ from pathlib import Path
 
 from psycopg.conninfo import conninfo_to_dict
 
-from listener.db import Conn, connect
-from listener.migrate import migrate
-from listener.servers import create_database, drop_database
+from listener.core.db import Conn, connect
+from listener.devtools.throwaway import create_database, drop_database
+from listener.ops.migrate import migrate
 
 ORG = uuid.UUID("00000000-0000-4000-8000-00000000b001")
 TRAINER = uuid.UUID("00000000-0000-4000-8000-00000000b002")
@@ -92,7 +92,7 @@ class Server:
 
 
 def _with_db(dsn: str, name: str) -> str:
-    from listener.servers import with_database
+    from listener.devtools.throwaway import with_database
 
     return with_database(dsn, name)
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from listener.testing import Ledger, ListenerThread
+from listener.testing.ledger import Ledger, ListenerThread
 
 
 def seed(ledger: Ledger, *, sessions_total: int, bookings: int) -> dict[str, Any]:

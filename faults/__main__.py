@@ -29,9 +29,9 @@ from rich.table import Table
 
 from faults import scenarios
 from faults.cluster import Cluster, own_cluster
-from listener.db import connect
-from listener.migrate import migrate
-from listener.servers import create_database, drop_database
+from listener.core.db import connect
+from listener.devtools.throwaway import create_database, drop_database
+from listener.ops.migrate import migrate
 
 SCENARIOS = [
     "kills",

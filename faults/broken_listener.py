@@ -15,10 +15,10 @@ from types import FrameType
 from pydantic import SecretStr
 
 from listener import logs
-from listener.events import Accepted, Rejected
+from listener.core.events import Accepted, Rejected
+from listener.core.store import Outcome, Store
+from listener.core.worker import Worker
 from listener.settings import Settings
-from listener.store import Outcome, Store
-from listener.worker import Worker
 
 
 class AckFirstWorker(Worker):

@@ -10,7 +10,7 @@ from typing import Any
 
 import psycopg
 
-from listener.db import Conn, connect
+from listener.core.db import Conn, connect
 
 
 class Sampler(threading.Thread):

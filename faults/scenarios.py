@@ -22,8 +22,8 @@ from faults.observe import Sampler, percentile, wait_drained
 from faults.procs import Fleet, owner_of_backend
 from faults.verify import checker, lag_and_redeliveries
 from faults.world import History, World, Writer
-from listener import demo_data
-from listener.db import Conn, connect
+from listener.core.db import Conn, connect
+from listener.devtools import demo_data
 
 WORKER_APP = "session-ledger worker"
 WAKEUP_APP = "session-ledger wakeup"

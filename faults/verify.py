@@ -8,7 +8,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from listener.db import Conn
+from listener.core.db import Conn
 
 _TESTS = str(Path(__file__).resolve().parents[1] / "tests")
 if _TESTS not in sys.path:

@@ -21,8 +21,8 @@ from typing import Any
 
 import psycopg
 
-from listener import demo_data
-from listener.db import Conn, connect
+from listener.core.db import Conn, connect
+from listener.devtools import demo_data
 
 CONSUMING = "completed"
 STATUSES = ("completed", "cancelled", "confirmed")

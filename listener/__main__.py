@@ -1,5 +1,5 @@
 """`python -m listener` is the same CLI as `listener`."""
 
-from listener.cli import main
+from listener.cli.main import main
 
 raise SystemExit(main())

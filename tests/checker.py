@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Collection
 from dataclasses import dataclass, field
 
-from listener.db import Conn
+from listener.core.db import Conn
 
 
 @dataclass

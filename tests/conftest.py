@@ -1,4 +1,4 @@
-"""The suite's own fixtures; the database fixtures come from the listener.testing plugin."""
+"""The suite's own fixtures; the database fixtures come from the listener.testing.plugin plugin."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 import pytest
 
-from listener import demo_data
-from listener.db import Conn, connect
-from listener.testing import Ledger, ListenerThread
+from listener.core.db import Conn, connect
+from listener.devtools import demo_data
+from listener.testing.ledger import Ledger, ListenerThread
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:

@@ -13,12 +13,12 @@ from collections.abc import Iterator
 import pytest
 from psycopg import errors
 
-from listener import demo_data
-from listener.db import connect
-from listener.migrate import migrate
-from listener.servers import create_database, drop_database
-from listener.sql_files import demo_schema
-from listener.testing import Ledger
+from listener.core.db import connect
+from listener.core.sql_files import demo_schema
+from listener.devtools import demo_data
+from listener.devtools.throwaway import create_database, drop_database
+from listener.ops.migrate import migrate
+from listener.testing.ledger import Ledger
 
 from checker import check, snapshot_used
 

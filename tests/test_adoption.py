@@ -11,16 +11,16 @@ from collections.abc import Iterator
 
 import pytest
 
-from listener import demo_data
-from listener.adoption import cutover
-from listener.db import Conn, connect
+from listener.core.db import Conn, connect
+from listener.core.sql_files import demo_schema
+from listener.core.worker import Worker
+from listener.devtools import demo_data
+from listener.devtools.throwaway import create_database, drop_database
 from listener.errors import ListenerError, SchemaOutOfDate
-from listener.migrate import migrate
-from listener.servers import create_database, drop_database
+from listener.ops.cutover import cutover
+from listener.ops.migrate import migrate
 from listener.settings import Settings
-from listener.sql_files import demo_schema
-from listener.testing import Ledger, ListenerThread
-from listener.worker import Worker
+from listener.testing.ledger import Ledger, ListenerThread
 
 from checker import check, snapshot_used
 from conftest import run_cli

@@ -69,7 +69,7 @@ def test_run_on_an_unmigrated_database_says_run_migrate(ledger_server: str) -> N
 
 
 def test_migrate_without_host_tables_names_them(ledger_server: str) -> None:
-    from listener.servers import create_database, drop_database
+    from listener.devtools.throwaway import create_database, drop_database
 
     dsn = create_database(ledger_server, prefix="ledger_cli")
     try:

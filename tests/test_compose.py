@@ -23,7 +23,7 @@ import pytest
 import yaml
 from psycopg.conninfo import conninfo_to_dict
 
-from listener.cli import build_parser
+from listener.cli.main import build_parser
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "docker-compose.yml"

@@ -16,8 +16,8 @@ from typing import IO
 
 import pytest
 
-from listener import demo_data
-from listener.db import connect
+from listener.core.db import connect
+from listener.devtools import demo_data
 
 ROOT = Path(__file__).resolve().parent.parent
 

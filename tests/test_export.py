@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from listener import demo_data
-from listener.db import connect
-from listener.export import export_migrations
-from listener.migrate import migrate
-from listener.servers import create_database, drop_database
-from listener.sql_files import demo_schema, migrations
-from listener.testing import Ledger
+from listener.core.db import connect
+from listener.core.sql_files import demo_schema, migrations
+from listener.devtools import demo_data
+from listener.devtools.throwaway import create_database, drop_database
+from listener.ops.export import export_migrations
+from listener.ops.migrate import migrate
+from listener.testing.ledger import Ledger
 
 from conftest import run_cli
 

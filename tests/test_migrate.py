@@ -7,14 +7,14 @@ from collections.abc import Iterator
 
 import pytest
 
-from listener import demo_data
-from listener.db import connect
+from listener.core.db import connect
+from listener.core.sql_files import Migration, demo_schema, migrations
+from listener.core.worker import Worker
+from listener.devtools import demo_data
+from listener.devtools.throwaway import create_database, drop_database
 from listener.errors import HostSchemaMissing, MigrationChanged
-from listener.migrate import migrate
-from listener.servers import create_database, drop_database
+from listener.ops.migrate import migrate
 from listener.settings import Settings
-from listener.sql_files import Migration, demo_schema, migrations
-from listener.worker import Worker
 
 from checker import check, snapshot_used
 

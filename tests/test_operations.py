@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 
-from listener.db import connect
+from listener.core.db import connect
 
 from checker import check, snapshot_used
 from conftest import World, run_cli

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from listener.sql_files import demo_schema
+from listener.core.sql_files import demo_schema
 
 pytest_plugins = ["pytester"]
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from listener.events import RawMessage, Rejected, judge
+from listener.core.events import RawMessage, Rejected, judge
+from listener.core.worker import Worker
 from listener.settings import Settings
-from listener.worker import Worker
 
 from conftest import World
 

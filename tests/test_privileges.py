@@ -9,7 +9,7 @@ import psycopg
 import pytest
 from psycopg import errors
 
-from listener.db import connect
+from listener.core.db import connect
 
 from conftest import World
 
@@ -65,7 +65,7 @@ def test_anon_cannot_execute_session_functions(world: World, fn: str) -> None:
 
 
 def test_signed_in_user_spends_own_org_pack_only(world: World) -> None:
-    from listener import demo_data
+    from listener.devtools import demo_data
 
     pack = world.pack(sessions_total=5)
     stranger = demo_data.create_org(world.conn, "Studio B")
@@ -169,8 +169,8 @@ def test_listener_role_has_only_what_it_needs(world: World) -> None:
         params["user"] = login
         params.pop("password", None)
         dsn = make_conninfo(**params)
+        from listener.core.worker import Worker
         from listener.settings import Settings
-        from listener.worker import Worker
 
         Worker(Settings(dsn=dsn)).run(drain=True)
         assert world.used(pack) == 1

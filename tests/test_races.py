@@ -11,10 +11,10 @@ import threading
 import time
 import uuid
 
-from listener.db import connect
+from listener.core.db import connect
+from listener.core.worker import Worker
 from listener.settings import Settings
-from listener.testing import ListenerThread
-from listener.worker import Worker
+from listener.testing.ledger import ListenerThread
 
 from checker import check, snapshot_used
 from conftest import World

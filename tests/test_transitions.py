@@ -28,7 +28,7 @@ def test_browser_completion_under_rls_is_charged(world: World) -> None:
 def test_browser_of_another_org_cannot_complete(world: World) -> None:
     pack = world.pack(sessions_total=5)
     [booking] = world.bookings(pack)
-    from listener import demo_data
+    from listener.devtools import demo_data
 
     stranger = demo_data.create_org(world.conn, "Studio B")
     assert world.ledger.complete_as_user(booking, stranger.trainer_user_id) == 0
@@ -211,7 +211,7 @@ def test_refunded_and_non_pack_purchases_are_unfunded(world: World) -> None:
 
 
 def test_pack_of_another_organisation_is_never_charged(world: World) -> None:
-    from listener import demo_data
+    from listener.devtools import demo_data
 
     other = demo_data.create_org(world.conn, "Studio B")
     foreign_pack = demo_data.create_pack(world.conn, other, sessions_total=5)

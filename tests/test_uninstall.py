@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from listener.db import Conn
-from listener.migrate import migrate
-from listener.sql_files import migrations
-from listener.testing import ListenerThread
+from listener.core.db import Conn
+from listener.core.sql_files import migrations
+from listener.ops.migrate import migrate
+from listener.testing.ledger import ListenerThread
 
 from checker import check, snapshot_used
 from conftest import World, run_cli

@@ -6,8 +6,8 @@ import itertools
 from collections.abc import Iterator
 from typing import Any
 
-from listener.db import Conn
-from listener.sql_files import query
+from listener.core.db import Conn
+from listener.core.sql_files import query
 
 CHUNK = 1000
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from listener.db import Conn, connect
+from listener.core.db import Conn, connect
+from listener.core.sql_files import demo_schema, migrations, query
 from listener.errors import HostSchemaMissing, MigrationChanged, PgmqUnavailable
-from listener.sql_files import demo_schema, migrations, query
 
-log = logging.getLogger("listener.migrate")
+log = logging.getLogger("listener.ops.migrate")
 
 # Session-level advisory lock: a second `listener migrate` waits, then finds nothing to do.
 _LOCK_KEY = 0x5E55_1ED6

@@ -14,9 +14,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from listener.core.sql_files import migrations
 from listener.errors import ConfigError, PgmqUnavailable
-from listener.migrate import _BOOTSTRAP
-from listener.sql_files import migrations
+from listener.ops.migrate import _BOOTSTRAP
 
 _PGMQ_EXTENSION = """\
 -- PGMQ for the session ledger's queues. On Supabase this is the Queues

@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from listener.batches import chunks, count_rows, stream
-from listener.db import connect
-from listener.plan import PackChanges, summarise
-from listener.progress import progress_bar
-from listener.sql_files import query
+from listener.cli.progress import progress_bar
+from listener.core.db import connect
+from listener.core.sql_files import query
+from listener.ops.pack_changes import PackChanges, summarise
+from listener.ops.walk import chunks, count_rows, stream
 
 
 @dataclass

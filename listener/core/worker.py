@@ -18,13 +18,13 @@ import psycopg
 from psycopg import errors as pg_errors
 
 from listener import WAKEUP_CHANNEL
-from listener.db import connect, describe
+from listener.core.db import connect, describe
+from listener.core.events import Accepted, RawMessage, Rejected, judge
+from listener.core.sql_files import migrations
+from listener.core.store import Outcome, Store
+from listener.core.wakeup import Wakeup
 from listener.errors import DatabaseUnreachable, SchemaOutOfDate
-from listener.events import Accepted, RawMessage, Rejected, judge
 from listener.settings import Settings
-from listener.sql_files import migrations
-from listener.store import Outcome, Store
-from listener.wakeup import Wakeup
 
 log = logging.getLogger("listener")
 

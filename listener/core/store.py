@@ -8,9 +8,9 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from listener.db import Conn, watchdog
-from listener.events import RawMessage
-from listener.sql_files import query
+from listener.core.db import Conn, watchdog
+from listener.core.events import RawMessage
+from listener.core.sql_files import query
 
 
 @dataclass(frozen=True)

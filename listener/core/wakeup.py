@@ -9,10 +9,10 @@ import time
 import psycopg
 from psycopg import sql
 
-from listener.db import Conn, connect, watchdog
+from listener.core.db import Conn, connect, watchdog
 from listener.errors import DatabaseUnreachable
 
-log = logging.getLogger("listener.wakeup")
+log = logging.getLogger("listener.core.wakeup")
 
 _PING_EVERY_S = 15.0
 

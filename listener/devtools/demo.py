@@ -9,11 +9,12 @@ from datetime import datetime, timedelta
 from rich.console import Console
 from rich.table import Table
 
-from listener import demo_data
-from listener.db import Conn
-from listener.migrate import migrate
-from listener.servers import create_database, embedded_server
-from listener.testing import Ledger, ListenerThread
+from listener.core.db import Conn
+from listener.devtools import demo_data
+from listener.devtools.embedded import embedded_server
+from listener.devtools.throwaway import create_database
+from listener.ops.migrate import migrate
+from listener.testing.ledger import Ledger, ListenerThread
 
 
 def run_demo(*, keep: bool = False, console: Console | None = None) -> None:
@@ -22,7 +23,7 @@ def run_demo(*, keep: bool = False, console: Console | None = None) -> None:
     logging.getLogger("listener").setLevel(logging.WARNING)
     with console.status("starting an embedded PostgreSQL (no server or Docker needed)..."):
         server_cm = embedded_server(keep=keep)
-        admin = server_cm.__enter__()
+        admin = server_cm.__enter__().dsn()
     try:
         with console.status("installing PGMQ, the ledger and the bookings trigger..."):
             dsn = create_database(admin, prefix="demo")

@@ -79,7 +79,7 @@ def _scrub(text: str, dsn: str) -> str:
     return text
 
 
-log = logging.getLogger("listener.db")
+log = logging.getLogger("listener.core.db")
 
 
 class Watchdog:

@@ -13,14 +13,14 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from listener.db import connect
+from listener.core.db import connect
+from listener.core.events import RawMessage
+from listener.core.sql_files import query
+from listener.core.store import Outcome
+from listener.core.worker import Worker
 from listener.errors import DatabaseUnreachable
-from listener.events import RawMessage
-from listener.sql_files import query
-from listener.store import Outcome
-from listener.worker import Worker
 
-log = logging.getLogger("listener.health")
+log = logging.getLogger("listener.http.server")
 
 OUTCOMES = ("paid", "released", "moved", "unfunded", "no-op", "dead-lettered")
 

@@ -162,7 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _migrate(args: argparse.Namespace, settings: Any) -> int:
-    from listener.migrate import migrate
+    from listener.ops.migrate import migrate
 
     report = migrate(settings.require_dsn(), with_demo_schema=args.with_demo_schema)
     if report.demo_schema:
@@ -177,12 +177,12 @@ def _migrate(args: argparse.Namespace, settings: Any) -> int:
 
 
 def _run(args: argparse.Namespace, settings: Any) -> int:
-    from listener.worker import Worker
+    from listener.core.worker import Worker
 
     worker = Worker(settings)
     server = None
     if settings.http_port is not None:
-        from listener.health import serve
+        from listener.http.server import serve
 
         server = serve(worker, port=settings.http_port)
 
@@ -202,7 +202,7 @@ def _run(args: argparse.Namespace, settings: Any) -> int:
 
 
 def _status(args: argparse.Namespace, settings: Any) -> int:
-    from listener.status import fetch_status, health_problems, render
+    from listener.ops.status import fetch_status, health_problems, render
 
     report = fetch_status(settings.require_dsn())
     problems = health_problems(report, max_age_s=args.max_age, require_listener=not args.no_listener_ok)
@@ -216,8 +216,8 @@ def _status(args: argparse.Namespace, settings: Any) -> int:
 
 
 def _complete_past(args: argparse.Namespace, settings: Any) -> int:
-    from listener.db import connect
-    from listener.store import Store
+    from listener.core.db import connect
+    from listener.core.store import Store
 
     with connect(settings.require_dsn(), purpose="complete-past") as conn:
         count = Store(conn).complete_past()
@@ -228,7 +228,7 @@ def _complete_past(args: argparse.Namespace, settings: Any) -> int:
 def _replay(args: argparse.Namespace, settings: Any) -> int:
     from rich.console import Console
 
-    from listener.replay import redrive_dead_letters, render_dead_letters, replay_archive
+    from listener.ops.replay import redrive_dead_letters, render_dead_letters, replay_archive
 
     console = Console()
     if args.from_archive:
@@ -266,7 +266,7 @@ def _replay(args: argparse.Namespace, settings: Any) -> int:
 def _reconcile(args: argparse.Namespace, settings: Any) -> int:
     from rich.console import Console
 
-    from listener.reconcile import reconcile
+    from listener.ops.reconcile import reconcile
 
     report = reconcile(settings.require_dsn(), dry_run=args.dry_run, quiet=args.json)
     if args.json:
@@ -280,7 +280,7 @@ def _reconcile(args: argparse.Namespace, settings: Any) -> int:
 
 
 def _prune(args: argparse.Namespace, settings: Any) -> int:
-    from listener.prune import parse_duration, prune
+    from listener.ops.prune import parse_duration, prune
 
     report = prune(settings.require_dsn(), older_than=parse_duration(args.older_than))
     print(
@@ -295,7 +295,7 @@ def _counts(counts: dict[str, int]) -> str:
 
 
 def _render_packs(console: Any, packs: list[dict[str, Any]], title: str) -> None:
-    from listener.plan import render_pack_changes
+    from listener.ops.pack_changes import render_pack_changes
 
     render_pack_changes(console, packs, title)
 
@@ -318,31 +318,32 @@ def _uuid(text: str) -> uuid.UUID:
 
 
 def _cutover(args: argparse.Namespace, settings: Any) -> int:
-    from listener.adoption import cutover_command
+    from listener.ops.cutover import cutover_command
 
     return cutover_command(args, settings)
 
 
 def _uninstall(args: argparse.Namespace, settings: Any) -> int:
-    from listener.uninstall import uninstall_command
+    from listener.ops.uninstall import uninstall_command
 
     return uninstall_command(args, settings)
 
 
 def _export_migrations(args: argparse.Namespace, settings: Any) -> int:
-    from listener.export import export_command
+    from listener.ops.export import export_command
 
     return export_command(args, settings)
 
 
 def _dev(args: argparse.Namespace, settings: Any) -> int:
-    from listener.dev import dev_command
+    from listener.devtools.dev import run_dev
 
-    return dev_command(args, settings)
+    run_dev(settings, keep=args.keep, port=args.port)
+    return 0
 
 
 def _demo(args: argparse.Namespace, settings: Any) -> int:
-    from listener.demo import run_demo
+    from listener.devtools.demo import run_demo
 
     run_demo(keep=args.keep)
     return 0

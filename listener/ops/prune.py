@@ -6,9 +6,9 @@ import re
 from dataclasses import dataclass
 from datetime import timedelta
 
-from listener.db import connect
+from listener.core.db import connect
+from listener.core.sql_files import query
 from listener.errors import ConfigError
-from listener.sql_files import query
 
 _DURATION = re.compile(r"^(?P<n>\d+)(?P<unit>[smhdw])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}

@@ -6,10 +6,10 @@ import argparse
 from dataclasses import dataclass
 from typing import Any
 
-from listener.db import Conn, connect
+from listener.core.db import Conn, connect
+from listener.core.sql_files import uninstall_sql
 from listener.errors import ConfigError, ListenerError
-from listener.migrate import _LOCK_KEY
-from listener.sql_files import uninstall_sql
+from listener.ops.migrate import _LOCK_KEY
 
 
 @dataclass

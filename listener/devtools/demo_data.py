@@ -6,7 +6,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from listener.db import Conn
+from listener.core.db import Conn
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,8 @@ _MIGRATION = re.compile(r"^(?P<version>\d{4})_(?P<name>[a-z0-9_]+)\.sql$")
 @cache
 def sql_dir() -> Path:
     """The directory holding the SQL files: inside the installed package, or the checkout's sql/."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "sql", here.parent / "sql"):
+    package = Path(__file__).resolve().parent.parent
+    for candidate in (package / "sql", package.parent / "sql"):
         if (candidate / "queries.sql").is_file():
             return candidate
     raise FileNotFoundError("SQL files not found next to the listener package")

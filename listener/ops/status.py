@@ -7,8 +7,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from listener.db import connect
-from listener.sql_files import query
+from listener.core.db import connect
+from listener.core.sql_files import query
 
 
 def fetch_status(dsn: str) -> dict[str, Any]:

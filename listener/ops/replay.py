@@ -15,12 +15,12 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from listener.batches import chunks, count_rows, stream
-from listener.db import connect
+from listener.cli.progress import progress_bar
+from listener.core.db import connect
+from listener.core.sql_files import query
 from listener.errors import ConfigError, ListenerError
-from listener.plan import PackChanges, summarise
-from listener.progress import progress_bar
-from listener.sql_files import query
+from listener.ops.pack_changes import PackChanges, summarise
+from listener.ops.walk import chunks, count_rows, stream
 
 
 class NothingMatched(ListenerError):

@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from listener.db import Conn, connect
+from listener.core.db import Conn, connect
 from listener.errors import ListenerError, SchemaOutOfDate
-from listener.uninstall import live_listeners
+from listener.ops.uninstall import live_listeners
 
 _UUID = "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 

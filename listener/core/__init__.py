@@ -1,0 +1,1 @@
+"""The always-on path: connection, queue reads, batch handling, the loop."""

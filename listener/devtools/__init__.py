@@ -1,0 +1,1 @@
+"""Developer tools: the demo, the dev server, the embedded PostgreSQL."""

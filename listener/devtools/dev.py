@@ -1,0 +1,79 @@
+"""`listener dev`: a private PostgreSQL with PGMQ, the demo schema and the ledger, and a listener in front.
+
+For apps written in other languages: point the app (or psql) at the printed DSN,
+complete bookings, and watch the listener charge them in this terminal. Ctrl-C
+stops the listener and the server and deletes the data directory unless --keep.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+from types import FrameType
+from typing import TextIO
+
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
+from pydantic import SecretStr
+
+from listener.core.db import connect
+from listener.devtools.embedded import check_port, embedded_server
+from listener.ops.migrate import migrate
+from listener.settings import Settings
+
+log = logging.getLogger("listener.dev")
+
+DEV_DATABASE = "app"
+
+
+def prepare_database(admin_dsn: str) -> str:
+    """Create the dev database if missing and install the demo schema, PGMQ and the ledger; return its DSN."""
+    with connect(admin_dsn, purpose="dev") as conn:
+        row = conn.execute("SELECT 1 AS x FROM pg_database WHERE datname = %s", [DEV_DATABASE]).fetchone()
+        if row is None:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DEV_DATABASE)))
+    dsn = make_conninfo(admin_dsn, dbname=DEV_DATABASE)
+    migrate(dsn, with_demo_schema=True)
+    return dsn
+
+
+def run_dev(
+    settings: Settings, *, keep: bool = False, port: int | None = None, out: TextIO | None = None
+) -> None:
+    """Start everything, print how to connect, and run the listener until SIGINT or SIGTERM."""
+    from listener.core.worker import Worker
+
+    out = out or sys.stdout
+    check_port(port)
+
+    def say(line: str) -> None:
+        print(line, file=out, flush=True)
+
+    say("starting an embedded PostgreSQL (no server or Docker needed)...")
+    with embedded_server(keep=keep, port=port) as server:
+        prepare_database(server.dsn())
+        dsn = server.dsn(DEV_DATABASE)
+        worker = Worker(settings.model_copy(update={"dsn": SecretStr(dsn)}))
+
+        def stop(signum: int, _frame: FrameType | None) -> None:
+            log.info("received %s; stopping", signal.Signals(signum).name)
+            worker.request_stop()
+
+        previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+        say("PostgreSQL with PGMQ, the demo app schema and the session ledger is ready.")
+        say(f"DATABASE_URL={dsn}")
+        tcp = server.tcp_dsn(DEV_DATABASE)
+        if tcp:
+            say(f"TCP_DATABASE_URL={tcp}")
+        say(f'connect:  psql "{tcp or dsn}"')
+        say(f"data:     {server.data_dir} ({'kept' if keep else 'deleted'} on exit)")
+        say("the listener is running: complete a booking and watch it charged here; Ctrl-C stops everything")
+        try:
+            worker.run()
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+    say("stopped the listener and the server" + ("" if keep else "; deleted the data directory"))
+    if keep:
+        say(f"data directory kept at {server.data_dir}")
