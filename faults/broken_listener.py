@@ -30,15 +30,17 @@ class AckFirstWorker(Worker):
         ids = [a.msg_id for a in accepted]
         if ids:
             store.conn.execute("SELECT pgmq.archive('booking_events', %s::bigint[])", [ids])
-        return store.handle_batch(
-            listener=self.id,
-            msg_ids=[],
-            booking_ids=[a.booking_id for a in accepted],
-            enqueued_at=[a.enqueued_at for a in accepted],
-            dead_msg_ids=[r.msg_id for r in rejected],
-            dead_reasons=[r.reason for r in rejected],
-            waiting=waiting,
-        )
+        # The ack already committed: apply straight from the event, as a broken consumer would.
+        rows = store.conn.execute(
+            "SELECT booking_id::text, outcome, purchase_id::text, previous_purchase_id::text, reason"
+            " FROM session_ledger.apply_bookings(%s::uuid[], %s::timestamptz[])",
+            [[a.booking_id for a in accepted], [a.enqueued_at for a in accepted]],
+        ).fetchall()
+        store.handle_batch(listener=self.id, accepted=[], rejected=rejected)
+        return [
+            Outcome(r["booking_id"], r["outcome"], r["purchase_id"], r["previous_purchase_id"], r["reason"])
+            for r in rows
+        ]
 
 
 class NoLedgerWorker(Worker):

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 from uuid import UUID
 
 from listener.core.db import Conn, watchdog
-from listener.core.events import RawMessage
+from listener.core.events import Accepted, RawMessage, Rejected
 from listener.core.sql_files import query
 
 
@@ -43,27 +42,19 @@ class Store:
         ]
 
     def handle_batch(
-        self,
-        *,
-        listener: UUID,
-        msg_ids: Sequence[int],
-        booking_ids: Sequence[str],
-        enqueued_at: Sequence[datetime],
-        dead_msg_ids: Sequence[int],
-        dead_reasons: Sequence[str],
-        waiting: bool,
+        self, *, listener: UUID, accepted: Sequence[Accepted], rejected: Sequence[Rejected]
     ) -> list[Outcome]:
-        """Apply, archive and dead-letter a batch in one transaction."""
+        """Apply the accepted messages, dead-letter the rejected ones, and ack both, in one transaction."""
         rows = self._rows(
             "handle_batch",
             {
                 "listener": listener,
-                "msg_ids": ",".join(map(str, msg_ids)),
-                "booking_ids": ",".join(booking_ids),
-                "enqueued_at": ",".join(t.isoformat() for t in enqueued_at),
-                "dead_msg_ids": list(dead_msg_ids),
-                "dead_reasons": list(dead_reasons),
-                "waiting": waiting,
+                "msg_ids": ",".join(str(a.msg_id) for a in accepted),
+                "booking_ids": ",".join(a.booking_id for a in accepted),
+                "enqueued_at": ",".join(a.enqueued_at.isoformat() for a in accepted),
+                "dead_msg_ids": [r.msg_id for r in rejected],
+                "dead_reasons": [r.reason for r in rejected],
+                "waiting": False,
             },
         )
         return [

@@ -281,15 +281,7 @@ class Worker:
     ) -> list[Outcome]:
         for r in rejected:
             log.warning("dead-lettering message %s: %s", r.msg_id, r.reason)
-        return store.handle_batch(
-            listener=self.id,
-            msg_ids=[a.msg_id for a in accepted],
-            booking_ids=[a.booking_id for a in accepted],
-            enqueued_at=[a.enqueued_at for a in accepted],
-            dead_msg_ids=[r.msg_id for r in rejected],
-            dead_reasons=[r.reason for r in rejected],
-            waiting=waiting,
-        )
+        return store.handle_batch(listener=self.id, accepted=accepted, rejected=rejected)
 
 
 def _log_outcomes(outcomes: Sequence[Outcome]) -> None:
