@@ -31,3 +31,11 @@ class MigrationChanged(ListenerError):
 
 class PgmqUnavailable(ListenerError):
     """PGMQ is neither installed, nor available as an extension, nor installable from SQL."""
+
+
+class SchemaTooNew(ListenerError):
+    """The database was migrated by a newer release than this listener."""
+
+
+class ListenerRunning(ListenerError):
+    """A live listener forbids what was asked (cut-over, uninstall)."""

@@ -6,16 +6,21 @@ SELECT msg_id, read_ct, enqueued_at, message
 FROM session_ledger.read_events(%(qty)s, %(vt)s);
 
 -- name: handle_batch
--- Ids travel as one comma-separated text each: dumping Python lists element by
+-- Ids travel as one comma-separated text: dumping a Python list element by
 -- element would cost the listener more than the database spends on the batch.
 SELECT booking_id::text, outcome, purchase_id::text, previous_purchase_id::text, reason
-FROM session_ledger.handle_batch(
+FROM session_ledger.handle_batch_v2(
     %(listener)s,
     string_to_array(%(msg_ids)s, ',')::bigint[],
-    string_to_array(%(booking_ids)s, ',')::uuid[],
-    string_to_array(%(enqueued_at)s, ',')::timestamptz[],
-    %(dead_msg_ids)s, %(dead_reasons)s, %(waiting)s
+    %(dead_msg_ids)s, %(dead_reasons)s
 );
+
+-- name: ledger_installed
+SELECT to_regclass('session_ledger.migrations') IS NOT NULL AS installed,
+       to_regprocedure('session_ledger.installed_schema()') IS NOT NULL AS versioned;
+
+-- name: installed_schema
+SELECT session_ledger.installed_schema() AS version;
 
 -- name: heartbeat
 SELECT session_ledger.heartbeat(%(listener)s, %(host)s, %(pid)s, %(waiting)s);
@@ -59,10 +64,6 @@ FROM session_ledger.queue_depths();
 -- name: ping
 SELECT 1 AS ok;
 
--- name: plan_bookings
-SELECT booking_id, action, purchase_id, previous_purchase_id, detail
-FROM session_ledger.plan_bookings(%(booking_ids)s);
-
 -- name: apply_bookings
 SELECT booking_id, outcome, purchase_id, previous_purchase_id, reason
 FROM session_ledger.apply_bookings(%(booking_ids)s, %(enqueued_at)s);
@@ -71,20 +72,10 @@ FROM session_ledger.apply_bookings(%(booking_ids)s, %(enqueued_at)s);
 SELECT session_ledger.enqueue_bookings(%(booking_ids)s, %(source)s) AS enqueued;
 
 -- name: out_of_sync_count
-SELECT count(*) AS n
-FROM public.bookings b
-FULL JOIN session_ledger.charges l ON l.booking_id = b.id
-CROSS JOIN session_ledger.config c
-WHERE (CASE WHEN b.status = ANY (c.consuming_statuses) THEN b.purchase_id END)
-      IS DISTINCT FROM (CASE WHEN l.state IN ('paid', 'unfunded') THEN l.purchase_id END);
+SELECT count(*) AS n FROM session_ledger.out_of_sync;
 
 -- name: out_of_sync_bookings
-SELECT coalesce(b.id, l.booking_id) AS booking_id
-FROM public.bookings b
-FULL JOIN session_ledger.charges l ON l.booking_id = b.id
-CROSS JOIN session_ledger.config c
-WHERE (CASE WHEN b.status = ANY (c.consuming_statuses) THEN b.purchase_id END)
-      IS DISTINCT FROM (CASE WHEN l.state IN ('paid', 'unfunded') THEN l.purchase_id END);
+SELECT booking_id FROM session_ledger.out_of_sync;
 
 -- name: archived_bookings_count
 SELECT count(DISTINCT a.message ->> 'booking_id') AS n
@@ -94,12 +85,12 @@ WHERE (%(since)s::timestamptz IS NULL OR a.enqueued_at >= %(since)s)
   AND (%(bookings)s::text[] IS NULL OR a.message ->> 'booking_id' = ANY (%(bookings)s::text[]));
 
 -- name: archived_bookings
-SELECT DISTINCT (a.message ->> 'booking_id')::uuid AS booking_id
+SELECT DISTINCT session_ledger.event_booking_id(a.message) AS booking_id
 FROM pgmq.a_booking_events a
 WHERE (%(since)s::timestamptz IS NULL OR a.enqueued_at >= %(since)s)
   AND (%(until)s::timestamptz IS NULL OR a.enqueued_at < %(until)s)
   AND (%(bookings)s::text[] IS NULL OR a.message ->> 'booking_id' = ANY (%(bookings)s::text[]))
-  AND a.message ->> 'booking_id' ~ '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$';
+  AND session_ledger.event_booking_id(a.message) IS NOT NULL;
 
 -- name: dead_letters
 SELECT d.msg_id, d.enqueued_at,
@@ -135,3 +126,31 @@ DELETE FROM pgmq.a_booking_events_dlq a USING doomed WHERE a.msg_id = doomed.msg
 -- name: prune_listeners
 DELETE FROM session_ledger.listeners
 WHERE coalesce(stopped_at, heartbeat_at) < now() - %(older_than)s::interval;
+
+-- name: set_cutover
+UPDATE session_ledger.config SET adopt_until = coalesce(%(at)s, clock_timestamp()) RETURNING adopt_until;
+
+-- name: queued_bookings
+-- Messages that are not exactly our event are left to the listener, which dead-letters them with a reason.
+SELECT b.booking_id,
+       bool_and(q.enqueued_at < %(until)s) AS all_before,
+       bool_or(q.enqueued_at < %(until)s) AS any_before,
+       array_agg(q.msg_id ORDER BY q.msg_id) AS msg_ids
+FROM pgmq.q_booking_events q
+CROSS JOIN LATERAL (SELECT session_ledger.event_booking_id(q.message) AS booking_id) AS b
+WHERE b.booking_id IS NOT NULL
+GROUP BY 1
+ORDER BY 1;
+
+-- name: settle_before_cutover
+SELECT count(*) AS n
+FROM session_ledger.apply_bookings(
+    %(booking_ids)s::uuid[],
+    array_fill('-infinity'::timestamptz, ARRAY[cardinality(%(booking_ids)s::uuid[])])
+);
+
+-- name: archive_events
+SELECT pgmq.archive('booking_events', %(msg_ids)s::bigint[]);
+
+-- name: live_listeners
+SELECT host, pid FROM session_ledger.live_listeners ORDER BY started_at;

@@ -123,7 +123,7 @@ def test_cutover_refuses_without_a_ledger_or_with_a_running_listener(app_dsn: st
         cutover(app_dsn)
     listener = ListenerThread(ledger_dsn).start()
     try:
-        with pytest.raises(ListenerError, match="cut over with the listener stopped"):
+        with pytest.raises(ListenerError, match="a listener is running .*: stop it first, then cut over"):
             cutover(ledger_dsn)
     finally:
         listener.stop()

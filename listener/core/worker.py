@@ -20,10 +20,10 @@ from psycopg import errors as pg_errors
 from listener import WAKEUP_CHANNEL
 from listener.core.db import connect, describe
 from listener.core.events import Accepted, RawMessage, Rejected, judge
-from listener.core.sql_files import migrations
+from listener.core.schema import verify_schema
 from listener.core.store import Outcome, Store
 from listener.core.wakeup import Wakeup
-from listener.errors import DatabaseUnreachable, SchemaOutOfDate
+from listener.errors import DatabaseUnreachable
 from listener.settings import Settings
 
 log = logging.getLogger("listener")
@@ -93,14 +93,7 @@ class Worker:
 
     def check_schema(self) -> None:
         """Refuse to run against a database missing this version's migrations."""
-        applied = self.store().applied_migrations()
-        if applied is None:
-            raise SchemaOutOfDate("the database has no session ledger: run `listener migrate`")
-        have = {row["version"] for row in applied}
-        missing = [m for m in migrations() if m.version not in have]
-        if missing:
-            names = ", ".join(f"{m.version:04d}_{m.name}" for m in missing)
-            raise SchemaOutOfDate(f"the database lacks migrations {names}: run `listener migrate`")
+        verify_schema(self.store())
         self._schema_checked = True
         self._register(self.store())
 
