@@ -20,9 +20,9 @@ from listener.errors import ListenerError, SchemaOutOfDate
 from listener.ops.cutover import cutover
 from listener.ops.migrate import migrate
 from listener.settings import Settings
+from listener.testing.checker import check, snapshot_used
 from listener.testing.ledger import Ledger, ListenerThread
 
-from checker import check, snapshot_used
 from conftest import run_cli
 
 

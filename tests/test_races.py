@@ -14,9 +14,9 @@ import uuid
 from listener.core.db import connect
 from listener.core.worker import Worker
 from listener.settings import Settings
+from listener.testing.checker import check, snapshot_used
 from listener.testing.ledger import ListenerThread
 
-from checker import check, snapshot_used
 from conftest import World
 
 
@@ -259,17 +259,14 @@ def test_batch_in_hand_is_retried_after_its_connection_dies(world: World, ledger
 
 
 def test_a_silent_middlebox_is_detected_by_the_call_deadline(world: World, ledger_dsn: str) -> None:
-    import importlib
-    from pathlib import Path
-
     from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-    sys.path.append(str(Path(__file__).resolve().parents[1]))
-    proxy_cls = importlib.import_module("faults.network").Proxy
+    from faults.network import Proxy
+
     params = conninfo_to_dict(ledger_dsn)
     host, port = str(params.get("host") or "127.0.0.1"), int(params.get("port") or 5432)
     target = f"{host}/.s.PGSQL.{port}" if host.startswith("/") else (host, port)
-    proxy = proxy_cls("127.0.0.1", target)
+    proxy = Proxy("127.0.0.1", target)
     via_proxy = make_conninfo(ledger_dsn, host="127.0.0.1", port=proxy.port)
     pack = world.pack(sessions_total=10)
     first, second = world.bookings(pack, count=2)
