@@ -107,7 +107,8 @@ def test_kill_9_of_listener_processes_mid_run_loses_and_doubles_nothing(
     world: World, ledger_dsn: str
 ) -> None:
     packs = [world.pack(sessions_total=2000) for _ in range(4)]
-    bookings = [b for p in packs for b in world.bookings(p, count=400)]
+    # Enough work that the drain outlasts several kill-and-restart rounds on a fast machine.
+    bookings = [b for p in packs for b in world.bookings(p, count=1000)]
     start = snapshot_used(world.conn)
     args = [
         sys.executable,
