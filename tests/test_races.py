@@ -191,6 +191,67 @@ def test_sigterm_finishes_the_batch_and_exits_zero(world: World, ledger_dsn: str
     assert stopped is not None and stopped["n"] == 1
 
 
+def test_sigterm_under_concurrent_write_load_exits_zero_within_seconds(world: World, ledger_dsn: str) -> None:
+    packs = [world.pack(sessions_total=5000) for _ in range(2)]
+    bookings = [b for p in packs for b in world.bookings(p, count=300)]
+    start = snapshot_used(world.conn)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "listener", "run", "--dsn", ledger_dsn, "--batch-size", "50"],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    _wait_registered(world, [proc.pid])
+    stop = threading.Event()
+    commits = [0] * 4
+
+    def writer(index: int) -> None:
+        # pgbench-like: short transactions back to back, each completing or reopening a few bookings.
+        rng = random.Random(index)
+        with connect(ledger_dsn, purpose="tests writer") as conn:
+            while not stop.is_set():
+                chosen = rng.sample(bookings, rng.randint(1, 5))
+                status = rng.choice(["completed", "confirmed"])
+                with conn.transaction():
+                    conn.execute(
+                        "UPDATE public.bookings SET status = %s WHERE id = ANY(%s)", [status, chosen]
+                    )
+                commits[index] += 1
+
+    writers = [threading.Thread(target=writer, args=(i,), daemon=True) for i in range(len(commits))]
+    for w in writers:
+        w.start()
+    try:
+        deadline = time.monotonic() + 20
+        while sum(world.used(p) for p in packs) == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(1.0)  # well into the load: batches in flight
+        signalled, commits_then = time.monotonic(), sum(commits)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=20)
+        took = time.monotonic() - signalled
+        commits_during_stop = sum(commits) - commits_then
+    finally:
+        stop.set()
+        for w in writers:
+            w.join(timeout=10)
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
+    assert took < 5.0, f"took {took:.1f}s to stop under load"
+    assert min(commits) > 0
+    assert commits_during_stop > 0  # the writers kept committing while it stopped
+    stopped = world.conn.execute(
+        "SELECT count(*) AS n FROM session_ledger.listeners WHERE pid = %s AND stopped_at IS NOT NULL",
+        [proc.pid],
+    ).fetchone()
+    assert stopped is not None and stopped["n"] == 1
+    # What it left behind is charged exactly once by the next listener.
+    world.drain()
+    verdict = check(world.conn, start)
+    assert verdict.ok, verdict.examples
+
+
 def test_listener_notified_charges_quickly_without_waiting_for_a_poll(world: World, ledger_dsn: str) -> None:
     pack = world.pack(sessions_total=10)
     [booking] = world.bookings(pack)
