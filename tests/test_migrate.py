@@ -15,8 +15,7 @@ from listener.devtools.throwaway import create_database, drop_database
 from listener.errors import HostSchemaMissing, MigrationChanged
 from listener.ops.migrate import migrate
 from listener.settings import Settings
-
-from checker import check, snapshot_used
+from listener.testing.checker import check, snapshot_used
 
 
 @pytest.fixture

@@ -9,8 +9,8 @@ import sys
 import time
 
 from listener.core.db import connect
+from listener.testing.checker import check, snapshot_used
 
-from checker import check, snapshot_used
 from conftest import World, run_cli
 
 

@@ -7,9 +7,9 @@ from typing import Any
 from listener.core.db import Conn
 from listener.core.sql_files import migrations
 from listener.ops.migrate import migrate
+from listener.testing.checker import check, snapshot_used
 from listener.testing.ledger import ListenerThread
 
-from checker import check, snapshot_used
 from conftest import World, run_cli
 
 

@@ -17,7 +17,7 @@ import psycopg
 from pydantic import ValidationError
 
 from listener import logs
-from listener.errors import ConfigError, ListenerError
+from listener.errors import ConfigError, ListenerError, first_line
 from listener.settings import Settings
 
 log = logging.getLogger("listener")
@@ -151,9 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"listener {args.command}: {exc}", file=sys.stderr)
         return exc.exit_code
     except psycopg.Error as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        code = f"{exc.sqlstate}: " if exc.sqlstate else ""
-        print(f"listener {args.command}: database error {code}{first}", file=sys.stderr)
+        print(f"listener {args.command}: database error {first_line(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"listener {args.command}: interrupted", file=sys.stderr)
