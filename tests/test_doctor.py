@@ -106,6 +106,9 @@ def test_every_check_reports_the_app_and_goes_quiet_once_fixed(app_dsn: str, lis
         found[("api_role_privilege", "session_ledger")].fix
     ) == "REVOKE CREATE ON SCHEMA session_ledger FROM service_role"
     assert "anon" in found[("view_without_security_invoker", "public.upcoming_bookings")].message
+    assert found[("api_role_privilege", "pgmq.q_booking_events_msg_id_seq")].message == (
+        "authenticated holds USAGE on sequence pgmq.q_booking_events_msg_id_seq"
+    )
 
     # --json lists the same findings; a high one makes the exit code 3.
     result = run_cli("doctor", "--dsn", app_dsn, "--json")

@@ -391,8 +391,9 @@ def probe_pool_mode(conn: Conn) -> str | None:
     """PgBouncer's pool_mode where a pooler answers SHOW pool_mode; None on plain PostgreSQL."""
     try:
         row = conn.execute("SHOW pool_mode").fetchone()
-    except errors.UndefinedObject:
-        return None  # PostgreSQL has no such setting: nothing in between, or a pooler that passes it on
+    except (errors.ProgrammingError, errors.NotSupportedError):
+        # PostgreSQL has no such setting (42704): nothing in between, or a pooler that passes it on.
+        return None
     if row is None:
         return None
     return str(next(iter(row.values())))
