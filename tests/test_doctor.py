@@ -265,6 +265,8 @@ def test_policy_expression_judgements() -> None:
     assert not member_scoped("(public.is_org_member(org_id) OR public.is_platform_admin())")
     assert not member_scoped("(client_id IN ( SELECT clients.id FROM public.clients))")
     assert not member_scoped(None)
+    assert member_scoped("is_org_member(org_id)")  # deparsed under a search_path holding public
+    assert not member_scoped("evil.is_org_member(org_id)")
     assert security_invoker(["security_invoker=true"]) and security_invoker(["security_invoker=on"])
     assert not security_invoker(["security_invoker=false"]) and not security_invoker([])
     loose = {

@@ -24,7 +24,6 @@ SEVERITY_ORDER: dict[str, int] = {"high": 0, "medium": 1, "low": 2}
 
 TRANSACTION_POOLER_PORT = 6543
 SUPABASE_POOLER_HOST = "pooler.supabase.com"
-GUARD_TRIGGER_PREFIX = "session_ledger_guard"
 
 # The grants the app needs and the migration makes on purpose: (object, grantee, privilege).
 EXPECTED_GRANTS: frozenset[tuple[str, str, str]] = frozenset(
@@ -38,7 +37,8 @@ EXPECTED_GRANTS: frozenset[tuple[str, str, str]] = frozenset(
     }
 )
 
-_MEMBER_CALL = re.compile(r"\bpublic\.is_org_member\s*\(")
+# Qualified under doctor's empty search_path, bare where the caller's path has public; never another schema's.
+_MEMBER_CALL = re.compile(r"(?<![\w.])(?:public\.)?is_org_member\s*\(")
 _OR = re.compile(r"\bOR\b")
 _TRUE = frozenset({"true", "on", "yes", "1", "t", "y"})
 _REVOKE = {"schema": "SCHEMA", "table": "TABLE", "sequence": "SEQUENCE", "function": "FUNCTION"}
