@@ -189,6 +189,26 @@ def test_the_listener_role_superuser_and_owner_flagged_member_role_not(
     assert all("member of root" in f.message for f in member)
 
 
+def test_rls_off_and_a_readable_materialized_view_are_high_until_fixed(ledger_dsn: str) -> None:
+    with connect(ledger_dsn, purpose="tests") as conn:
+        conn.execute(
+            "ALTER TABLE public.bookings DISABLE ROW LEVEL SECURITY;"
+            " CREATE MATERIALIZED VIEW public.pack_totals AS"
+            " SELECT client_id, sum(sessions_used) AS used FROM public.client_purchases GROUP BY client_id;"
+            " GRANT SELECT ON public.pack_totals TO authenticated"
+        )
+    found = _keyed(doctor(ledger_dsn).findings)
+    assert {k: f.severity for k, f in found.items()} == {
+        ("bookings_rls_disabled", "public.bookings"): "high",
+        ("view_without_security_invoker", "public.pack_totals"): "high",
+    }
+    assert "anon, authenticated may write it" in found[("bookings_rls_disabled", "public.bookings")].message
+    with connect(ledger_dsn, purpose="tests") as conn:
+        for finding in found.values():
+            conn.execute(finding.fix)
+    assert _keyed(doctor(ledger_dsn).findings) == {}
+
+
 def test_doctor_works_before_migrate_and_flags_the_original_use_session(ledger_server: str) -> None:
     dsn = create_database(ledger_server, prefix="ledger_test")
     try:
