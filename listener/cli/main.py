@@ -67,6 +67,9 @@ def _parser() -> argparse.ArgumentParser:
         "--no-listener-ok", action="store_true", help="do not count a missing listener heartbeat as unhealthy"
     )
 
+    p = with_dsn(sub.add_parser("doctor", help="read-only security audit of the database and the DSN"))
+    p.add_argument("--json", action="store_true", help="print JSON for scripts")
+
     with_dsn(
         sub.add_parser("complete-past", help="the cron path: complete confirmed bookings that have ended")
     )
@@ -213,6 +216,24 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
     else:
         render_status(report)
     return 0 if not problems else 3
+
+
+def _doctor(args: argparse.Namespace, settings: Settings) -> int:
+    from listener.ops.doctor import doctor
+
+    report = doctor(settings.require_dsn())
+    if args.json:
+        print(json.dumps(report.as_json(), indent=2))
+    else:
+        for finding in report.findings:
+            print(f"{finding.severity.upper():<6} {finding.check}  {finding.object}")
+            print(f"       {finding.message}")
+            print(f"       fix: {finding.fix}")
+        for note in report.notes:
+            print(f"note: {note}")
+        high = sum(f.severity == "high" for f in report.findings)
+        print(f"{len(report.findings)} finding(s), {high} high" if report.findings else "no findings")
+    return 3 if report.has_high else 0
 
 
 def _complete_past(args: argparse.Namespace, settings: Settings) -> int:
@@ -406,6 +427,7 @@ _COMMANDS = {
     "migrate": _migrate,
     "run": _run,
     "status": _status,
+    "doctor": _doctor,
     "complete-past": _complete_past,
     "demo": _demo,
     "cutover": _cutover,
