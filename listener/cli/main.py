@@ -208,7 +208,12 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
     from listener.ops.status import fetch_status, health_problems
 
     report = fetch_status(settings.require_dsn())
-    problems = health_problems(report, max_age_s=args.max_age, require_listener=not args.no_listener_ok)
+    problems = health_problems(
+        report,
+        max_age_s=args.max_age,
+        require_consumer=not args.no_listener_ok,
+        drain_counts=settings.drain_counts_as_consumer,
+    )
     report["healthy"] = not problems
     report["problems"] = problems
     if args.json:
