@@ -21,7 +21,9 @@ def seed(ledger: Ledger, *, sessions_total: int, bookings: int) -> dict[str, Any
     """One organisation with a trainer, a client, a pack and past confirmed bookings, in plain SQL."""
     conn = ledger.conn
     org, trainer, client, pack = uuid.uuid4(), uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
-    conn.execute("INSERT INTO public.orgs (id, name, slug) VALUES (%s, 'Studio', %s)", [org, f"studio-{org.hex}"])
+    conn.execute(
+        "INSERT INTO public.orgs (id, name, slug) VALUES (%s, 'Studio', %s)", [org, f"studio-{org.hex}"]
+    )
     conn.execute(
         "INSERT INTO public.org_members (org_id, user_id, role) VALUES (%s, %s, 'staff')", [org, trainer]
     )

@@ -58,8 +58,23 @@ $$;
 ------------------------------------------------------------------------------
 
 CREATE SCHEMA IF NOT EXISTS extensions;
-CREATE EXTENSION IF NOT EXISTS "uuid-ossp" WITH SCHEMA extensions;
-CREATE EXTENSION IF NOT EXISTS pgcrypto WITH SCHEMA extensions;
+DO $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_available_extensions WHERE name = 'uuid-ossp') THEN
+        CREATE EXTENSION IF NOT EXISTS "uuid-ossp" WITH SCHEMA extensions;
+    ELSIF pg_catalog.to_regprocedure('extensions.uuid_generate_v4()') IS NULL THEN
+        -- A server built without uuid-ossp (the embedded wheel of `listener dev`): the
+        -- same random version-4 uuid from core, so the app's column defaults work.
+        CREATE FUNCTION extensions.uuid_generate_v4() RETURNS uuid
+        LANGUAGE sql VOLATILE PARALLEL SAFE SET search_path = ''
+        AS 'SELECT pg_catalog.gen_random_uuid()';
+    END IF;
+    -- Without pgcrypto, gen_random_uuid() still comes from core (PostgreSQL 13+).
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_available_extensions WHERE name = 'pgcrypto') THEN
+        CREATE EXTENSION IF NOT EXISTS pgcrypto WITH SCHEMA extensions;
+    END IF;
+END
+$$;
 GRANT USAGE ON SCHEMA extensions TO postgres, anon, authenticated, service_role;
 
 ------------------------------------------------------------------------------

@@ -101,13 +101,16 @@ class _Scanner:
         depth = 0  # BEGIN ... END nesting inside a routine's SQL-standard body
         while i < n:
             ch = text[i]
-            if start is None:
-                if ch.isspace():
-                    i += 1
-                    continue
-                if ch == "\\":
-                    i = self._meta_command(i)
-                    continue
+            if start is None and ch.isspace():
+                i += 1
+                continue
+            if ch == "\\":
+                # psql reads a backslash outside quotes as a meta-command, to the end of the line
+                if start is not None and text[start:i].strip():
+                    out.append(Statement(self.line_of(start), text[start:i].rstrip()))
+                start = None
+                i = self._meta_command(i)
+                continue
             if text.startswith("--", i):
                 end = text.find("\n", i)
                 i = n if end < 0 else end + 1
