@@ -250,20 +250,13 @@ def apply_supabase_base(dsn: str) -> None:
     apply_sql_file(dsn, supabase_base_path(), display="supabase_base.sql")
 
 
-def apply_schema_files(dsn: str, paths: Iterable[SchemaPath]) -> list[Path]:
-    """Apply the app's files by the rule above (no base, no ledger); return the files applied."""
-    files = schema_files(paths)
-    for path in files:
-        apply_sql_file(dsn, path)
-    return files
-
-
 def build_app_database(
-    dsn: str, paths: Sequence[SchemaPath], *, ledger_dsn: str | None = None
-) -> MigrateReport:
-    """The base and the app's files on dsn (a superuser), then the ledger by migrate() as ledger_dsn (default dsn)."""
+    dsn: str, paths: Sequence[SchemaPath], *, ledger_dsn: str | None = None, ledger: bool = True
+) -> MigrateReport | None:
+    """The loader: the base and the app's files on dsn (a superuser), then unless ledger=False the
+    ledger by migrate() connected as ledger_dsn (default dsn); returns what migrate() did."""
     files = schema_files(paths)  # a missing path fails before anything is applied
     apply_supabase_base(dsn)
     for path in files:
         apply_sql_file(dsn, path)
-    return migrate(ledger_dsn or dsn)
+    return migrate(ledger_dsn or dsn) if ledger else None

@@ -34,7 +34,7 @@ from typing import Any
 from psycopg import sql
 
 from listener.core.db import connect
-from listener.devtools.app_schema import SchemaPath, apply_schema_files, apply_supabase_base, schema_files
+from listener.devtools.app_schema import SchemaPath, apply_supabase_base, build_app_database, schema_files
 from listener.errors import ListenerError
 from listener.ops.migrate import MigrateReport, migrate
 from listener.testing.postgrest import ApiResult, api_request
@@ -218,17 +218,16 @@ def create_app_database(
     """A database owned by postgres: from a template, or the base, the app's schema files and the ledger
     (migrated as postgres); return its name."""
     name = name or f"app_{uuid.uuid4().hex[:12]}"
-    files = schema_files(schema)
+    schema_files(schema)  # a missing path fails before the database is created
     with connect(cluster.admin_dsn(), purpose="tests") as conn:
         query = sql.SQL("CREATE DATABASE {} OWNER postgres").format(sql.Identifier(name))
         if template is not None:
             query += sql.SQL(" TEMPLATE {}").format(sql.Identifier(template))
         conn.execute(query)
     if template is None:
-        apply_supabase_base(cluster.admin_dsn(name))
-        apply_schema_files(cluster.admin_dsn(name), files)
-        if ledger:
-            migrate_as_postgres(cluster, name)
+        build_app_database(
+            cluster.admin_dsn(name), schema, ledger_dsn=cluster.postgres_dsn(name), ledger=ledger
+        )
     return name
 
 
