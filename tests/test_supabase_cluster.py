@@ -7,6 +7,9 @@ from __future__ import annotations
 import time
 import uuid
 
+import psycopg
+import pytest
+
 from listener.core.db import connect
 from listener.testing import app_data, supabase
 from listener.testing.ledger import Ledger
@@ -222,4 +225,54 @@ def test_a_pg_cron_job_scheduled_by_postgres_completes_and_is_charged(supabase_a
         if job is not None:
             cron.execute("SELECT cron.unschedule(%s)", [job])
         cron.close()
+        ledger.close()
+
+
+def test_use_1_session_through_the_api_is_for_the_packs_organisation_only(
+    supabase_app_db: SupabaseAppDb,
+) -> None:
+    ledger = Ledger(supabase_app_db.postgres_dsn)
+    try:
+        studio = app_data.create_studio(ledger.conn)
+        pack = app_data.create_pack(ledger.conn, studio, sessions_total=3)
+        outsider = app_data.create_user(ledger.conn, "someone@example.com")
+        use = "SELECT public.use_session(%s) AS ok"
+
+        done = supabase_app_db.request(use, [pack], role="authenticated", user_id=studio.trainer_user_id)
+        assert done.rows == [{"ok": True}]
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            supabase_app_db.request(use, [pack], role="authenticated", user_id=outsider)
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            supabase_app_db.request(use, [pack], role="anon")
+        released = supabase_app_db.request(
+            "SELECT public.release_session(%s) AS used",
+            [pack],
+            role="authenticated",
+            user_id=studio.trainer_user_id,
+        )
+        assert released.rows == [{"used": 0}]
+        assert ledger.sessions_used(pack) == 0
+    finally:
+        ledger.close()
+
+
+def test_the_service_role_may_run_the_ledgers_own_cron_function(supabase_app_db: SupabaseAppDb) -> None:
+    ledger = Ledger(supabase_app_db.postgres_dsn)
+    try:
+        studio = app_data.create_studio(ledger.conn)
+        pack = app_data.create_pack(ledger.conn, studio, sessions_total=5)
+        app_data.create_bookings(ledger.conn, studio, pack, count=2)
+        done = supabase_app_db.request(
+            "SELECT session_ledger.complete_past_bookings() AS n", role="service_role"
+        )
+        assert done.rows == [{"n": 2}]
+        ledger.drain()
+        assert ledger.sessions_used(pack) == 2
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            supabase_app_db.request(
+                "SELECT session_ledger.complete_past_bookings()",
+                role="authenticated",
+                user_id=studio.trainer_user_id,
+            )
+    finally:
         ledger.close()
