@@ -24,7 +24,7 @@ CREATE POLICY "bookings update by client" ON public.bookings
 -- upcoming_bookings over bookings, clients and packs, without security_invoker,
 -- and a view over that view: both run with their owner's rights.
 CREATE VIEW public.upcoming_bookings AS
-SELECT b.id, b.org_id, b.client_id, c.name AS client_name, b.start_time, b.end_time,
+SELECT b.id, b.org_id, b.client_id, c.full_name AS client_name, b.start_time, b.end_time,
        b.status, b.purchase_id, p.sessions_remaining
 FROM public.bookings b
 JOIN public.clients c ON c.id = b.client_id
