@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
+from pydantic import SecretStr
 
 from listener.core.db import Conn, connect
 from listener.core.sql_files import demo_schema
@@ -60,7 +61,9 @@ def history(ledger_server: str) -> Iterator[History]:
     packs = {
         "given": demo_data.create_pack(conn, a, sessions_total=10, sessions_used=3),
         "exhausted": demo_data.create_pack(conn, a, sessions_total=3, sessions_used=2),
-        "expiring": demo_data.create_pack(conn, a, sessions_total=10, sessions_used=1, expires_at=now - 4.5 * DAY),
+        "expiring": demo_data.create_pack(
+            conn, a, sessions_total=10, sessions_used=1, expires_at=now - 4.5 * DAY
+        ),
         "manual": demo_data.create_pack(conn, a, sessions_total=10, sessions_used=4),
         "balanced": demo_data.create_pack(conn, a, sessions_total=10, sessions_used=2),
         "other": demo_data.create_pack(conn, b, sessions_total=10, sessions_used=0),
@@ -79,7 +82,7 @@ def history(ledger_server: str) -> Iterator[History]:
     migrate(dsn)  # adoption: every completed booking recorded as paid, no balance touched
     cutover(dsn)
     conn.execute("UPDATE public.bookings SET status = 'completed' WHERE id = %s", [late])
-    Worker(Settings(dsn=dsn)).run(drain=True)  # the listener charges it
+    Worker(Settings(dsn=SecretStr(dsn))).run(drain=True)  # the listener charges it
     assert demo_data.sessions_used(conn, packs["given"]) == 4
 
     yield History(dsn, conn, a, b, bookings=bookings, **packs)
@@ -108,7 +111,9 @@ def test_audit_names_given_away_and_manual_packs(history: History) -> None:
     h = history
     report = _cli_json("audit", "--dsn", h.dsn, "--json")
     packs = _by_pack(report)
-    kinds = {p: packs[str(p)]["kind"] for p in (h.given, h.exhausted, h.expiring, h.manual, h.balanced, h.other)}
+    kinds = {
+        p: packs[str(p)]["kind"] for p in (h.given, h.exhausted, h.expiring, h.manual, h.balanced, h.other)
+    }
     assert kinds == {
         h.given: "given-away",
         h.exhausted: "given-away",
@@ -120,7 +125,11 @@ def test_audit_names_given_away_and_manual_packs(history: History) -> None:
     given_away = {k: v["given_away"] for k, v in packs.items() if v["kind"] == "given-away"}
     assert given_away == {str(h.given): 2, str(h.exhausted): 3, str(h.expiring): 3, str(h.other): 2}
     assert packs[str(h.manual)]["manual"] == 2 and packs[str(h.manual)]["given_away"] == 0
-    assert {k: v["to_charge"] for k, v in packs.items()} == {**given_away, str(h.manual): 0, str(h.balanced): 0}
+    assert {k: v["to_charge"] for k, v in packs.items()} == {
+        **given_away,
+        str(h.manual): 0,
+        str(h.balanced): 0,
+    }
     # The ledger's side: the cron's completions adopted as paid, the later one paid by the listener.
     g = packs[str(h.given)]
     assert (g["consuming"], g["sessions_used"], g["paid_adoption"], g["paid_listener"], g["paid_audit"]) == (
@@ -155,7 +164,9 @@ def test_charge_all_dry_run_equals_the_real_run_and_a_second_run_charges_nothing
 
     real = _cli_json("audit", "--dsn", h.dsn, "--charge-all", "--yes", "--json")
     assert real["dry_run"] is False
-    assert {k: v for k, v in real.items() if k != "dry_run"} == {k: v for k, v in dry.items() if k != "dry_run"}
+    assert {k: v for k, v in real.items() if k != "dry_run"} == {
+        k: v for k, v in dry.items() if k != "dry_run"
+    }
 
     after = snapshot_used(h.conn)
     expected = {h.given: 6, h.exhausted: 3, h.expiring: 2, h.manual: 4, h.balanced: 2, h.other: 2}
@@ -184,9 +195,7 @@ def test_charge_all_dry_run_equals_the_real_run_and_a_second_run_charges_nothing
     assert {a["booking_id"]: (a["delta"] == 1, a["reason"]) for a in adjustments} == outcomes
     assert {a["made_by"] for a in adjustments} == {row["who"]}
     assert all(a["made_at"] <= row["now"] for a in adjustments)
-    audited = {
-        r["booking_id"]: (r["state"], r["reason"]) for r in _ledger(h.conn) if r["source"] == "audit"
-    }
+    audited = {r["booking_id"]: (r["state"], r["reason"]) for r in _ledger(h.conn) if r["source"] == "audit"}
     assert audited == {b: ("paid" if ok else "unfunded", why) for b, (ok, why) in outcomes.items()}
 
     again = _cli_json("audit", "--dsn", h.dsn, "--charge-all", "--yes", "--json")
@@ -205,7 +214,7 @@ def test_charge_all_dry_run_equals_the_real_run_and_a_second_run_charges_nothing
     # The listener agrees with what audit recorded: cancelling an unfunded booking gives
     # nothing back, cancelling a charged one gives its session back.
     h.conn.execute("UPDATE public.bookings SET status = 'cancelled' WHERE id = ANY (%s)", [[ex[3], ex[2]]])
-    Worker(Settings(dsn=h.dsn)).run(drain=True)
+    Worker(Settings(dsn=SecretStr(h.dsn))).run(drain=True)
     assert demo_data.sessions_used(h.conn, h.exhausted) == 2
 
 
@@ -214,7 +223,9 @@ def test_charge_named_packs_only_and_refuse_unknown_ones(history: History) -> No
     balances = snapshot_used(h.conn)
 
     narrowed = _cli_json("audit", "--dsn", h.dsn, "--charge-all", "--org", str(h.org_b.id), "--json")
-    assert narrowed["packs"] == [{"purchase_id": str(h.other), "charged": 2, "unfunded": 0, "sessions_used": 2}]
+    assert narrowed["packs"] == [
+        {"purchase_id": str(h.other), "charged": 2, "unfunded": 0, "sessions_used": 2}
+    ]
 
     result = _cli_json("audit", "--dsn", h.dsn, "--charge", str(h.given), "--yes", "--json")
     assert result["packs"] == [{"purchase_id": str(h.given), "charged": 2, "unfunded": 0, "sessions_used": 6}]
@@ -235,3 +246,18 @@ def test_charge_named_packs_only_and_refuse_unknown_ones(history: History) -> No
         bad = run_cli("audit", "--dsn", h.dsn, *args)
         assert bad.returncode == 2, args
         assert len(bad.stderr.strip().splitlines()) == 1 and "Traceback" not in bad.stderr
+
+
+def test_audit_refuses_a_database_without_the_ledger(ledger_server: str) -> None:
+    dsn = create_database(ledger_server, prefix="ledger_audit_app")
+    try:
+        with connect(dsn) as conn:
+            conn.execute(demo_schema())
+        result = run_cli("audit", "--dsn", dsn)
+        assert result.returncode == 1
+        assert (
+            result.stderr.strip()
+            == "listener audit: the database has no session ledger: run `listener migrate`"
+        )
+    finally:
+        drop_database(ledger_server, dsn)

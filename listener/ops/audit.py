@@ -37,9 +37,10 @@ from datetime import datetime
 from typing import Any
 
 from listener.core.db import Conn, connect
+from listener.core.schema import verify_schema
 from listener.core.sql_files import query
+from listener.core.store import Store
 from listener.errors import UnknownPack
-from listener.ops.guards import require_ledger
 
 # Packs per transaction when charging: each commits (or, dry, rolls back) on its own.
 CHUNK = 100
@@ -173,7 +174,7 @@ class ChargeReport:
 def audit(dsn: str, *, org: uuid.UUID | None = None) -> AuditReport:
     """Read every pack's bookings, balance and ledger (of one organisation when given)."""
     with connect(dsn, purpose="audit") as conn:
-        require_ledger(conn)
+        verify_schema(Store(conn))
         rows = conn.execute(query("audit_packs"), {"org": org}).fetchall()
     return AuditReport(org_id=org, packs=[PackAudit(**r) for r in rows])
 
@@ -188,7 +189,7 @@ def charge(
     """Take the given-away sessions of these packs (None: every pack, of org when given); dry unless told."""
     report = ChargeReport(dry_run=dry_run)
     with connect(dsn, purpose="audit") as conn:
-        require_ledger(conn)
+        verify_schema(Store(conn))
         report.packs = _packs_to_charge(conn, packs, org)
         for start in range(0, len(report.packs), CHUNK):
             chunk = report.packs[start : start + CHUNK]
