@@ -8,6 +8,9 @@ the cut-over and the listener; then the audit.
 from __future__ import annotations
 
 import json
+import random
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,10 +25,12 @@ from listener.core.sql_files import demo_schema
 from listener.core.worker import Worker
 from listener.devtools import demo_data
 from listener.devtools.throwaway import create_database, drop_database
+from listener.ops.audit import charge
 from listener.ops.cutover import cutover
 from listener.ops.migrate import migrate
 from listener.settings import Settings
 from listener.testing.checker import snapshot_used
+from listener.testing.ledger import Ledger, ListenerThread
 
 from conftest import run_cli
 
@@ -259,5 +264,65 @@ def test_audit_refuses_a_database_without_the_ledger(ledger_server: str) -> None
             result.stderr.strip()
             == "listener audit: the database has no session ledger: run `listener migrate`"
         )
+    finally:
+        drop_database(ledger_server, dsn)
+
+
+def test_charging_alongside_a_running_listener_ends_consistent(ledger_server: str) -> None:
+    """Cancels handled by a live listener while audit charges: no deadlock, nothing charged twice or lost."""
+    dsn = create_database(ledger_server, prefix="ledger_audit_race")
+    try:
+        with connect(dsn) as conn:
+            conn.execute(demo_schema())
+            org = demo_data.create_org(conn)
+            packs = [
+                demo_data.create_pack(conn, org, sessions_total=5 if i % 2 else 10, sessions_used=2)
+                for i in range(8)
+            ]
+            bookings = [
+                b for p in packs for b in demo_data.create_bookings(conn, org, p, count=6, status="completed")
+            ]
+        migrate(dsn)
+        cutover(dsn)
+        cancelled = random.Random(7).sample(bookings, 16)
+        listener = ListenerThread(dsn).start()
+        errors: list[BaseException] = []
+
+        def cancel() -> None:
+            try:
+                with connect(dsn) as writer:
+                    for b in cancelled:
+                        writer.execute("UPDATE public.bookings SET status = 'cancelled' WHERE id = %s", [b])
+                        time.sleep(0.01)
+            except BaseException as exc:  # surfaced below
+                errors.append(exc)
+
+        writer = threading.Thread(target=cancel)
+        writer.start()
+        while writer.is_alive():
+            for p in random.sample(packs, len(packs)):
+                charge(dsn, packs=[p], dry_run=False)
+        writer.join()
+        Ledger(dsn).drain(listener_running=True)
+        listener.stop()
+        assert not errors
+        charge(dsn, dry_run=False)  # takes what a cancel in flight hid from a run above
+
+        with connect(dsn) as conn:
+            rows = conn.execute(
+                """SELECT p.id, p.sessions_total, p.sessions_used,
+                          count(b.id) FILTER (WHERE b.status = 'completed') AS consuming,
+                          count(l.booking_id) FILTER (WHERE b.status = 'completed' AND l.state = 'unfunded')
+                              AS unfunded
+                   FROM public.client_purchases p
+                   LEFT JOIN public.bookings b ON b.purchase_id = p.id
+                   LEFT JOIN session_ledger.charges l ON l.booking_id = b.id
+                   GROUP BY p.id"""
+            ).fetchall()
+        for r in rows:
+            assert r["sessions_used"] == r["consuming"] - r["unfunded"] <= r["sessions_total"], r
+        assert _cli_json("reconcile", "--dsn", dsn, "--dry-run", "--json")["out_of_sync"] == 0
+        again = _cli_json("audit", "--dsn", dsn, "--charge-all", "--json")
+        assert (again["charged"], again["unfunded"]) == (0, 0)
     finally:
         drop_database(ledger_server, dsn)
