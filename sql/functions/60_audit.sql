@@ -68,13 +68,16 @@ AS $$
         GROUP BY 1
     ), lg AS (
         SELECT l.purchase_id AS pack,
-               count(*) FILTER (WHERE l.state = 'paid' AND l.source = 'adoption')::int AS paid_adoption,
-               count(*) FILTER (WHERE l.state = 'paid' AND l.source = 'cut-over')::int AS paid_cutover,
-               count(*) FILTER (WHERE l.state = 'paid' AND l.source = 'listener')::int AS paid_listener,
-               count(*) FILTER (WHERE l.state = 'paid' AND l.source = 'audit')::int AS paid_audit,
-               count(*) FILTER (WHERE l.state = 'unfunded')::int AS unfunded
-        FROM session_ledger.charges l
-        WHERE l.purchase_id IS NOT NULL
+               count(*) FILTER (WHERE l.held AND l.source = 'adoption')::int AS paid_adoption,
+               count(*) FILTER (WHERE l.held AND l.source = 'cut-over')::int AS paid_cutover,
+               count(*) FILTER (WHERE l.held AND l.source = 'listener')::int AS paid_listener,
+               count(*) FILTER (WHERE l.held AND l.source = 'audit')::int AS paid_audit,
+               count(*) FILTER (WHERE l.judged AND NOT l.held)::int AS unfunded
+        FROM (SELECT c.purchase_id, c.source,
+                     session_ledger.held_pack(c.state, c.purchase_id) IS NOT NULL AS held,
+                     session_ledger.judged_pack(c.state, c.purchase_id) IS NOT NULL AS judged
+              FROM session_ledger.charges c
+              WHERE c.purchase_id IS NOT NULL) AS l
         GROUP BY 1
     ), adj AS (
         SELECT a.purchase_id AS pack,
