@@ -326,3 +326,22 @@ def test_charging_alongside_a_running_listener_ends_consistent(ledger_server: st
         assert (again["charged"], again["unfunded"]) == (0, 0)
     finally:
         drop_database(ledger_server, dsn)
+
+
+def test_no_api_role_reaches_the_audit(ledger_dsn: str) -> None:
+    with connect(ledger_dsn) as conn:
+        for role in ("anon", "authenticated", "service_role", "session_ledger_listener"):
+            row = conn.execute(
+                """SELECT has_table_privilege(%(r)s, 'session_ledger.adjustments', 'SELECT,INSERT,UPDATE,DELETE')
+                          OR has_sequence_privilege(%(r)s, 'session_ledger.adjustments_id_seq', 'USAGE,SELECT,UPDATE')
+                          OR has_function_privilege(%(r)s, 'session_ledger.audit_charge(uuid[])', 'EXECUTE')
+                          OR has_function_privilege(%(r)s, 'session_ledger.audit_packs(uuid)', 'EXECUTE')
+                          OR has_function_privilege(%(r)s, 'session_ledger.audit_uncharged(uuid, uuid[])', 'EXECUTE')
+                          AS reaches""",
+                {"r": role},
+            ).fetchone()
+            assert row is not None and row["reaches"] is False, role
+        row = conn.execute(
+            "SELECT relrowsecurity FROM pg_class WHERE oid = 'session_ledger.adjustments'::regclass"
+        ).fetchone()
+        assert row is not None and row["relrowsecurity"] is True
