@@ -42,6 +42,10 @@ class SchemaTooNew(ListenerError):
     """The database was migrated by a newer release than this listener."""
 
 
+class UnknownPack(ListenerError):
+    """A pack named on the command line does not exist."""
+
+
 class ListenerRunning(ListenerError):
     """A live listener forbids what was asked (cut-over, uninstall)."""
 

@@ -375,3 +375,24 @@ LEFT JOIN (
     WHERE n.nspname = 'public' AND c.relname = 'bookings' AND c.relkind IN ('r', 'p')
 ) b ON true
 WHERE r.rolname = current_user;
+
+------------------------------------------------------------------------------
+-- audit
+------------------------------------------------------------------------------
+
+-- name: audit_packs
+-- Per pack: consuming bookings, sessions_used and the ledger's view, side by side.
+SELECT * FROM session_ledger.audit_packs(%(org)s::uuid);
+
+-- name: audit_packs_to_charge
+-- The packs holding given-away sessions not yet judged, in id order.
+SELECT DISTINCT purchase_id FROM session_ledger.audit_uncharged(%(org)s::uuid, NULL) ORDER BY purchase_id;
+
+-- name: audit_existing_packs
+-- Which of these purchase ids exist.
+SELECT id FROM public.client_purchases WHERE id = ANY (%(packs)s::uuid[]);
+
+-- name: audit_charge
+-- Take the given-away sessions of these packs (one transaction; the caller commits or rolls back).
+SELECT booking_id, purchase_id, start_time, charged, reason, sessions_used
+FROM session_ledger.audit_charge(%(packs)s::uuid[]);

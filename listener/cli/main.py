@@ -121,6 +121,20 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="show what would change, change nothing")
     p.add_argument("--json", action="store_true", help="print a JSON summary")
 
+    p = with_dsn(sub.add_parser("audit", help="sessions the app's old code gave away, per pack; take them"))
+    p.add_argument("--json", action="store_true", help="print JSON for scripts")
+    p.add_argument("--org", type=_org_id, help="only this organisation's packs")
+    charge = p.add_mutually_exclusive_group()
+    charge.add_argument(
+        "--charge",
+        type=_pack_id,
+        nargs="+",
+        metavar="PACK",
+        help="take the given-away sessions of these packs",
+    )
+    charge.add_argument("--charge-all", action="store_true", help="take every pack's given-away sessions")
+    p.add_argument("--yes", action="store_true", help="really charge (without it: a dry run)")
+
     p = with_dsn(sub.add_parser("prune", help="delete archived events past retention"))
     p.add_argument("--older-than", required=True, help="retention, e.g. 30d, 12h, 2w")
 
@@ -316,6 +330,31 @@ def _reconcile(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _audit(args: argparse.Namespace, settings: Settings) -> int:
+    from rich.console import Console
+
+    from listener.cli.render import render_audit, render_charge
+    from listener.ops.audit import audit, charge
+
+    if args.yes and not (args.charge or args.charge_all):
+        raise ConfigError("--yes applies to --charge or --charge-all")
+    if args.charge and args.org:
+        raise ConfigError("--org narrows --charge-all; --charge names its packs itself")
+    if args.charge or args.charge_all:
+        charged = charge(settings.require_dsn(), packs=args.charge, org=args.org, dry_run=not args.yes)
+        if args.json:
+            print(json.dumps(charged.as_json(), indent=2))
+        else:
+            render_charge(charged, Console())
+        return 0
+    report = audit(settings.require_dsn(), org=args.org)
+    if args.json:
+        print(json.dumps(report.as_json(), indent=2))
+    else:
+        render_audit(report, Console())
+    return 0
+
+
 def _prune(args: argparse.Namespace, settings: Settings) -> int:
     from listener.ops.prune import parse_duration, prune
 
@@ -352,6 +391,22 @@ def _uuid(text: str) -> uuid.UUID:
         return uuid.UUID(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a booking id (UUID): {text!r}") from None
+
+
+def _pack_id(text: str) -> uuid.UUID:
+    """A pack (client_purchases) id."""
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a pack id (UUID): {text!r}") from None
+
+
+def _org_id(text: str) -> uuid.UUID:
+    """An organisation id."""
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an organisation id (UUID): {text!r}") from None
 
 
 def _cutover(args: argparse.Namespace, settings: Settings) -> int:
@@ -438,6 +493,7 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
 _COMMANDS = {
     "replay": _replay,
     "reconcile": _reconcile,
+    "audit": _audit,
     "prune": _prune,
     "migrate": _migrate,
     "run": _run,

@@ -7,6 +7,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from listener.ops.audit import AuditReport, ChargeReport
 from listener.ops.replay import RedriveReport
 
 
@@ -21,6 +22,66 @@ def render_pack_changes(console: Console, rows: list[dict[str, Any]], title: str
     for r in rows:
         table.add_row(r["purchase_id"], str(r["charged"]), str(r["released"]), f"{r['net']:+d}")
     console.print(table)
+
+
+def render_audit(report: AuditReport, console: Console) -> None:
+    """Print the packs that gave sessions away and those with manual deductions, side by side with the ledger."""
+    named = report.given_away + report.manual
+    if named:
+        table = Table(title="packs whose balance disagrees with their bookings")
+        columns: tuple[str, ...] = ("pack", "kind", "total", "used", "consuming", "given away", "manual")
+        columns += ("to charge", "paid: adoption", "cut-over", "listener", "audit", "unfunded")
+        for col in columns:
+            table.add_column(col, justify="left" if col in ("pack", "kind") else "right")
+        for p in named:
+            table.add_row(
+                str(p.purchase_id),
+                p.kind,
+                "-" if p.sessions_total is None else str(p.sessions_total),
+                *(
+                    str(v)
+                    for v in (
+                        p.sessions_used,
+                        p.consuming,
+                        p.given_away,
+                        p.manual,
+                        p.to_charge,
+                        p.paid_adoption,
+                        p.paid_cutover,
+                        p.paid_listener,
+                        p.paid_audit,
+                        p.unfunded,
+                    )
+                ),
+            )
+        console.print(table)
+    summary = report.as_json()
+    console.print(
+        f"{summary['packs_checked']} pack(s) checked: {summary['given_away_packs']} gave away "
+        f"{summary['sessions_given_away']} session(s), {summary['sessions_to_charge']} of them still to charge; "
+        f"{summary['manual_deduction_packs']} with manual deductions"
+    )
+    if summary["sessions_to_charge"]:
+        console.print("next: `listener audit --charge-all` shows what charging would do; add --yes to do it")
+
+
+def render_charge(report: ChargeReport, console: Console) -> None:
+    """Print each booking a charge run judged, then the totals per pack."""
+    if report.outcomes:
+        table = Table(title="given-away sessions" + (" (dry run)" if report.dry_run else ""))
+        for col in ("pack", "booking", "session at", "outcome"):
+            table.add_column(col)
+        for o in report.outcomes:
+            outcome = "charged" if o.charged else f"unfunded: {o.reason}"
+            table.add_row(str(o.purchase_id), str(o.booking_id), o.start_time.isoformat()[:19], outcome)
+        console.print(table)
+    verb = "would charge" if report.dry_run else "charged"
+    console.print(
+        f"{verb} {report.charged} session(s) on {len(report.packs)} pack(s); "
+        f"{report.unfunded} the packs could not pay (recorded as unfunded, not retried)"
+    )
+    if report.dry_run and report.outcomes:
+        console.print("dry run: nothing changed; add --yes to charge")
 
 
 def render_dead_letters(report: RedriveReport, console: Console) -> None:

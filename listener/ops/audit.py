@@ -1,0 +1,218 @@
+"""`listener audit`: the sessions the app's old code gave away, per pack, and taking them.
+
+Before the ledger, bookings completed by the app's cron were never charged.
+Adoption records every booking completed by then as paid (source ``adoption``, or
+``cut-over`` for those the cut-over settled) without touching a balance, so those
+sessions stay free. The audit puts, per pack, side by side: its consuming bookings
+(``session_ledger.consumed_pack``), its ``sessions_used``, and the ledger's paid
+bookings by source. It names packs whose consuming bookings outnumber
+``sessions_used`` (given away) and packs whose ``sessions_used`` exceeds their
+bookings (manual deductions, the trainer's "use 1 session").
+
+Which bookings count as uncharged (``session_ledger.audit_uncharged``, the rule
+stated once): per pack, a consuming booking the ledger says the pack paid for by
+source ``listener`` or ``audit`` certainly took a session. The balance left once
+those are counted (``sessions_used`` minus them) covers the earliest of the
+bookings paid by ``adoption`` or ``cut-over``, ordered by ``(start_time, id)``; the
+rest were given away.
+
+Charging (``--charge PACK ...`` / ``--charge-all``) goes through
+``session_ledger.settle_packs``, the ledger's one balance change: one +1 request
+per uncharged booking, at its ``start_time``, for its client and organisation, so
+exhaustion and expiry are judged at each session's time, earliest first. Each
+booking's ledger row then carries source ``audit`` (state ``paid``, or
+``unfunded`` with the reason when the pack could not pay), and an adjustment row
+(``session_ledger.adjustments``) records the outcome, who ran it and when. Neither
+kind is judged again, so a second run charges nothing; an unfunded booking stays
+unfunded, as the listener leaves one, and a later cancel of it gives nothing back.
+A dry run takes the same path in transactions it rolls back.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+
+from listener.core.db import Conn, connect
+from listener.core.schema import verify_schema
+from listener.core.sql_files import query
+from listener.core.store import Store
+from listener.errors import UnknownPack
+
+# Packs per transaction when charging: each commits (or, dry, rolls back) on its own.
+CHUNK = 100
+
+
+@dataclass(frozen=True)
+class PackAudit:
+    """One pack's bookings, balance and ledger, side by side."""
+
+    purchase_id: uuid.UUID
+    org_id: uuid.UUID
+    client_id: uuid.UUID
+    sessions_total: int | None
+    sessions_used: int
+    expires_at: datetime | None
+    consuming: int
+    paid_adoption: int
+    paid_cutover: int
+    paid_listener: int
+    paid_audit: int
+    unfunded: int
+    adjusted_charged: int
+    adjusted_unfunded: int
+    given_away: int
+    manual: int
+    to_charge: int
+
+    @property
+    def kind(self) -> str:
+        """given-away, manual-deduction, or balanced."""
+        if self.given_away:
+            return "given-away"
+        if self.manual:
+            return "manual-deduction"
+        return "balanced"
+
+    def as_json(self) -> dict[str, Any]:
+        """The pack as JSON values."""
+        out: dict[str, Any] = {k: _plain(v) for k, v in asdict(self).items()}
+        out["kind"] = self.kind
+        return out
+
+
+@dataclass
+class AuditReport:
+    """Every pack with bookings, a balance or ledger rows, of one organisation or all."""
+
+    org_id: uuid.UUID | None
+    packs: list[PackAudit] = field(default_factory=list)
+
+    @property
+    def given_away(self) -> list[PackAudit]:
+        """Packs whose consuming bookings outnumber sessions_used."""
+        return [p for p in self.packs if p.kind == "given-away"]
+
+    @property
+    def manual(self) -> list[PackAudit]:
+        """Packs whose sessions_used exceeds their consuming bookings."""
+        return [p for p in self.packs if p.kind == "manual-deduction"]
+
+    def as_json(self) -> dict[str, Any]:
+        """The machine-readable report."""
+        return {
+            "org_id": _plain(self.org_id),
+            "packs_checked": len(self.packs),
+            "given_away_packs": len(self.given_away),
+            "sessions_given_away": sum(p.given_away for p in self.packs),
+            "sessions_to_charge": sum(p.to_charge for p in self.packs),
+            "manual_deduction_packs": len(self.manual),
+            "packs": [p.as_json() for p in self.packs],
+        }
+
+
+@dataclass(frozen=True)
+class ChargeOutcome:
+    """What charging one given-away booking did (or would do)."""
+
+    booking_id: uuid.UUID
+    purchase_id: uuid.UUID
+    start_time: datetime
+    charged: bool
+    reason: str | None
+    sessions_used: int
+
+    def as_json(self) -> dict[str, Any]:
+        """The outcome as JSON values."""
+        return {k: _plain(v) for k, v in asdict(self).items()}
+
+
+@dataclass
+class ChargeReport:
+    """What a charge run did (or, dry, would do), booking by booking."""
+
+    dry_run: bool
+    packs: list[uuid.UUID] = field(default_factory=list)
+    outcomes: list[ChargeOutcome] = field(default_factory=list)
+
+    @property
+    def charged(self) -> int:
+        """Sessions taken."""
+        return sum(o.charged for o in self.outcomes)
+
+    @property
+    def unfunded(self) -> int:
+        """Given-away sessions the packs could not pay."""
+        return sum(not o.charged for o in self.outcomes)
+
+    def per_pack(self) -> list[dict[str, Any]]:
+        """Per pack judged: sessions charged, unfunded, and sessions_used afterwards."""
+        rows: dict[uuid.UUID, dict[str, Any]] = {}
+        for o in self.outcomes:
+            row = rows.setdefault(
+                o.purchase_id, {"purchase_id": str(o.purchase_id), "charged": 0, "unfunded": 0}
+            )
+            row["charged" if o.charged else "unfunded"] += 1
+            row["sessions_used"] = o.sessions_used
+        return [rows[k] for k in sorted(rows, key=str)]
+
+    def as_json(self) -> dict[str, Any]:
+        """The machine-readable report."""
+        return {
+            "dry_run": self.dry_run,
+            "packs_judged": len(self.packs),
+            "charged": self.charged,
+            "unfunded": self.unfunded,
+            "packs": self.per_pack(),
+            "bookings": [o.as_json() for o in self.outcomes],
+        }
+
+
+def audit(dsn: str, *, org: uuid.UUID | None = None) -> AuditReport:
+    """Read every pack's bookings, balance and ledger (of one organisation when given)."""
+    with connect(dsn, purpose="audit") as conn:
+        verify_schema(Store(conn))
+        rows = conn.execute(query("audit_packs"), {"org": org}).fetchall()
+    return AuditReport(org_id=org, packs=[PackAudit(**r) for r in rows])
+
+
+def charge(
+    dsn: str,
+    *,
+    packs: Sequence[uuid.UUID] | None = None,
+    org: uuid.UUID | None = None,
+    dry_run: bool = True,
+) -> ChargeReport:
+    """Take the given-away sessions of these packs (None: every pack, of org when given); dry unless told."""
+    report = ChargeReport(dry_run=dry_run)
+    with connect(dsn, purpose="audit") as conn:
+        verify_schema(Store(conn))
+        report.packs = _packs_to_charge(conn, packs, org)
+        for start in range(0, len(report.packs), CHUNK):
+            chunk = report.packs[start : start + CHUNK]
+            with conn.transaction(force_rollback=dry_run):
+                rows = conn.execute(query("audit_charge"), {"packs": chunk}).fetchall()
+            report.outcomes.extend(ChargeOutcome(**r) for r in rows)
+    return report
+
+
+def _packs_to_charge(conn: Conn, packs: Sequence[uuid.UUID] | None, org: uuid.UUID | None) -> list[uuid.UUID]:
+    if packs is None:
+        return [r["purchase_id"] for r in conn.execute(query("audit_packs_to_charge"), {"org": org})]
+    wanted = sorted(set(packs), key=str)
+    found = {r["id"] for r in conn.execute(query("audit_existing_packs"), {"packs": wanted})}
+    missing = [str(p) for p in wanted if p not in found]
+    if missing:
+        raise UnknownPack(f"no such pack: {', '.join(missing)}")
+    return wanted
+
+
+def _plain(value: object) -> object:
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return value

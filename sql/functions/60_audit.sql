@@ -1,0 +1,174 @@
+-- `listener audit`: the sessions the app's old code gave away, and taking them.
+--
+-- Before the ledger, bookings the app's cron completed were never charged. Adoption
+-- (migration 0001) records every booking completed by then as paid (source
+-- 'adoption', or 'cut-over' for those the cut-over settled) without touching a
+-- balance, so those sessions stay free and nothing else ever sees them.
+--
+-- Which bookings were given away (the rule, stated once, in audit_uncharged):
+-- per pack, its consuming bookings whose ledger row says "paid by this pack"
+-- come in two kinds. Those paid by source 'listener' or 'audit' certainly took a
+-- session. Those paid by source 'adoption' or 'cut-over' may or may not have: the
+-- balance left over once the certain ones are counted (sessions_used minus them)
+-- covers the earliest of them by (start_time, id), and the rest were given away.
+-- A booking audit could not charge is recorded as unfunded (source 'audit'), as
+-- the listener records one, and is not judged again.
+--
+-- Repeatable: `listener migrate` re-applies every file in sql/functions/ whenever one changes.
+
+-- The bookings of these packs (NULL: every pack, of organisation p_org when given)
+-- whose session was never taken from the pack.
+CREATE OR REPLACE FUNCTION session_ledger.audit_uncharged(p_org uuid, p_packs uuid[])
+RETURNS TABLE (booking_id uuid, purchase_id uuid, start_time timestamptz, client_id uuid, org_id uuid)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = ''
+AS $$
+    WITH consuming AS (
+        SELECT b.id, b.start_time, b.client_id, b.org_id,
+               session_ledger.consumed_pack(b.status, b.purchase_id, c.consuming_statuses) AS pack,
+               l.source AS paid_by
+        FROM public.bookings b
+        CROSS JOIN session_ledger.config c
+        JOIN session_ledger.charges l ON l.booking_id = b.id
+        WHERE (p_packs IS NULL OR b.purchase_id = ANY (p_packs))
+          AND session_ledger.consumed_pack(b.status, b.purchase_id, c.consuming_statuses)
+              = session_ledger.held_pack(l.state, l.purchase_id)
+    ), certain AS (
+        SELECT x.pack, count(*)::int AS n
+        FROM consuming x WHERE x.paid_by IN ('listener', 'audit')
+        GROUP BY x.pack
+    ), adopted AS (
+        SELECT x.*, row_number() OVER (PARTITION BY x.pack ORDER BY x.start_time, x.id) AS rn
+        FROM consuming x WHERE x.paid_by IN ('adoption', 'cut-over')
+    )
+    SELECT a.id, a.pack, a.start_time, a.client_id, a.org_id
+    FROM adopted a
+    JOIN public.client_purchases p ON p.id = a.pack
+    LEFT JOIN certain k ON k.pack = a.pack
+    WHERE (p_org IS NULL OR p.org_id = p_org)
+      AND a.rn > greatest(p.sessions_used - coalesce(k.n, 0), 0)
+$$;
+
+-- Per pack (of organisation p_org, or all): its consuming bookings, its
+-- sessions_used, and what the ledger says, side by side. given_away: consuming
+-- bookings beyond sessions_used; manual: sessions_used beyond its bookings (the
+-- trainer's "use 1 session"); to_charge: what audit_charge would still try.
+CREATE OR REPLACE FUNCTION session_ledger.audit_packs(p_org uuid)
+RETURNS TABLE (
+    purchase_id uuid, org_id uuid, client_id uuid, sessions_total int, sessions_used int, expires_at timestamptz,
+    consuming int, paid_adoption int, paid_cutover int, paid_listener int, paid_audit int,
+    unfunded int, adjusted_charged int, adjusted_unfunded int,
+    given_away int, manual int, to_charge int
+)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = ''
+AS $$
+    WITH bk AS (
+        SELECT session_ledger.consumed_pack(b.status, b.purchase_id, c.consuming_statuses) AS pack, count(*)::int AS n
+        FROM public.bookings b CROSS JOIN session_ledger.config c
+        WHERE session_ledger.consumed_pack(b.status, b.purchase_id, c.consuming_statuses) IS NOT NULL
+        GROUP BY 1
+    ), lg AS (
+        SELECT l.purchase_id AS pack,
+               count(*) FILTER (WHERE l.held AND l.source = 'adoption')::int AS paid_adoption,
+               count(*) FILTER (WHERE l.held AND l.source = 'cut-over')::int AS paid_cutover,
+               count(*) FILTER (WHERE l.held AND l.source = 'listener')::int AS paid_listener,
+               count(*) FILTER (WHERE l.held AND l.source = 'audit')::int AS paid_audit,
+               count(*) FILTER (WHERE l.judged AND NOT l.held)::int AS unfunded
+        FROM (SELECT c.purchase_id, c.source,
+                     session_ledger.held_pack(c.state, c.purchase_id) IS NOT NULL AS held,
+                     session_ledger.judged_pack(c.state, c.purchase_id) IS NOT NULL AS judged
+              FROM session_ledger.charges c
+              WHERE c.purchase_id IS NOT NULL) AS l
+        GROUP BY 1
+    ), adj AS (
+        SELECT a.purchase_id AS pack,
+               count(*) FILTER (WHERE a.outcome = 'charged')::int AS charged,
+               count(*) FILTER (WHERE a.outcome = 'unfunded')::int AS unfunded
+        FROM session_ledger.adjustments a
+        GROUP BY 1
+    ), un AS (
+        SELECT u.purchase_id AS pack, count(*)::int AS n
+        FROM session_ledger.audit_uncharged(p_org, NULL) u
+        GROUP BY 1
+    )
+    SELECT p.id, p.org_id, p.client_id, p.sessions_total, p.sessions_used, p.expires_at,
+           coalesce(bk.n, 0), coalesce(lg.paid_adoption, 0), coalesce(lg.paid_cutover, 0),
+           coalesce(lg.paid_listener, 0), coalesce(lg.paid_audit, 0), coalesce(lg.unfunded, 0),
+           coalesce(adj.charged, 0), coalesce(adj.unfunded, 0),
+           greatest(coalesce(bk.n, 0) - p.sessions_used, 0), greatest(p.sessions_used - coalesce(bk.n, 0), 0),
+           coalesce(un.n, 0)
+    FROM public.client_purchases p
+    LEFT JOIN bk ON bk.pack = p.id
+    LEFT JOIN lg ON lg.pack = p.id
+    LEFT JOIN adj ON adj.pack = p.id
+    LEFT JOIN un ON un.pack = p.id
+    WHERE (p_org IS NULL OR p.org_id = p_org)
+      AND (bk.pack IS NOT NULL OR lg.pack IS NOT NULL OR adj.pack IS NOT NULL OR p.sessions_used <> 0)
+    ORDER BY p.org_id, p.id
+$$;
+
+-- Take the given-away sessions of these packs through settle_packs, the one
+-- balance change: one +1 request per uncharged booking, at its start_time, for its
+-- client and organisation, so exhaustion and expiry are judged as for any session,
+-- earliest first. Each booking's ledger row then says what audit did (source
+-- 'audit': paid, or unfunded with the reason), and an adjustment row records it
+-- with who ran it. Returns one row per booking judged.
+CREATE OR REPLACE FUNCTION session_ledger.audit_charge(p_packs uuid[])
+RETURNS TABLE (
+    booking_id uuid, purchase_id uuid, start_time timestamptz, charged boolean, reason text, sessions_used int
+)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = ''
+AS $$
+DECLARE
+    v_seen uuid[];
+    q_booking uuid[]; q_pack uuid[]; q_at timestamptz[]; q_client uuid[]; q_org uuid[];
+    s_ok boolean[]; s_reason text[]; s_used int[];
+BEGIN
+    SELECT array_agg(u.booking_id) INTO v_seen FROM session_ledger.audit_uncharged(NULL, p_packs) u;
+    IF v_seen IS NULL THEN
+        RETURN;
+    END IF;
+
+    -- The listener's per-booking lock (as apply_bookings takes it, in key order),
+    -- then the packs: no event moves these bookings, and no charge these packs,
+    -- until this commits. Same order as apply_bookings, so the two never deadlock.
+    PERFORM pg_catalog.pg_advisory_xact_lock(7391, k.key)
+    FROM (SELECT DISTINCT pg_catalog.hashtext(u.id::text) AS key FROM unnest(v_seen) AS u(id) ORDER BY 1) AS k;
+    PERFORM 1 FROM public.client_purchases p WHERE p.id = ANY (p_packs) ORDER BY p.id FOR NO KEY UPDATE;
+
+    -- Judged again under the locks; a booking that turned up in between waits for the next run.
+    SELECT array_agg(u.booking_id ORDER BY u.purchase_id, u.start_time, u.booking_id),
+           array_agg(u.purchase_id ORDER BY u.purchase_id, u.start_time, u.booking_id),
+           array_agg(u.start_time ORDER BY u.purchase_id, u.start_time, u.booking_id),
+           array_agg(u.client_id ORDER BY u.purchase_id, u.start_time, u.booking_id),
+           array_agg(u.org_id ORDER BY u.purchase_id, u.start_time, u.booking_id)
+      INTO q_booking, q_pack, q_at, q_client, q_org
+    FROM session_ledger.audit_uncharged(NULL, p_packs) u
+    WHERE u.booking_id = ANY (v_seen);
+    IF q_booking IS NULL THEN
+        RETURN;
+    END IF;
+
+    SELECT array_agg(s.ok ORDER BY s.ord), array_agg(s.reason ORDER BY s.ord), array_agg(s.sessions_used ORDER BY s.ord)
+      INTO s_ok, s_reason, s_used
+    FROM session_ledger.settle_packs(q_pack, array_fill(1, ARRAY[cardinality(q_pack)]), q_at, q_client, q_org) AS s;
+
+    UPDATE session_ledger.charges l
+       SET state = CASE WHEN s.ok THEN 'paid' ELSE 'unfunded' END,
+           reason = CASE WHEN s.ok THEN NULL ELSE s.reason END,
+           source = 'audit', updated_at = pg_catalog.now(), client_id = s.client, org_id = s.org
+      FROM unnest(q_booking, s_ok, s_reason, q_client, q_org) AS s(booking, ok, reason, client, org)
+     WHERE l.booking_id = s.booking;
+
+    INSERT INTO session_ledger.adjustments (booking_id, purchase_id, delta, outcome, reason, made_by)
+    SELECT s.booking, s.pack, CASE WHEN s.ok THEN 1 ELSE 0 END,
+           CASE WHEN s.ok THEN 'charged' ELSE 'unfunded' END,
+           CASE WHEN s.ok THEN NULL ELSE s.reason END, session_ledger.caller()
+    FROM unnest(q_booking, q_pack, s_ok, s_reason) AS s(booking, pack, ok, reason);
+
+    -- sessions_used: the pack's balance once every request of this run is settled.
+    RETURN QUERY
+    SELECT s.booking, s.pack, s.at, s.ok, CASE WHEN s.ok THEN NULL ELSE s.reason END, s.used
+    FROM unnest(q_booking, q_pack, q_at, s_ok, s_reason, s_used) WITH ORDINALITY AS s(booking, pack, at, ok, reason, used, n)
+    ORDER BY s.n;
+END
+$$;
