@@ -135,3 +135,31 @@ DELETE FROM pgmq.a_booking_events_dlq a USING doomed WHERE a.msg_id = doomed.msg
 -- name: prune_listeners
 DELETE FROM session_ledger.listeners
 WHERE coalesce(stopped_at, heartbeat_at) < now() - %(older_than)s::interval;
+
+-- dashboard
+
+-- name: dashboard_lag
+SELECT minute, events, lag_p50_s, lag_p99_s, lag_max_s
+FROM session_ledger.dashboard_lag(%(minutes)s);
+
+-- name: dashboard_dead_letters
+SELECT msg_id, enqueued_at, reason, payload
+FROM session_ledger.dashboard_dead_letters(%(limit)s);
+
+-- name: dashboard_unfunded
+SELECT booking_id, purchase_id, reason, updated_at
+FROM session_ledger.dashboard_unfunded(%(limit)s);
+
+-- name: dashboard_out_of_sync
+SELECT booking_id, booking_status, booking_purchase_id, ledger_state, ledger_purchase_id
+FROM session_ledger.dashboard_out_of_sync(%(limit)s);
+
+-- name: dashboard_recent_charges
+SELECT booking_id, purchase_id, state, reason, source, updated_at
+FROM session_ledger.dashboard_recent_charges(%(limit)s);
+
+-- name: dashboard_redrive
+SELECT session_ledger.dashboard_redrive(%(msg_ids)s) AS moved;
+
+-- name: dashboard_replay
+SELECT session_ledger.dashboard_replay(%(booking_id)s) AS enqueued;
