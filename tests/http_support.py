@@ -40,7 +40,7 @@ def listener_login(owner_dsn: str) -> Iterator[str]:
     params["user"] = login
     params.pop("password", None)
     try:
-        yield make_conninfo(**params)
+        yield make_conninfo("", **params)
     finally:
         with connect(owner_dsn, purpose="tests") as conn:
             conn.execute(f"DROP OWNED BY {login}")

@@ -171,7 +171,7 @@ def test_redrive_needs_the_confirm_form_of_this_origin(world: World) -> None:
 
         form = {"id": str(msg_id), "confirm": "yes"}
         host = f"127.0.0.1:{proc.port}"
-        refused = (
+        refused: tuple[tuple[dict[str, str], dict[str, str]], ...] = (
             ({}, {}),  # no nonce: a forged form with the browser's cached Basic credentials
             ({"csrf": "forged"}, {}),
             ({"csrf": nonce}, {"Origin": "http://evil.example", "Host": host}),

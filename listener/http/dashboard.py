@@ -183,6 +183,7 @@ def _chart(lag: list[dict[str, Any]], *, now: datetime) -> str:
     bars = []
     p50: list[str] = []
     p99: list[str] = []
+    dots: list[str] = []
     for i, row in sorted(slots.items()):
         h = plot_h * int(row["events"]) / max_events
         x = left + i * step
@@ -193,7 +194,9 @@ def _chart(lag: list[dict[str, Any]], *, now: datetime) -> str:
         )
         cx = x + step / 2
         p50.append(f"{cx:.1f},{top + plot_h - plot_h * float(row['lag_p50_s'] or 0) / max_lag:.1f}")
-        p99.append(f"{cx:.1f},{top + plot_h - plot_h * float(row['lag_p99_s'] or 0) / max_lag:.1f}")
+        y99 = top + plot_h - plot_h * float(row["lag_p99_s"] or 0) / max_lag
+        p99.append(f"{cx:.1f},{y99:.1f}")
+        dots.append(f'<circle cx="{cx:.1f}" cy="{y99:.1f}" r="2" fill="#b3261e"/>')
     total = sum(int(r["events"]) for r in slots.values())
     svg = (
         f'<svg id="lag-chart" viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="img" '
@@ -202,6 +205,7 @@ def _chart(lag: list[dict[str, Any]], *, now: datetime) -> str:
         f"{''.join(bars)}"
         f'<polyline points="{" ".join(p50)}" fill="none" stroke="#1b7f3b" stroke-width="1.5"/>'
         f'<polyline points="{" ".join(p99)}" fill="none" stroke="#b3261e" stroke-width="1.5"/>'
+        f"{''.join(dots)}"
         f'<text x="4" y="{top + 10}" font-size="11" fill="#555">{max_events}/min</text>'
         f'<text x="{left + plot_w + 4}" y="{top + 10}" font-size="11" fill="#b3261e">{max_lag:.2f}s</text>'
         f'<text x="{left}" y="{height - 6}" font-size="11" fill="#555">{start:%H:%M}</text>'

@@ -233,7 +233,8 @@ def _handler(
                     "Cache-Control": "no-store",
                     "X-Frame-Options": "DENY",
                     "X-Content-Type-Options": "nosniff",
-                    "Referrer-Policy": "no-referrer",
+                    # no-referrer would make browsers send `Origin: null` on the forms, which the CSRF check refuses.
+                    "Referrer-Policy": "same-origin",
                 },
             )
 
