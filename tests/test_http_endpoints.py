@@ -36,6 +36,16 @@ def _metrics_backends(dsn: str) -> int:
     return int(row["n"])
 
 
+def _listener_backends(dsn: str) -> dict[str, int]:
+    with connect(dsn, purpose="tests") as conn:
+        rows = conn.execute(
+            "SELECT application_name AS app, count(*) AS n FROM pg_stat_activity"
+            " WHERE datname = current_database() AND application_name LIKE 'session-ledger %'"
+            " AND application_name <> 'session-ledger tests' GROUP BY 1"
+        ).fetchall()
+    return {r["app"]: int(r["n"]) for r in rows}
+
+
 def _listening_addresses(port: int) -> set[str]:
     """Local addresses with a listening TCP socket on this port, from /proc/net/tcp."""
     found = set()
@@ -141,6 +151,15 @@ def test_dashboard_needs_the_token_and_never_logs_it(world: World) -> None:
         assert basic.status == 200 and 'id="queue-depth"' in basic.body
         assert "default-src 'none'" in basic.headers["Content-Security-Policy"]
         assert request(f"{proc.base}/", token=TOKEN, bearer=True).status == 200
+        # The dashboard reads through the same one connection as the scrapes.
+        for _ in range(20):
+            assert request(f"{proc.base}/", token=TOKEN).status == 200
+        assert _metrics_backends(world.ledger.dsn) == 1
+        assert _listener_backends(world.ledger.dsn) == {
+            "session-ledger metrics": 1,
+            "session-ledger worker": 1,
+            "session-ledger wakeup": 1,
+        }
         assert request(f"{proc.base}/metrics").status == 200
     finally:
         logs = proc.stop()
@@ -174,6 +193,7 @@ def test_redrive_needs_the_confirm_form_of_this_origin(world: World) -> None:
         refused: tuple[tuple[dict[str, str], dict[str, str]], ...] = (
             ({}, {}),  # no nonce: a forged form with the browser's cached Basic credentials
             ({"csrf": "forged"}, {}),
+            ({"csrf": nonce}, {"Origin": "null"}),
             ({"csrf": nonce}, {"Origin": "http://evil.example", "Host": host}),
             ({"csrf": nonce}, {"Sec-Fetch-Site": "cross-site"}),
             ({"csrf": nonce, "confirm": "no"}, {}),
