@@ -11,6 +11,7 @@ import psycopg
 import pytest
 
 from listener.core.db import connect
+from listener.http.snapshot import DEPTHS_EVERY_S, STATUS_EVERY_S, Snapshot
 from listener.settings import Settings
 
 from conftest import World, run_cli
@@ -274,3 +275,29 @@ def test_run_http_host_flag_parses_and_bad_port_is_one_line(ledger_dsn: str) -> 
     result = run_cli("run", "--dsn", ledger_dsn, "--http-port", "99999")
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1 and "http_port" in result.stderr
+
+
+def test_snapshot_reads_at_most_once_a_second_and_status_less_often(world: World) -> None:
+    snapshot = Snapshot(world.ledger.dsn)
+    try:
+        first = snapshot.depths()
+        status = snapshot.status()
+        assert first is not None and first["queue_depth"] == 0
+        assert status is not None and status["queue_depth"] == 0
+        world.send_raw('\'{"type": "booking.changed", "v": 1}\'::jsonb')
+        cached = snapshot.depths()
+        assert cached is not None and cached["queue_depth"] == 0, "read again within the second"
+        time.sleep(DEPTHS_EVERY_S + 0.1)
+        fresh = snapshot.depths()
+        assert fresh is not None and fresh["queue_depth"] == 1
+        later = snapshot.status()
+        assert later is not None and later["queue_depth"] == 0, "status() is re-read every STATUS_EVERY_S"
+        assert STATUS_EVERY_S > 5
+        now = snapshot.status(max_age_s=1.0)
+        assert now is not None and now["queue_depth"] == 1
+    finally:
+        snapshot.close()
+    deadline = time.monotonic() + 5
+    while _metrics_backends(world.ledger.dsn):  # the backend exits a moment after the close
+        assert time.monotonic() < deadline, "close() left the connection open"
+        time.sleep(0.05)
