@@ -18,12 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-import workload
-from workload import Server
 
+from bench import workload
+from bench.workload import Server
 from listener.core.db import connect
 
-HERE = Path(__file__).resolve().parent
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @dataclass(frozen=True)
@@ -202,7 +202,7 @@ def queue_table_stats(dsn: str) -> dict[str, int]:
 def _peer(kind: str, dsn: str, processes: int = 1) -> dict[str, Any]:
     procs = [
         subprocess.Popen(
-            [sys.executable, str(HERE / "peers.py"), kind, dsn], stdout=subprocess.PIPE, text=True
+            [sys.executable, "-m", "bench.peers", kind, dsn], cwd=ROOT, stdout=subprocess.PIPE, text=True
         )
         for _ in range(processes)
     ]
@@ -231,7 +231,7 @@ def peer_queue(server: Server, n: int, kind: str, processes: int = 1) -> dict[st
 
 def peer_pgqueuer(server: Server, n: int) -> dict[str, Any]:
     """PgQueuer (asyncpg, defaults) draining n jobs whose work is the same charge."""
-    import peers
+    from bench import peers
 
     with server.database() as dsn:
         with connect(dsn, purpose="bench") as conn:

@@ -1,6 +1,6 @@
 """The other ways to do the same charge, each run as its own process and timed by itself.
 
-`python bench/peers.py KIND DSN` prints one JSON line: {"start": epoch, "end": epoch, "handled": n}.
+`python -m bench.peers KIND DSN` prints one JSON line: {"start": epoch, "end": epoch, "handled": n}.
 
 - batched: the bare batched SQL loop, the ceiling (read 100 autocommitted; one transaction
   inserting the ledger rows, adding per-pack counts and archiving).
@@ -17,15 +17,14 @@ import time
 import uuid
 from typing import Any
 
-from workload import CHARGE_ONE_SQL
-
+from bench.workload import CHARGE_ONE_SQL
 from listener.core.db import connect
 
 _BATCHED_READ = (
     "SELECT msg_id, (message ->> 'booking_id')::uuid AS booking_id FROM pgmq.read('booking_events', 30, 100)"
 )
 
-_BATCHED_APPLY = """
+BATCHED_APPLY = """
 WITH m AS (
     SELECT u.msg_id, u.booking_id
     FROM unnest(%(msg_ids)s::bigint[], %(booking_ids)s::uuid[]) AS u(msg_id, booking_id)
@@ -54,7 +53,7 @@ def run_batched(dsn: str) -> dict[str, Any]:
                 break
             with conn.transaction():
                 conn.execute(
-                    _BATCHED_APPLY,
+                    BATCHED_APPLY,
                     {"msg_ids": [r["msg_id"] for r in rows], "booking_ids": [r["booking_id"] for r in rows]},
                     prepare=True,
                 )
@@ -77,6 +76,7 @@ def run_pgmq(dsn: str) -> dict[str, Any]:
             msg = queue.read("booking_events", vt=30, qty=1, conn=conn)
             if msg is None:
                 break
+            assert not isinstance(msg, list)  # qty=1 reads one message or None
             conn.execute(charge, [uuid.UUID(msg.message["booking_id"])])
             queue.archive("booking_events", msg.msg_id, conn=conn)
         handled += 1

@@ -1,6 +1,6 @@
 """Where one listener batch spends its time inside PostgreSQL (a warm batch: the second of the session).
 
-    python bench/profile_batch.py [--dsn D] [--batch-size 500] [--backlog 5000]
+    python -m bench.profile_batch [--dsn D] [--batch-size 500] [--backlog 5000]
 
 On a fresh database with a preloaded backlog it reads one batch the way the listener does,
 then runs handle_batch under EXPLAIN (ANALYZE, BUFFERS) with track_functions = 'all' and
@@ -16,13 +16,13 @@ import time
 import uuid
 from typing import Any
 
-import workload
-from peers import _BATCHED_APPLY
 from rich.console import Console
 from rich.table import Table
-from run import _server
-from workload import Server
 
+from bench import workload
+from bench.peers import BATCHED_APPLY
+from bench.run import admin_server
+from bench.workload import Server
 from listener.core.db import connect
 from listener.core.events import Accepted, RawMessage, judge
 
@@ -74,7 +74,7 @@ def profile(dsn: str, batch_size: int) -> dict[str, Any]:
             ).fetchall()
         with conn.transaction(force_rollback=True):
             plan = conn.execute(
-                "EXPLAIN (ANALYZE, BUFFERS, FORMAT TEXT) " + _BATCHED_APPLY,
+                "EXPLAIN (ANALYZE, BUFFERS, FORMAT TEXT) " + BATCHED_APPLY,
                 {"msg_ids": params["msg_ids"], "booking_ids": params["booking_ids"]},
             ).fetchall()
             out["batched_plan"] = [next(iter(r.values())) for r in plan]
@@ -83,13 +83,15 @@ def profile(dsn: str, batch_size: int) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     """Print the per-function profile of one batch."""
-    parser = argparse.ArgumentParser(prog="bench/profile_batch.py", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.profile_batch", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--dsn", help="admin DSN (default: embedded server)")
     parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument("--backlog", type=int, default=5000)
     args = parser.parse_args(argv)
     console = Console()
-    with _server(args.dsn) as admin:
+    with admin_server(args.dsn) as admin:
         server = Server(admin)
         server.setup_template()
         try:

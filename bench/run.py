@@ -1,6 +1,6 @@
 """The performance benchmark of issue 5: the listener against the inline baseline, the ceiling and the peers.
 
-    python bench/run.py [--dsn D] [--json PATH] [--quick] [--batch-size N] [--plot PATH]
+    python -m bench.run [--dsn D] [--json PATH] [--quick] [--batch-size N] [--plot PATH]
 
 Without --dsn it starts the embedded PostgreSQL. Every measurement runs on a fresh database
 cloned from a migrated template, and every figure that matters is a ratio of two rates
@@ -25,12 +25,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import measurements
 import psutil
 from rich.console import Console
 from rich.table import Table
-from workload import Server
 
+from bench import measurements
+from bench.workload import Server
 from listener.core.db import connect
 from listener.settings import Settings
 
@@ -55,7 +55,8 @@ console = Console(stderr=True)
 
 
 @contextlib.contextmanager
-def _server(dsn: str | None) -> Iterator[str]:
+def admin_server(dsn: str | None) -> Iterator[str]:
+    """The given admin DSN, or the embedded PostgreSQL started for the run and stopped after it."""
     if dsn:
         yield dsn
         return
@@ -117,7 +118,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "listener_batch_size": bs or Settings().batch_size,
         "sizes": {k: v for k, v in vars(sizes).items()},
     }
-    with _server(args.dsn) as admin:
+    with admin_server(args.dsn) as admin:
         facts = _server_facts(admin)
         res["postgresql"] = facts["server_version"]
         res["postgresql_version"] = facts["version"]
@@ -271,7 +272,7 @@ def plot(res: dict[str, Any], lags: list[float], path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Parse the command line, run the benchmark, print and save the figures."""
-    parser = argparse.ArgumentParser(prog="bench/run.py", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.splitlines()[0])
     parser.add_argument(
         "--dsn", help="admin DSN of a server to create throwaway databases on (default: embedded)"
     )

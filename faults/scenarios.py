@@ -259,11 +259,16 @@ class Harness:
 
 
 def active_batches(conn: Conn, *, waiting_on_lock: bool = False) -> list[dict[str, Any]]:
-    """Worker backends of this database running handle_batch right now."""
+    """Worker backends of this database applying a batch right now.
+
+    The real listener applies through handle_batch; the ack-first broken one calls
+    apply_bookings itself, after its separate ack.
+    """
     return conn.execute(
         """SELECT pid, client_port FROM pg_stat_activity
            WHERE datname = current_database() AND application_name = %s AND state = 'active'
-             AND query LIKE '%%handle_batch%%' AND (NOT %s OR wait_event_type = 'Lock')""",
+             AND (query LIKE '%%handle_batch%%' OR query LIKE '%%apply_bookings%%')
+             AND (NOT %s OR wait_event_type = 'Lock')""",
         [WORKER_APP, waiting_on_lock],
     ).fetchall()
 

@@ -1,27 +1,14 @@
-"""The checker (tests/checker.py) and the figures every scenario reports."""
+"""The checker (listener/testing/checker.py) and the figures every scenario reports."""
 
 from __future__ import annotations
 
-import importlib
-import sys
-import uuid
-from pathlib import Path
 from typing import Any
 
 from listener.core.db import Conn
+from listener.testing import checker
+from listener.testing.checker import Verdict, snapshot_used
 
-_TESTS = str(Path(__file__).resolve().parents[1] / "tests")
-if _TESTS not in sys.path:
-    sys.path.append(_TESTS)
-checker = importlib.import_module("checker")
-
-Verdict = checker.Verdict
-
-
-def snapshot_used(conn: Conn) -> dict[uuid.UUID, int]:
-    """Every pack's sessions_used, as the checker needs it at the start."""
-    result: dict[uuid.UUID, int] = checker.snapshot_used(conn)
-    return result
+__all__ = ["Verdict", "checker", "lag_and_redeliveries", "snapshot_used"]
 
 
 def lag_and_redeliveries(conn: Conn) -> dict[str, Any]:

@@ -23,6 +23,7 @@ import psycopg
 
 from listener.core.db import Conn, connect
 from listener.devtools import demo_data
+from listener.errors import first_line
 
 CONSUMING = "completed"
 STATUSES = ("completed", "cancelled", "confirmed")
@@ -253,7 +254,7 @@ class Writer(threading.Thread):
             entry["expected"] = expected
         except psycopg.Error as exc:
             self.errors += 1
-            entry.update(result="fail", error=_brief(exc))
+            entry.update(result="fail", error=first_line(exc))
             _rollback(conn)
             self.history.record(entry)
             return
@@ -267,9 +268,9 @@ class Writer(threading.Thread):
             entry["result"] = "ok"
         except psycopg.OperationalError as exc:
             # The commit may or may not have happened: Jepsen's "info" outcome.
-            entry.update(result="indeterminate", error=_brief(exc))
+            entry.update(result="indeterminate", error=first_line(exc))
         except psycopg.Error as exc:
-            entry.update(result="fail", error=_brief(exc))
+            entry.update(result="fail", error=first_line(exc))
             _rollback(conn)
         self.history.record(entry)
 
@@ -279,12 +280,6 @@ def _rollback(conn: Conn) -> None:
         conn.rollback()
     except psycopg.Error:
         conn.close()
-
-
-def _brief(exc: BaseException) -> str:
-    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-    code = getattr(exc, "sqlstate", None)
-    return f"{code}: {first}" if code else f"{type(exc).__name__}: {first}"
 
 
 def run_writers(writers: Sequence[Writer], history: History, *, events: int, timeout: float) -> float:

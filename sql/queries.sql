@@ -6,16 +6,21 @@ SELECT msg_id, read_ct, enqueued_at, message
 FROM session_ledger.read_events(%(qty)s, %(vt)s);
 
 -- name: handle_batch
--- Ids travel as one comma-separated text each: dumping Python lists element by
+-- Ids travel as one comma-separated text: dumping a Python list element by
 -- element would cost the listener more than the database spends on the batch.
 SELECT booking_id::text, outcome, purchase_id::text, previous_purchase_id::text, reason
-FROM session_ledger.handle_batch(
+FROM session_ledger.handle_batch_v2(
     %(listener)s,
     string_to_array(%(msg_ids)s, ',')::bigint[],
-    string_to_array(%(booking_ids)s, ',')::uuid[],
-    string_to_array(%(enqueued_at)s, ',')::timestamptz[],
-    %(dead_msg_ids)s, %(dead_reasons)s, %(waiting)s
+    %(dead_msg_ids)s, %(dead_reasons)s
 );
+
+-- name: ledger_installed
+SELECT to_regclass('session_ledger.migrations') IS NOT NULL AS installed,
+       to_regprocedure('session_ledger.installed_schema()') IS NOT NULL AS versioned;
+
+-- name: installed_schema
+SELECT session_ledger.installed_schema() AS version;
 
 -- name: heartbeat
 SELECT session_ledger.heartbeat(%(listener)s, %(host)s, %(pid)s, %(waiting)s);
@@ -59,10 +64,6 @@ FROM session_ledger.queue_depths();
 -- name: ping
 SELECT 1 AS ok;
 
--- name: plan_bookings
-SELECT booking_id, action, purchase_id, previous_purchase_id, detail
-FROM session_ledger.plan_bookings(%(booking_ids)s);
-
 -- name: apply_bookings
 SELECT booking_id, outcome, purchase_id, previous_purchase_id, reason
 FROM session_ledger.apply_bookings(%(booking_ids)s, %(enqueued_at)s);
@@ -71,20 +72,10 @@ FROM session_ledger.apply_bookings(%(booking_ids)s, %(enqueued_at)s);
 SELECT session_ledger.enqueue_bookings(%(booking_ids)s, %(source)s) AS enqueued;
 
 -- name: out_of_sync_count
-SELECT count(*) AS n
-FROM public.bookings b
-FULL JOIN session_ledger.charges l ON l.booking_id = b.id
-CROSS JOIN session_ledger.config c
-WHERE (CASE WHEN b.status = ANY (c.consuming_statuses) THEN b.purchase_id END)
-      IS DISTINCT FROM (CASE WHEN l.state IN ('paid', 'unfunded') THEN l.purchase_id END);
+SELECT count(*) AS n FROM session_ledger.out_of_sync;
 
 -- name: out_of_sync_bookings
-SELECT coalesce(b.id, l.booking_id) AS booking_id
-FROM public.bookings b
-FULL JOIN session_ledger.charges l ON l.booking_id = b.id
-CROSS JOIN session_ledger.config c
-WHERE (CASE WHEN b.status = ANY (c.consuming_statuses) THEN b.purchase_id END)
-      IS DISTINCT FROM (CASE WHEN l.state IN ('paid', 'unfunded') THEN l.purchase_id END);
+SELECT booking_id FROM session_ledger.out_of_sync;
 
 -- name: archived_bookings_count
 SELECT count(DISTINCT a.message ->> 'booking_id') AS n
@@ -94,12 +85,12 @@ WHERE (%(since)s::timestamptz IS NULL OR a.enqueued_at >= %(since)s)
   AND (%(bookings)s::text[] IS NULL OR a.message ->> 'booking_id' = ANY (%(bookings)s::text[]));
 
 -- name: archived_bookings
-SELECT DISTINCT (a.message ->> 'booking_id')::uuid AS booking_id
+SELECT DISTINCT session_ledger.event_booking_id(a.message) AS booking_id
 FROM pgmq.a_booking_events a
 WHERE (%(since)s::timestamptz IS NULL OR a.enqueued_at >= %(since)s)
   AND (%(until)s::timestamptz IS NULL OR a.enqueued_at < %(until)s)
   AND (%(bookings)s::text[] IS NULL OR a.message ->> 'booking_id' = ANY (%(bookings)s::text[]))
-  AND a.message ->> 'booking_id' ~ '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$';
+  AND session_ledger.event_booking_id(a.message) IS NOT NULL;
 
 -- name: dead_letters
 SELECT d.msg_id, d.enqueued_at,
@@ -135,6 +126,255 @@ DELETE FROM pgmq.a_booking_events_dlq a USING doomed WHERE a.msg_id = doomed.msg
 -- name: prune_listeners
 DELETE FROM session_ledger.listeners
 WHERE coalesce(stopped_at, heartbeat_at) < now() - %(older_than)s::interval;
+
+-- name: set_cutover
+UPDATE session_ledger.config SET adopt_until = coalesce(%(at)s, clock_timestamp()) RETURNING adopt_until;
+
+-- name: queued_bookings
+-- Messages that are not exactly our event are left to the listener, which dead-letters them with a reason.
+SELECT b.booking_id,
+       bool_and(q.enqueued_at < %(until)s) AS all_before,
+       bool_or(q.enqueued_at < %(until)s) AS any_before,
+       array_agg(q.msg_id ORDER BY q.msg_id) AS msg_ids
+FROM pgmq.q_booking_events q
+CROSS JOIN LATERAL (SELECT session_ledger.event_booking_id(q.message) AS booking_id) AS b
+WHERE b.booking_id IS NOT NULL
+GROUP BY 1
+ORDER BY 1;
+
+-- name: settle_before_cutover
+SELECT count(*) AS n
+FROM session_ledger.apply_bookings(
+    %(booking_ids)s::uuid[],
+    array_fill('-infinity'::timestamptz, ARRAY[cardinality(%(booking_ids)s::uuid[])])
+);
+
+-- name: archive_events
+SELECT pgmq.archive('booking_events', %(msg_ids)s::bigint[]);
+
+-- name: live_listeners
+SELECT host, pid FROM session_ledger.live_listeners ORDER BY started_at;
+
+-- doctor: read-only catalog queries behind `listener doctor`. None takes a
+-- parameter; objects are found by name in the catalogs (never by a regclass
+-- cast), so each query works before `listener migrate` and without USAGE on
+-- the schemas it inspects.
+
+-- name: doctor_installed
+SELECT
+    EXISTS (
+        SELECT 1 FROM pg_catalog.pg_class c
+        JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+        WHERE n.nspname = 'session_ledger' AND c.relname = 'migrations'
+    ) AS ledger,
+    EXISTS (
+        SELECT 1 FROM pg_catalog.pg_class c
+        JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+        WHERE n.nspname = 'public' AND c.relname = 'bookings' AND c.relkind IN ('r', 'p')
+    ) AS bookings,
+    EXISTS (SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = 'pgmq') AS pgmq;
+
+-- name: doctor_bookings_table
+-- Whether RLS is on, and which API roles may write the columns that decide a charge.
+SELECT c.relrowsecurity AS rls,
+       ARRAY(
+           SELECT DISTINCT r.rolname::text
+           FROM pg_catalog.pg_roles r
+           CROSS JOIN pg_catalog.pg_attribute a
+           WHERE r.rolname IN ('anon', 'authenticated')
+             AND a.attrelid = c.oid AND NOT a.attisdropped
+             AND a.attname IN ('status', 'purchase_id', 'org_id', 'client_id')
+             AND (pg_catalog.has_column_privilege(r.oid, c.oid, a.attnum, 'INSERT')
+                  OR pg_catalog.has_column_privilege(r.oid, c.oid, a.attnum, 'UPDATE'))
+           ORDER BY 1
+       ) AS writers
+FROM pg_catalog.pg_class c
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = 'public' AND c.relname = 'bookings' AND c.relkind IN ('r', 'p');
+
+-- name: doctor_bookings_policies
+-- Expressions are deparsed under search_path '' by the caller, so function
+-- names come out schema-qualified. writable_columns: the charge-deciding
+-- columns some role of the policy may write with the policy's command
+-- (a policy role of PUBLIC stands for PUBLIC and the API roles).
+SELECT p.polname::text AS name,
+       CASE p.polcmd WHEN 'r' THEN 'SELECT' WHEN 'a' THEN 'INSERT' WHEN 'w' THEN 'UPDATE'
+                     WHEN 'd' THEN 'DELETE' ELSE 'ALL' END AS cmd,
+       p.polpermissive AS permissive,
+       ARRAY(
+           SELECT CASE WHEN r.oid = 0 THEN 'public' ELSE pg_catalog.pg_get_userbyid(r.oid)::text END
+           FROM unnest(p.polroles) AS r(oid) ORDER BY 1
+       ) AS roles,
+       pg_catalog.pg_get_expr(p.polqual, p.polrelid) AS qual,
+       pg_catalog.pg_get_expr(p.polwithcheck, p.polrelid) AS with_check,
+       ARRAY(
+           SELECT DISTINCT a.attname::text
+           FROM pg_catalog.pg_attribute a
+           CROSS JOIN LATERAL (
+               SELECT x.oid FROM unnest(p.polroles) AS x(oid) WHERE x.oid <> 0
+               UNION
+               SELECT r.oid FROM pg_catalog.pg_roles r
+               WHERE 0 = ANY (p.polroles) AND r.rolname IN ('anon', 'authenticated')
+           ) AS who
+           WHERE a.attrelid = p.polrelid AND NOT a.attisdropped
+             AND a.attname IN ('status', 'purchase_id', 'org_id', 'client_id')
+             AND ((p.polcmd IN ('a', '*')
+                   AND pg_catalog.has_column_privilege(who.oid, p.polrelid, a.attnum, 'INSERT'))
+                  OR (p.polcmd IN ('w', '*')
+                   AND pg_catalog.has_column_privilege(who.oid, p.polrelid, a.attnum, 'UPDATE')))
+           ORDER BY 1
+       ) AS writable_columns
+FROM pg_catalog.pg_policy p
+JOIN pg_catalog.pg_class c ON c.oid = p.polrelid
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = 'public' AND c.relname = 'bookings'
+ORDER BY p.polname;
+
+-- name: doctor_guard_triggers
+-- The ledger's bookings triggers, where their function carries the guard (schema 2 and later).
+SELECT t.tgname::text AS name, t.tgenabled <> 'D' AS enabled
+FROM pg_catalog.pg_trigger t
+JOIN pg_catalog.pg_class c ON c.oid = t.tgrelid
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_catalog.pg_proc f ON f.oid = t.tgfoid
+JOIN pg_catalog.pg_namespace fn ON fn.oid = f.pronamespace
+WHERE n.nspname = 'public' AND c.relname = 'bookings' AND NOT t.tgisinternal
+  AND fn.nspname = 'session_ledger' AND f.proname = 'enqueue_booking_changes'
+  AND EXISTS (SELECT 1 FROM pg_catalog.pg_proc g
+              JOIN pg_catalog.pg_namespace gn ON gn.oid = g.pronamespace
+              WHERE gn.nspname = 'session_ledger' AND g.proname = 'may_write_booking')
+ORDER BY 1;
+
+-- name: doctor_views_over_money
+-- Views (and materialized views) that read bookings or client_purchases,
+-- directly or through other views, with the API roles that may select them.
+WITH RECURSIVE money AS (
+    SELECT c.oid
+    FROM pg_catalog.pg_class c
+    JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+    WHERE n.nspname = 'public' AND c.relname IN ('bookings', 'client_purchases')
+), over (oid) AS (
+    SELECT r.ev_class
+    FROM pg_catalog.pg_depend d
+    JOIN pg_catalog.pg_rewrite r ON r.oid = d.objid
+    WHERE d.classid = 'pg_catalog.pg_rewrite'::regclass
+      AND d.refclassid = 'pg_catalog.pg_class'::regclass
+      AND d.refobjid IN (SELECT oid FROM money)
+    UNION
+    SELECT r.ev_class
+    FROM over o
+    JOIN pg_catalog.pg_depend d ON d.refobjid = o.oid
+        AND d.refclassid = 'pg_catalog.pg_class'::regclass
+        AND d.classid = 'pg_catalog.pg_rewrite'::regclass
+    JOIN pg_catalog.pg_rewrite r ON r.oid = d.objid
+    WHERE r.ev_class <> o.oid
+)
+SELECT pg_catalog.quote_ident(n.nspname) || '.' || pg_catalog.quote_ident(c.relname) AS name,
+       c.relkind::text AS kind,
+       coalesce(c.reloptions, '{}')::text[] AS options,
+       ARRAY(
+           SELECT r.rolname::text FROM pg_catalog.pg_roles r
+           WHERE r.rolname IN ('anon', 'authenticated')
+             AND pg_catalog.has_table_privilege(r.oid, c.oid, 'SELECT')
+           ORDER BY 1
+       ) AS readers
+FROM (SELECT DISTINCT oid FROM over) v
+JOIN pg_catalog.pg_class c ON c.oid = v.oid
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('v', 'm')
+ORDER BY 1;
+
+-- name: doctor_api_grants
+-- Every privilege PUBLIC or an API role holds on the ledger's objects and on
+-- PGMQ's, one row per object and grantee. A NULL ACL means the built-in
+-- default, which for functions is EXECUTE to PUBLIC.
+WITH objects (kind, name, acl) AS (
+    SELECT 'schema', pg_catalog.quote_ident(n.nspname),
+           coalesce(n.nspacl, pg_catalog.acldefault('n', n.nspowner))
+    FROM pg_catalog.pg_namespace n
+    WHERE n.nspname IN ('session_ledger', 'pgmq')
+    UNION ALL
+    SELECT CASE WHEN c.relkind = 'S' THEN 'sequence' ELSE 'table' END,
+           pg_catalog.quote_ident(n.nspname) || '.' || pg_catalog.quote_ident(c.relname),
+           coalesce(c.relacl, pg_catalog.acldefault(
+               (CASE WHEN c.relkind = 'S' THEN 's' ELSE 'r' END)::"char", c.relowner))
+    FROM pg_catalog.pg_class c
+    JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+    WHERE n.nspname IN ('session_ledger', 'pgmq') AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')
+    UNION ALL
+    SELECT 'function',
+           pg_catalog.quote_ident(n.nspname) || '.' || pg_catalog.quote_ident(p.proname)
+               || '(' || pg_catalog.oidvectortypes(p.proargtypes) || ')',
+           coalesce(p.proacl, pg_catalog.acldefault('f', p.proowner))
+    FROM pg_catalog.pg_proc p
+    JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+    WHERE n.nspname = 'session_ledger'
+       OR (n.nspname = 'public' AND p.proname IN ('use_session', 'release_session'))
+), grants AS (
+    SELECT o.kind, o.name, a.grantee, a.privilege_type
+    FROM objects o
+    CROSS JOIN LATERAL pg_catalog.aclexplode(o.acl) AS a
+)
+SELECT g.kind, g.name,
+       CASE WHEN g.grantee = 0 THEN 'PUBLIC' ELSE r.rolname::text END AS grantee,
+       array_agg(DISTINCT g.privilege_type ORDER BY g.privilege_type) AS privileges
+FROM grants g
+LEFT JOIN pg_catalog.pg_roles r ON r.oid = g.grantee
+WHERE g.grantee = 0 OR r.rolname IN ('anon', 'authenticated', 'service_role')
+GROUP BY g.kind, g.name, 3
+ORDER BY g.name, 3;
+
+-- name: doctor_pgmq_public
+SELECT ARRAY(
+           SELECT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE r.rolname::text END
+           FROM pg_catalog.aclexplode(coalesce(n.nspacl, pg_catalog.acldefault('n', n.nspowner))) a
+           LEFT JOIN pg_catalog.pg_roles r ON r.oid = a.grantee
+           WHERE a.privilege_type = 'USAGE'
+             AND (a.grantee = 0 OR r.rolname IN ('anon', 'authenticated', 'service_role'))
+           ORDER BY 1
+       ) AS users
+FROM pg_catalog.pg_namespace n
+WHERE n.nspname = 'pgmq_public';
+
+-- name: doctor_unpinned_definers
+-- SECURITY DEFINER functions with no search_path setting whose body touches packs.
+SELECT pg_catalog.quote_ident(n.nspname) || '.' || pg_catalog.quote_ident(p.proname)
+           || '(' || pg_catalog.oidvectortypes(p.proargtypes) || ')' AS name
+FROM pg_catalog.pg_proc p
+JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+WHERE p.prosecdef AND p.prokind IN ('f', 'p')
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+  AND NOT EXISTS (
+      SELECT 1 FROM unnest(coalesce(p.proconfig, '{}')) AS s(setting)
+      WHERE split_part(s.setting, '=', 1) = 'search_path'
+  )
+  AND (p.prosrc ~* '(client_purchases|sessions_used)'
+       OR (p.prosqlbody IS NOT NULL AND pg_catalog.pg_get_functiondef(p.oid) ~* '(client_purchases|sessions_used)'))
+ORDER BY 1;
+
+-- name: doctor_connected_role
+-- The role this connection runs as, and whether it is, or may become, the
+-- owner of the ledger's schema or of the bookings table.
+SELECT current_user::text AS name,
+       r.rolsuper AS superuser,
+       s.owner AS schema_owner,
+       s.owner IS NOT NULL AND (s.owner = current_user OR (NOT r.rolsuper
+           AND pg_catalog.pg_has_role(current_user, s.owner_oid, 'MEMBER'))) AS acts_as_schema_owner,
+       b.owner AS bookings_owner,
+       b.owner IS NOT NULL AND (b.owner = current_user OR (NOT r.rolsuper
+           AND pg_catalog.pg_has_role(current_user, b.owner_oid, 'MEMBER'))) AS acts_as_bookings_owner
+FROM pg_catalog.pg_roles r
+LEFT JOIN (
+    SELECT n.nspowner AS owner_oid, pg_catalog.pg_get_userbyid(n.nspowner)::text AS owner
+    FROM pg_catalog.pg_namespace n WHERE n.nspname = 'session_ledger'
+) s ON true
+LEFT JOIN (
+    SELECT c.relowner AS owner_oid, pg_catalog.pg_get_userbyid(c.relowner)::text AS owner
+    FROM pg_catalog.pg_class c
+    JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+    WHERE n.nspname = 'public' AND c.relname = 'bookings' AND c.relkind IN ('r', 'p')
+) b ON true
+WHERE r.rolname = current_user;
 
 -- dashboard
 

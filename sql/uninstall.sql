@@ -23,8 +23,12 @@ BEGIN
         FOR f IN SELECT r.signature, r.definition FROM session_ledger.replaced_functions r ORDER BY r.signature LOOP
             IF f.definition IS NOT NULL THEN
                 -- pg_get_functiondef() wrote CREATE OR REPLACE with the same signature,
-                -- so existing grants on the function are kept.
+                -- so existing grants on the function are kept (anon stays revoked).
                 EXECUTE f.definition;
+                -- The app's bodies name its tables unqualified: pin the path they were
+                -- written for, with pg_temp last, so a temporary table cannot shadow a pack.
+                EXECUTE 'ALTER FUNCTION ' || pg_catalog.to_regprocedure(f.signature)::text
+                        || ' SET search_path = public, extensions, pg_temp';
             ELSIF pg_catalog.to_regprocedure(f.signature) IS NOT NULL THEN
                 -- The app had no such function: the migration created it.
                 EXECUTE 'DROP FUNCTION ' || pg_catalog.to_regprocedure(f.signature)::text;

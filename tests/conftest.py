@@ -31,15 +31,6 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     return [f"database: PostgreSQL {version} from --test-dsn/LISTENER_TEST_DSN"]
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _print_server_version(ledger_server: str) -> None:
-    """Record the server version in the test log (embedded and container servers start lazily)."""
-    with connect(ledger_server, purpose="tests") as conn:
-        row = conn.execute("SELECT version() AS v").fetchone()
-    assert row is not None
-    sys.stderr.write(f"\n[session-ledger tests] {row['v']}\n")
-
-
 @dataclass
 class World:
     """One test database with an organisation, a pack, and a handle on everything."""

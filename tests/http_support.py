@@ -21,14 +21,6 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from listener.core.db import connect
 
-DASHBOARD_SQL = Path(__file__).resolve().parent.parent / "sql" / "functions" / "70_dashboard.sql"
-
-
-def apply_dashboard_functions(dsn: str) -> None:
-    """Install the dashboard's functions on a migrated test database."""
-    with connect(dsn, purpose="tests") as conn:
-        conn.execute(DASHBOARD_SQL.read_text(encoding="utf-8"))
-
 
 @contextmanager
 def listener_login(owner_dsn: str) -> Iterator[str]:

@@ -18,9 +18,8 @@ from listener.core.sql_files import demo_schema
 from listener.devtools import demo_data
 from listener.devtools.throwaway import create_database, drop_database
 from listener.ops.migrate import migrate
+from listener.testing.checker import check, snapshot_used
 from listener.testing.ledger import Ledger
-
-from checker import check, snapshot_used
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-BENCH = Path(__file__).resolve().parent.parent / "bench" / "run.py"
+ROOT = Path(__file__).resolve().parent.parent
 
 REQUIRED_KEYS = {
     "throughput_vs_inline",
@@ -34,7 +34,8 @@ REQUIRED_KEYS = {
 def test_quick_benchmark_reports_every_figure(ledger_server: str, tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     run = subprocess.run(
-        [sys.executable, str(BENCH), "--quick", "--dsn", ledger_server, "--json", str(out)],
+        [sys.executable, "-m", "bench.run", "--quick", "--dsn", ledger_server, "--json", str(out)],
+        cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=120,

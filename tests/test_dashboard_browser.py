@@ -15,7 +15,7 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 
 from conftest import World
-from http_support import apply_dashboard_functions, listener_login, request, running
+from http_support import listener_login, request, running
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -89,7 +89,6 @@ def _seed_an_hour_of_history(world: World) -> None:
 
 
 def test_dashboard_shows_what_the_database_holds(world: World, browser: webdriver.Chrome) -> None:
-    apply_dashboard_functions(world.ledger.dsn)
     pack = world.pack(sessions_total=2)
     bookings = world.bookings(pack, count=3)
     with listener_login(world.ledger.dsn) as dsn, running(dsn, token=TOKEN) as proc:

@@ -5,13 +5,9 @@ The full run is `python -m faults` (see README, "Reliability").
 
 from __future__ import annotations
 
-import importlib
-import sys
 from pathlib import Path
 
-# Appended, not prepended: the installed `listener` package must win over the source tree.
-sys.path.append(str(Path(__file__).resolve().parents[1]))
-scenarios = importlib.import_module("faults.scenarios")
+from faults import scenarios
 
 
 def test_kill_9_of_listeners_mid_run_loses_and_doubles_nothing(ledger_dsn: str, tmp_path: Path) -> None:

@@ -17,7 +17,6 @@ from listener.settings import Settings
 from conftest import World, run_cli
 from http_support import (
     ListenerProcess,
-    apply_dashboard_functions,
     listener_login,
     metric,
     request,
@@ -139,7 +138,6 @@ def test_dashboard_is_not_served_without_a_token(world: World) -> None:
 
 
 def test_dashboard_needs_the_token_and_never_logs_it(world: World) -> None:
-    apply_dashboard_functions(world.ledger.dsn)
     proc = ListenerProcess(world.ledger.dsn, token=TOKEN, extra=("--log-format", "json")).wait_ready()
     try:
         for path in ("/", "/redrive?id=1", "/replay?booking=" + str(uuid.uuid4())):
@@ -175,7 +173,6 @@ def _nonce(page: str) -> str:
 
 
 def test_redrive_needs_the_confirm_form_of_this_origin(world: World) -> None:
-    apply_dashboard_functions(world.ledger.dsn)
     with listener_login(world.ledger.dsn) as dsn, running(dsn, token=TOKEN) as proc:
         world.send_raw("'\"not an event\"'::jsonb")
         world.ledger.drain(listener_running=True)
@@ -221,7 +218,6 @@ def test_redrive_needs_the_confirm_form_of_this_origin(world: World) -> None:
 
 
 def test_replay_one_booking_with_a_bearer_client(world: World) -> None:
-    apply_dashboard_functions(world.ledger.dsn)
     pack = world.pack(sessions_total=5)
     [booking] = world.bookings(pack)
     world.set_status(booking, "completed")
@@ -245,7 +241,6 @@ def test_replay_one_booking_with_a_bearer_client(world: World) -> None:
 
 
 def test_dashboard_functions_are_definer_pinned_and_for_the_listener_only(world: World) -> None:
-    apply_dashboard_functions(world.ledger.dsn)
     rows = world.conn.execute(
         """SELECT p.oid::regprocedure::text AS fn, p.prosecdef, p.proconfig,
                   has_function_privilege('session_ledger_listener', p.oid, 'EXECUTE') AS listener,

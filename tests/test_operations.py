@@ -9,8 +9,8 @@ import sys
 import time
 
 from listener.core.db import connect
+from listener.testing.checker import check, snapshot_used
 
-from checker import check, snapshot_used
 from conftest import World, run_cli
 
 
@@ -43,7 +43,7 @@ def test_reconcile_repairs_bypassed_completions_cancels_and_moves(world: World) 
     assert dry.returncode == 0, dry.stderr
     plan = json.loads(dry.stdout)
     assert plan["out_of_sync"] == 4
-    assert plan["outcomes"] == {"charge": 2, "move": 1, "release": 1}
+    assert plan["outcomes"] == {"paid": 2, "moved": 1, "released": 1}
     assert snapshot_used(world.conn) == before  # a dry run changes nothing
 
     result = run_cli("reconcile", "--dsn", world.ledger.dsn, "--json")
@@ -105,7 +105,7 @@ def test_replay_from_archive_repairs_and_never_double_charges(world: World) -> N
 
     dry = run_cli("replay", "--from-archive", "--dsn", world.ledger.dsn, "--dry-run", "--json")
     assert dry.returncode == 0, dry.stderr
-    assert json.loads(dry.stdout)["actions"] == {"none": 1, "release": 1}
+    assert json.loads(dry.stdout)["actions"] == {"no-op": 1, "released": 1}
     assert world.queue() == []
 
     for _ in range(2):

@@ -64,7 +64,20 @@ def test_poison_corpus_has_defined_outcomes_and_charges_nothing(world: World) ->
     expected_dead = sum(1 for _, outcome in CORPUS if outcome == "dead")
     assert len(dead) == expected_dead
     assert all(d["reason"] for d in dead)
-    assert world.conn.execute("SELECT to_regclass('public.bookings') IS NOT NULL AS ok").fetchone()["ok"]  # type: ignore[index]
+    # Hostile text is kept as data, verbatim, for the operator to read: never executed, never mangled.
+    kept = {
+        r["t"]
+        for r in world.conn.execute(
+            "SELECT message -> 'message' ->> 'type' AS t FROM pgmq.q_booking_events_dlq"
+        ).fetchall()
+    }
+    assert "booking.changed'; DROP TABLE public.bookings; --" in kept
+    injected = world.conn.execute(
+        "SELECT count(*) AS n FROM pgmq.q_booking_events_dlq"
+        " WHERE message -> 'message' ->> 'booking_id' LIKE %s",
+        ["%'); UPDATE public.client_purchases SET sessions_used = 0; --"],
+    ).fetchone()
+    assert injected is not None and injected["n"] == 1
     status = world.conn.execute("SELECT session_ledger.status() AS s").fetchone()["s"]  # type: ignore[index]
     assert status["dead_letter_depth"] == expected_dead
     assert status["dead_letter_reasons"]

@@ -14,9 +14,9 @@ import uuid
 from listener.core.db import connect
 from listener.core.worker import Worker
 from listener.settings import Settings
+from listener.testing.checker import check, snapshot_used
 from listener.testing.ledger import ListenerThread
 
-from checker import check, snapshot_used
 from conftest import World
 
 
@@ -107,7 +107,8 @@ def test_kill_9_of_listener_processes_mid_run_loses_and_doubles_nothing(
     world: World, ledger_dsn: str
 ) -> None:
     packs = [world.pack(sessions_total=2000) for _ in range(4)]
-    bookings = [b for p in packs for b in world.bookings(p, count=400)]
+    # Enough work that the drain outlasts several kill-and-restart rounds on a fast machine.
+    bookings = [b for p in packs for b in world.bookings(p, count=1000)]
     start = snapshot_used(world.conn)
     args = [
         sys.executable,
@@ -190,6 +191,67 @@ def test_sigterm_finishes_the_batch_and_exits_zero(world: World, ledger_dsn: str
     assert stopped is not None and stopped["n"] == 1
 
 
+def test_sigterm_under_concurrent_write_load_exits_zero_within_seconds(world: World, ledger_dsn: str) -> None:
+    packs = [world.pack(sessions_total=5000) for _ in range(2)]
+    bookings = [b for p in packs for b in world.bookings(p, count=300)]
+    start = snapshot_used(world.conn)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "listener", "run", "--dsn", ledger_dsn, "--batch-size", "50"],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    _wait_registered(world, [proc.pid])
+    stop = threading.Event()
+    commits = [0] * 4
+
+    def writer(index: int) -> None:
+        # pgbench-like: short transactions back to back, each completing or reopening a few bookings.
+        rng = random.Random(index)
+        with connect(ledger_dsn, purpose="tests writer") as conn:
+            while not stop.is_set():
+                chosen = rng.sample(bookings, rng.randint(1, 5))
+                status = rng.choice(["completed", "confirmed"])
+                with conn.transaction():
+                    conn.execute(
+                        "UPDATE public.bookings SET status = %s WHERE id = ANY(%s)", [status, chosen]
+                    )
+                commits[index] += 1
+
+    writers = [threading.Thread(target=writer, args=(i,), daemon=True) for i in range(len(commits))]
+    for w in writers:
+        w.start()
+    try:
+        deadline = time.monotonic() + 20
+        while sum(world.used(p) for p in packs) == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(1.0)  # well into the load: batches in flight
+        signalled, commits_then = time.monotonic(), sum(commits)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=20)
+        took = time.monotonic() - signalled
+        commits_during_stop = sum(commits) - commits_then
+    finally:
+        stop.set()
+        for w in writers:
+            w.join(timeout=10)
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
+    assert took < 5.0, f"took {took:.1f}s to stop under load"
+    assert min(commits) > 0
+    assert commits_during_stop > 0  # the writers kept committing while it stopped
+    stopped = world.conn.execute(
+        "SELECT count(*) AS n FROM session_ledger.listeners WHERE pid = %s AND stopped_at IS NOT NULL",
+        [proc.pid],
+    ).fetchone()
+    assert stopped is not None and stopped["n"] == 1
+    # What it left behind is charged exactly once by the next listener.
+    world.drain()
+    verdict = check(world.conn, start)
+    assert verdict.ok, verdict.examples
+
+
 def test_listener_notified_charges_quickly_without_waiting_for_a_poll(world: World, ledger_dsn: str) -> None:
     pack = world.pack(sessions_total=10)
     [booking] = world.bookings(pack)
@@ -259,17 +321,14 @@ def test_batch_in_hand_is_retried_after_its_connection_dies(world: World, ledger
 
 
 def test_a_silent_middlebox_is_detected_by_the_call_deadline(world: World, ledger_dsn: str) -> None:
-    import importlib
-    from pathlib import Path
-
     from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-    sys.path.append(str(Path(__file__).resolve().parents[1]))
-    proxy_cls = importlib.import_module("faults.network").Proxy
+    from faults.network import Proxy
+
     params = conninfo_to_dict(ledger_dsn)
     host, port = str(params.get("host") or "127.0.0.1"), int(params.get("port") or 5432)
     target = f"{host}/.s.PGSQL.{port}" if host.startswith("/") else (host, port)
-    proxy = proxy_cls("127.0.0.1", target)
+    proxy = Proxy("127.0.0.1", target)
     via_proxy = make_conninfo(ledger_dsn, host="127.0.0.1", port=proxy.port)
     pack = world.pack(sessions_total=10)
     first, second = world.bookings(pack, count=2)

@@ -7,9 +7,9 @@ from typing import Any
 from listener.core.db import Conn
 from listener.core.sql_files import migrations
 from listener.ops.migrate import migrate
+from listener.testing.checker import check, snapshot_used
 from listener.testing.ledger import ListenerThread
 
-from checker import check, snapshot_used
 from conftest import World, run_cli
 
 
@@ -73,8 +73,11 @@ def test_uninstall_keeps_balances_restores_functions_and_migrate_reinstalls(worl
     assert _one(conn, "SELECT to_regnamespace('pgmq') IS NOT NULL"), "pgmq itself stays for other queues"
     assert conn.execute("SELECT * FROM public.bookings ORDER BY id").fetchall() == bookings_before
     assert conn.execute("SELECT * FROM public.client_purchases ORDER BY id").fetchall() == packs_before
+    pinned = "\n SET search_path TO 'public', 'extensions', 'pg_temp'\nAS $function$"
     for signature, definition in originals.items():
-        assert _functiondef(conn, signature) == definition
+        # The app's own body, with its search_path pinned so a temporary table cannot shadow a pack.
+        assert _functiondef(conn, signature) == definition.replace("\nAS $function$", pinned, 1)
+    assert "WARNING: the app's original bodies check nobody" in result.stdout
 
     # The app is on its own again: a completion enqueues nothing and charges nothing,
     # and its own use_session deducts as it always did.
@@ -129,7 +132,7 @@ def test_uninstall_refuses_without_yes_with_waiting_events_or_a_running_listener
     finally:
         listener.stop()
     assert running.returncode == 1
-    assert "a listener is still running" in running.stderr
+    assert "a listener is running" in running.stderr and "stop it first, then uninstall" in running.stderr
     assert "Traceback" not in running.stderr
     assert _installed_objects(conn)["triggers"] == 3
     assert world.used(pack) == 1

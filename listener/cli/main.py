@@ -17,7 +17,8 @@ import psycopg
 from pydantic import ValidationError
 
 from listener import logs
-from listener.errors import ConfigError, ListenerError
+from listener.errors import ConfigError, ListenerError, first_line
+from listener.settings import Settings
 
 log = logging.getLogger("listener")
 
@@ -70,6 +71,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--no-listener-ok", action="store_true", help="do not count a missing listener heartbeat as unhealthy"
     )
+
+    p = with_dsn(sub.add_parser("doctor", help="read-only security audit of the database and the DSN"))
+    p.add_argument("--json", action="store_true", help="print JSON for scripts")
 
     with_dsn(
         sub.add_parser("complete-past", help="the cron path: complete confirmed bookings that have ended")
@@ -125,9 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     return _parser()
 
 
-def _settings(args: argparse.Namespace) -> Any:
-    from listener.settings import Settings
-
+def _settings(args: argparse.Namespace) -> Settings:
     overrides = {
         "dsn": getattr(args, "dsn", None),
         "batch_size": getattr(args, "batch_size", None),
@@ -158,16 +160,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"listener {args.command}: {exc}", file=sys.stderr)
         return exc.exit_code
     except psycopg.Error as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        code = f"{exc.sqlstate}: " if exc.sqlstate else ""
-        print(f"listener {args.command}: database error {code}{first}", file=sys.stderr)
+        print(f"listener {args.command}: database error {first_line(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"listener {args.command}: interrupted", file=sys.stderr)
         return 130
 
 
-def _migrate(args: argparse.Namespace, settings: Any) -> int:
+def _migrate(args: argparse.Namespace, settings: Settings) -> int:
     from listener.ops.migrate import migrate
 
     report = migrate(settings.require_dsn(), with_demo_schema=args.with_demo_schema)
@@ -177,12 +177,14 @@ def _migrate(args: argparse.Namespace, settings: Any) -> int:
         print(f"installed PGMQ ({report.pgmq})")
     if report.applied:
         print("applied " + ", ".join(report.applied))
-    else:
-        print("already up to date")
+    if report.repeatables:
+        print("re-applied functions, triggers and grants: " + ", ".join(report.repeatables))
+    if not report.changed:
+        print(f"already up to date (schema version {report.schema_version})")
     return 0
 
 
-def _run(args: argparse.Namespace, settings: Any) -> int:
+def _run(args: argparse.Namespace, settings: Settings) -> int:
     from listener.core.worker import Worker
 
     worker = Worker(settings)
@@ -213,8 +215,9 @@ def _run(args: argparse.Namespace, settings: Any) -> int:
     return 0
 
 
-def _status(args: argparse.Namespace, settings: Any) -> int:
-    from listener.ops.status import fetch_status, health_problems, render
+def _status(args: argparse.Namespace, settings: Settings) -> int:
+    from listener.cli.render import render_status
+    from listener.ops.status import fetch_status, health_problems
 
     report = fetch_status(settings.require_dsn())
     problems = health_problems(report, max_age_s=args.max_age, require_listener=not args.no_listener_ok)
@@ -223,11 +226,29 @@ def _status(args: argparse.Namespace, settings: Any) -> int:
     if args.json:
         print(json.dumps(report, indent=2, default=str))
     else:
-        render(report)
+        render_status(report)
     return 0 if not problems else 3
 
 
-def _complete_past(args: argparse.Namespace, settings: Any) -> int:
+def _doctor(args: argparse.Namespace, settings: Settings) -> int:
+    from listener.ops.doctor import doctor
+
+    report = doctor(settings.require_dsn())
+    if args.json:
+        print(json.dumps(report.as_json(), indent=2))
+    else:
+        for finding in report.findings:
+            print(f"{finding.severity.upper():<6} {finding.check}  {finding.object}")
+            print(f"       {finding.message}")
+            print(f"       fix: {finding.fix}")
+        for note in report.notes:
+            print(f"note: {note}")
+        high = sum(f.severity == "high" for f in report.findings)
+        print(f"{len(report.findings)} finding(s), {high} high" if report.findings else "no findings")
+    return 3 if report.has_high else 0
+
+
+def _complete_past(args: argparse.Namespace, settings: Settings) -> int:
     from listener.core.db import connect
     from listener.core.store import Store
 
@@ -237,10 +258,11 @@ def _complete_past(args: argparse.Namespace, settings: Any) -> int:
     return 0
 
 
-def _replay(args: argparse.Namespace, settings: Any) -> int:
+def _replay(args: argparse.Namespace, settings: Settings) -> int:
     from rich.console import Console
 
-    from listener.ops.replay import redrive_dead_letters, render_dead_letters, replay_archive
+    from listener.cli.render import render_dead_letters
+    from listener.ops.replay import redrive_dead_letters, replay_archive
 
     console = Console()
     if args.from_archive:
@@ -275,7 +297,7 @@ def _replay(args: argparse.Namespace, settings: Any) -> int:
     return 0
 
 
-def _reconcile(args: argparse.Namespace, settings: Any) -> int:
+def _reconcile(args: argparse.Namespace, settings: Settings) -> int:
     from rich.console import Console
 
     from listener.ops.reconcile import reconcile
@@ -291,7 +313,7 @@ def _reconcile(args: argparse.Namespace, settings: Any) -> int:
     return 0
 
 
-def _prune(args: argparse.Namespace, settings: Any) -> int:
+def _prune(args: argparse.Namespace, settings: Settings) -> int:
     from listener.ops.prune import parse_duration, prune
 
     report = prune(settings.require_dsn(), older_than=parse_duration(args.older_than))
@@ -307,7 +329,7 @@ def _counts(counts: dict[str, int]) -> str:
 
 
 def _render_packs(console: Any, packs: list[dict[str, Any]], title: str) -> None:
-    from listener.ops.pack_changes import render_pack_changes
+    from listener.cli.render import render_pack_changes
 
     render_pack_changes(console, packs, title)
 
@@ -329,32 +351,81 @@ def _uuid(text: str) -> uuid.UUID:
         raise argparse.ArgumentTypeError(f"not a booking id (UUID): {text!r}") from None
 
 
-def _cutover(args: argparse.Namespace, settings: Any) -> int:
-    from listener.ops.cutover import cutover_command
+def _cutover(args: argparse.Namespace, settings: Settings) -> int:
+    from listener.ops.cutover import cutover
 
-    return cutover_command(args, settings)
+    report = cutover(settings.require_dsn(), args.at)
+    print(
+        f"cut-over at {report.adopt_until.isoformat()}: events enqueued before it record what the "
+        "app's old code did, without charging or releasing again"
+    )
+    if report.archived_events:
+        print(
+            f"settled {report.settled_bookings} booking(s) from {report.archived_events} waiting event(s) "
+            "as the old code left them (ledger source 'cut-over'; no balance changed)"
+        )
+    if report.straddling:
+        shown = ", ".join(str(b) for b in report.straddling[:10])
+        more = f" and {len(report.straddling) - 10} more" if len(report.straddling) > 10 else ""
+        print(
+            f"check by hand: {len(report.straddling)} booking(s) changed both before and after the "
+            f"cut-over time, and the listener will record them without charging: {shown}{more}"
+        )
+    print("next: start the listener (`listener run`)")
+    return 0
 
 
-def _uninstall(args: argparse.Namespace, settings: Any) -> int:
-    from listener.ops.uninstall import uninstall_command
+def _uninstall(args: argparse.Namespace, settings: Settings) -> int:
+    from listener.ops.uninstall import uninstall
 
-    return uninstall_command(args, settings)
+    if not args.yes:
+        raise ConfigError(
+            "this removes the bookings trigger, the session ledger and its queues; "
+            "run `listener uninstall --yes` to do it"
+        )
+    report = uninstall(settings.require_dsn())
+    if not report.installed:
+        print("nothing to uninstall: this database has no session ledger")
+        return 0
+    print(
+        "removed the bookings triggers, the session_ledger schema and the queues booking_events, booking_events_dlq"
+    )
+    if report.restored:
+        print(
+            "restored the app's own " + ", ".join(report.restored) + " with search_path pinned; WARNING: the "
+            "app's original bodies check nobody: any signed-in user may again move any pack's sessions"
+        )
+    if report.dead_letters:
+        print(f"dropped {report.dead_letters} dead-lettered event(s) with the dead-letter queue")
+    print(
+        "kept: the app's tables and every pack's balance; the pgmq schema (other queues may use it); "
+        "the cluster-wide role session_ledger_listener (DROP ROLE it once no database uses it)"
+    )
+    return 0
 
 
-def _export_migrations(args: argparse.Namespace, settings: Any) -> int:
-    from listener.ops.export import export_command
+def _export_migrations(args: argparse.Namespace, settings: Settings) -> int:
+    from pathlib import Path
 
-    return export_command(args, settings)
+    from listener.ops.export import export_migrations
+
+    target = Path(args.directory)
+    written = export_migrations(target, pgmq=args.pgmq)
+    for path in written:
+        print(path)
+    if not written:
+        print(f"{target} already holds every session ledger migration")
+    return 0
 
 
-def _dev(args: argparse.Namespace, settings: Any) -> int:
+def _dev(args: argparse.Namespace, settings: Settings) -> int:
     from listener.devtools.dev import run_dev
 
     run_dev(settings, keep=args.keep, port=args.port)
     return 0
 
 
-def _demo(args: argparse.Namespace, settings: Any) -> int:
+def _demo(args: argparse.Namespace, settings: Settings) -> int:
     from listener.devtools.demo import run_demo
 
     run_demo(keep=args.keep)
@@ -368,6 +439,7 @@ _COMMANDS = {
     "migrate": _migrate,
     "run": _run,
     "status": _status,
+    "doctor": _doctor,
     "complete-past": _complete_past,
     "demo": _demo,
     "cutover": _cutover,

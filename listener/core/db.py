@@ -15,7 +15,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
 
-from listener.errors import ConfigError, DatabaseUnreachable
+from listener.errors import ConfigError, DatabaseUnreachable, first_line
 
 Conn = psycopg.Connection[dict[str, Any]]
 
@@ -63,9 +63,8 @@ def connect(
     try:
         return psycopg.connect(dsn, autocommit=autocommit, row_factory=dict_row, **options)
     except psycopg.OperationalError as exc:
-        lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
-        reason = lines[0] if lines else type(exc).__name__
-        raise DatabaseUnreachable(f"cannot connect to {describe(dsn)}: {_scrub(reason, dsn)}") from None
+        reason = _scrub(first_line(exc), dsn)
+        raise DatabaseUnreachable(f"cannot connect to {describe(dsn)}: {reason}") from None
 
 
 def _scrub(text: str, dsn: str) -> str:

@@ -11,10 +11,9 @@ from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError
 
 # Exactly what jsonb_build_object writes for a uuid: lowercase, hyphenated.
 # Braced, uppercase or URN forms are not ours, so they are not guessed at.
-CanonicalUuid = Annotated[
-    str,
-    StringConstraints(pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"),
-]
+# sql/functions/10_rules.sql (session_ledger.is_canonical_uuid) holds the same pattern; a test keeps them equal.
+CANONICAL_UUID = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+CanonicalUuid = Annotated[str, StringConstraints(pattern=CANONICAL_UUID)]
 
 
 class BookingChanged(BaseModel):

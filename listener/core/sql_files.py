@@ -1,4 +1,4 @@
-"""The project's SQL files: named queries, numbered migrations, the demo schema."""
+"""The project's SQL files: named queries, numbered migrations, repeatable files, the demo schema."""
 
 from __future__ import annotations
 
@@ -10,6 +10,12 @@ from pathlib import Path
 
 _NAME = re.compile(r"^--\s*name:\s*(?P<name>[a-z_][a-z0-9_]*)\s*$", re.MULTILINE)
 _MIGRATION = re.compile(r"^(?P<version>\d{4})_(?P<name>[a-z0-9_]+)\.sql$")
+_REPEATABLE = re.compile(r"^\d{2}_[a-z0-9_]+\.sql$")
+
+# The schema this package installs and expects. Bump it with every release whose
+# SQL (a migration or a repeatable file) changes: a listener refuses a database
+# whose schema is newer than it knows, and asks for `listener migrate` on an older one.
+SCHEMA_VERSION = 2
 
 
 @cache
@@ -62,6 +68,29 @@ def migrations() -> tuple[Migration, ...]:
         if match:
             found.append(Migration(int(match["version"]), match["name"], path.read_text(encoding="utf-8")))
     return tuple(found)
+
+
+@dataclass(frozen=True)
+class Repeatable:
+    """One file of functions, triggers, views or grants, re-applied whenever it changes."""
+
+    name: str
+    sql: str
+
+    @property
+    def checksum(self) -> str:
+        """SHA-256 of the file's text, recorded when applied."""
+        return hashlib.sha256(self.sql.encode("utf-8")).hexdigest()
+
+
+@cache
+def repeatables() -> tuple[Repeatable, ...]:
+    """Every repeatable file, in the order they are applied (by name)."""
+    return tuple(
+        Repeatable(path.name, path.read_text(encoding="utf-8"))
+        for path in sorted((sql_dir() / "functions").iterdir())
+        if _REPEATABLE.match(path.name)
+    )
 
 
 def demo_schema() -> str:

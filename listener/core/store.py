@@ -50,11 +50,8 @@ class Store:
             {
                 "listener": listener,
                 "msg_ids": ",".join(str(a.msg_id) for a in accepted),
-                "booking_ids": ",".join(a.booking_id for a in accepted),
-                "enqueued_at": ",".join(a.enqueued_at.isoformat() for a in accepted),
                 "dead_msg_ids": [r.msg_id for r in rejected],
                 "dead_reasons": [r.reason for r in rejected],
-                "waiting": False,
             },
         )
         return [
@@ -70,11 +67,12 @@ class Store:
         """Record a clean stop."""
         self._rows("stop_listener", {"listener": listener})
 
-    def applied_migrations(self) -> list[dict[str, Any]] | None:
-        """The applied migrations, or None when the ledger was never installed."""
-        if not self._rows("migrations_table_exists")[0]["present"]:
-            return None
-        return self._rows("applied_migrations")
+    def schema_version(self) -> tuple[bool, int | None]:
+        """Whether a ledger is installed, and the schema version it records (None before 0.2.0)."""
+        row = self._rows("ledger_installed")[0]
+        if not row["versioned"]:
+            return bool(row["installed"]), None
+        return True, self._rows("installed_schema")[0]["version"]
 
     def complete_past(self) -> int:
         """Run the cron path once; return how many bookings it completed."""

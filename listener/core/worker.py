@@ -1,12 +1,8 @@
-"""The listener loop: read a batch, judge it, apply and ack it in one transaction, repeat."""
+"""The listener loop: wake up, read a batch, hand it over, look again or sleep until told to stop."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
-import random
-import socket
 import threading
 import time
 import uuid
@@ -14,37 +10,28 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-import psycopg
-from psycopg import errors as pg_errors
-
 from listener import WAKEUP_CHANNEL
-from listener.core.db import connect, describe
-from listener.core.events import Accepted, RawMessage, Rejected, judge
-from listener.core.sql_files import migrations
+from listener.core.backoff import Backoff
+from listener.core.batch import BatchHandler
+from listener.core.connection import WorkerConnection
+from listener.core.db import describe
+from listener.core.events import RawMessage
+from listener.core.schema import verify_schema
 from listener.core.store import Outcome, Store
 from listener.core.wakeup import Wakeup
-from listener.errors import DatabaseUnreachable, SchemaOutOfDate
+from listener.errors import TRANSIENT, first_line
 from listener.settings import Settings
 
 log = logging.getLogger("listener")
 
-# Worth retrying as they are: the database or the network said "not now".
-TRANSIENT = (
-    pg_errors.SerializationFailure,
-    pg_errors.DeadlockDetected,
-    pg_errors.LockNotAvailable,
-    pg_errors.QueryCanceled,
-    psycopg.OperationalError,
-    DatabaseUnreachable,
-)
-
 # After the queue runs dry, look again soon a few times before saying "idle".
 # Writers send a NOTIFY only to an idle listener, and NOTIFY serialises commits
 # cluster-wide: under steady load the listener keeps looking and nobody notifies.
-_IDLE_LOOKS_S = (0.002, 0.005, 0.01, 0.02, 0.04, 0.08)
+IDLE_LOOKS_S = (0.002, 0.005, 0.01, 0.02, 0.04, 0.08)
 
-# Attempts at a batch already read before giving it back to the visibility timeout.
-_BATCH_ATTEMPTS = 5
+# Capped so a listener resumes within 5 s of the server coming back.
+RECONNECT_FIRST_S = 0.1
+RECONNECT_CAP_S = 4.0
 
 
 @dataclass
@@ -64,19 +51,26 @@ BatchHook = Callable[[Sequence[RawMessage], Sequence[Outcome], float], None]
 class Worker:
     """One listener process's loop over the queue."""
 
-    def __init__(self, settings: Settings, *, on_batch: BatchHook | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        on_batch: BatchHook | None = None,
+        handler: type[BatchHandler] = BatchHandler,
+    ) -> None:
         self.settings = settings
         self.dsn = settings.require_dsn()
         self.id = uuid.uuid4()
-        self.host = socket.gethostname()
-        self.pid = os.getpid()
         self.stats = Stats()
         self.stop_event = threading.Event()
         self.wakeup = Wakeup(self.dsn, WAKEUP_CHANNEL, deadline_s=settings.call_deadline_s)
-        self._store: Store | None = None
-        self._waiting = False
-        self._schema_checked = False
-        self._last_heartbeat = 0.0
+        self.connection = WorkerConnection(
+            self.dsn,
+            listener=self.id,
+            statement_timeout_s=settings.statement_timeout_s,
+            deadline_s=settings.call_deadline_s,
+        )
+        self.handler = handler(settings, listener=self.id, on_retry=self._count_retry)
         self.on_batch = on_batch
 
     # -- lifecycle -----------------------------------------------------------
@@ -92,44 +86,13 @@ class Worker:
         return self.wakeup.alive and recent
 
     def check_schema(self) -> None:
-        """Refuse to run against a database missing this version's migrations."""
-        applied = self.store().applied_migrations()
-        if applied is None:
-            raise SchemaOutOfDate("the database has no session ledger: run `listener migrate`")
-        have = {row["version"] for row in applied}
-        missing = [m for m in migrations() if m.version not in have]
-        if missing:
-            names = ", ".join(f"{m.version:04d}_{m.name}" for m in missing)
-            raise SchemaOutOfDate(f"the database lacks migrations {names}: run `listener migrate`")
-        self._schema_checked = True
-        self._register(self.store())
+        """Refuse to run against a database whose schema is not this listener's, then register."""
+        verify_schema(self.store())
+        self.connection.register()
 
     def store(self) -> Store:
         """The worker connection's store, reconnecting if it was lost."""
-        if self._store is None or self._store.conn.closed or self._store.conn.broken:
-            if self._store is not None:
-                self._close_store()
-            conn = connect(
-                self.dsn,
-                autocommit=True,
-                purpose="worker",
-                statement_timeout_s=self.settings.statement_timeout_s,
-            )
-            self._store = Store(conn, deadline_s=self.settings.call_deadline_s)
-            if self._schema_checked:
-                self._register(self._store)
-        return self._store
-
-    def _register(self, store: Store) -> None:
-        store.heartbeat(listener=self.id, host=self.host, pid=self.pid, waiting=False)
-        self._waiting = False
-        self._last_heartbeat = time.monotonic()
-
-    def _close_store(self) -> None:
-        if self._store is not None:
-            with contextlib.suppress(psycopg.Error):
-                self._store.conn.close()
-            self._store = None
+        return self.connection.store()
 
     def run(self, *, drain: bool = False) -> None:
         """Handle events until asked to stop (or, with drain, until the queue is empty)."""
@@ -137,7 +100,7 @@ class Worker:
         log.info(
             "listener %s started on %s (batch %d)", self.id, describe(self.dsn), self.settings.batch_size
         )
-        backoff = 0.1
+        backoff = Backoff(first_s=RECONNECT_FIRST_S, factor=2, cap_s=RECONNECT_CAP_S)
         idle_looks = 0
         try:
             while not self.stop_event.is_set():
@@ -146,30 +109,29 @@ class Worker:
                         log.info("listening on channel %r; catching up", WAKEUP_CHANNEL)
                         idle_looks = 0
                     handled = self.step()
-                    backoff = 0.1
+                    backoff.reset()
                 except TRANSIENT as exc:
                     self.stats.reconnects += 1
-                    log.warning("transient database error (%s); retrying in %.1fs", _brief(exc), backoff)
-                    self._close_store()
-                    self.stop_event.wait(backoff)
-                    # Capped so a listener resumes within 5 s of the server coming back.
-                    backoff = min(backoff * 2, 4.0) * (0.8 + 0.4 * random.random())  # noqa: S311
+                    delay = backoff.next()
+                    log.warning("transient database error (%s); retrying in %.1fs", first_line(exc), delay)
+                    self.connection.drop()
+                    self.stop_event.wait(delay)
                     continue
                 if handled:
                     idle_looks = 0
                     continue
                 if drain:
                     break
-                if idle_looks < len(_IDLE_LOOKS_S):
+                if idle_looks < len(IDLE_LOOKS_S):
                     # Recently busy: look again soon rather than ask writers to NOTIFY.
-                    self._idle_wait(_IDLE_LOOKS_S[idle_looks])
+                    self._idle_wait(IDLE_LOOKS_S[idle_looks])
                     idle_looks += 1
                     continue
                 try:
                     if self._set_waiting():
                         continue  # one more look before sleeping: closes the race with writers
                 except TRANSIENT:
-                    self._close_store()
+                    self.connection.drop()
                     continue
                 self._idle_wait(min(self.settings.poll_interval_s, self.settings.heartbeat_interval_s))
         finally:
@@ -187,12 +149,17 @@ class Worker:
             if not self.wakeup.alive:
                 return  # reconnect, then catch up
 
+    def _set_waiting(self) -> bool:
+        """Tell writers this listener sleeps and wants a NOTIFY; refresh the heartbeat. True if newly set."""
+        newly = not self.connection.waiting
+        age = time.monotonic() - self.connection.last_heartbeat
+        if newly or age >= self.settings.heartbeat_interval_s:
+            self.connection.heartbeat(waiting=True)
+        return newly
+
     def close(self) -> None:
         """Say goodbye in the heartbeat table and close both connections."""
-        if self._store is not None and not self._store.conn.closed:
-            with contextlib.suppress(psycopg.Error):
-                self._store.stop_listener(listener=self.id)
-        self._close_store()
+        self.connection.close()
         self.wakeup.close()
 
     # -- one step --------------------------------------------------------------
@@ -205,9 +172,8 @@ class Worker:
         if not batch:
             return 0
         started = time.monotonic()
-        outcomes = self._handle_with_retries(batch, waiting=False)
-        self._waiting = False
-        self._last_heartbeat = time.monotonic()
+        outcomes = self.handler.handle(self.connection, batch)
+        self.connection.batch_applied()
         self.stats.batches += 1
         self.stats.outcomes.update(o.outcome for o in outcomes)
         duplicates = len(batch) - len(outcomes)
@@ -218,70 +184,8 @@ class Worker:
             self.on_batch(batch, outcomes, time.monotonic() - started)
         return len(batch)
 
-    def _handle_with_retries(self, batch: Sequence[RawMessage], *, waiting: bool) -> list[Outcome]:
-        """Retry a batch in hand through transient errors rather than leave it hidden until its timeout.
-
-        Re-applying is safe: if the messages were redelivered meanwhile, converging a
-        booking twice is a no-op and archiving an archived message does nothing.
-        """
-        delay = 0.05
-        for attempt in range(_BATCH_ATTEMPTS):
-            try:
-                return self._handle(self.store(), batch, waiting=waiting)
-            except TRANSIENT as exc:
-                if attempt == _BATCH_ATTEMPTS - 1:
-                    raise
-                self.stats.reconnects += 1
-                log.warning("transient error applying a batch (%s); retrying it in %.2fs", _brief(exc), delay)
-                if self._store is not None and (self._store.conn.closed or self._store.conn.broken):
-                    self._close_store()
-                time.sleep(delay)
-                delay = min(delay * 3, 2.0)
-        raise AssertionError("unreachable")
-
-    def _set_waiting(self) -> bool:
-        """Tell writers this listener sleeps and wants a NOTIFY; refresh the heartbeat. True if newly set."""
-        now = time.monotonic()
-        newly = not self._waiting
-        if newly or now - self._last_heartbeat >= self.settings.heartbeat_interval_s:
-            self.store().heartbeat(listener=self.id, host=self.host, pid=self.pid, waiting=True)
-            self._waiting = True
-            self._last_heartbeat = now
-        return newly
-
-    def _handle(self, store: Store, batch: Sequence[RawMessage], *, waiting: bool) -> list[Outcome]:
-        """Apply a batch; if the database rejects it, split it until the culprit is alone."""
-        accepted: list[Accepted] = []
-        rejected: list[Rejected] = []
-        for raw in batch:
-            verdict = judge(
-                raw, max_payload_bytes=self.settings.max_payload_bytes, max_reads=self.settings.max_reads
-            )
-            if isinstance(verdict, Accepted):
-                accepted.append(verdict)
-            else:
-                rejected.append(verdict)
-        try:
-            return self._apply(store, accepted, rejected, waiting=waiting)
-        except TRANSIENT:
-            raise
-        except psycopg.Error as exc:
-            if len(batch) == 1:
-                reason = f"database rejected the event: {_brief(exc)}"
-                log.error("dead-lettering message %s: %s", batch[0].msg_id, reason)
-                return self._apply(store, [], [Rejected(batch[0].msg_id, reason)], waiting=waiting)
-            log.warning("batch of %d failed (%s); splitting it", len(batch), _brief(exc))
-            half = len(batch) // 2
-            return self._handle(store, batch[:half], waiting=False) + self._handle(
-                store, batch[half:], waiting=waiting
-            )
-
-    def _apply(
-        self, store: Store, accepted: list[Accepted], rejected: list[Rejected], *, waiting: bool
-    ) -> list[Outcome]:
-        for r in rejected:
-            log.warning("dead-lettering message %s: %s", r.msg_id, r.reason)
-        return store.handle_batch(listener=self.id, accepted=accepted, rejected=rejected)
+    def _count_retry(self, _exc: BaseException) -> None:
+        self.stats.reconnects += 1
 
 
 def _log_outcomes(outcomes: Sequence[Outcome]) -> None:
@@ -297,10 +201,3 @@ def _log_outcomes(outcomes: Sequence[Outcome]) -> None:
         )
     if lines and log.isEnabledFor(logging.INFO):
         log.info("%s", "\n".join(lines))
-
-
-def _brief(exc: BaseException) -> str:
-    """An exception as one line: its SQLSTATE when it has one, and the first line of its message."""
-    sqlstate = getattr(exc, "sqlstate", None)
-    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-    return f"{sqlstate}: {first}" if sqlstate else f"{type(exc).__name__}: {first}"

@@ -114,10 +114,11 @@ class DatabaseCollector(Collector):
         for name, key, text in STATUS_GAUGES:
             yield _gauge(name, text, status.get(key))
         listeners = status.get("listeners") or []
+        # status() lists only the listeners the database counts as live (config.listener_live_window).
         yield _gauge(
             "session_ledger_live_listeners",
-            "Listeners with a heartbeat in the last 60 seconds",
-            sum(1 for x in listeners if float(x.get("heartbeat_age_s", 1e9)) < 60),
+            "Listeners the database counts as live (a recent heartbeat, not stopped)",
+            len(listeners),
         )
         ages = [float(x["heartbeat_age_s"]) for x in listeners if x.get("heartbeat_age_s") is not None]
         if ages:

@@ -1,22 +1,25 @@
 """`listener export-migrations DIR`: the install as SQL files for a Supabase project's supabase/migrations.
 
 One file installs PGMQ (the extension, as Supabase Queues provides it, or the
-SQL-only script), then one file per numbered migration. Each migration file also
-records itself in ``session_ledger.migrations`` with the checksum `listener migrate`
-expects, so the listener accepts the database and a later `listener migrate` finds
-nothing left to do.
+SQL-only script), then one file per numbered migration, then one file holding
+every repeatable file (functions, triggers, views, grants) as this package ships
+them. Each file records itself as `listener migrate` would (the migration's
+checksum; the repeatables' checksums and the schema version), so the listener
+accepts the database and a later `listener migrate` finds nothing left to do.
+Exporting again after an upgrade writes only what is new: the new migrations,
+and a new functions file when any repeatable file changed.
 """
 
 from __future__ import annotations
 
-import argparse
+import hashlib
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
-from listener.core.sql_files import migrations
-from listener.errors import ConfigError, PgmqUnavailable
-from listener.ops.migrate import _BOOTSTRAP
+from listener import __version__
+from listener.core.sql_files import SCHEMA_VERSION, migrations, repeatables
+from listener.errors import ConfigError
+from listener.ops.migrate import BOOTSTRAP, pgmq_script
 
 _PGMQ_EXTENSION = """\
 -- PGMQ for the session ledger's queues. On Supabase this is the Queues
@@ -26,66 +29,84 @@ CREATE EXTENSION IF NOT EXISTS pgmq;
 """
 
 
-def _pgmq_script() -> str:
-    try:
-        from pgmq.install import get_embedded_install_sql, get_embedded_sql_version
+def _literal(text: str) -> str:
+    """A SQL string literal of our own file names and hex checksums (never user input)."""
+    return "'" + text.replace("'", "''") + "'"
 
-        script, version = get_embedded_install_sql(), get_embedded_sql_version()
-    except Exception as exc:  # the client raises its own error types for a broken wheel
-        raise PgmqUnavailable(f"the pgmq client's bundled install script could not be read: {exc}") from None
+
+def _pgmq_file(pgmq: str) -> str:
+    if pgmq == "extension":
+        return _PGMQ_EXTENSION
+    script, version = pgmq_script()
     return (
         f"-- PGMQ {version}, SQL-only install (for servers without the pgmq extension).\n"
-        "-- Apply it once, on a database where the schema pgmq does not exist yet.\n\n" + str(script)
+        "-- Apply it once, on a database where the schema pgmq does not exist yet.\n\n" + script
     )
+
+
+def _functions_file() -> tuple[str, str]:
+    """The repeatable files as one migration, named by their combined checksum."""
+    files = repeatables()
+    combined = hashlib.sha256("".join(f.checksum for f in files).encode()).hexdigest()[:12]
+    parts = [
+        f"-- session ledger functions, triggers, views and grants ({__version__}, schema {SCHEMA_VERSION}),\n"
+        "-- exported by `listener export-migrations`. Do not edit: export again after upgrading.\n"
+    ]
+    for f in files:
+        parts.append(f"\n-- ===== {f.name}\n{f.sql.rstrip()}\n")
+    rows = ",\n    ".join(f"({_literal(f.name)}, {_literal(f.checksum)})" for f in files)
+    parts.append(
+        "\nDELETE FROM session_ledger.repeatables;\n"
+        f"INSERT INTO session_ledger.repeatables (name, checksum) VALUES\n    {rows};\n"
+        "INSERT INTO session_ledger.schema_info (version, package_version)\n"
+        f"VALUES ({SCHEMA_VERSION}, {_literal(__version__)})\n"
+        "ON CONFLICT (singleton) DO UPDATE SET version = excluded.version,\n"
+        "    package_version = excluded.package_version, migrated_at = now();\n"
+    )
+    return f"session_ledger_functions_{combined}", "".join(parts)
 
 
 def export_migrations(
     directory: Path, *, pgmq: str = "extension", stamp: datetime | None = None
 ) -> list[Path]:
-    """Write the PGMQ file and each migration not already in directory, as <UTC timestamp>_session_ledger_*.sql."""
+    """Write each file not already in directory, as <UTC timestamp>_session_ledger_*.sql; return the new ones."""
     if pgmq not in ("extension", "script"):
         raise ConfigError(f"unknown PGMQ install {pgmq!r}: use extension or script")
+    if directory.exists() and not directory.is_dir():
+        raise ConfigError(f"{directory} exists and is not a directory")
     directory.mkdir(parents=True, exist_ok=True)
-    # Supabase orders migrations by the 14-digit timestamp prefix; one second apart keeps ours in order.
-    first = (stamp or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0)
-    files: list[tuple[str, str]] = [
-        ("session_ledger_pgmq", _PGMQ_EXTENSION if pgmq == "extension" else _pgmq_script())
-    ]
+    files: list[tuple[str, str]] = [("session_ledger_pgmq", _pgmq_file(pgmq))]
     for m in migrations():
         record = (
             "INSERT INTO session_ledger.migrations (version, name, checksum)\n"
-            f"VALUES ({m.version}, '{m.name}', '{m.checksum}') ON CONFLICT (version) DO NOTHING;\n"
+            f"VALUES ({m.version}, {_literal(m.name)}, {_literal(m.checksum)}) ON CONFLICT (version) DO NOTHING;\n"
         )
         body = (
             f"-- session ledger migration {m.version:04d}_{m.name}, exported by `listener export-migrations`.\n"
             "-- Do not edit: `listener migrate` compares its checksum with the packaged file.\n"
-            + _BOOTSTRAP
+            + BOOTSTRAP
             + "\n"
             + m.sql.rstrip()
             + "\n\n"
             + record
         )
         files.append((f"session_ledger_{m.version:04d}_{m.name}", body))
-    written = []
-    for i, (name, text) in enumerate(files):
+    files.append(_functions_file())
+    # Supabase orders migrations by the 14-digit timestamp prefix; one second apart
+    # keeps ours in order, after anything already in the directory.
+    first = (stamp or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0)
+    latest = max((p.name[:14] for p in directory.glob("*.sql") if p.name[:14].isdigit()), default=None)
+    if latest is not None:
+        first = max(
+            first, datetime.strptime(latest, "%Y%m%d%H%M%S").replace(tzinfo=UTC) + timedelta(seconds=1)
+        )
+    written: list[Path] = []
+    for name, text in files:
         # Already exported (and perhaps applied) under an earlier timestamp: a second
         # copy would run the same migration twice.
         if any(directory.glob(f"*_{name}.sql")):
             continue
-        path = directory / f"{(first + timedelta(seconds=i)):%Y%m%d%H%M%S}_{name}.sql"
+        path = directory / f"{(first + timedelta(seconds=len(written))):%Y%m%d%H%M%S}_{name}.sql"
         path.write_text(text, encoding="utf-8")
         written.append(path)
     return written
-
-
-def export_command(args: argparse.Namespace, settings: Any) -> int:
-    """The `listener export-migrations` command."""
-    target = Path(args.directory)
-    if target.exists() and not target.is_dir():
-        raise ConfigError(f"{target} exists and is not a directory")
-    written = export_migrations(target, pgmq=args.pgmq)
-    for path in written:
-        print(path)
-    if not written:
-        print(f"{target} already holds every session ledger migration")
-    return 0

@@ -1,20 +1,23 @@
-"""`listener migrate`: PGMQ, then the numbered migrations, each once, under one lock."""
+"""`listener migrate`: PGMQ, then the pending numbered migrations and the repeatable files, in one transaction under one lock."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from listener import __version__
 from listener.core.db import Conn, connect
-from listener.core.sql_files import demo_schema, migrations, query
-from listener.errors import HostSchemaMissing, MigrationChanged, PgmqUnavailable
+from listener.core.sql_files import SCHEMA_VERSION, demo_schema, migrations, query, repeatables
+from listener.errors import HostSchemaMissing, MigrationChanged, PgmqUnavailable, SchemaTooNew
 
-log = logging.getLogger("listener.ops.migrate")
+log = logging.getLogger("listener.migrate")
 
-# Session-level advisory lock: a second `listener migrate` waits, then finds nothing to do.
-_LOCK_KEY = 0x5E55_1ED6
+# Session-level advisory lock: a second `listener migrate` (or an uninstall) waits, then finds nothing to do.
+LOCK_KEY = 0x5E55_1ED6
 
-_BOOTSTRAP = """
+BOOTSTRAP = """
 CREATE SCHEMA IF NOT EXISTS session_ledger;
 REVOKE ALL ON SCHEMA session_ledger FROM PUBLIC;
 CREATE TABLE IF NOT EXISTS session_ledger.migrations (
@@ -27,10 +30,11 @@ REVOKE ALL ON session_ledger.migrations FROM PUBLIC;
 """
 
 REQUIRED_COLUMNS = {
-    "bookings": ("id", "org_id", "status", "purchase_id", "start_time", "end_time"),
+    "bookings": ("id", "org_id", "client_id", "status", "purchase_id", "start_time", "end_time"),
     "client_purchases": (
         "id",
         "org_id",
+        "client_id",
         "sessions_total",
         "sessions_used",
         "expires_at",
@@ -47,50 +51,110 @@ class MigrateReport:
     demo_schema: bool = False
     pgmq: str = "present"
     applied: list[str] = field(default_factory=list)
+    repeatables: list[str] = field(default_factory=list)
+    schema_version: int = SCHEMA_VERSION
+
+    @property
+    def changed(self) -> bool:
+        """Whether the run changed the database at all."""
+        return bool(self.demo_schema or self.pgmq != "present" or self.applied or self.repeatables)
+
+
+@contextlib.contextmanager
+def migration_lock(conn: Conn) -> Iterator[None]:
+    """Hold the migration lock for the block: migrate, uninstall and export never interleave."""
+    conn.execute("SELECT pg_advisory_lock(%s)", [LOCK_KEY])
+    try:
+        yield
+    finally:
+        if not conn.closed and not conn.broken:
+            conn.execute("SELECT pg_advisory_unlock(%s)", [LOCK_KEY])
 
 
 def migrate(dsn: str, *, with_demo_schema: bool = False) -> MigrateReport:
     """Bring the database up to date; safe to re-run and to run twice at once."""
     report = MigrateReport()
-    with connect(dsn, autocommit=True, purpose="migrate") as conn:
-        conn.execute("SELECT pg_advisory_lock(%s)", [_LOCK_KEY])
-        try:
-            if with_demo_schema and missing_host_objects(conn):
-                with conn.transaction():
-                    conn.execute(demo_schema())
-                report.demo_schema = True
-            missing = missing_host_objects(conn)
-            if missing:
-                raise HostSchemaMissing(
-                    "the app's schema is incomplete: missing "
-                    + "; ".join(missing)
-                    + " (on a blank database, use --with-demo-schema)"
-                )
+    with connect(dsn, autocommit=True, purpose="migrate") as conn, migration_lock(conn):
+        if with_demo_schema and missing_host_objects(conn):
             with conn.transaction():
-                conn.execute(_BOOTSTRAP)
-            report.pgmq = ensure_pgmq(conn)
-            applied = {r["version"]: r for r in conn.execute(query("applied_migrations")).fetchall()}
-            for m in migrations():
-                done = applied.get(m.version)
-                if done is not None:
-                    if done["checksum"] != m.checksum:
-                        raise MigrationChanged(
-                            f"migration {m.version:04d}_{m.name} was changed after it was applied; "
-                            "restore the original file and add a new migration instead"
-                        )
-                    continue
-                with conn.transaction():
-                    conn.execute(m.sql)
-                    conn.execute(
-                        "INSERT INTO session_ledger.migrations (version, name, checksum) VALUES (%s, %s, %s)",
-                        [m.version, m.name, m.checksum],
-                    )
-                report.applied.append(f"{m.version:04d}_{m.name}")
-                log.info("applied migration %04d_%s", m.version, m.name)
-        finally:
-            if not conn.closed and not conn.broken:
-                conn.execute("SELECT pg_advisory_unlock(%s)", [_LOCK_KEY])
+                conn.execute(demo_schema())
+            report.demo_schema = True
+        missing = missing_host_objects(conn)
+        if missing:
+            raise HostSchemaMissing(
+                "the app's schema is incomplete: missing "
+                + "; ".join(missing)
+                + " (on a blank database, use --with-demo-schema)"
+            )
+        report.pgmq = ensure_pgmq(conn)
+        with conn.transaction():
+            conn.execute(BOOTSTRAP)
+            _apply_migrations(conn, report)
+            _apply_repeatables(conn, report, force=bool(report.applied))
+            if report.applied or report.repeatables:
+                conn.execute(
+                    "INSERT INTO session_ledger.schema_info (version, package_version) VALUES (%s, %s)"
+                    " ON CONFLICT (singleton) DO UPDATE SET version = excluded.version,"
+                    " package_version = excluded.package_version, migrated_at = now()",
+                    [SCHEMA_VERSION, __version__],
+                )
     return report
+
+
+def _apply_migrations(conn: Conn, report: MigrateReport) -> None:
+    known = {m.version: m for m in migrations()}
+    applied = {r["version"]: r for r in conn.execute(query("applied_migrations")).fetchall()}
+    newer = sorted(v for v in applied if v not in known)
+    if newer:
+        raise SchemaTooNew(
+            f"the database has migration {newer[-1]:04d}, newer than this package "
+            f"({__version__}) knows: upgrade session-ledger-listener before migrating"
+        )
+    for m in migrations():
+        done = applied.get(m.version)
+        if done is not None:
+            if done["checksum"] != m.checksum:
+                raise MigrationChanged(
+                    f"migration {m.version:04d}_{m.name} was changed after it was applied; "
+                    "restore the original file and add a new migration instead"
+                )
+            continue
+        conn.execute(m.sql)
+        conn.execute(
+            "INSERT INTO session_ledger.migrations (version, name, checksum) VALUES (%s, %s, %s)",
+            [m.version, m.name, m.checksum],
+        )
+        report.applied.append(f"{m.version:04d}_{m.name}")
+        log.info("applied migration %04d_%s", m.version, m.name)
+
+
+def _apply_repeatables(conn: Conn, report: MigrateReport, *, force: bool) -> None:
+    """Re-apply every repeatable file, in order, when any of them changed (or a migration ran)."""
+    row = conn.execute("SELECT version FROM session_ledger.schema_info").fetchone()
+    if row is not None and row["version"] > SCHEMA_VERSION:
+        raise SchemaTooNew(
+            f"the database holds schema version {row['version']}, newer than this package "
+            f"({__version__}, schema {SCHEMA_VERSION}): upgrade session-ledger-listener"
+        )
+    recorded = {
+        r["name"]: r["checksum"]
+        for r in conn.execute("SELECT name, checksum FROM session_ledger.repeatables")
+    }
+    files = repeatables()
+    wanted = {f.name: f.checksum for f in files}
+    if not force and recorded == wanted:
+        return
+    for f in files:
+        conn.execute(f.sql)
+        if recorded.get(f.name) != f.checksum:
+            report.repeatables.append(f.name)
+    conn.execute("DELETE FROM session_ledger.repeatables")
+    with conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO session_ledger.repeatables (name, checksum) VALUES (%s, %s)",
+            [(f.name, f.checksum) for f in files],
+        )
+    log.info("applied repeatable files %s", ", ".join(report.repeatables) or "(re-stated)")
 
 
 def missing_host_objects(conn: Conn) -> list[str]:
@@ -121,15 +185,20 @@ def ensure_pgmq(conn: Conn) -> str:
             conn.execute("CREATE EXTENSION IF NOT EXISTS pgmq")
         log.info("installed PGMQ as an extension")
         return "extension"
-    try:
-        from pgmq.install import get_embedded_install_sql, get_embedded_sql_version
-
-        script, version = get_embedded_install_sql(), get_embedded_sql_version()
-    except Exception as exc:  # the client raises its own error types for a broken wheel
-        raise PgmqUnavailable(
-            f"PGMQ is not installed, the server has no pgmq extension, and the bundled script failed: {exc}"
-        ) from None
+    script, version = pgmq_script()
     with conn.transaction():
         conn.execute(script)
     log.info("installed PGMQ %s from the SQL-only script", version)
     return f"sql-only {version}"
+
+
+def pgmq_script() -> tuple[str, str]:
+    """The pgmq client's bundled SQL-only install script and its version."""
+    try:
+        from pgmq.install import get_embedded_install_sql, get_embedded_sql_version
+
+        return str(get_embedded_install_sql()), str(get_embedded_sql_version())
+    except Exception as exc:  # the client raises its own error types for a broken wheel
+        raise PgmqUnavailable(
+            f"PGMQ is not installed, the server has no pgmq extension, and the bundled script failed: {exc}"
+        ) from None

@@ -1,4 +1,4 @@
-"""What converging bookings would do, and what it did: shared by replay and reconcile."""
+"""Sessions charged and released per pack by a repair run: shared by replay and reconcile."""
 
 from __future__ import annotations
 
@@ -8,9 +8,6 @@ from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
-from rich.console import Console
-from rich.table import Table
-
 
 @dataclass
 class PackChanges:
@@ -19,13 +16,13 @@ class PackChanges:
     charged: Counter[UUID] = field(default_factory=Counter)
     released: Counter[UUID] = field(default_factory=Counter)
 
-    def add(self, action: str, pack: UUID | None, previous: UUID | None) -> None:
-        """Count one action ('charge'/'paid', 'release'/'released', 'move'/'moved')."""
-        if action in ("charge", "paid") and pack is not None:
+    def add(self, outcome: str, pack: UUID | None, previous: UUID | None) -> None:
+        """Count one booking's outcome (paid, released, moved; anything else moves no session)."""
+        if outcome == "paid" and pack is not None:
             self.charged[pack] += 1
-        elif action in ("release", "released") and (previous or pack) is not None:
+        elif outcome == "released" and (previous or pack) is not None:
             self.released[previous or pack] += 1  # type: ignore[index]
-        elif action in ("move", "moved"):
+        elif outcome == "moved":
             if pack is not None:
                 self.charged[pack] += 1
             if previous is not None:
@@ -43,19 +40,6 @@ class PackChanges:
             }
             for p in packs
         ]
-
-
-def render_pack_changes(console: Console, rows: list[dict[str, Any]], title: str) -> None:
-    """Print per-pack changes (as from PackChanges.as_json) as a table."""
-    if not rows:
-        console.print(f"{title}: no pack changed")
-        return
-    table = Table(title=title)
-    for col in ("pack", "charged", "released", "net"):
-        table.add_column(col, justify="left" if col == "pack" else "right")
-    for r in rows:
-        table.add_row(r["purchase_id"], str(r["charged"]), str(r["released"]), f"{r['net']:+d}")
-    console.print(table)
 
 
 def summarise(actions: Iterable[str]) -> dict[str, int]:

@@ -2,21 +2,19 @@
 
 Triggers can be bypassed (restores and logical replication run with
 session_replication_role = replica, a trigger gets disabled, queue rows get purged).
-Repairs go through apply_bookings(), the function live events use, never through a
+Repairs (and dry runs, rolled back) go through apply_bookings(), the function live events use, never through a
 direct write of sessions_used. Adjustments made outside bookings (the trainer's
 "use 1 session" and "reinstate") are not bookings, so they are left alone.
 """
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from listener.cli.progress import progress_bar
 from listener.core.db import connect
-from listener.core.sql_files import query
+from listener.ops.converge import Converged, converge
 from listener.ops.pack_changes import PackChanges, summarise
 from listener.ops.walk import chunks, count_rows, stream
 
@@ -55,39 +53,12 @@ def reconcile(dsn: str, *, dry_run: bool = False, quiet: bool = False) -> Reconc
         with progress_bar(quiet=quiet) as bar:
             task = bar.add_task("checking" if dry_run else "repairing", total=total)
             for chunk in chunks(stream(reader, "out_of_sync_bookings", {})):
-                if dry_run:
-                    rows = conn.execute(query("plan_bookings"), {"booking_ids": chunk}).fetchall()
-                    results = [
-                        (
-                            r["booking_id"],
-                            r["action"],
-                            r["purchase_id"],
-                            r["previous_purchase_id"],
-                            r["detail"],
-                        )
-                        for r in rows
-                    ]
-                else:
-                    # Each chunk commits on its own: an interrupted run keeps what it repaired.
-                    now = datetime.now(UTC)
-                    rows = conn.execute(
-                        query("apply_bookings"), {"booking_ids": chunk, "enqueued_at": [now] * len(chunk)}
-                    ).fetchall()
-                    results = [
-                        (
-                            r["booking_id"],
-                            r["outcome"],
-                            r["purchase_id"],
-                            r["previous_purchase_id"],
-                            r["reason"],
-                        )
-                        for r in rows
-                    ]
-                for booking, action, pack, previous, detail in results:
-                    seen.append(action)
-                    changes.add(action, pack, previous)
-                    if len(report.examples) < 20 and action not in ("none", "no-op"):
-                        report.examples.append(_example(booking, action, pack, previous, detail))
+                # Each chunk commits on its own: an interrupted run keeps what it repaired.
+                for r in converge(conn, chunk, dry_run=dry_run):
+                    seen.append(r.outcome)
+                    changes.add(r.outcome, r.purchase_id, r.previous_purchase_id)
+                    if len(report.examples) < 20 and r.outcome != "no-op":
+                        report.examples.append(_example(r))
                 report.out_of_sync += len(chunk)
                 bar.advance(task, len(chunk))
     report.outcomes = summarise(seen)
@@ -95,13 +66,11 @@ def reconcile(dsn: str, *, dry_run: bool = False, quiet: bool = False) -> Reconc
     return report
 
 
-def _example(
-    booking: uuid.UUID, action: str, pack: uuid.UUID | None, previous: uuid.UUID | None, detail: str | None
-) -> dict[str, Any]:
+def _example(r: Converged) -> dict[str, Any]:
     return {
-        "booking_id": str(booking),
-        "action": action,
-        "purchase_id": str(pack) if pack else None,
-        "previous_purchase_id": str(previous) if previous else None,
-        "detail": detail,
+        "booking_id": str(r.booking_id),
+        "action": r.outcome,
+        "purchase_id": str(r.purchase_id) if r.purchase_id else None,
+        "previous_purchase_id": str(r.previous_purchase_id) if r.previous_purchase_id else None,
+        "detail": r.reason,
     }

@@ -12,13 +12,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from rich.console import Console
-from rich.table import Table
-
 from listener.cli.progress import progress_bar
 from listener.core.db import connect
 from listener.core.sql_files import query
 from listener.errors import ConfigError, ListenerError
+from listener.ops.converge import converge
 from listener.ops.pack_changes import PackChanges, summarise
 from listener.ops.walk import chunks, count_rows, stream
 
@@ -81,10 +79,10 @@ def replay_archive(
         with progress_bar(quiet=quiet) as bar:
             task = bar.add_task("planning" if dry_run else "replaying", total=total)
             for chunk in chunks(stream(reader, "archived_bookings", params)):
-                planned = conn.execute(query("plan_bookings"), {"booking_ids": chunk}).fetchall()
-                for p in planned:
-                    actions.append(p["action"])
-                    changes.add(p["action"], p["purchase_id"], p["previous_purchase_id"])
+                # What converging them does now, found by doing it and rolling it back.
+                for r in converge(conn, chunk, dry_run=True):
+                    actions.append(r.outcome)
+                    changes.add(r.outcome, r.purchase_id, r.previous_purchase_id)
                 if not dry_run:
                     row = conn.execute(
                         query("enqueue_bookings"), {"booking_ids": chunk, "source": "replay"}
@@ -141,16 +139,3 @@ def redrive_dead_letters(
                 row = conn.execute(query("redrive_dead_letters"), {"ids": chunk}).fetchone()
                 report.moved += int(row["moved"]) if row else 0
     return report
-
-
-def render_dead_letters(report: RedriveReport, console: Console) -> None:
-    """Print each dead letter with its reason, then what was done."""
-    table = Table(title="dead letters")
-    for col in ("id", "dead-lettered at", "reason", "payload"):
-        table.add_column(col)
-    for d in report.letters:
-        table.add_row(str(d["id"]), d["dead_lettered_at"][:19], str(d["reason"]), str(d["preview"]))
-    console.print(table)
-    verb = "would move" if report.dry_run else "moved"
-    count = len(report.letters) if report.dry_run else report.moved
-    console.print(f"{verb} {count} dead letter(s) back to the queue")

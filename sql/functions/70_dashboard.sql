@@ -3,7 +3,7 @@
 -- The listener logs in as a member of session_ledger_listener, which reads no table
 -- directly; these SECURITY DEFINER functions are its only window on the archive, the
 -- dead letters and the ledger, and each returns a bounded number of rows. Repeatable:
--- applied with CREATE OR REPLACE whenever this file changes.
+-- `listener migrate` re-applies it with CREATE OR REPLACE whenever a repeatable file changes.
 
 -- Commit-to-charge lag and throughput per minute over the last p_minutes, from the
 -- archive (a handled event is archived in the batch's transaction, so archived_at is
@@ -48,20 +48,18 @@ AS $$
     LIMIT least(greatest(p_limit, 0), 1000)
 $$;
 
--- Bookings whose ledger row disagrees with the booking (what `listener reconcile` repairs),
--- by the same rule as session_ledger.status()'s bookings_out_of_sync.
+-- Bookings whose ledger row disagrees with the booking (what `listener reconcile` repairs):
+-- the rows of session_ledger.out_of_sync, the view status()'s bookings_out_of_sync counts.
 CREATE OR REPLACE FUNCTION session_ledger.dashboard_out_of_sync(p_limit int)
 RETURNS TABLE (booking_id uuid, booking_status text, booking_purchase_id uuid,
                ledger_state text, ledger_purchase_id uuid)
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = ''
 AS $$
-    SELECT coalesce(b.id, l.booking_id), b.status, b.purchase_id, l.state, l.purchase_id
-    FROM public.bookings b
-    FULL JOIN session_ledger.charges l ON l.booking_id = b.id
-    CROSS JOIN session_ledger.config c
-    WHERE (CASE WHEN b.status = ANY (c.consuming_statuses) THEN b.purchase_id END)
-          IS DISTINCT FROM (CASE WHEN l.state IN ('paid', 'unfunded') THEN l.purchase_id END)
-    ORDER BY 1
+    SELECT o.booking_id, b.status, b.purchase_id, l.state, l.purchase_id
+    FROM session_ledger.out_of_sync o
+    LEFT JOIN public.bookings b ON b.id = o.booking_id
+    LEFT JOIN session_ledger.charges l ON l.booking_id = o.booking_id
+    ORDER BY o.booking_id
     LIMIT least(greatest(p_limit, 0), 1000)
 $$;
 
@@ -93,26 +91,5 @@ AS $$
     SELECT session_ledger.enqueue_bookings(ARRAY[p_booking_id], 'dashboard')
 $$;
 
-DO $$
-DECLARE
-    fn text;
-    r text;
-BEGIN
-    FOREACH fn IN ARRAY ARRAY[
-        'session_ledger.dashboard_lag(int)',
-        'session_ledger.dashboard_dead_letters(int)',
-        'session_ledger.dashboard_unfunded(int)',
-        'session_ledger.dashboard_out_of_sync(int)',
-        'session_ledger.dashboard_recent_charges(int)',
-        'session_ledger.dashboard_redrive(bigint[])',
-        'session_ledger.dashboard_replay(uuid)'
-    ] LOOP
-        EXECUTE pg_catalog.format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', fn);
-        FOREACH r IN ARRAY ARRAY['anon', 'authenticated', 'service_role'] LOOP
-            CONTINUE WHEN NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = r);
-            EXECUTE pg_catalog.format('REVOKE ALL ON FUNCTION %s FROM %I', fn, r);
-        END LOOP;
-        EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION %s TO session_ledger_listener', fn);
-    END LOOP;
-END
-$$;
+-- EXECUTE on these goes to session_ledger_listener only, in 90_grants.sql, which revokes
+-- everything from PUBLIC and the API roles first and runs after this file on every migrate.

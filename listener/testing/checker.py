@@ -126,7 +126,12 @@ def check(
     v.dead_lettered = int(dead["n"])
     if committed_msg_ids is not None or rolled_back_msg_ids or rolled_back_bookings:
         _check_events(
-            conn, v, committed_msg_ids, uncertain_msg_ids, rolled_back_msg_ids, rolled_back_bookings
+            conn,
+            v,
+            committed=committed_msg_ids,
+            uncertain=uncertain_msg_ids,
+            rolled_back=rolled_back_msg_ids,
+            rolled_back_bookings=rolled_back_bookings,
         )
     del v.examples[20:]
     return v
@@ -135,6 +140,7 @@ def check(
 def _check_events(
     conn: Conn,
     v: Verdict,
+    *,
     committed: Collection[int] | None,
     uncertain: Collection[int],
     rolled_back: Collection[int],

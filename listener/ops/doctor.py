@@ -1,0 +1,502 @@
+"""`listener doctor`: a read-only security audit of the database the ledger is, or will be, installed on.
+
+Each check reads the catalogs (queries `doctor_*` in sql/queries.sql) and turns the rows into
+findings with a pure function, so the judgement is testable apart from the database.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import psycopg
+from psycopg import errors
+from psycopg.conninfo import conninfo_to_dict
+
+from listener.core.db import Conn, connect
+from listener.core.sql_files import query
+from listener.errors import ConfigError
+
+Severity = Literal["high", "medium", "low"]
+SEVERITY_ORDER: dict[str, int] = {"high": 0, "medium": 1, "low": 2}
+
+TRANSACTION_POOLER_PORT = 6543
+SUPABASE_POOLER_HOST = "pooler.supabase.com"
+
+# The grants the app needs and the migration makes on purpose: (object, grantee, privilege).
+EXPECTED_GRANTS: frozenset[tuple[str, str, str]] = frozenset(
+    {
+        ("public.use_session(uuid)", "authenticated", "EXECUTE"),
+        ("public.release_session(uuid)", "authenticated", "EXECUTE"),
+        ("public.use_session(uuid)", "service_role", "EXECUTE"),
+        ("public.release_session(uuid)", "service_role", "EXECUTE"),
+        ("session_ledger.complete_past_bookings()", "service_role", "EXECUTE"),
+        ("session_ledger", "service_role", "USAGE"),
+    }
+)
+
+# Qualified under doctor's empty search_path, bare where the caller's path has public; never another schema's.
+_MEMBER_CALL = re.compile(r"(?<![\w.])(?:public\.)?is_org_member\s*\(")
+_OR = re.compile(r"\bOR\b")
+_TRUE = frozenset({"true", "on", "yes", "1", "t", "y"})
+_REVOKE = {"schema": "SCHEMA", "table": "TABLE", "sequence": "SEQUENCE", "function": "FUNCTION"}
+
+# What a client's booking may say: never a charging status, only its own pack in its own org.
+_CLIENT_CHECK = (
+    "status IN ('pending', 'confirmed', 'cancelled') AND (purchase_id IS NULL OR purchase_id IN "
+    "(SELECT p.id FROM public.client_purchases p WHERE p.client_id = bookings.client_id "
+    "AND p.org_id = bookings.org_id))"
+)
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One problem: a stable check id, how bad it is, what it is about, and the one-line fix."""
+
+    check: str
+    severity: Severity
+    object: str
+    message: str
+    fix: str
+
+
+@dataclass
+class Report:
+    """Everything doctor found, worst first, and lines of context that are not problems."""
+
+    findings: list[Finding] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    ledger_installed: bool = False
+
+    @property
+    def has_high(self) -> bool:
+        """Whether any finding is high, which makes the command exit non-zero."""
+        return any(f.severity == "high" for f in self.findings)
+
+    def as_json(self) -> dict[str, Any]:
+        """The report as a JSON-ready dict."""
+        return {
+            "ledger_installed": self.ledger_installed,
+            "high": sum(f.severity == "high" for f in self.findings),
+            "findings": [asdict(f) for f in self.findings],
+            "notes": list(self.notes),
+        }
+
+
+Row = Mapping[str, Any]
+
+
+# --- 1. policies on public.bookings -------------------------------------------------------------
+
+
+def member_scoped(expression: str | None) -> bool:
+    """Whether a deparsed policy expression confines rows to the caller's organisations."""
+    if not expression or not _MEMBER_CALL.search(expression):
+        return False
+    # An OR beside the membership call lets a non-member in through the other branch.
+    return not _OR.search(expression)
+
+
+def constrains_charge(expression: str | None) -> bool:
+    """Whether a policy's check at least speaks of both columns that decide a charge."""
+    if not expression:
+        return False
+    return all(re.search(rf"\b{column}\b", expression) for column in ("status", "purchase_id"))
+
+
+def judge_bookings_table(row: Row | None) -> list[Finding]:
+    """RLS off on bookings while an API role may write it: every policy is moot."""
+    if row is None or row["rls"] or not row["writers"]:
+        return []
+    roles = ", ".join(row["writers"])
+    return [
+        Finding(
+            check="bookings_rls_disabled",
+            severity="high",
+            object="public.bookings",
+            message=f"row-level security is off on public.bookings and {roles} may write it",
+            fix="ALTER TABLE public.bookings ENABLE ROW LEVEL SECURITY",
+        )
+    ]
+
+
+def judge_bookings_policies(policies: Iterable[Row], guards: list[str]) -> list[Finding]:
+    """INSERT/UPDATE/ALL policies that let a non-member write what a booking charges."""
+    rows = list(policies)
+    # A restrictive policy only narrows; one confining every role's writes closes the permissive ones.
+    closed = {
+        row["cmd"]
+        for row in rows
+        if not row["permissive"]
+        and "public" in row["roles"]
+        and member_scoped(_write_check(row))
+        and row["cmd"] in ("INSERT", "UPDATE", "ALL")
+    }
+    findings = []
+    for row in rows:
+        cmd = row["cmd"]
+        if not row["permissive"] or cmd not in ("INSERT", "UPDATE", "ALL"):
+            continue
+        if "ALL" in closed or cmd in closed or member_scoped(_write_check(row)):
+            continue
+        columns = list(row["writable_columns"])
+        if not columns:
+            continue  # column privileges already keep the policy's roles off the charging columns
+        findings.append(_loose_policy(row, columns, guards))
+    return findings
+
+
+def _write_check(row: Row) -> str | None:
+    """The expression a new or changed row must pass: WITH CHECK, else USING."""
+    with_check: str | None = row["with_check"]
+    qual: str | None = row["qual"]
+    return with_check if with_check is not None or row["cmd"] == "INSERT" else qual
+
+
+def _loose_policy(row: Row, columns: list[str], guards: list[str]) -> Finding:
+    name = _quote(row["name"])
+    roles = ", ".join("PUBLIC" if r == "public" else r for r in row["roles"])
+    what = "insert bookings setting" if row["cmd"] == "INSERT" else "change their bookings'"
+    check = _write_check(row)
+    message = (
+        f"{row['cmd']} policy {name} on public.bookings lets {roles} {what} "
+        f"{', '.join(columns)} without being an org member"
+    )
+    guard = (
+        "the ledger's guard trigger already refuses"
+        if guards
+        else "the ledger's guard (in its bookings triggers, from `listener migrate`) refuses"
+    ) + " writes that change what a booking charges"
+    severity: Severity
+    if constrains_charge(check):
+        # Tightened the way the fix below suggests; only a reader can tell whether it is tight enough.
+        severity = "low"
+        message += "; its check constrains status and purchase_id"
+        fix = f"{guard}; make sure {name} allows no charging status and only the client's own packs"
+    else:
+        severity = "medium" if guards else "high"
+        if guards:
+            message += (
+                f" (guard trigger {guards[0]} refuses changes to what a booking charges; policy still loose)"
+            )
+        condition = " ".join((check or "true").split())
+        fix = f"{guard}; tighten: ALTER POLICY {name} ON public.bookings WITH CHECK (({condition}) AND {_CLIENT_CHECK})"
+    return Finding(
+        check="bookings_policy_not_member_scoped",
+        severity=severity,
+        object=f"{name} ON public.bookings",
+        message=message,
+        fix=fix,
+    )
+
+
+def check_bookings_policies(conn: Conn) -> list[Finding]:
+    """Check 1: who may write public.bookings past row-level security."""
+    table = conn.execute(query("doctor_bookings_table")).fetchone()
+    if table is None:
+        return []
+    guards = [r["name"] for r in conn.execute(query("doctor_guard_triggers")) if r["enabled"]]
+    policies = conn.execute(query("doctor_bookings_policies")).fetchall()
+    return judge_bookings_table(table) + judge_bookings_policies(policies, guards)
+
+
+# --- 2. views running with their owner's rights -----------------------------------------------
+
+
+def security_invoker(options: Iterable[str]) -> bool:
+    """Whether a view's reloptions say security_invoker is on."""
+    for option in options:
+        key, _, value = option.partition("=")
+        if key.strip().lower() == "security_invoker":
+            return value.strip().lower() in _TRUE
+    return False
+
+
+def judge_views(views: Iterable[Row]) -> list[Finding]:
+    """Views over bookings or packs that API roles may read with the owner's rights."""
+    findings = []
+    for row in views:
+        readers = list(row["readers"])
+        materialized = row["kind"] == "m"
+        if not readers or (not materialized and security_invoker(row["options"])):
+            continue
+        name = row["name"]
+        kind = "materialized view" if materialized else "view"
+        fix = (
+            f"REVOKE SELECT ON {name} FROM {', '.join(readers)}"
+            if materialized
+            else f"ALTER VIEW {name} SET (security_invoker = true)"
+        )
+        findings.append(
+            Finding(
+                check="view_without_security_invoker",
+                severity="high",
+                object=name,
+                message=(
+                    f"{kind} {name} reads bookings or packs with its owner's rights and {', '.join(readers)} "
+                    "may select it: it shows other clients' bookings and pack ids"
+                ),
+                fix=fix,
+            )
+        )
+    return findings
+
+
+def check_views(conn: Conn) -> list[Finding]:
+    """Check 2: views over bookings or client_purchases without security_invoker."""
+    return judge_views(conn.execute(query("doctor_views_over_money")).fetchall())
+
+
+# --- 3. API roles on the ledger's and PGMQ's objects ------------------------------------------
+
+
+def judge_grants(grants: Iterable[Row]) -> list[Finding]:
+    """Privileges PUBLIC or an API role holds on the ledger's or the queue's objects, less the expected."""
+    findings = []
+    for row in grants:
+        name, grantee = row["name"], row["grantee"]
+        extra = [p for p in row["privileges"] if (name, grantee, p) not in EXPECTED_GRANTS]
+        if not extra:
+            continue
+        keyword = _REVOKE[row["kind"]]
+        # service_role's key lives only on servers; PUBLIC, anon and authenticated reach any browser.
+        severity: Severity = "medium" if grantee == "service_role" else "high"
+        revoke = "EXECUTE" if row["kind"] == "function" else "ALL"
+        if name in {obj for obj, who, _ in EXPECTED_GRANTS if who == grantee}:
+            revoke = ", ".join(extra)
+        findings.append(
+            Finding(
+                check="api_role_privilege",
+                severity=severity,
+                object=name,
+                message=f"{grantee} holds {', '.join(extra)} on {row['kind']} {name}",
+                fix=f"REVOKE {revoke} ON {keyword} {name} FROM {_grantee(grantee)}",
+            )
+        )
+    return findings
+
+
+def judge_pgmq_public(row: Row | None) -> list[Finding]:
+    """The pgmq_public schema opens the queues to the API when it exists."""
+    if row is None:
+        return []
+    users = list(row["users"])
+    if users:
+        message = (
+            f"schema pgmq_public exists and {', '.join(users)} may use it: the queues are open to the API"
+        )
+    else:
+        message = "schema pgmq_public exists; no API role may use it now, but exposing it opens the queues"
+    revoke = ", ".join(_grantee(u) for u in users) or "anon, authenticated, service_role"
+    return [
+        Finding(
+            check="pgmq_public_exposed",
+            severity="high" if users else "medium",
+            object="pgmq_public",
+            message=message,
+            fix=f"remove pgmq_public from the API's exposed schemas and REVOKE ALL ON SCHEMA pgmq_public FROM {revoke}",
+        )
+    ]
+
+
+def api_role_exposure(conn: Conn) -> list[Finding]:
+    """Check 3: PUBLIC and the API roles on the ledger, the queues and pgmq_public (for `listener status`)."""
+    grants = conn.execute(query("doctor_api_grants")).fetchall()
+    pgmq_public = conn.execute(query("doctor_pgmq_public")).fetchone()
+    return judge_grants(grants) + judge_pgmq_public(pgmq_public)
+
+
+# --- 4. SECURITY DEFINER without search_path ----------------------------------------------------
+
+
+def judge_unpinned_definers(functions: Iterable[Row]) -> list[Finding]:
+    """SECURITY DEFINER functions touching packs with a search_path the caller controls."""
+    return [
+        Finding(
+            check="security_definer_search_path",
+            severity="high",
+            object=row["name"],
+            message=(
+                f"SECURITY DEFINER function {row['name']} touches packs and has no search_path: "
+                "a caller's objects can stand in for the tables it names (pin '' once its body is qualified)"
+            ),
+            fix=f"ALTER FUNCTION {row['name']} SET search_path = pg_catalog, public, pg_temp",
+        )
+        for row in functions
+    ]
+
+
+def check_definers(conn: Conn) -> list[Finding]:
+    """Check 4: SECURITY DEFINER functions over client_purchases without search_path."""
+    return judge_unpinned_definers(conn.execute(query("doctor_unpinned_definers")).fetchall())
+
+
+# --- 5. transaction-mode pooler -----------------------------------------------------------------
+
+
+def judge_pooler(*, hosts: list[str], ports: list[int], pool_mode: str | None) -> list[Finding]:
+    """A transaction-mode pooler by port, Supabase host, or PgBouncer's pool_mode."""
+    reasons = []
+    if TRANSACTION_POOLER_PORT in ports:
+        pooled = [h for h in hosts if SUPABASE_POOLER_HOST in h.lower()]
+        where = f"Supabase's pooler {pooled[0]}" if pooled else "a host"
+        reasons.append(f"{where} on port {TRANSACTION_POOLER_PORT}, the transaction-mode pooler's port")
+    if pool_mode is not None and pool_mode.strip().lower() == "transaction":
+        reasons.append("the server reports pool_mode = transaction")
+    if not reasons:
+        return []
+    return [
+        Finding(
+            check="transaction_pooler",
+            severity="high",
+            object=", ".join(f"{h}:{p}" for h, p in zip(hosts, ports, strict=True)),
+            message=(
+                "the DSN goes through a transaction-mode pooler ("
+                + "; ".join(reasons)
+                + "), which supports neither LISTEN nor prepared statements"
+            ),
+            fix="use the direct connection (5432) or the session pooler",
+        )
+    ]
+
+
+def dsn_endpoints(dsn: str) -> tuple[list[str], list[int]]:
+    """The (hosts, ports) a DSN names, pairwise; port 5432 where it names none."""
+    try:
+        params = conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError as exc:
+        raise ConfigError(f"the DSN is not a valid connection string ({type(exc).__name__})") from None
+    hosts = str(params.get("host") or params.get("hostaddr") or "localhost").split(",")
+    raw_ports = str(params.get("port") or "5432").split(",")
+    try:
+        ports = [int(p) if p.strip() else 5432 for p in raw_ports]
+    except ValueError:
+        raise ConfigError("the DSN's port is not a number") from None
+    if len(ports) == 1:
+        ports = ports * len(hosts)
+    if len(ports) != len(hosts):
+        raise ConfigError("the DSN names a different number of hosts and ports")
+    return hosts, ports
+
+
+def dsn_pooler_findings(dsn: str) -> list[Finding]:
+    """Check 5 from the DSN's text alone, without connecting."""
+    hosts, ports = dsn_endpoints(dsn)
+    return judge_pooler(hosts=hosts, ports=ports, pool_mode=None)
+
+
+def probe_pool_mode(conn: Conn) -> str | None:
+    """PgBouncer's pool_mode where a pooler answers SHOW pool_mode; None on plain PostgreSQL."""
+    try:
+        row = conn.execute("SHOW pool_mode").fetchone()
+    except (errors.ProgrammingError, errors.NotSupportedError):
+        # PostgreSQL has no such setting (42704): nothing in between, or a pooler that passes it on.
+        return None
+    if row is None:
+        return None
+    return str(next(iter(row.values())))
+
+
+def check_pooler(conn: Conn) -> list[Finding]:
+    """Check 5 on the live connection: where libpq actually connected, and what it says it is."""
+    pool_mode = probe_pool_mode(conn)
+    return judge_pooler(hosts=[conn.info.host], ports=[conn.info.port], pool_mode=pool_mode)
+
+
+# --- 6. the listener's own role -----------------------------------------------------------------
+
+
+def judge_connected_role(row: Row) -> list[Finding]:
+    """The listener's role must be neither a superuser nor (a member of) an owner of what it guards."""
+    who = row["name"]
+    findings = []
+    if row["superuser"]:
+        findings.append(
+            Finding(
+                check="listener_superuser",
+                severity="high",
+                object=who,
+                message=f"the DSN connects as {who}, a superuser: a bug or a leaked DSN can do anything",
+                fix="CREATE ROLE ledger_listener LOGIN PASSWORD '...' IN ROLE session_ledger_listener; use it in the DSN",
+            )
+        )
+    for target, owner_key, flag_key in (
+        ("schema session_ledger", "schema_owner", "acts_as_schema_owner"),
+        ("table public.bookings", "bookings_owner", "acts_as_bookings_owner"),
+    ):
+        if not row[flag_key]:
+            continue
+        owner = row[owner_key]
+        how = "owns" if owner == who else f"is a member of {owner}, the owner of"
+        findings.append(
+            Finding(
+                check="listener_owner",
+                severity="high",
+                object=target.split(" ", 1)[1],
+                message=f"the DSN connects as {who}, which {how} {target}: it can drop or rewrite it",
+                fix="connect as a login role that is only a member of session_ledger_listener",
+            )
+        )
+    return findings
+
+
+def check_connected_role(conn: Conn) -> list[Finding]:
+    """Check 6: the role the given DSN connects as."""
+    row = conn.execute(query("doctor_connected_role")).fetchone()
+    return [] if row is None else judge_connected_role(row)
+
+
+# --- the whole audit ------------------------------------------------------------------------------
+
+CATALOG_CHECKS: tuple[Callable[[Conn], list[Finding]], ...] = (
+    check_bookings_policies,
+    check_views,
+    api_role_exposure,
+    check_definers,
+    check_connected_role,
+)
+
+
+def audit(conn: Conn) -> Report:
+    """Run every check on an open autocommit connection, in one read-only transaction."""
+    report = Report(findings=check_pooler(conn))
+    with conn.transaction():
+        conn.execute("SET TRANSACTION READ ONLY")
+        # Deparsed expressions then name every function with its schema.
+        conn.execute("SET LOCAL search_path = ''")
+        installed = conn.execute(query("doctor_installed")).fetchone()
+        assert installed is not None
+        report.ledger_installed = bool(installed["ledger"])
+        if not installed["ledger"]:
+            report.notes.append(
+                "the ledger is not installed yet (run `listener migrate`); checked what applies before it"
+            )
+        if not installed["bookings"]:
+            report.notes.append("public.bookings does not exist; its policies and owner were not checked")
+        if not installed["pgmq"]:
+            report.notes.append("PGMQ is not installed; there are no queues to check yet")
+        for check in CATALOG_CHECKS:
+            report.findings.extend(check(conn))
+    report.findings.sort(key=lambda f: SEVERITY_ORDER[f.severity])
+    return report
+
+
+def doctor(dsn: str) -> Report:
+    """Audit the database behind a DSN, changing nothing."""
+    dsn_findings = dsn_pooler_findings(dsn)
+    with connect(dsn, purpose="doctor") as conn:
+        conn.prepare_threshold = None  # a transaction-mode pooler cannot keep prepared statements
+        report = audit(conn)
+    if dsn_findings and not any(f.check == "transaction_pooler" for f in report.findings):
+        report.findings[:0] = dsn_findings
+    return report
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _grantee(name: str) -> str:
+    return name if name == "PUBLIC" or re.fullmatch(r"[a-z_][a-z0-9_]*", name) else _quote(name)

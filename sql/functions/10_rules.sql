@@ -1,0 +1,206 @@
+-- The rules, each stated once. Everything else (the trigger, the charge, status,
+-- reconcile, cut-over, drain) calls these.
+--
+-- Repeatable: `listener migrate` re-applies every file in sql/functions/, in name
+-- order, whenever one of them changes.
+
+-- The pack a booking consumes now: its purchase while its status is a consuming
+-- status (session_ledger.config.consuming_statuses), else none.
+CREATE OR REPLACE FUNCTION session_ledger.consumed_pack(p_status text, p_purchase_id uuid, p_consuming text[])
+RETURNS uuid
+LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = ''
+AS $$
+    SELECT CASE WHEN p_status OPERATOR(pg_catalog.=) ANY (p_consuming) THEN p_purchase_id END
+$$;
+
+-- The pack whose session the ledger holds for a booking: only a paid row holds one.
+CREATE OR REPLACE FUNCTION session_ledger.held_pack(p_state text, p_purchase_id uuid) RETURNS uuid
+LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = ''
+AS $$
+    SELECT CASE WHEN p_state OPERATOR(pg_catalog.=) 'paid' THEN p_purchase_id END
+$$;
+
+-- The pack the ledger has judged a booking against (paid by it, or refused by it).
+CREATE OR REPLACE FUNCTION session_ledger.judged_pack(p_state text, p_purchase_id uuid) RETURNS uuid
+LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = ''
+AS $$
+    SELECT CASE WHEN p_state OPERATOR(pg_catalog.=) ANY ('{paid,unfunded}'::text[]) THEN p_purchase_id END
+$$;
+
+-- The one rule for "may this pack pay for a session held at p_at", capacity
+-- aside: NULL when it may, else why not.
+CREATE OR REPLACE FUNCTION session_ledger.unfundable_reason(
+    p_sessions_total int, p_expires_at timestamptz, p_payment_status text, p_at timestamptz
+) RETURNS text
+LANGUAGE sql IMMUTABLE SET search_path = ''
+AS $$
+    SELECT CASE
+        WHEN p_sessions_total IS NULL THEN 'purchase is not a session pack'
+        WHEN p_payment_status OPERATOR(pg_catalog.=) ANY ('{refunded,failed}'::text[])
+            THEN 'pack payment ' OPERATOR(pg_catalog.||) p_payment_status
+        WHEN p_expires_at IS NOT NULL AND p_expires_at OPERATOR(pg_catalog.<=) p_at THEN 'pack expired before the session'
+    END
+$$;
+
+-- Whether text is a uuid exactly as jsonb_build_object writes one: lowercase, hyphenated.
+-- listener/core/events.py holds the same pattern for the listener; a test keeps them equal.
+CREATE OR REPLACE FUNCTION session_ledger.is_canonical_uuid(p_text text) RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = ''
+AS $$
+    SELECT coalesce(p_text OPERATOR(pg_catalog.~) '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$', false)
+$$;
+
+-- The event: it only names a booking. p_source marks who put it there (replay, ...).
+CREATE OR REPLACE FUNCTION session_ledger.booking_event(p_booking_id uuid, p_source text DEFAULT NULL)
+RETURNS jsonb
+LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = ''
+AS $$
+    SELECT CASE
+        WHEN p_source IS NULL
+            THEN pg_catalog.jsonb_build_object('type', 'booking.changed', 'v', 1, 'booking_id', p_booking_id)
+        ELSE pg_catalog.jsonb_build_object('type', 'booking.changed', 'v', 1, 'booking_id', p_booking_id,
+                                           'source', p_source)
+    END
+$$;
+
+-- The booking an event names, or NULL when the message is not exactly our event.
+CREATE OR REPLACE FUNCTION session_ledger.event_booking_id(p_message jsonb) RETURNS uuid
+LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = ''
+AS $$
+    SELECT CASE
+        WHEN pg_catalog.jsonb_typeof(p_message) OPERATOR(pg_catalog.=) 'object'
+             AND p_message OPERATOR(pg_catalog.->>) 'type' OPERATOR(pg_catalog.=) 'booking.changed'
+             AND pg_catalog.jsonb_typeof(p_message OPERATOR(pg_catalog.->) 'v') OPERATOR(pg_catalog.=) 'number'
+             AND p_message OPERATOR(pg_catalog.->>) 'v' OPERATOR(pg_catalog.=) '1'
+             AND pg_catalog.jsonb_typeof(p_message OPERATOR(pg_catalog.->) 'booking_id') OPERATOR(pg_catalog.=) 'string'
+             AND session_ledger.is_canonical_uuid(p_message OPERATOR(pg_catalog.->>) 'booking_id')
+        THEN (p_message OPERATOR(pg_catalog.->>) 'booking_id')::uuid
+    END
+$$;
+
+-- Listeners that are alive: not stopped, and heard from within the configured window.
+CREATE OR REPLACE VIEW session_ledger.live_listeners WITH (security_invoker = true) AS
+SELECT l.*
+FROM session_ledger.listeners l
+CROSS JOIN session_ledger.config c
+WHERE l.stopped_at IS NULL
+  AND l.heartbeat_at > pg_catalog.now() - c.listener_live_window;
+
+-- Bookings whose ledger disagrees with their current row (and ledger rows of
+-- bookings that are gone): what `listener reconcile` repairs.
+CREATE OR REPLACE VIEW session_ledger.out_of_sync WITH (security_invoker = true) AS
+SELECT coalesce(b.id, l.booking_id) AS booking_id
+FROM public.bookings b
+FULL JOIN session_ledger.charges l ON l.booking_id = b.id
+CROSS JOIN session_ledger.config c
+WHERE session_ledger.consumed_pack(b.status, b.purchase_id, c.consuming_statuses)
+      IS DISTINCT FROM session_ledger.judged_pack(l.state, l.purchase_id);
+
+------------------------------------------------------------------------------
+-- Who may move a session: the allow-list, stated once
+------------------------------------------------------------------------------
+
+-- The role a statement runs for. Inside a SECURITY DEFINER function current_user
+-- is the owner, so the caller is the `role` setting (SET ROLE, as Supabase's API
+-- does per request), falling back to the login role.
+CREATE OR REPLACE FUNCTION session_ledger.caller() RETURNS name
+LANGUAGE sql STABLE SET search_path = ''
+AS $$
+    SELECT coalesce(nullif(pg_catalog.current_setting('role', true), 'none'), session_user::text)::name
+$$;
+
+-- Whether a role exists and p_role is a member of it (pg_has_role raises on a missing role).
+CREATE OR REPLACE FUNCTION session_ledger.is_member(p_role name, p_of name) RETURNS boolean
+LANGUAGE sql STABLE SET search_path = ''
+AS $$
+    SELECT CASE
+        WHEN EXISTS (SELECT 1 FROM pg_catalog.pg_roles r WHERE r.rolname OPERATOR(pg_catalog.=) p_of)
+         AND EXISTS (SELECT 1 FROM pg_catalog.pg_roles r WHERE r.rolname OPERATOR(pg_catalog.=) p_role)
+        THEN pg_catalog.pg_has_role(p_role, p_of, 'MEMBER')
+        ELSE false
+    END
+$$;
+
+-- Callers who may move any session: superusers and the owner of the ledger
+-- (migrations, the SQL console), service_role and the roles that are members of
+-- it (the cron), and the listener's role (which reaches bookings and packs only
+-- through the ledger's own functions).
+CREATE OR REPLACE FUNCTION session_ledger.caller_is_trusted() RETURNS boolean
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = ''
+AS $$
+    WITH c AS (SELECT session_ledger.caller() AS who)
+    SELECT coalesce((SELECT r.rolsuper FROM pg_catalog.pg_roles r, c WHERE r.rolname OPERATOR(pg_catalog.=) c.who), false)
+        OR session_ledger.is_member(c.who, (SELECT o.rolname FROM pg_catalog.pg_namespace n
+                                            JOIN pg_catalog.pg_roles o ON o.oid OPERATOR(pg_catalog.=) n.nspowner
+                                            WHERE n.nspname OPERATOR(pg_catalog.=) 'session_ledger'))
+        OR session_ledger.is_member(c.who, 'service_role')
+        OR session_ledger.is_member(c.who, 'session_ledger_listener')
+    FROM c
+$$;
+
+-- The one rule for who may move a session of a pack in organisation p_org: a
+-- trusted caller, or a signed-in user (a member of `authenticated`) who is a
+-- member of that organisation. Everyone else is refused: anon, a client user, a
+-- member of another organisation, any other role.
+CREATE OR REPLACE FUNCTION session_ledger.may_move_sessions(p_org uuid) RETURNS boolean
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = ''
+AS $$
+    SELECT session_ledger.caller_is_trusted()
+        OR (p_org IS NOT NULL
+            AND session_ledger.is_member(session_ledger.caller(), 'authenticated')
+            AND public.is_org_member(p_org))
+$$;
+
+-- The same rule for a pack, by id; a pack that does not exist moves nothing.
+CREATE OR REPLACE FUNCTION session_ledger.may_move_pack(p_purchase_id uuid) RETURNS boolean
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = ''
+AS $$
+    SELECT coalesce((SELECT session_ledger.may_move_sessions(p.org_id)
+                     FROM public.client_purchases p WHERE p.id OPERATOR(pg_catalog.=) p_purchase_id), false)
+$$;
+
+-- Refuse, with insufficient_privilege, a caller who may not move this pack's sessions.
+CREATE OR REPLACE FUNCTION session_ledger.assert_may_move_pack(p_purchase_id uuid) RETURNS void
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = ''
+AS $$
+BEGIN
+    IF NOT session_ledger.may_move_pack(p_purchase_id) THEN
+        RAISE EXCEPTION 'role % may not move sessions of pack %', session_ledger.caller(), p_purchase_id
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'only members of the pack''s organisation, service_role and the ledger''s owner may';
+    END IF;
+END
+$$;
+
+-- Whether a writer may change a booking from (o_*) to (n_*); NULLs for the side
+-- an INSERT or DELETE lacks. Applied by the bookings trigger to writers who are
+-- not trusted. A write may not, unless its writer may move the pack's sessions:
+-- move a booking into or out of a consuming status, give it another pack, or,
+-- while it consumes, another client or organisation. A client may attach their own
+-- pack to their own booking that does not consume yet (booking a future session).
+CREATE OR REPLACE FUNCTION session_ledger.may_write_booking(
+    o_status text, o_pack uuid, o_client uuid, o_org uuid,
+    n_status text, n_pack uuid, n_client uuid, n_org uuid,
+    p_consuming text[]
+) RETURNS boolean
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = ''
+AS $$
+    WITH k AS (
+        SELECT session_ledger.consumed_pack(o_status, o_pack, p_consuming) AS o_c,
+               session_ledger.consumed_pack(n_status, n_pack, p_consuming) AS n_c,
+               o_client IS NOT DISTINCT FROM n_client AND o_org IS NOT DISTINCT FROM n_org AS same_owner
+    )
+    SELECT (k.o_c IS NULL OR (k.o_c OPERATOR(pg_catalog.=) k.n_c AND k.same_owner)
+            OR session_ledger.may_move_pack(k.o_c))
+       AND (k.n_c IS NULL OR (k.n_c OPERATOR(pg_catalog.=) k.o_c AND k.same_owner)
+            OR session_ledger.may_move_pack(k.n_c))
+       AND (k.n_c IS NOT NULL OR n_pack IS NULL
+            OR (n_pack IS NOT DISTINCT FROM o_pack AND k.same_owner)
+            OR session_ledger.may_move_pack(n_pack)
+            OR ((o_client IS NULL OR k.same_owner)
+                AND EXISTS (SELECT 1 FROM public.client_purchases p
+                            WHERE p.id OPERATOR(pg_catalog.=) n_pack
+                              AND p.client_id OPERATOR(pg_catalog.=) n_client
+                              AND p.org_id OPERATOR(pg_catalog.=) n_org)))
+    FROM k
+$$;

@@ -1,0 +1,276 @@
+-- The charge: one implementation of a balance change, which the batch path and
+-- the app's use_session / release_session all go through.
+
+-- Settle requests against packs, set-based. Request i asks pack p_pack[i] to give
+-- one session back (p_delta[i] = -1) or to pay for one held at p_at[i] (+1) for a
+-- booking of client p_client[i] in organisation p_org[i] (NULL: the pack's own, as
+-- for the trainer's manual buttons). The packs are locked in id order; releases
+-- are applied first, then charges, earliest session first, within what is left and
+-- by unfundable_reason(); one UPDATE per pack. Returns, per request (by position),
+-- whether it was done, why not, and the pack's sessions_used afterwards.
+CREATE OR REPLACE FUNCTION session_ledger.settle_packs(
+    p_pack uuid[], p_delta int[], p_at timestamptz[], p_client uuid[], p_org uuid[]
+)
+RETURNS TABLE (ord int, ok boolean, reason text, sessions_used int)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = ''
+-- Every access below is a key lookup for one batch; a generic plan cannot see the
+-- batch's size and would otherwise be tempted into scanning whole tables.
+SET enable_seqscan = 'off'
+AS $$
+DECLARE
+    v_shared boolean;
+    r_ord int[]; r_ok boolean[]; r_reason text[]; r_used int[];
+    u_pack uuid[]; u_expected int[]; u_new int[];
+    v_updated int;
+BEGIN
+    SELECT c.allow_shared_packs INTO v_shared FROM session_ledger.config c;
+
+    -- NO KEY UPDATE: it does not conflict with the key-share locks of foreign-key checks.
+    PERFORM 1 FROM public.client_purchases p
+    WHERE p.id = ANY (p_pack)
+    ORDER BY p.id
+    FOR NO KEY UPDATE;
+
+    WITH req AS (
+        SELECT u.ord::int AS ord, u.pack, u.delta, u.at, u.client, u.org
+        FROM unnest(p_pack, p_delta, p_at, p_client, p_org) WITH ORDINALITY AS u(pack, delta, at, client, org, ord)
+    ), packs AS (
+        SELECT p.id, p.org_id, p.client_id, p.sessions_total, p.sessions_used, p.expires_at, p.payment_status
+        FROM public.client_purchases p
+        WHERE p.id IN (SELECT r.pack FROM req r)
+    ), releases AS (
+        SELECT r.ord, r.pack, row_number() OVER (PARTITION BY r.pack ORDER BY r.at, r.ord) AS rn
+        FROM req r WHERE r.delta < 0
+    ), released AS (
+        -- a pack at 0 has nothing to give back (a trainer may have reinstated by hand)
+        SELECT r.ord, r.pack, p.id IS NOT NULL AND r.rn <= p.sessions_used AS ok
+        FROM releases r LEFT JOIN packs p ON p.id = r.pack
+    ), after_release AS (
+        SELECT p.*, p.sessions_used - coalesce(x.n, 0) AS used_after
+        FROM packs p
+        LEFT JOIN (SELECT r.pack, count(*) FILTER (WHERE r.ok)::int AS n FROM released r GROUP BY r.pack) x
+               ON x.pack = p.id
+    ), candidates AS (
+        SELECT r.ord, r.pack, r.at,
+               CASE
+                   WHEN p.id IS NULL THEN 'pack does not exist'
+                   WHEN r.org IS NOT NULL AND p.org_id IS DISTINCT FROM r.org THEN 'pack belongs to another organisation'
+                   WHEN r.client IS NOT NULL AND NOT v_shared AND p.client_id IS DISTINCT FROM r.client
+                       THEN 'pack belongs to another client'
+                   ELSE session_ledger.unfundable_reason(p.sessions_total, p.expires_at, p.payment_status, r.at)
+               END AS bad
+        FROM req r LEFT JOIN after_release p ON p.id = r.pack
+        WHERE r.delta > 0
+    ), charged AS (
+        SELECT c.ord, c.pack,
+               c.bad IS NULL AND c.rank_in_pack <= p.sessions_total - p.used_after AS ok,
+               coalesce(c.bad, 'pack exhausted') AS why_not
+        FROM (SELECT c0.*, row_number() OVER (PARTITION BY c0.pack, c0.bad IS NULL ORDER BY c0.at, c0.ord) AS rank_in_pack
+              FROM candidates c0) AS c
+        LEFT JOIN after_release p ON p.id = c.pack
+    ), balances AS (
+        SELECT p.id, p.sessions_used AS expected, p.used_after + coalesce(f.n, 0) AS new_used
+        FROM after_release p
+        LEFT JOIN (SELECT c.pack, count(*)::int AS n FROM charged c WHERE c.ok GROUP BY c.pack) f ON f.pack = p.id
+    ), results AS (
+        SELECT r.ord, r.ok, CASE WHEN NOT r.ok THEN 'pack had nothing to give back' END AS reason, r.pack
+        FROM released r
+        UNION ALL
+        SELECT c.ord, c.ok, CASE WHEN NOT c.ok THEN c.why_not END, c.pack
+        FROM charged c
+    )
+    SELECT array_agg(x.ord ORDER BY x.ord), array_agg(x.ok ORDER BY x.ord),
+           array_agg(x.reason ORDER BY x.ord), array_agg(b.new_used ORDER BY x.ord),
+           (SELECT array_agg(b2.id ORDER BY b2.id) FROM balances b2 WHERE b2.new_used <> b2.expected),
+           (SELECT array_agg(b2.expected ORDER BY b2.id) FROM balances b2 WHERE b2.new_used <> b2.expected),
+           (SELECT array_agg(b2.new_used ORDER BY b2.id) FROM balances b2 WHERE b2.new_used <> b2.expected)
+      INTO r_ord, r_ok, r_reason, r_used, u_pack, u_expected, u_new
+    FROM results x LEFT JOIN balances b ON b.id = x.pack;
+
+    IF u_pack IS NOT NULL THEN
+        UPDATE public.client_purchases p
+           SET sessions_used = u.new_used
+          FROM unnest(u_pack, u_expected, u_new) AS u(pack, expected, new_used)
+         WHERE p.id = u.pack AND p.sessions_used = u.expected;
+        GET DIAGNOSTICS v_updated = ROW_COUNT;
+        -- The rows are locked, so this means a balance was read before a concurrent
+        -- change committed: retry rather than write a balance from a stale row.
+        IF v_updated <> array_length(u_pack, 1) THEN
+            RAISE EXCEPTION 'a pack changed while its batch was applied; retrying'
+                USING ERRCODE = 'serialization_failure';
+        END IF;
+    END IF;
+
+    RETURN QUERY SELECT * FROM unnest(r_ord, r_ok, r_reason, r_used);
+END
+$$;
+
+-- Bring each named booking's ledger row in line with the booking's current row.
+-- Level-triggered: the event only names the booking, so duplicate, late, replayed
+-- or reordered events find nothing left to do. A booking whose first queued event
+-- came before the cut-over (config.adopt_until) is recorded as the app's old code
+-- left it, without touching a balance.
+CREATE OR REPLACE FUNCTION session_ledger.apply_bookings(p_booking_ids uuid[], p_enqueued_at timestamptz[])
+RETURNS TABLE (booking_id uuid, outcome text, purchase_id uuid, previous_purchase_id uuid, reason text)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = ''
+SET enable_seqscan = 'off'
+AS $$
+DECLARE
+    v_cfg session_ledger.config;
+    d_id uuid[]; d_adopt boolean[]; d_at timestamptz[]; d_client uuid[]; d_org uuid[]; d_want uuid[];
+    d_held uuid[]; d_state text[]; d_pack uuid[]; d_release boolean[]; d_charge boolean[];
+    q_pack uuid[]; q_delta int[]; q_at timestamptz[]; q_client uuid[]; q_org uuid[]; q_booking uuid[];
+    s_ok boolean[]; s_reason text[];
+    o_id uuid[]; o_outcome text[]; o_state text[]; o_pack uuid[]; o_prev uuid[]; o_reason text[];
+    o_adopt boolean[]; o_client uuid[]; o_org uuid[];
+BEGIN
+    SELECT * INTO v_cfg FROM session_ledger.config;
+
+    -- Serialise per booking across listeners, without touching booking rows (the
+    -- cron's multi-row UPDATE locks those in physical order). Key order: listeners
+    -- never deadlock on each other.
+    PERFORM pg_catalog.pg_advisory_xact_lock(7391, k.key)
+    FROM (SELECT DISTINCT pg_catalog.hashtext(u.id::text) AS key
+          FROM unnest(p_booking_ids) AS u(id) ORDER BY 1) AS k;
+
+    -- What each booking should hold now, and what its ledger row says it holds.
+    SELECT array_agg(c.id), array_agg(c.adopt), array_agg(c.start_time), array_agg(c.client), array_agg(c.org),
+           array_agg(c.want), array_agg(c.held), array_agg(c.l_state), array_agg(c.l_pack),
+           array_agg(c.held IS NOT NULL AND (c.held IS DISTINCT FROM c.want OR NOT c.same_owner)),
+           array_agg(c.want IS NOT NULL AND (c.want IS DISTINCT FROM c.held OR NOT c.same_owner)
+                     AND NOT coalesce(c.l_state = 'unfunded' AND c.l_pack = c.want AND c.same_owner, false))
+      INTO d_id, d_adopt, d_at, d_client, d_org, d_want, d_held, d_state, d_pack, d_release, d_charge
+    FROM (
+        SELECT i.id,
+               coalesce(i.first_at < v_cfg.adopt_until, false) AS adopt,
+               b.start_time, b.client_id AS client, b.org_id AS org,
+               session_ledger.consumed_pack(b.status, b.purchase_id, v_cfg.consuming_statuses) AS want,
+               session_ledger.held_pack(l.state, l.purchase_id) AS held,
+               l.state AS l_state, l.purchase_id AS l_pack,
+               -- a row written before the ledger kept these columns was judged for this booking as it was
+               (l.client_id IS NULL OR l.client_id IS NOT DISTINCT FROM b.client_id)
+                   AND (l.org_id IS NULL OR l.org_id IS NOT DISTINCT FROM b.org_id) AS same_owner
+        FROM (SELECT u.id, min(u.at) AS first_at
+              FROM unnest(p_booking_ids, p_enqueued_at) AS u(id, at)
+              WHERE u.id IS NOT NULL
+              GROUP BY u.id) AS i
+        LEFT JOIN public.bookings b ON b.id = i.id
+        LEFT JOIN session_ledger.charges l ON l.booking_id = i.id
+    ) AS c;
+
+    IF d_id IS NULL THEN
+        RETURN;
+    END IF;
+
+    -- The releases and charges this asks of the packs; a booking before the cut-over asks for none.
+    SELECT array_agg(r.pack ORDER BY r.n), array_agg(r.delta ORDER BY r.n), array_agg(r.at ORDER BY r.n),
+           array_agg(r.client ORDER BY r.n), array_agg(r.org ORDER BY r.n), array_agg(r.id ORDER BY r.n)
+      INTO q_pack, q_delta, q_at, q_client, q_org, q_booking
+    FROM (SELECT row_number() OVER () AS n, x.*
+          FROM (SELECT d.id, d.held AS pack, -1 AS delta, d.at, NULL::uuid AS client, NULL::uuid AS org
+                FROM unnest(d_id, d_held, d_at, d_release, d_adopt) AS d(id, held, at, rel, adopt)
+                WHERE d.rel AND NOT d.adopt
+                UNION ALL
+                SELECT d.id, d.want, 1, d.at, d.client, d.org
+                FROM unnest(d_id, d_want, d_at, d_client, d_org, d_charge, d_adopt)
+                     AS d(id, want, at, client, org, chg, adopt)
+                WHERE d.chg AND NOT d.adopt) AS x) AS r;
+
+    IF q_pack IS NOT NULL THEN
+        SELECT array_agg(s.ok ORDER BY s.ord), array_agg(s.reason ORDER BY s.ord)
+          INTO s_ok, s_reason
+        FROM session_ledger.settle_packs(q_pack, q_delta, q_at, q_client, q_org) AS s;
+    END IF;
+
+    WITH settled AS (
+        SELECT s.booking, s.delta, s.ok, s.reason
+        FROM unnest(q_booking, q_delta, s_ok, s_reason) AS s(booking, delta, ok, reason)
+    ), d AS (
+        SELECT x.*, rel.ok AS release_ok, ch.ok AS charge_ok, ch.reason AS why_not
+        FROM unnest(d_id, d_adopt, d_client, d_org, d_want, d_held, d_state, d_pack, d_release, d_charge)
+             AS x(id, adopt, client, org, want, held, l_state, l_pack, do_release, do_charge)
+        LEFT JOIN settled rel ON rel.booking = x.id AND rel.delta < 0
+        LEFT JOIN settled ch ON ch.booking = x.id AND ch.delta > 0
+    )
+    SELECT array_agg(d.id),
+           array_agg(CASE
+               WHEN d.adopt AND (d.do_charge OR d.do_release) THEN 'no-op'
+               WHEN d.do_charge AND d.charge_ok AND d.do_release THEN 'moved'
+               WHEN d.do_charge AND d.charge_ok THEN 'paid'
+               WHEN d.do_charge THEN 'unfunded'
+               WHEN d.do_release THEN 'released'
+               ELSE 'no-op' END),
+           array_agg(CASE
+               WHEN d.do_charge THEN CASE WHEN d.adopt OR d.charge_ok THEN 'paid' ELSE 'unfunded' END
+               WHEN d.do_release THEN 'released'
+               WHEN d.want IS NULL AND d.l_state = 'unfunded' THEN 'released'
+               END),
+           array_agg(CASE WHEN d.do_charge THEN d.want ELSE coalesce(d.held, d.want, d.l_pack) END),
+           array_agg(CASE WHEN d.do_release THEN d.held END),
+           array_agg(CASE
+               WHEN d.adopt AND (d.do_charge OR d.do_release)
+                   THEN 'before the cut-over: the app''s old code moved this session'
+               WHEN d.do_charge AND NOT d.charge_ok THEN d.why_not
+               WHEN d.do_release AND NOT d.release_ok THEN 'pack had nothing to give back'
+               WHEN NOT (d.do_charge OR d.do_release) THEN
+                   CASE
+                       WHEN d.want IS NULL AND d.l_state = 'unfunded' THEN 'no longer consuming; nothing was charged'
+                       WHEN d.want IS NULL THEN 'nothing charged and nothing to charge'
+                       WHEN d.l_state = 'unfunded' THEN 'already recorded as unfunded'
+                       ELSE 'already paid by this pack'
+                   END
+               END),
+           array_agg(d.adopt), array_agg(d.client), array_agg(d.org)
+      INTO o_id, o_outcome, o_state, o_pack, o_prev, o_reason, o_adopt, o_client, o_org
+    FROM d;
+
+    INSERT INTO session_ledger.charges AS l
+        (booking_id, purchase_id, state, reason, source, updated_at, client_id, org_id)
+    SELECT s.id, s.pack, s.state, CASE WHEN s.state = 'unfunded' THEN s.reason END,
+           CASE WHEN s.adopt THEN 'cut-over' ELSE 'listener' END, pg_catalog.now(), s.client, s.org
+    FROM unnest(o_id, o_state, o_pack, o_reason, o_adopt, o_client, o_org)
+         AS s(id, state, pack, reason, adopt, client, org)
+    WHERE s.state IS NOT NULL
+    ON CONFLICT ON CONSTRAINT charges_pkey DO UPDATE
+       SET purchase_id = excluded.purchase_id, state = excluded.state, reason = excluded.reason,
+           source = excluded.source, updated_at = excluded.updated_at,
+           client_id = excluded.client_id, org_id = excluded.org_id;
+
+    RETURN QUERY
+    SELECT * FROM unnest(o_id, o_outcome, o_pack, o_prev, o_reason);
+END
+$$;
+
+-- Charge one session, judging the pack's validity at p_session_at; for
+-- service_role and the listener's role.
+CREATE OR REPLACE FUNCTION public.use_session(p_purchase_id uuid, p_session_at timestamptz) RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = ''
+AS $$
+BEGIN
+    PERFORM session_ledger.assert_may_move_pack(p_purchase_id);
+    RETURN coalesce((SELECT s.ok FROM session_ledger.settle_packs(
+        ARRAY[p_purchase_id], ARRAY[1], ARRAY[p_session_at], ARRAY[NULL::uuid], ARRAY[NULL::uuid]) AS s), false);
+END
+$$;
+
+-- The app's signature, unchanged for existing callers ("use 1 session"): judged at now().
+CREATE OR REPLACE FUNCTION public.use_session(p_purchase_id uuid) RETURNS boolean
+LANGUAGE sql SECURITY DEFINER SET search_path = ''
+AS $$
+    SELECT public.use_session(p_purchase_id, pg_catalog.now())
+$$;
+
+-- Give one session back ("reinstate"). Returns the new sessions_used, or -1 when
+-- there was nothing to give back (already 0, or no such pack).
+CREATE OR REPLACE FUNCTION public.release_session(p_purchase_id uuid) RETURNS int
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = ''
+AS $$
+BEGIN
+    PERFORM session_ledger.assert_may_move_pack(p_purchase_id);
+    RETURN coalesce((SELECT CASE WHEN s.ok THEN s.sessions_used END FROM session_ledger.settle_packs(
+        ARRAY[p_purchase_id], ARRAY[-1], ARRAY[pg_catalog.now()], ARRAY[NULL::uuid], ARRAY[NULL::uuid]) AS s), -1);
+END
+$$;
+
+-- 0.1.0's pack check: a deny-list, replaced by assert_may_move_pack.
+DROP FUNCTION IF EXISTS session_ledger.assert_may_touch_pack(uuid);

@@ -1,0 +1,382 @@
+-- The queue's consumers: the listener's entry points, the in-database drain, and
+-- the operators' functions.
+
+-- Claim a batch: pgmq.read's claim (vt, read_ct, last_read_at), committed with
+-- this statement so read_ct survives a crash. Written out rather than calling
+-- pgmq.read, whose dynamic SQL joins the claimed ids back to the whole queue
+-- table: every read then costs O(queue) instead of O(batch).
+CREATE OR REPLACE FUNCTION session_ledger.read_events(p_qty int, p_vt_seconds int)
+RETURNS TABLE (msg_id bigint, read_ct int, enqueued_at timestamptz, message text)
+LANGUAGE sql SECURITY DEFINER SET search_path = ''
+AS $$
+    UPDATE pgmq.q_booking_events m
+       SET vt = pg_catalog.clock_timestamp() + pg_catalog.make_interval(secs => p_vt_seconds),
+           read_ct = m.read_ct + 1,
+           last_read_at = pg_catalog.clock_timestamp()
+     WHERE m.msg_id = ANY (ARRAY(
+               SELECT q.msg_id FROM pgmq.q_booking_events q
+               WHERE q.vt <= pg_catalog.clock_timestamp()
+               ORDER BY q.msg_id
+               LIMIT p_qty
+               FOR UPDATE SKIP LOCKED))
+    RETURNING m.msg_id, m.read_ct, m.enqueued_at, m.message::text
+$$;
+
+-- Apply a batch and ack it in one transaction: the charges, the ledger rows, the
+-- archive of handled messages, the dead letters and the listener's counters
+-- commit together. The bookings and their enqueue times come from the queue rows
+-- themselves, never from the caller: the caller can only say which queued
+-- messages it handles and which it rejects, and why. A message that is not
+-- exactly our event is dead-lettered here too. p_listener may be NULL (drain()).
+CREATE OR REPLACE FUNCTION session_ledger.handle_batch_v2(
+    p_listener uuid, p_msg_ids bigint[], p_dead_msg_ids bigint[], p_dead_reasons text[]
+)
+RETURNS TABLE (booking_id uuid, outcome text, purchase_id uuid, previous_purchase_id uuid, reason text)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = ''
+AS $$
+DECLARE
+    v_ids bigint[]; v_bookings uuid[]; v_at timestamptz[];
+    v_bad_ids bigint[];
+    v_dead jsonb[]; v_dead_reasons text[];
+    o_booking uuid[]; o_outcome text[]; o_pack uuid[]; o_prev uuid[]; o_reason text[];
+BEGIN
+    -- The queue rows, locked: two listeners holding the same redelivered message
+    -- serialise here, and the second finds it gone.
+    SELECT array_agg(q.msg_id ORDER BY q.msg_id) FILTER (WHERE b.id IS NOT NULL),
+           array_agg(b.id ORDER BY q.msg_id) FILTER (WHERE b.id IS NOT NULL),
+           array_agg(q.enqueued_at ORDER BY q.msg_id) FILTER (WHERE b.id IS NOT NULL),
+           array_agg(q.msg_id ORDER BY q.msg_id) FILTER (WHERE b.id IS NULL)
+      INTO v_ids, v_bookings, v_at, v_bad_ids
+    FROM (SELECT m.msg_id, m.enqueued_at, m.message FROM pgmq.q_booking_events m
+          WHERE m.msg_id = ANY (p_msg_ids) AND NOT m.msg_id = ANY (coalesce(p_dead_msg_ids, '{}'))
+          ORDER BY m.msg_id FOR UPDATE) AS q
+    CROSS JOIN LATERAL (SELECT session_ledger.event_booking_id(q.message) AS id OFFSET 0) AS b;
+
+    -- Delete first, so two listeners holding the same expired message cannot both dead-letter it.
+    WITH doomed AS (
+        SELECT d.msg_id, d.reason
+        FROM unnest(p_dead_msg_ids, p_dead_reasons) AS d(msg_id, reason)
+        UNION ALL
+        SELECT x, 'not a booking.changed v1 event naming a booking by its canonical uuid'
+        FROM unnest(v_bad_ids) AS x
+    ), gone AS (
+        DELETE FROM pgmq.q_booking_events q
+        USING doomed d
+        WHERE q.msg_id = d.msg_id
+        RETURNING q.msg_id, q.read_ct, q.enqueued_at, q.message, d.reason
+    )
+    SELECT array_agg(pg_catalog.jsonb_build_object(
+               'reason', g.reason,
+               'source_msg_id', g.msg_id,
+               'read_ct', g.read_ct,
+               'enqueued_at', g.enqueued_at,
+               'dead_lettered_at', pg_catalog.now(),
+               'message', g.message) ORDER BY g.msg_id),
+           array_agg(g.reason ORDER BY g.msg_id)
+      INTO v_dead, v_dead_reasons
+    FROM gone g;
+    IF v_dead IS NOT NULL THEN
+        PERFORM pgmq.send_batch('booking_events_dlq', v_dead);
+    END IF;
+
+    IF v_ids IS NOT NULL THEN
+        SELECT array_agg(a.booking_id), array_agg(a.outcome), array_agg(a.purchase_id),
+               array_agg(a.previous_purchase_id), array_agg(a.reason)
+          INTO o_booking, o_outcome, o_pack, o_prev, o_reason
+        FROM session_ledger.apply_bookings(v_bookings, v_at) AS a;
+        PERFORM pgmq.archive('booking_events', v_ids);
+    END IF;
+
+    IF p_listener IS NOT NULL THEN
+        UPDATE session_ledger.listeners l
+           SET heartbeat_at = pg_catalog.now(),
+               last_batch_at = pg_catalog.now(),
+               waiting = false,
+               paid = l.paid + (SELECT count(*) FROM unnest(o_outcome) x WHERE x = 'paid'),
+               released = l.released + (SELECT count(*) FROM unnest(o_outcome) x WHERE x = 'released'),
+               moved = l.moved + (SELECT count(*) FROM unnest(o_outcome) x WHERE x = 'moved'),
+               unfunded = l.unfunded + (SELECT count(*) FROM unnest(o_outcome) x WHERE x = 'unfunded'),
+               noop = l.noop + (SELECT count(*) FROM unnest(o_outcome) x WHERE x = 'no-op')
+                      + coalesce(array_length(v_ids, 1), 0) - coalesce(array_length(o_outcome, 1), 0),
+               dead_lettered = l.dead_lettered + coalesce(array_length(v_dead, 1), 0)
+         WHERE l.id = p_listener;
+    END IF;
+
+    RETURN QUERY
+    SELECT * FROM unnest(o_booking, o_outcome, o_pack, o_prev, o_reason)
+    UNION ALL
+    SELECT NULL::uuid, 'dead-lettered', NULL::uuid, NULL::uuid, r FROM unnest(v_dead_reasons) AS r;
+END
+$$;
+
+-- Release 0.1.0's entry point, for a listener of that release still running during
+-- an upgrade: the booking ids and enqueue times it passes are ignored, and the
+-- batch is handled from the queue rows as handle_batch_v2 does.
+CREATE OR REPLACE FUNCTION session_ledger.handle_batch(
+    p_listener uuid,
+    p_msg_ids bigint[],
+    p_booking_ids uuid[],
+    p_enqueued_at timestamptz[],
+    p_dead_msg_ids bigint[],
+    p_dead_reasons text[],
+    p_waiting boolean
+)
+RETURNS TABLE (booking_id uuid, outcome text, purchase_id uuid, previous_purchase_id uuid, reason text)
+LANGUAGE sql SECURITY DEFINER SET search_path = ''
+AS $$
+    SELECT * FROM session_ledger.handle_batch_v2(p_listener, p_msg_ids, p_dead_msg_ids, p_dead_reasons)
+$$;
+
+-- The schema version `listener migrate` recorded, for the listener's start-up check.
+CREATE OR REPLACE FUNCTION session_ledger.installed_schema() RETURNS int
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = ''
+AS $$
+    SELECT s.version FROM session_ledger.schema_info s
+$$;
+
+-- Register a running listener, or refresh its heartbeat; waiting = it sleeps and wants a NOTIFY.
+CREATE OR REPLACE FUNCTION session_ledger.heartbeat(p_listener uuid, p_host text, p_pid int, p_waiting boolean)
+RETURNS void
+LANGUAGE sql SECURITY DEFINER SET search_path = ''
+AS $$
+    INSERT INTO session_ledger.listeners AS l (id, host, pid, waiting)
+    VALUES (p_listener, p_host, p_pid, p_waiting)
+    ON CONFLICT (id) DO UPDATE
+       SET heartbeat_at = pg_catalog.now(), waiting = excluded.waiting, stopped_at = NULL
+$$;
+
+-- Mark a listener as stopped cleanly.
+CREATE OR REPLACE FUNCTION session_ledger.stop_listener(p_listener uuid) RETURNS void
+LANGUAGE sql SECURITY DEFINER SET search_path = ''
+AS $$
+    UPDATE session_ledger.listeners
+       SET stopped_at = pg_catalog.now(), waiting = false, heartbeat_at = pg_catalog.now()
+     WHERE id = p_listener
+$$;
+
+-- The in-database consumer, for pg_cron: claims and handles batches through the
+-- listener's own functions until the queue is empty, p_max_events were handled,
+-- or half the statement_timeout has passed. Everything it does commits with the
+-- calling statement. A batch the database rejects is retried one message at a
+-- time, and the one that fails is dead-lettered with its error, so one bad message
+-- cannot wedge every later run.
+CREATE OR REPLACE FUNCTION session_ledger.drain(p_max_events int DEFAULT 10000) RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = ''
+AS $$
+DECLARE
+    -- Small batches: each holds its packs' row locks until this statement commits.
+    c_batch constant int := 500;
+    -- As the listener's default max_reads: a message read more often is dead-lettered.
+    c_max_reads constant int := 10;
+    v_started timestamptz := pg_catalog.clock_timestamp();
+    v_budget interval;
+    v_handled bigint := 0;
+    v_ids bigint[]; v_dead bigint[]; v_reasons text[];
+    v_one bigint;
+BEGIN
+    v_budget := CASE WHEN pg_catalog.current_setting('statement_timeout') IN ('0', '')
+                     THEN interval '60 seconds'
+                     ELSE pg_catalog.current_setting('statement_timeout')::interval / 2 END;
+    LOOP
+        EXIT WHEN v_handled >= p_max_events OR pg_catalog.clock_timestamp() - v_started > v_budget;
+        SELECT array_agg(r.msg_id ORDER BY r.msg_id) FILTER (WHERE r.read_ct <= c_max_reads),
+               array_agg(r.msg_id ORDER BY r.msg_id) FILTER (WHERE r.read_ct > c_max_reads),
+               array_agg('read ' || r.read_ct || ' times without being handled' ORDER BY r.msg_id)
+                   FILTER (WHERE r.read_ct > c_max_reads)
+          INTO v_ids, v_dead, v_reasons
+        FROM session_ledger.read_events(least(c_batch, p_max_events - v_handled::int), 30) AS r;
+        EXIT WHEN v_ids IS NULL AND v_dead IS NULL;
+        BEGIN
+            PERFORM session_ledger.handle_batch_v2(NULL, v_ids, v_dead, v_reasons);
+        EXCEPTION WHEN serialization_failure OR deadlock_detected OR lock_not_available OR query_canceled THEN
+            RAISE;  -- transient: the next run takes these messages again
+        WHEN OTHERS THEN
+            FOREACH v_one IN ARRAY coalesce(v_ids, '{}') LOOP
+                BEGIN
+                    PERFORM session_ledger.handle_batch_v2(NULL, ARRAY[v_one], NULL, NULL);
+                EXCEPTION WHEN serialization_failure OR deadlock_detected OR lock_not_available OR query_canceled THEN
+                    RAISE;
+                WHEN OTHERS THEN
+                    PERFORM session_ledger.handle_batch_v2(
+                        NULL, NULL, ARRAY[v_one], ARRAY['database rejected the event: ' || SQLSTATE || ': ' || SQLERRM]);
+                END;
+            END LOOP;
+            IF v_dead IS NOT NULL THEN
+                PERFORM session_ledger.handle_batch_v2(NULL, NULL, v_dead, v_reasons);
+            END IF;
+        END;
+        v_handled := v_handled + coalesce(array_length(v_ids, 1), 0) + coalesce(array_length(v_dead, 1), 0);
+    END LOOP;
+    INSERT INTO session_ledger.drain_runs (started_at, finished_at, handled, run_by)
+    VALUES (v_started, pg_catalog.clock_timestamp(), v_handled, session_ledger.caller());
+    RETURN v_handled;
+END
+$$;
+
+-- The cron path: complete every confirmed booking that has ended, and nothing else.
+CREATE OR REPLACE FUNCTION session_ledger.complete_past_bookings() RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = ''
+AS $$
+DECLARE
+    v_n bigint;
+BEGIN
+    UPDATE public.bookings b SET status = 'completed'
+     WHERE b.status = 'confirmed' AND b.end_time < pg_catalog.now();
+    GET DIAGNOSTICS v_n = ROW_COUNT;
+    RETURN v_n;
+END
+$$;
+
+-- Put events for these bookings on the queue, as the trigger would.
+CREATE OR REPLACE FUNCTION session_ledger.enqueue_bookings(p_booking_ids uuid[], p_source text) RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = ''
+AS $$
+DECLARE
+    v_msgs jsonb[];
+BEGIN
+    SELECT array_agg(session_ledger.booking_event(u.id, p_source) ORDER BY u.id)
+      INTO v_msgs
+    FROM (SELECT DISTINCT x AS id FROM unnest(p_booking_ids) AS x WHERE x IS NOT NULL) AS u;
+    IF v_msgs IS NULL THEN
+        RETURN 0;
+    END IF;
+    PERFORM pgmq.send_batch('booking_events', v_msgs);
+    PERFORM pg_catalog.pg_notify('booking_events', '');
+    RETURN array_length(v_msgs, 1);
+END
+$$;
+
+-- Move dead letters back onto the queue, original payload unwrapped; the dead
+-- letters themselves are archived, so their reasons stay on record.
+CREATE OR REPLACE FUNCTION session_ledger.redrive_dead_letters(p_msg_ids bigint[]) RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = ''
+AS $$
+DECLARE
+    v_ids bigint[];
+    v_msgs jsonb[];
+BEGIN
+    -- Locked first: two operators redriving the same letters send each once.
+    SELECT array_agg(d.msg_id ORDER BY d.msg_id) INTO v_ids
+    FROM (SELECT q.msg_id FROM pgmq.q_booking_events_dlq q
+          WHERE q.msg_id = ANY (p_msg_ids) ORDER BY q.msg_id FOR UPDATE) AS d;
+    IF v_ids IS NULL THEN
+        RETURN 0;
+    END IF;
+    SELECT array_agg(coalesce(q.message -> 'message', 'null'::jsonb) ORDER BY q.msg_id) INTO v_msgs
+    FROM pgmq.q_booking_events_dlq q WHERE q.msg_id = ANY (v_ids);
+    PERFORM pgmq.send_batch('booking_events', v_msgs);
+    PERFORM pgmq.archive('booking_events_dlq', v_ids);
+    PERFORM pg_catalog.pg_notify('booking_events', '');
+    RETURN array_length(v_ids, 1);
+END
+$$;
+
+-- Queue and dead-letter depth, cheap enough for every metrics scrape.
+CREATE OR REPLACE FUNCTION session_ledger.queue_depths()
+RETURNS TABLE (queue_depth bigint, queue_visible bigint, oldest_event_age_s double precision, dead_letter_depth bigint)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = ''
+AS $$
+    SELECT (SELECT count(*) FROM pgmq.q_booking_events),
+           (SELECT count(*) FROM pgmq.q_booking_events WHERE vt <= pg_catalog.clock_timestamp()),
+           (SELECT extract(epoch FROM pg_catalog.clock_timestamp() - min(enqueued_at))::double precision
+              FROM pgmq.q_booking_events),
+           (SELECT count(*) FROM pgmq.q_booking_events_dlq)
+$$;
+
+-- Everything `listener status` reports, in one call the listener's role may make.
+CREATE OR REPLACE FUNCTION session_ledger.status() RETURNS jsonb
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = ''
+AS $$
+    WITH cfg AS (SELECT c.consuming_statuses, c.listener_live_window FROM session_ledger.config c),
+    q AS (
+        SELECT count(*) AS depth,
+               count(*) FILTER (WHERE m.vt <= pg_catalog.clock_timestamp()) AS visible,
+               count(*) FILTER (WHERE m.vt > pg_catalog.clock_timestamp()) AS in_flight,
+               count(*) FILTER (WHERE m.read_ct > 1) AS redelivered,
+               extract(epoch FROM pg_catalog.clock_timestamp() - min(m.enqueued_at)) AS oldest
+        FROM pgmq.q_booking_events m
+    ),
+    dlq AS (
+        SELECT count(*) AS depth FROM pgmq.q_booking_events_dlq
+    ),
+    dlq_reasons AS (
+        SELECT coalesce(jsonb_agg(jsonb_build_object('reason', r.reason, 'count', r.n) ORDER BY r.n DESC, r.reason), '[]')
+               AS top
+        FROM (SELECT d.message ->> 'reason' AS reason, count(*) AS n
+              FROM pgmq.q_booking_events_dlq d GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 5) AS r
+    ),
+    ledger AS (
+        SELECT count(*) FILTER (WHERE l.state = 'paid') AS paid,
+               count(*) FILTER (WHERE l.state = 'unfunded') AS unfunded
+        FROM session_ledger.charges l
+    ),
+    unfunded_reasons AS (
+        SELECT coalesce(jsonb_agg(jsonb_build_object('reason', r.reason, 'count', r.n) ORDER BY r.n DESC, r.reason), '[]')
+               AS top
+        FROM (SELECT l.reason, count(*) AS n FROM session_ledger.charges l
+              WHERE l.state = 'unfunded' GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 5) AS r
+    ),
+    out_of_sync AS (
+        SELECT count(*) AS n FROM session_ledger.out_of_sync
+    ),
+    live AS (
+        SELECT coalesce(jsonb_agg(jsonb_build_object(
+                   'id', x.id, 'host', x.host, 'pid', x.pid, 'started_at', x.started_at,
+                   'heartbeat_at', x.heartbeat_at, 'last_batch_at', x.last_batch_at,
+                   'heartbeat_age_s', round(extract(epoch FROM pg_catalog.now() - x.heartbeat_at)::numeric, 1),
+                   'waiting', x.waiting,
+                   'events_handled', x.paid + x.released + x.moved + x.unfunded + x.noop + x.dead_lettered
+               ) ORDER BY x.started_at), '[]') AS listeners
+        FROM session_ledger.live_listeners x
+    ),
+    outcomes AS (
+        SELECT jsonb_build_object(
+                   'paid', coalesce(sum(x.paid), 0), 'released', coalesce(sum(x.released), 0),
+                   'moved', coalesce(sum(x.moved), 0), 'unfunded', coalesce(sum(x.unfunded), 0),
+                   'no-op', coalesce(sum(x.noop), 0), 'dead-lettered', coalesce(sum(x.dead_lettered), 0)
+               ) AS counts
+        FROM session_ledger.listeners x
+    ),
+    drains AS (
+        SELECT jsonb_build_object(
+                   'last_at', max(d.finished_at),
+                   'last_age_s', round(extract(epoch FROM pg_catalog.now() - max(d.finished_at))::numeric, 1),
+                   'last_handled', (SELECT d2.handled FROM session_ledger.drain_runs d2 ORDER BY d2.id DESC LIMIT 1),
+                   'runs_last_hour', count(*) FILTER (WHERE d.finished_at > pg_catalog.now() - interval '1 hour'),
+                   'handled_last_hour', coalesce(sum(d.handled) FILTER (WHERE d.finished_at > pg_catalog.now() - interval '1 hour'), 0),
+                   'live', coalesce(max(d.finished_at) > pg_catalog.now() - (SELECT cfg.listener_live_window FROM cfg), false)
+               ) AS summary
+        FROM session_ledger.drain_runs d
+    ),
+    migs AS (
+        SELECT coalesce(jsonb_agg(jsonb_build_object('version', m.version, 'name', m.name, 'applied_at', m.applied_at)
+                        ORDER BY m.version), '[]') AS applied
+        FROM session_ledger.migrations m
+    ),
+    schema AS (
+        SELECT (SELECT s.version FROM session_ledger.schema_info s) AS version
+    )
+    SELECT jsonb_build_object(
+        'queue_depth', q.depth,
+        'queue_visible', q.visible,
+        'queue_in_flight', q.in_flight,
+        'queue_redelivered', q.redelivered,
+        'oldest_event_age_s', round(q.oldest::numeric, 3),
+        'dead_letter_depth', dlq.depth,
+        'dead_letter_reasons', dlq_reasons.top,
+        'paid_bookings', ledger.paid,
+        'unfunded_bookings', ledger.unfunded,
+        'unfunded_reasons', unfunded_reasons.top,
+        'bookings_out_of_sync', out_of_sync.n,
+        'consuming_statuses', to_jsonb(cfg.consuming_statuses),
+        'listeners', live.listeners,
+        'drain', drains.summary,
+        'outcomes', outcomes.counts,
+        'migrations', migs.applied,
+        'schema_version', schema.version
+    )
+    FROM q, dlq, dlq_reasons, ledger, unfunded_reasons, out_of_sync, live, outcomes, drains, migs, schema, cfg
+$$;
+
+-- 0.1.0's dry-run planner: dry runs now go through apply_bookings in a rolled-back transaction.
+DROP FUNCTION IF EXISTS session_ledger.plan_bookings(uuid[]);

@@ -1,0 +1,82 @@
+-- Privileges, re-stated on every migrate: revoke everything from PUBLIC and the
+-- API roles, then grant exactly what each role needs. Defaults are never trusted
+-- to be closed (Supabase grants the API roles ALL on new objects in public, and a
+-- project may have granted more elsewhere).
+
+DO $$
+DECLARE
+    r text;
+    q text;
+    rel regclass;
+BEGIN
+    REVOKE ALL ON SCHEMA session_ledger FROM PUBLIC;
+    REVOKE ALL ON ALL TABLES IN SCHEMA session_ledger FROM PUBLIC;
+    REVOKE ALL ON ALL SEQUENCES IN SCHEMA session_ledger FROM PUBLIC;
+    REVOKE ALL ON ALL FUNCTIONS IN SCHEMA session_ledger FROM PUBLIC;
+    REVOKE ALL ON FUNCTION public.use_session(uuid), public.use_session(uuid, timestamptz),
+                           public.release_session(uuid) FROM PUBLIC;
+
+    -- Our queues' tables and their msg_id sequences, and PGMQ's own catalog tables.
+    FOREACH q IN ARRAY ARRAY['q_booking_events', 'a_booking_events', 'q_booking_events_dlq', 'a_booking_events_dlq',
+                             'q_booking_events_msg_id_seq', 'q_booking_events_dlq_msg_id_seq',
+                             'meta', 'notify_insert_throttle', 'topic_bindings'] LOOP
+        rel := pg_catalog.to_regclass('pgmq.' || q);
+        CONTINUE WHEN rel IS NULL;
+        EXECUTE pg_catalog.format('REVOKE ALL ON %s FROM PUBLIC', rel);
+        FOREACH r IN ARRAY ARRAY['anon', 'authenticated', 'service_role', 'session_ledger_listener'] LOOP
+            CONTINUE WHEN NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = r);
+            -- service_role keeps whatever PGMQ's own catalog grants it: other queues may rely on it
+            CONTINUE WHEN r = 'service_role' AND q IN ('meta', 'notify_insert_throttle', 'topic_bindings');
+            EXECUTE pg_catalog.format('REVOKE ALL ON %s FROM %I', rel, r);
+        END LOOP;
+    END LOOP;
+    -- Row-level security on our queue tables: nobody but their owner (our functions) reads them.
+    FOREACH q IN ARRAY ARRAY['q_booking_events', 'a_booking_events', 'q_booking_events_dlq', 'a_booking_events_dlq'] LOOP
+        EXECUTE pg_catalog.format('ALTER TABLE pgmq.%I ENABLE ROW LEVEL SECURITY', q);
+    END LOOP;
+
+    FOREACH r IN ARRAY ARRAY['anon', 'authenticated', 'service_role', 'session_ledger_listener'] LOOP
+        CONTINUE WHEN NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = r);
+        EXECUTE pg_catalog.format('REVOKE ALL ON SCHEMA session_ledger FROM %I', r);
+        EXECUTE pg_catalog.format('REVOKE ALL ON ALL TABLES IN SCHEMA session_ledger FROM %I', r);
+        EXECUTE pg_catalog.format('REVOKE ALL ON ALL SEQUENCES IN SCHEMA session_ledger FROM %I', r);
+        EXECUTE pg_catalog.format('REVOKE ALL ON ALL FUNCTIONS IN SCHEMA session_ledger FROM %I', r);
+        EXECUTE pg_catalog.format('REVOKE ALL ON FUNCTION public.use_session(uuid), public.use_session(uuid, timestamptz), '
+                                  'public.release_session(uuid) FROM %I', r);
+    END LOOP;
+
+    -- The listener's role: its own entry points, and the tables check_schema reads.
+    GRANT USAGE ON SCHEMA session_ledger TO session_ledger_listener;
+    GRANT EXECUTE ON FUNCTION
+        session_ledger.read_events(int, int),
+        session_ledger.handle_batch_v2(uuid, bigint[], bigint[], text[]),
+        session_ledger.handle_batch(uuid, bigint[], uuid[], timestamptz[], bigint[], text[], boolean),
+        session_ledger.heartbeat(uuid, text, int, boolean),
+        session_ledger.stop_listener(uuid),
+        session_ledger.status(),
+        session_ledger.queue_depths(),
+        session_ledger.drain(int),
+        session_ledger.installed_schema(),
+        session_ledger.complete_past_bookings(),
+        -- the dashboard's reads and its two actions (70_dashboard.sql)
+        session_ledger.dashboard_lag(int),
+        session_ledger.dashboard_dead_letters(int),
+        session_ledger.dashboard_unfunded(int),
+        session_ledger.dashboard_out_of_sync(int),
+        session_ledger.dashboard_recent_charges(int),
+        session_ledger.dashboard_redrive(bigint[]),
+        session_ledger.dashboard_replay(uuid)
+    TO session_ledger_listener;
+    GRANT SELECT ON session_ledger.migrations TO session_ledger_listener;
+
+    -- The app: the trainer's buttons (judged at now(), by the one allow-list) and the cron path.
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'authenticated') THEN
+        GRANT EXECUTE ON FUNCTION public.use_session(uuid), public.release_session(uuid) TO authenticated;
+    END IF;
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'service_role') THEN
+        GRANT EXECUTE ON FUNCTION public.use_session(uuid), public.release_session(uuid) TO service_role;
+        GRANT USAGE ON SCHEMA session_ledger TO service_role;
+        GRANT EXECUTE ON FUNCTION session_ledger.complete_past_bookings() TO service_role;
+    END IF;
+END
+$$;
