@@ -67,13 +67,14 @@ class Server:
         migrate(dsn, with_demo_schema=True)
         with connect(dsn) as conn:
             conn.execute(_BENCH_SCHEMA)
-            conn.execute("INSERT INTO public.orgs (id, name) VALUES (%s, 'bench')", [ORG])
+            conn.execute("INSERT INTO public.orgs (id, name, slug) VALUES (%s, 'bench', 'bench')", [ORG])
             conn.execute(
-                "INSERT INTO public.org_members (org_id, user_id, role) VALUES (%s, %s, 'trainer')",
+                "INSERT INTO public.org_members (org_id, user_id, role) VALUES (%s, %s, 'staff')",
                 [ORG, TRAINER],
             )
             conn.execute(
-                "INSERT INTO public.clients (id, org_id, name) VALUES (%s, %s, 'bench client')", [CLIENT, ORG]
+                "INSERT INTO public.clients (id, org_id, full_name) VALUES (%s, %s, 'bench client')",
+                [CLIENT, ORG],
             )
         self.template = str(conninfo_to_dict(dsn)["dbname"])
 

@@ -6,9 +6,9 @@
 \pset footer off
 
 -- An organisation, its trainer, a client, a 10-session pack and a session that ended an hour ago.
-INSERT INTO public.orgs (name) VALUES ('psql studio') RETURNING id AS org \gset
-INSERT INTO public.org_members (org_id, user_id) VALUES (:'org', gen_random_uuid());
-INSERT INTO public.clients (org_id, name) VALUES (:'org', 'psql client') RETURNING id AS client \gset
+INSERT INTO public.orgs (name, slug) VALUES ('psql studio', 'psql-' || gen_random_uuid()) RETURNING id AS org \gset
+INSERT INTO public.org_members (org_id, user_id, role) VALUES (:'org', gen_random_uuid(), 'staff');
+INSERT INTO public.clients (org_id, full_name) VALUES (:'org', 'psql client') RETURNING id AS client \gset
 INSERT INTO public.client_purchases (org_id, client_id, sessions_total)
 VALUES (:'org', :'client', 10) RETURNING id AS pack \gset
 INSERT INTO public.bookings (org_id, client_id, start_time, end_time, duration_mins, purchase_id)

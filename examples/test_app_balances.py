@@ -21,11 +21,15 @@ def seed(ledger: Ledger, *, sessions_total: int, bookings: int) -> dict[str, Any
     """One organisation with a trainer, a client, a pack and past confirmed bookings, in plain SQL."""
     conn = ledger.conn
     org, trainer, client, pack = uuid.uuid4(), uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
-    conn.execute("INSERT INTO public.orgs (id, name) VALUES (%s, 'Studio')", [org])
     conn.execute(
-        "INSERT INTO public.org_members (org_id, user_id, role) VALUES (%s, %s, 'trainer')", [org, trainer]
+        "INSERT INTO public.orgs (id, name, slug) VALUES (%s, 'Studio', %s)", [org, f"studio-{org.hex}"]
     )
-    conn.execute("INSERT INTO public.clients (id, org_id, name) VALUES (%s, %s, 'Client')", [client, org])
+    conn.execute(
+        "INSERT INTO public.org_members (org_id, user_id, role) VALUES (%s, %s, 'staff')", [org, trainer]
+    )
+    conn.execute(
+        "INSERT INTO public.clients (id, org_id, full_name) VALUES (%s, %s, 'Client')", [client, org]
+    )
     conn.execute(
         "INSERT INTO public.client_purchases (id, org_id, client_id, sessions_total, payment_status)"
         " VALUES (%s, %s, %s, %s, 'succeeded')",

@@ -2,7 +2,6 @@
 
 __version__ = "0.2.0"
 
-QUEUE = "booking_events"
-DEAD_LETTER_QUEUE = "booking_events_dlq"
+# The NOTIFY channel the trigger wakes a sleeping listener on. Queue, table and role
+# names appear only in the SQL files: Python reaches them through named queries.
 WAKEUP_CHANNEL = "booking_events"
-LISTENER_ROLE = "session_ledger_listener"

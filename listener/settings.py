@@ -27,6 +27,8 @@ class Settings(BaseSettings):
     # ...and the listener drops a connection whose call outlives this, for a middlebox that went silent.
     call_deadline_s: float = Field(default=45.0, gt=0)
     log_format: str = Field(default="text")
+    # `listener status` counts a recent session_ledger.drain() run (pg_cron) as a live consumer.
+    drain_counts_as_consumer: bool = Field(default=True)
     http_port: int | None = Field(default=None, ge=0, le=65535)
     # Loopback unless told otherwise: the dashboard and the probes are for this host's operators.
     http_host: str = Field(default="127.0.0.1", min_length=1)

@@ -40,22 +40,27 @@ $$;
 GRANT USAGE ON SCHEMA auth TO anon, authenticated, service_role;
 GRANT USAGE ON SCHEMA public TO anon, authenticated, service_role;
 
+-- Column names and types as in the real app (examples/supabase_app/schema.sql);
+-- user ids are plain uuids here, as this schema has no auth.users.
+CREATE TYPE public.org_role AS ENUM ('owner', 'staff', 'accountant_readonly');
+
 CREATE TABLE public.orgs (
     id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
-    name text NOT NULL
+    name text NOT NULL,
+    slug text NOT NULL UNIQUE
 );
 
 CREATE TABLE public.org_members (
     org_id uuid NOT NULL REFERENCES public.orgs (id) ON DELETE CASCADE,
     user_id uuid NOT NULL,
-    role text NOT NULL DEFAULT 'trainer',
+    role public.org_role NOT NULL DEFAULT 'staff',
     PRIMARY KEY (org_id, user_id)
 );
 
 CREATE TABLE public.clients (
     id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
     org_id uuid NOT NULL REFERENCES public.orgs (id) ON DELETE CASCADE,
-    name text NOT NULL,
+    full_name text NOT NULL,
     auth_user_id uuid
 );
 

@@ -15,6 +15,9 @@ from listener.core.db import Conn, connect
 from listener.devtools import demo_data
 from listener.testing.ledger import Ledger, ListenerThread
 
+# The Supabase-shaped cluster's fixtures: supabase_cluster, supabase_app_template, supabase_app_db.
+pytest_plugins = ["supabase_fixtures"]
+
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
     """Name the server under test and its version."""

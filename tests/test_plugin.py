@@ -32,9 +32,11 @@ def test_the_example_passes_and_a_wrong_balance_fails(app_run: pytest.Pytester) 
 
         def test_expects_no_charge(ledger, ledger_listener):
             org, trainer, client, pack = (uuid.uuid4() for _ in range(4))
-            ledger.conn.execute("INSERT INTO public.orgs (id, name) VALUES (%s, 'o')", [org])
+            ledger.conn.execute("INSERT INTO public.orgs (id, name, slug) VALUES (%s, 'o', %s)", [org, str(org)])
             ledger.conn.execute("INSERT INTO public.org_members (org_id, user_id) VALUES (%s, %s)", [org, trainer])
-            ledger.conn.execute("INSERT INTO public.clients (id, org_id, name) VALUES (%s, %s, 'c')", [client, org])
+            ledger.conn.execute(
+                "INSERT INTO public.clients (id, org_id, full_name) VALUES (%s, %s, 'c')", [client, org]
+            )
             ledger.conn.execute(
                 "INSERT INTO public.client_purchases (id, org_id, client_id, sessions_total) VALUES (%s, %s, %s, 3)",
                 [pack, org, client],

@@ -94,9 +94,19 @@ def _parser() -> argparse.ArgumentParser:
         help="PGMQ as `CREATE EXTENSION` (Supabase Queues; default) or as the bundled SQL-only script",
     )
 
-    p = sub.add_parser("dev", help="embedded PostgreSQL + demo schema + listener in the foreground")
+    p = sub.add_parser(
+        "dev", help="embedded PostgreSQL + the app's schema (demo or --schema) + listener in the foreground"
+    )
     p.add_argument("--keep", action="store_true", help="keep the data directory after Ctrl-C")
     p.add_argument("--port", type=int, help="also accept TCP connections on 127.0.0.1:PORT")
+    p.add_argument(
+        "--schema",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="the app's own schema instead of the demo schema, on a Supabase-shaped base: a .sql file "
+        "or a directory of them (applied in name order); repeatable, applied in the order given",
+    )
 
     p = with_dsn(sub.add_parser("replay", help="put archived events or dead letters back on the queue"))
     source = p.add_mutually_exclusive_group(required=True)
@@ -220,7 +230,12 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
     from listener.ops.status import fetch_status, health_problems
 
     report = fetch_status(settings.require_dsn())
-    problems = health_problems(report, max_age_s=args.max_age, require_listener=not args.no_listener_ok)
+    problems = health_problems(
+        report,
+        max_age_s=args.max_age,
+        require_consumer=not args.no_listener_ok,
+        drain_counts=settings.drain_counts_as_consumer,
+    )
     report["healthy"] = not problems
     report["problems"] = problems
     if args.json:
@@ -421,7 +436,7 @@ def _export_migrations(args: argparse.Namespace, settings: Settings) -> int:
 def _dev(args: argparse.Namespace, settings: Settings) -> int:
     from listener.devtools.dev import run_dev
 
-    run_dev(settings, keep=args.keep, port=args.port)
+    run_dev(settings, keep=args.keep, port=args.port, schema_files=args.schema)
     return 0
 
 

@@ -90,6 +90,14 @@ def render_status(report: dict[str, Any], console: Console | None = None) -> Non
         )
     console.print(listeners)
     console.print("migrations: " + ", ".join(f"{m['version']:04d}_{m['name']}" for m in report["migrations"]))
+    if (report.get("drain") or {}).get("last_at"):
+        d = report["drain"]
+        console.print(
+            f"drain(): last run {d['last_age_s']}s ago handled {d['last_handled']}; "
+            f"{d['runs_last_hour']} run(s) handled {d['handled_last_hour']} event(s) in the last hour"
+        )
+    for warning in report.get("warnings") or []:
+        console.print(f"[bold yellow]warning:[/] {warning}")
     problems = report.get("problems") or []
     if problems:
         console.print("[bold red]unhealthy:[/] " + "; ".join(problems))

@@ -21,13 +21,16 @@ class Org:
 def create_org(conn: Conn, name: str = "Studio") -> Org:
     """Insert an organisation, its trainer membership and a client."""
     org = Org(uuid.uuid4(), uuid.uuid4(), uuid.uuid4())
-    conn.execute("INSERT INTO public.orgs (id, name) VALUES (%s, %s)", [org.id, name])
     conn.execute(
-        "INSERT INTO public.org_members (org_id, user_id, role) VALUES (%s, %s, 'trainer')",
+        "INSERT INTO public.orgs (id, name, slug) VALUES (%s, %s, %s)",
+        [org.id, name, f"org-{org.id.hex[:12]}"],
+    )
+    conn.execute(
+        "INSERT INTO public.org_members (org_id, user_id, role) VALUES (%s, %s, 'staff')",
         [org.id, org.trainer_user_id],
     )
     conn.execute(
-        "INSERT INTO public.clients (id, org_id, name) VALUES (%s, %s, %s)",
+        "INSERT INTO public.clients (id, org_id, full_name) VALUES (%s, %s, %s)",
         [org.client_id, org.id, f"client of {name}"],
     )
     return org

@@ -1,8 +1,10 @@
-"""`listener dev`: a private PostgreSQL with PGMQ, the demo schema and the ledger, and a listener in front.
+"""`listener dev`: a private PostgreSQL with PGMQ, the app's schema and the ledger, and a listener in front.
 
 For apps written in other languages: point the app (or psql) at the printed DSN,
 complete bookings, and watch the listener charge them in this terminal. Ctrl-C
 stops the listener and the server and deletes the data directory unless --keep.
+The app's schema is the demo schema, or with --schema the app's own SQL files on a
+Supabase-shaped base (listener.devtools.app_schema states the rule).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import logging
 import signal
 import sys
+from collections.abc import Sequence
 from types import FrameType
 from typing import TextIO
 
@@ -18,6 +21,8 @@ from psycopg.conninfo import make_conninfo
 from pydantic import SecretStr
 
 from listener.core.db import connect
+from listener.devtools import app_schema
+from listener.devtools.app_schema import SchemaPath
 from listener.devtools.embedded import check_port, embedded_server
 from listener.ops.migrate import migrate
 from listener.settings import Settings
@@ -27,32 +32,43 @@ log = logging.getLogger("listener.dev")
 DEV_DATABASE = "app"
 
 
-def prepare_database(admin_dsn: str) -> str:
-    """Create the dev database if missing and install the demo schema, PGMQ and the ledger; return its DSN."""
+def prepare_database(admin_dsn: str, *, schema: Sequence[SchemaPath] = ()) -> str:
+    """Create the dev database if missing and install the app's schema (default: the demo schema),
+    PGMQ and the ledger; return its DSN."""
     with connect(admin_dsn, purpose="dev") as conn:
         row = conn.execute("SELECT 1 AS x FROM pg_database WHERE datname = %s", [DEV_DATABASE]).fetchone()
         if row is None:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DEV_DATABASE)))
     dsn = make_conninfo(admin_dsn, dbname=DEV_DATABASE)
-    migrate(dsn, with_demo_schema=True)
+    if schema:
+        app_schema.build_app_database(dsn, schema)
+    else:
+        migrate(dsn, with_demo_schema=True)
     return dsn
 
 
 def run_dev(
-    settings: Settings, *, keep: bool = False, port: int | None = None, out: TextIO | None = None
+    settings: Settings,
+    *,
+    keep: bool = False,
+    port: int | None = None,
+    out: TextIO | None = None,
+    schema_files: Sequence[SchemaPath] = (),
 ) -> None:
     """Start everything, print how to connect, and run the listener until SIGINT or SIGTERM."""
     from listener.core.worker import Worker
 
     out = out or sys.stdout
     check_port(port)
+    # a missing file fails before the server starts
+    files = app_schema.schema_files(schema_files) if schema_files else []
 
     def say(line: str) -> None:
         print(line, file=out, flush=True)
 
     say("starting an embedded PostgreSQL (no server or Docker needed)...")
     with embedded_server(keep=keep, port=port) as server:
-        prepare_database(server.dsn())
+        prepare_database(server.dsn(), schema=files)
         dsn = server.dsn(DEV_DATABASE)
         worker = Worker(settings.model_copy(update={"dsn": SecretStr(dsn)}))
 
@@ -61,7 +77,8 @@ def run_dev(
             worker.request_stop()
 
         previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
-        say("PostgreSQL with PGMQ, the demo app schema and the session ledger is ready.")
+        what = f"the app schema from {len(files)} file(s)" if files else "the demo app schema"
+        say(f"PostgreSQL with PGMQ, {what} and the session ledger is ready.")
         say(f"DATABASE_URL={dsn}")
         tcp = server.tcp_dsn(DEV_DATABASE)
         if tcp:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from listener.core.db import Conn
+from listener.core.sql_files import query
 from listener.errors import ListenerRunning, SchemaOutOfDate
 
 
@@ -20,18 +21,13 @@ def require_ledger(conn: Conn) -> None:
 
 def refuse_while_listener_runs(conn: Conn, *, action: str) -> None:
     """Refuse `action` while a live listener (session_ledger.live_listeners) would race it."""
-    if relation_exists(conn, "session_ledger.live_listeners"):
-        rows = conn.execute(
-            "SELECT host, pid FROM session_ledger.live_listeners ORDER BY started_at"
-        ).fetchall()
-    elif relation_exists(conn, "session_ledger.listeners"):
-        # A database of release 0.1.0, before its first `listener migrate` to this one.
-        rows = conn.execute(
-            "SELECT host, pid FROM session_ledger.listeners"
-            " WHERE stopped_at IS NULL AND heartbeat_at > now() - interval '30 seconds' ORDER BY started_at"
-        ).fetchall()
-    else:
+    if not relation_exists(conn, "session_ledger.listeners"):
         return
+    if not relation_exists(conn, "session_ledger.live_listeners"):
+        raise SchemaOutOfDate(
+            f"this database was installed by an older release: run `listener migrate`, then {action}"
+        )
+    rows = conn.execute(query("live_listeners")).fetchall()
     if rows:
         where = ", ".join(f"{r['host']} pid {r['pid']}" for r in rows)
         raise ListenerRunning(f"a listener is running ({where}): stop it first, then {action}")

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from psycopg import sql
-
-from listener.core.db import Conn, connect
-from listener.core.sql_files import uninstall_sql
+from listener.core.db import connect
+from listener.core.sql_files import query, uninstall_sql
 from listener.errors import ListenerError
 from listener.ops.guards import refuse_while_listener_runs, relation_exists
 from listener.ops.migrate import migration_lock
@@ -26,34 +24,25 @@ class UninstallReport:
     restored: tuple[str, ...] = ()
 
 
-def _count(conn: Conn, schema: str, table: str) -> int:
-    if not relation_exists(conn, f"{schema}.{table}"):
-        return 0
-    row = conn.execute(
-        sql.SQL("SELECT count(*) AS n FROM {}.{}").format(sql.Identifier(schema), sql.Identifier(table))
-    ).fetchone()
-    return int(row["n"]) if row else 0
-
-
 def uninstall(dsn: str) -> UninstallReport:
     """Drop the triggers, the session_ledger schema and both queues, and put back the app's functions."""
     with connect(dsn, autocommit=True, purpose="uninstall") as conn, migration_lock(conn):
-        if not relation_exists(conn, "session_ledger.migrations") and not relation_exists(
-            conn, "pgmq.q_booking_events"
-        ):
+        if not relation_exists(conn, "session_ledger.migrations"):
             return UninstallReport(installed=False)
         refuse_while_listener_runs(conn, action="uninstall")
         with conn.transaction():
             conn.execute("LOCK TABLE public.bookings IN SHARE ROW EXCLUSIVE MODE")
             # Waiting events are completions nobody has charged yet: dropping them would
             # leave those bookings unpaid with no trace, so they must be handled first.
-            waiting = _count(conn, "pgmq", "q_booking_events")
+            depths = conn.execute(query("queue_depths")).fetchone()
+            assert depths is not None
+            waiting = int(depths["queue_depth"])
             if waiting:
                 raise EventsWaiting(
                     f"{waiting} booking event{'s are' if waiting != 1 else ' is'} still waiting: "
                     "run `listener run --drain` first, then uninstall"
                 )
-            dead = _count(conn, "pgmq", "q_booking_events_dlq")
+            dead = int(depths["dead_letter_depth"])
             restored = (
                 tuple(
                     r["signature"]

@@ -56,7 +56,7 @@ class Ledger:
 
     def queue_depth(self) -> int:
         """Messages still in the queue, visible or in flight."""
-        row = self.conn.execute("SELECT count(*) AS n FROM pgmq.q_booking_events").fetchone()
+        row = self.conn.execute("SELECT queue_depth AS n FROM session_ledger.queue_depths()").fetchone()
         assert row is not None
         return int(row["n"])
 
@@ -88,10 +88,7 @@ class Ledger:
 
 
 def _has_live_listener(conn: Conn) -> bool:
-    row = conn.execute(
-        "SELECT EXISTS (SELECT 1 FROM session_ledger.listeners WHERE stopped_at IS NULL"
-        " AND heartbeat_at > now() - interval '30 seconds') AS live"
-    ).fetchone()
+    row = conn.execute("SELECT EXISTS (SELECT 1 FROM session_ledger.live_listeners) AS live").fetchone()
     return bool(row and row["live"])
 
 

@@ -11,10 +11,18 @@ Fixtures (all real PostgreSQL, never mocked):
 - ``ledger``: a :class:`Ledger` helper on that database.
 - ``running_listener`` (alias ``ledger_listener``): a listener thread on that database for the
   test's duration. Without it, ``ledger.drain()`` runs a listener until the queue is empty.
-- ``ledger_app_schema``: SQL of the app's own schema for the template, or None (the default)
-  for the demo schema. Override it in the app's ``conftest.py``; the SQL must create what the
-  app's schema refers to (``anon``/``authenticated``/``service_role``, ``auth.uid()``), as
-  ``sql/demo_schema.sql`` does.
+- ``ledger_app_schema``: the app's own schema for the template. None (the default) means the
+  demo schema. A list of paths (files, or directories standing for their ``*.sql`` files in
+  name order; a single path will do) is loaded as ``listener dev --schema`` loads it: the
+  Supabase-shaped base (API roles, ``auth.users``, ``auth.uid()``, ``extensions``, default
+  privileges), then the files, then the ledger; a ``pg_dump --schema-only`` of the app's
+  Supabase database loads as it is. A ``str`` is SQL text, applied without the base: it must
+  create what the app's schema refers to (``anon``/``authenticated``/``service_role``,
+  ``auth.uid()``), as ``sql/demo_schema.sql`` does. Override it in the app's ``conftest.py``::
+
+      @pytest.fixture(scope="session")
+      def ledger_app_schema():
+          return [Path(__file__).parent.parent / "supabase" / "schema.sql"]
 
 An app's test, with the plugin installed (``pip install session-ledger-listener``)::
 
@@ -28,12 +36,13 @@ An app's test, with the plugin installed (``pip install session-ledger-listener`
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 import pytest
 from psycopg.conninfo import conninfo_to_dict
 
-from listener.core.db import connect
+from listener.devtools.app_schema import SchemaPath, apply_sql_text, build_app_database
 from listener.devtools.throwaway import create_database, drop_database
 from listener.ops.migrate import migrate
 from listener.testing.ledger import Ledger, ListenerThread
@@ -56,22 +65,32 @@ def ledger_server(request: pytest.FixtureRequest) -> Iterator[str]:
         yield dsn
 
 
+AppSchema = str | SchemaPath | Sequence[SchemaPath] | None
+
+
 @pytest.fixture(scope="session")
-def ledger_app_schema() -> str | None:
-    """The app's schema SQL for the template database; None means the demo schema. Apps override it."""
+def ledger_app_schema() -> AppSchema:
+    """The app's schema for the template: None (the demo schema), SQL text, or paths of SQL files. Apps override it."""
     return None
 
 
 @pytest.fixture(scope="session")
-def ledger_template(ledger_server: str, ledger_app_schema: str | None) -> Iterator[str]:
+def ledger_template(ledger_server: str, ledger_app_schema: AppSchema) -> Iterator[str]:
     """Name of a template database: the app's schema (default: the demo schema), then migrated."""
     dsn = create_database(ledger_server, prefix="ledger_tmpl")
-    if ledger_app_schema is None:
-        migrate(dsn, with_demo_schema=True)
-    else:
-        with connect(dsn, purpose="tests") as conn:
-            conn.execute(ledger_app_schema)
-        migrate(dsn)
+    try:
+        if ledger_app_schema is None:
+            migrate(dsn, with_demo_schema=True)
+        elif isinstance(ledger_app_schema, str):
+            apply_sql_text(dsn, ledger_app_schema, name="ledger_app_schema")
+            migrate(dsn)
+        elif isinstance(ledger_app_schema, Path):
+            build_app_database(dsn, [ledger_app_schema])
+        else:
+            build_app_database(dsn, list(ledger_app_schema))
+    except BaseException:
+        drop_database(ledger_server, dsn)
+        raise
     yield str(conninfo_to_dict(dsn)["dbname"])
     drop_database(ledger_server, dsn)
 
