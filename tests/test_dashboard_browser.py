@@ -13,6 +13,8 @@ import pytest
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions
+from selenium.webdriver.support.wait import WebDriverWait
 
 from conftest import World
 from http_support import listener_login, request, running
@@ -67,6 +69,11 @@ def _count(world: World, sql: str, params: list[object] | None = None) -> int:
     row = world.conn.execute(sql, params).fetchone()
     assert row is not None
     return int(row["n"])
+
+
+def _wait_for(driver: webdriver.Chrome, element_id: str) -> None:
+    """Wait for the page a click navigates to."""
+    WebDriverWait(driver, 15).until(expected_conditions.presence_of_element_located((By.ID, element_id)))
 
 
 def _text(driver: webdriver.Chrome, element_id: str) -> str:
@@ -147,9 +154,11 @@ def test_dashboard_shows_what_the_database_holds(world: World, browser: webdrive
         # Redrive through the page: select, review, confirm.
         browser.find_element(By.CSS_SELECTOR, f'input[name="id"][value="{letter["msg_id"]}"]').click()
         browser.find_element(By.ID, "redrive").click()
+        _wait_for(browser, "confirm-redrive")
         assert "Redrive 1 dead letter(s)?" in browser.page_source
         assert len(world.dead_letters()) == 1 and world.dead_letters()[0]["msg_id"] == letter["msg_id"]
         browser.find_element(By.ID, "confirm-redrive").click()
+        _wait_for(browser, "message")
         assert _text(browser, "message") == "Moved 1 dead letter(s) back onto the queue."
         archived_letter = _count(
             world,
