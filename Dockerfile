@@ -18,6 +18,9 @@ USER listener
 WORKDIR /home/listener
 
 EXPOSE 9187
+# The HTTP port binds loopback by default; in a container that is unreachable from a
+# published port, so the image binds every interface and the host decides what to publish.
+ENV LISTENER_HTTP_HOST=0.0.0.0
 # /readyz answers 200 once LISTEN is alive and the queue was polled recently. The image
 # has no curl; Python is there anyway. Only `run --http-port 9187` serves it, so the
 # one-shot commands (migrate, complete-past) report unhealthy if left running: they are not.

@@ -30,6 +30,10 @@ class Settings(BaseSettings):
     # `listener status` counts a recent session_ledger.drain() run (pg_cron) as a live consumer.
     drain_counts_as_consumer: bool = Field(default=True)
     http_port: int | None = Field(default=None, ge=0, le=65535)
+    # Loopback unless told otherwise: the dashboard and the probes are for this host's operators.
+    http_host: str = Field(default="127.0.0.1", min_length=1)
+    # Turns the dashboard on; without it `/` and the actions answer 404.
+    dashboard_token: SecretStr | None = Field(default=None)
 
     @field_validator("log_format")
     @classmethod

@@ -396,3 +396,31 @@ SELECT id FROM public.client_purchases WHERE id = ANY (%(packs)s::uuid[]);
 -- Take the given-away sessions of these packs (one transaction; the caller commits or rolls back).
 SELECT booking_id, purchase_id, start_time, charged, reason, sessions_used
 FROM session_ledger.audit_charge(%(packs)s::uuid[]);
+
+-- dashboard
+
+-- name: dashboard_lag
+SELECT minute, events, lag_p50_s, lag_p99_s, lag_max_s
+FROM session_ledger.dashboard_lag(%(minutes)s);
+
+-- name: dashboard_dead_letters
+SELECT msg_id, enqueued_at, reason, payload
+FROM session_ledger.dashboard_dead_letters(%(limit)s);
+
+-- name: dashboard_unfunded
+SELECT booking_id, purchase_id, reason, updated_at
+FROM session_ledger.dashboard_unfunded(%(limit)s);
+
+-- name: dashboard_out_of_sync
+SELECT booking_id, booking_status, booking_purchase_id, ledger_state, ledger_purchase_id
+FROM session_ledger.dashboard_out_of_sync(%(limit)s);
+
+-- name: dashboard_recent_charges
+SELECT booking_id, purchase_id, state, reason, source, updated_at
+FROM session_ledger.dashboard_recent_charges(%(limit)s);
+
+-- name: dashboard_redrive
+SELECT session_ledger.dashboard_redrive(%(msg_ids)s) AS moved;
+
+-- name: dashboard_replay
+SELECT session_ledger.dashboard_replay(%(booking_id)s) AS enqueued;

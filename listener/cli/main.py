@@ -53,7 +53,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--visibility-timeout", type=int, help="seconds a read message stays hidden (default 30)")
     p.add_argument("--max-reads", type=int, help="reads before a message is dead-lettered (default 10)")
     p.add_argument("--log-format", choices=["text", "json"], help="log line format (default text)")
-    p.add_argument("--http-port", type=int, help="serve /metrics, /healthz and /readyz on this port")
+    p.add_argument(
+        "--http-port",
+        type=int,
+        help="serve /metrics, /healthz, /readyz (and the dashboard, with $LISTENER_DASHBOARD_TOKEN) on this port",
+    )
+    p.add_argument("--http-host", help="address the HTTP port binds (default 127.0.0.1)")
 
     p = with_dsn(sub.add_parser("status", help="queue, dead letters, ledger and listeners at a glance"))
     p.add_argument("--json", action="store_true", help="print JSON for scripts")
@@ -157,6 +162,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         "max_reads": getattr(args, "max_reads", None),
         "log_format": getattr(args, "log_format", None),
         "http_port": getattr(args, "http_port", None),
+        "http_host": getattr(args, "http_host", None),
     }
     try:
         return Settings(**{k: v for k, v in overrides.items() if v is not None})
@@ -210,7 +216,12 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     if settings.http_port is not None:
         from listener.http.server import serve
 
-        server = serve(worker, port=settings.http_port)
+        server = serve(
+            worker,
+            port=settings.http_port,
+            host=settings.http_host,
+            dashboard_token=settings.dashboard_token,
+        )
 
     def stop(signum: int, _frame: FrameType | None) -> None:
         log.info("received %s; finishing the batch in hand", signal.Signals(signum).name)
@@ -223,6 +234,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         if server is not None:
             server.shutdown()
+            server.server_close()
     log.info("listener %s stopped; outcomes %s", worker.id, dict(worker.stats.outcomes))
     return 0
 

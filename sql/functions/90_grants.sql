@@ -57,7 +57,15 @@ BEGIN
         session_ledger.queue_depths(),
         session_ledger.drain(int),
         session_ledger.installed_schema(),
-        session_ledger.complete_past_bookings()
+        session_ledger.complete_past_bookings(),
+        -- the dashboard's reads and its two actions (70_dashboard.sql)
+        session_ledger.dashboard_lag(int),
+        session_ledger.dashboard_dead_letters(int),
+        session_ledger.dashboard_unfunded(int),
+        session_ledger.dashboard_out_of_sync(int),
+        session_ledger.dashboard_recent_charges(int),
+        session_ledger.dashboard_redrive(bigint[]),
+        session_ledger.dashboard_replay(uuid)
     TO session_ledger_listener;
     GRANT SELECT ON session_ledger.migrations TO session_ledger_listener;
 
