@@ -190,9 +190,11 @@ AS $$
                session_ledger.consumed_pack(n_status, n_pack, p_consuming) AS n_c,
                o_client IS NOT DISTINCT FROM n_client AND o_org IS NOT DISTINCT FROM n_org AS same_owner
     )
-    SELECT (k.o_c IS NULL OR (k.o_c OPERATOR(pg_catalog.=) k.n_c AND k.same_owner)
+    -- coalesce: an unknown is a refusal, never a pass
+    SELECT coalesce(
+           (k.o_c IS NULL OR (k.o_c IS NOT DISTINCT FROM k.n_c AND k.same_owner)
             OR session_ledger.may_move_pack(k.o_c))
-       AND (k.n_c IS NULL OR (k.n_c OPERATOR(pg_catalog.=) k.o_c AND k.same_owner)
+       AND (k.n_c IS NULL OR (k.n_c IS NOT DISTINCT FROM k.o_c AND k.same_owner)
             OR session_ledger.may_move_pack(k.n_c))
        AND (k.n_c IS NOT NULL OR n_pack IS NULL
             OR (n_pack IS NOT DISTINCT FROM o_pack AND k.same_owner)
@@ -201,6 +203,7 @@ AS $$
                 AND EXISTS (SELECT 1 FROM public.client_purchases p
                             WHERE p.id OPERATOR(pg_catalog.=) n_pack
                               AND p.client_id OPERATOR(pg_catalog.=) n_client
-                              AND p.org_id OPERATOR(pg_catalog.=) n_org)))
+                              AND p.org_id OPERATOR(pg_catalog.=) n_org))),
+           false)
     FROM k
 $$;
