@@ -127,6 +127,24 @@ class DatabaseCollector(Collector):
                 "Age of the most recent heartbeat of any listener",
                 min(ages),
             )
+        drain = status.get("drain") or {}
+        # session_ledger.drain(), the pg_cron consumer: how recently it ran and how much it did.
+        yield _gauge(
+            "session_ledger_drain_runs_last_hour",
+            "Runs of session_ledger.drain() in the last hour",
+            drain.get("runs_last_hour"),
+        )
+        yield _gauge(
+            "session_ledger_drain_handled_last_hour",
+            "Events session_ledger.drain() handled in the last hour",
+            drain.get("handled_last_hour"),
+        )
+        if drain.get("last_age_s") is not None:
+            yield _gauge(
+                "session_ledger_drain_last_run_age_seconds",
+                "Seconds since session_ledger.drain() last finished",
+                drain.get("last_age_s"),
+            )
         reasons = GaugeMetricFamily(
             "session_ledger_dead_letters_by_reason",
             "Dead letters of the five most common reasons",

@@ -156,7 +156,7 @@ $$;
 
 -- The in-database consumer, for pg_cron: claims and handles batches through the
 -- listener's own functions until the queue is empty, p_max_events were handled,
--- or half the statement_timeout has passed. Everything it does commits with the
+-- or one more batch would not fit in half the statement_timeout. Everything it does commits with the
 -- calling statement. A batch the database rejects is retried one message at a
 -- time, and the one that fails is dead-lettered with its error, so one bad message
 -- cannot wedge every later run.
@@ -170,6 +170,8 @@ DECLARE
     c_max_reads constant int := 10;
     v_started timestamptz := pg_catalog.clock_timestamp();
     v_budget interval;
+    v_batch_started timestamptz;
+    v_slowest interval := interval '0';
     v_handled bigint := 0;
     v_ids bigint[]; v_dead bigint[]; v_reasons text[];
     v_one bigint;
@@ -178,7 +180,10 @@ BEGIN
                      THEN interval '60 seconds'
                      ELSE pg_catalog.current_setting('statement_timeout')::interval / 2 END;
     LOOP
-        EXIT WHEN v_handled >= p_max_events OR pg_catalog.clock_timestamp() - v_started > v_budget;
+        -- Stop while one more batch, as slow as the slowest so far, still fits the budget.
+        EXIT WHEN v_handled >= p_max_events
+               OR pg_catalog.clock_timestamp() - v_started + 2 * v_slowest > v_budget;
+        v_batch_started := pg_catalog.clock_timestamp();
         SELECT array_agg(r.msg_id ORDER BY r.msg_id) FILTER (WHERE r.read_ct <= c_max_reads),
                array_agg(r.msg_id ORDER BY r.msg_id) FILTER (WHERE r.read_ct > c_max_reads),
                array_agg('read ' || r.read_ct || ' times without being handled' ORDER BY r.msg_id)
@@ -206,6 +211,7 @@ BEGIN
             END IF;
         END;
         v_handled := v_handled + coalesce(array_length(v_ids, 1), 0) + coalesce(array_length(v_dead, 1), 0);
+        v_slowest := greatest(v_slowest, pg_catalog.clock_timestamp() - v_batch_started);
     END LOOP;
     INSERT INTO session_ledger.drain_runs (started_at, finished_at, handled, run_by)
     VALUES (v_started, pg_catalog.clock_timestamp(), v_handled, session_ledger.caller());
