@@ -194,13 +194,18 @@ BEGIN
         BEGIN
             PERFORM session_ledger.handle_batch_v2(NULL, v_ids, v_dead, v_reasons);
         EXCEPTION WHEN serialization_failure OR deadlock_detected OR lock_not_available OR query_canceled THEN
-            RAISE;  -- transient: the next run takes these messages again
+            -- Transient. This run holds every lock it took until it commits, so it may
+            -- deadlock with a listener: the failed batch's locks went with its
+            -- subtransaction; give its messages back now and keep what is done.
+            UPDATE pgmq.q_booking_events q SET vt = pg_catalog.clock_timestamp()
+             WHERE q.msg_id = ANY (coalesce(v_ids, '{}') || coalesce(v_dead, '{}'));
+            EXIT;
         WHEN OTHERS THEN
             FOREACH v_one IN ARRAY coalesce(v_ids, '{}') LOOP
                 BEGIN
                     PERFORM session_ledger.handle_batch_v2(NULL, ARRAY[v_one], NULL, NULL);
                 EXCEPTION WHEN serialization_failure OR deadlock_detected OR lock_not_available OR query_canceled THEN
-                    RAISE;
+                    UPDATE pgmq.q_booking_events q SET vt = pg_catalog.clock_timestamp() WHERE q.msg_id = v_one;
                 WHEN OTHERS THEN
                     PERFORM session_ledger.handle_batch_v2(
                         NULL, NULL, ARRAY[v_one], ARRAY['database rejected the event: ' || SQLSTATE || ': ' || SQLERRM]);

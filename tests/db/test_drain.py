@@ -1,0 +1,181 @@
+"""session_ledger.drain(): the in-database consumer pg_cron runs, beside or instead of the listener."""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+
+import psycopg
+import pytest
+
+from listener.core.db import connect
+from listener.testing import app_data
+from listener.testing.checker import check, snapshot_used
+from listener.testing.ledger import Ledger, ListenerThread
+from listener.testing.supabase import SupabaseAppDb
+
+from support.world import World, run_cli
+
+
+def _drain(dsn: str, limit: int = 10_000) -> int:
+    with connect(dsn, purpose="tests") as conn:
+        row = conn.execute("SELECT session_ledger.drain(%s) AS n", [limit]).fetchone()
+    assert row is not None
+    return int(row["n"])
+
+
+def test_drain_handles_the_queue_through_the_listeners_path_and_leaves_a_trace(world: World) -> None:
+    pack = world.pack(sessions_total=3)
+    bookings = world.bookings(pack, count=5)
+    start = snapshot_used(world.conn)
+    for b in bookings:
+        world.set_status(b, "completed")
+    world.send_raw("'\"not an event\"'::jsonb")
+    world.send_raw("jsonb_build_object('type', 'booking.changed', 'v', 1, 'booking_id', 'NOT-A-UUID')")
+
+    assert _drain(world.ledger.dsn, limit=3) == 3, "stops at its limit"
+    assert _drain(world.ledger.dsn) == 4, "then takes the rest"
+    assert _drain(world.ledger.dsn) == 0
+
+    assert world.used(pack) == 3  # earliest three paid, the pack is exhausted
+    states = [world.ledger_state(b) for b in bookings]
+    assert [s[0] for s in states if s] == ["paid"] * 3 + ["unfunded"] * 2
+    reasons = [d["reason"] for d in world.dead_letters()]
+    assert reasons == ["not a booking.changed v1 event naming a booking by its canonical uuid"] * 2
+    assert check(world.conn, start).ok
+
+    runs = world.conn.execute("SELECT handled, run_by FROM session_ledger.drain_runs ORDER BY id").fetchall()
+    assert [r["handled"] for r in runs] == [3, 4, 0]
+    status = run_cli("status", "--json", "--dsn", world.ledger.dsn)
+    report = json.loads(status.stdout)
+    assert report["drain"]["runs_last_hour"] == 3 and report["drain"]["handled_last_hour"] == 7
+    assert report["drain"]["live"] is True
+    # A recent drain counts as a consumer: with no listener at all, only the dead letters are a problem.
+    assert report["problems"] == ["2 dead-lettered event(s)"]
+    ignored = run_cli(
+        "status", "--json", "--dsn", world.ledger.dsn, env={"LISTENER_DRAIN_COUNTS_AS_CONSUMER": "false"}
+    )
+    assert any("no live listener" in p for p in json.loads(ignored.stdout)["problems"])
+
+
+def test_drain_stays_under_the_statement_timeout(world: World) -> None:
+    pack = world.pack(sessions_total=100_000)
+    world.bookings(pack, count=20_000, status="completed")  # 20000 events from one INSERT
+    with connect(world.ledger.dsn, purpose="tests") as conn:
+        conn.execute("SET statement_timeout = '1s'")
+        first = conn.execute("SELECT session_ledger.drain() AS n").fetchone()
+    assert first is not None and 0 < first["n"] < 20_000, (
+        "it stops at half the timeout instead of being cancelled"
+    )
+    left = 20_000 - first["n"]
+    while left:
+        with connect(world.ledger.dsn, purpose="tests") as conn:
+            conn.execute("SET statement_timeout = '1s'")
+            row = conn.execute("SELECT session_ledger.drain() AS n").fetchone()
+        assert row is not None and row["n"] > 0
+        left -= row["n"]
+    assert world.used(pack) == 20_000
+
+
+def test_drain_beside_running_listeners_charges_every_booking_exactly_once(
+    world: World, ledger_dsn: str
+) -> None:
+    packs = [world.pack(sessions_total=40), world.pack(sessions_total=1000)]
+    bookings = [b for p in packs for b in world.bookings(p, count=60)]
+    start = snapshot_used(world.conn)
+    stop = threading.Event()
+    drained: list[int] = []
+
+    def cron() -> None:
+        while not stop.is_set():
+            drained.append(_drain(ledger_dsn, limit=50))
+
+    def writer(seed: int) -> None:
+        rng = random.Random(seed)
+        with connect(ledger_dsn, purpose="tests") as conn:
+            for _ in range(150):
+                b = rng.choice(bookings)
+                status = rng.choice(["completed", "completed", "cancelled", "confirmed"])
+                conn.execute("UPDATE public.bookings SET status = %s WHERE id = %s", [status, b])
+
+    # A backlog first, so drain() surely takes part; then both consumers race the writers.
+    writer(99)
+    drains = [threading.Thread(target=cron) for _ in range(2)]
+    writers = [threading.Thread(target=writer, args=(s,)) for s in range(3)]
+    listeners: list[ListenerThread] = []
+    try:
+        for t in drains:
+            t.start()
+        listeners = [ListenerThread(ledger_dsn, batch_size=9).start() for _ in range(2)]
+        for t in writers:
+            t.start()
+        for t in writers:
+            t.join()
+        world.ledger.bulk_complete()
+        world.ledger.drain(listener_running=True)
+    finally:
+        stop.set()
+        for t in drains:
+            t.join()
+        for lt in listeners:
+            lt.stop()
+    assert sum(drained) > 0, "drain() took part"
+    verdict = check(world.conn, start)
+    assert verdict.ok, verdict.examples
+
+
+def test_only_the_owner_and_the_listeners_role_may_drain(world: World) -> None:
+    for role in ("anon", "authenticated", "service_role"):
+        with connect(world.ledger.dsn, autocommit=False, purpose="tests") as conn:
+            conn.execute(psycopg.sql.SQL("SET ROLE {}").format(psycopg.sql.Identifier(role)))
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute("SELECT session_ledger.drain()")
+    with connect(world.ledger.dsn, autocommit=False, purpose="tests") as conn:
+        conn.execute("SET ROLE session_ledger_listener")
+        row = conn.execute("SELECT session_ledger.drain() AS n").fetchone()
+        assert row == {"n": 0}
+
+
+def test_pg_cron_drains_a_completion_within_one_period_with_no_listener(
+    supabase_app_db: SupabaseAppDb,
+) -> None:
+    cluster = supabase_app_db.cluster
+    assert cluster.cron_database is not None
+    ledger = Ledger(supabase_app_db.postgres_dsn)
+    cron = connect(cluster.postgres_dsn(cluster.cron_database), purpose="tests")
+    job = None
+    try:
+        studio = app_data.create_studio(ledger.conn)
+        pack = app_data.create_pack(ledger.conn, studio, sessions_total=5)
+        [booking] = app_data.create_bookings(ledger.conn, studio, pack)
+        # As the README says for pg_cron before 1.5 (Debian's 1.4 takes minutes only);
+        # Supabase's takes '10 seconds'. Scheduled by postgres, so it runs as postgres.
+        row = cron.execute(
+            "SELECT cron.schedule_in_database('session-ledger-drain', '* * * * *',"
+            " 'select session_ledger.drain()', %s) AS job",
+            [supabase_app_db.name],
+        ).fetchone()
+        assert row is not None
+        job = row["job"]
+        supabase_app_db.request(
+            "UPDATE public.bookings SET status = 'completed' WHERE id = %s",
+            [booking],
+            role="authenticated",
+            user_id=studio.trainer_user_id,
+        )
+        deadline = time.monotonic() + 75  # one period, and the start of the next minute
+        while ledger.sessions_used(pack) == 0:
+            assert time.monotonic() < deadline, "pg_cron's drain did not charge within one period"
+            time.sleep(0.5)
+        assert ledger.queue_depth() == 0
+        charge = ledger.ledger_row(booking)
+        assert charge is not None and charge["state"] == "paid"
+        runs = ledger.conn.execute("SELECT handled, run_by FROM session_ledger.drain_runs").fetchall()
+        assert runs and runs[0]["handled"] == 1 and runs[0]["run_by"] == "postgres"
+    finally:
+        if job is not None:
+            cron.execute("SELECT cron.unschedule(%s)", [job])
+        cron.close()
+        ledger.close()

@@ -1,0 +1,182 @@
+"""The dashboard in a real browser: Debian's headless Chromium against a real listener and database."""
+
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+
+import pytest
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions
+from selenium.webdriver.support.wait import WebDriverWait
+
+from support import ROOT
+from support.http import listener_login, request, running
+from support.world import World
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+SCREENSHOT = ROOT / "docs" / "dashboard.png"
+TOKEN = "browser-test-token-5b1f"
+
+
+@pytest.fixture
+def browser(monkeypatch: pytest.MonkeyPatch) -> Iterator[webdriver.Chrome]:
+    """Headless Chromium from Debian, driven by its own chromedriver; nothing is downloaded."""
+    for path in (CHROMIUM, CHROMEDRIVER):
+        if not os.access(path, os.X_OK):
+            pytest.fail(f"{path} is missing: apt-get install -y chromium chromium-driver")
+    # selenium-manager must not fetch a browser or a driver of its own.
+    monkeypatch.setenv("SE_OFFLINE", "true")
+    profile = tempfile.mkdtemp(prefix="chromium-profile-")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        "--window-size=1280,1000",
+        f"--user-data-dir={profile}",
+    ):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+def _authenticate(driver: webdriver.Chrome, token: str) -> None:
+    """Send HTTP Basic on every request of this browser, as a password manager would."""
+    header = "Basic " + base64.b64encode(f"operator:{token}".encode()).decode()
+    driver.execute_cdp_cmd("Network.enable", {})
+    driver.execute_cdp_cmd("Network.setExtraHTTPHeaders", {"headers": {"Authorization": header}})
+
+
+def _count(world: World, sql: str, params: list[object] | None = None) -> int:
+    row = world.conn.execute(sql, params).fetchone()
+    assert row is not None
+    return int(row["n"])
+
+
+def _wait_for(driver: webdriver.Chrome, element_id: str) -> None:
+    """Wait for the page a click navigates to."""
+    WebDriverWait(driver, 15).until(expected_conditions.presence_of_element_located((By.ID, element_id)))
+
+
+def _text(driver: webdriver.Chrome, element_id: str) -> str:
+    return str(driver.find_element(By.ID, element_id).text)
+
+
+def _seed_an_hour_of_history(world: World) -> None:
+    """Archived events over the last hour, as a listener that ran all along would have left them."""
+    world.conn.execute(
+        """INSERT INTO pgmq.a_booking_events (msg_id, read_ct, enqueued_at, archived_at, vt, message)
+           SELECT 1000000 + m * 1000 + i, 1, x.t - x.lag, x.t, x.t,
+                  jsonb_build_object('type', 'booking.changed', 'v', 1,
+                                     'booking_id', gen_random_uuid(), 'source', 'history')
+           FROM generate_series(1, 58) AS m,
+                LATERAL generate_series(1, 20 + (m * 7) % 30) AS i,
+                LATERAL (SELECT date_trunc('minute', now()) - make_interval(mins => m)
+                                + make_interval(secs => i) AS t,
+                                make_interval(secs => 0.02 + (m % 10) * 0.03 + (i % 7) * 0.01) AS lag) AS x"""
+    )
+
+
+def test_dashboard_shows_what_the_database_holds(world: World, browser: webdriver.Chrome) -> None:
+    pack = world.pack(sessions_total=2)
+    bookings = world.bookings(pack, count=3)
+    with listener_login(world.ledger.dsn) as dsn, running(dsn, token=TOKEN) as proc:
+        for b in bookings:
+            world.set_status(b, "completed")
+        world.send_raw("'\"not an event\"'::jsonb")
+        world.ledger.drain(listener_running=True)
+        _seed_an_hour_of_history(world)
+
+        # Without the token: nothing of the dashboard.
+        assert request(f"{proc.base}/").status == 401
+        browser.get(f"{proc.base}/")
+        assert 'id="queue-depth"' not in browser.page_source
+
+        _authenticate(browser, TOKEN)
+        browser.get(f"{proc.base}/")
+        assert browser.title == "session ledger"
+        assert _text(browser, "readiness") == "ready"
+        queue = _count(world, "SELECT count(*) AS n FROM pgmq.q_booking_events")
+        dead = _count(world, "SELECT count(*) AS n FROM pgmq.q_booking_events_dlq")
+        paid = _count(world, "SELECT count(*) AS n FROM session_ledger.charges WHERE state = 'paid'")
+        unfunded = _count(world, "SELECT count(*) AS n FROM session_ledger.charges WHERE state = 'unfunded'")
+        assert (dead, paid, unfunded) == (1, 2, 1)
+        assert _text(browser, "queue-depth") == str(queue)
+        assert _text(browser, "dead-letters") == str(dead)
+        assert _text(browser, "paid") == str(paid)
+        assert _text(browser, "unfunded") == str(unfunded)
+        assert _text(browser, "out-of-sync") == "0"
+        [letter] = world.dead_letters()
+        reasons = [e.text for e in browser.find_elements(By.CSS_SELECTOR, "#dead-letter-table td.reason")]
+        assert reasons == [letter["reason"]]
+        assert "not an event" in _text(browser, "dead-letter-table")
+        unfunded_table = _text(browser, "unfunded-table")
+        [row] = world.conn.execute(
+            "SELECT booking_id, reason FROM session_ledger.charges WHERE state = 'unfunded'"
+        )
+        assert str(row["booking_id"]) in unfunded_table and row["reason"] in unfunded_table
+        hosts = browser.find_elements(By.CSS_SELECTOR, "#listeners tr")
+        assert len(hosts) == 2, "one header row and one live listener"
+        window = "archived_at >= date_trunc('minute', now()) - interval '59 minutes'"
+        archived = _count(world, f"SELECT count(*) AS n FROM pgmq.a_booking_events WHERE {window}")
+        minutes = _count(
+            world,
+            f"SELECT count(DISTINCT date_trunc('minute', archived_at)) AS n FROM pgmq.a_booking_events WHERE {window}",
+        )
+        assert archived > 3 and minutes > 50
+        assert f"({archived} in all)" in browser.find_element(By.TAG_NAME, "main").text
+        assert len(browser.find_elements(By.CSS_SELECTOR, "#lag-chart rect")) == minutes
+
+        height = int(browser.execute_script("return document.documentElement.scrollHeight"))
+        # The window's frame takes some of its height; leave room so the whole page fits.
+        browser.set_window_size(1280, min(max(height, 800), 4000) + 200)
+        SCREENSHOT.parent.mkdir(exist_ok=True)
+        assert browser.save_screenshot(str(SCREENSHOT))
+
+        # Redrive through the page: select, review, confirm.
+        browser.find_element(By.CSS_SELECTOR, f'input[name="id"][value="{letter["msg_id"]}"]').click()
+        browser.find_element(By.ID, "redrive").click()
+        _wait_for(browser, "confirm-redrive")
+        assert "Redrive 1 dead letter(s)?" in browser.page_source
+        assert len(world.dead_letters()) == 1 and world.dead_letters()[0]["msg_id"] == letter["msg_id"]
+        browser.find_element(By.ID, "confirm-redrive").click()
+        _wait_for(browser, "message")
+        assert _text(browser, "message") == "Moved 1 dead letter(s) back onto the queue."
+        archived_letter = _count(
+            world,
+            "SELECT count(*) AS n FROM pgmq.a_booking_events_dlq WHERE msg_id = %s",
+            [letter["msg_id"]],
+        )
+        assert archived_letter == 1
+        logs = proc.stop()
+    assert "redrove 1 of 1 dead letter(s)" in logs
+    assert TOKEN not in logs
+
+
+def test_no_token_means_no_dashboard_in_the_browser(world: World, browser: webdriver.Chrome) -> None:
+    with running(world.ledger.dsn) as proc:
+        _authenticate(browser, TOKEN)
+        browser.get(f"{proc.base}/")
+        assert "not found" in browser.page_source
+        assert request(f"{proc.base}/", token=TOKEN).status == 404
+        browser.get(f"{proc.base}/metrics")
+        assert "session_ledger_queue_depth" in browser.page_source
+        proc.stop()

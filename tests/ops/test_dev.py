@@ -1,0 +1,111 @@
+"""`listener dev` as a user runs it: a separate process, its printed DSN, a completion, Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import queue
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import IO
+
+import pytest
+
+from listener.core.db import connect
+from listener.devtools import demo_data
+
+from support.world import LISTENER
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _lines(stream: IO[str], into: queue.Queue[str]) -> None:
+    for line in stream:
+        into.put(line.rstrip("\n"))
+
+
+def test_dev_prints_a_working_dsn_charges_a_completion_and_cleans_up_on_ctrl_c() -> None:
+    port = _free_port()
+    proc = subprocess.Popen(
+        [*LISTENER, "dev", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    out: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=_lines, args=(proc.stdout, out), daemon=True).start()
+    printed: dict[str, str] = {}
+    try:
+        deadline = time.monotonic() + 90
+        while "the listener is running" not in printed.get("last", ""):
+            assert proc.poll() is None, f"listener dev exited: {proc.stderr.read() if proc.stderr else ''}"
+            assert time.monotonic() < deadline, f"no DSN printed; got {printed}"
+            try:
+                line = out.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            key, sep, value = line.partition("=")
+            if sep and key.isupper():
+                printed[key] = value
+            elif line.startswith("data:"):
+                printed["data"] = line.split()[1]
+            printed["last"] = line
+        dsn, tcp, data = printed["DATABASE_URL"], printed["TCP_DATABASE_URL"], Path(printed["data"])
+        assert tcp == f"postgresql://postgres@127.0.0.1:{port}/app"
+        assert data.is_dir()
+
+        with connect(dsn) as conn:
+            org = demo_data.create_org(conn)
+            pack = demo_data.create_pack(conn, org, sessions_total=5)
+            [booking] = demo_data.create_bookings(conn, org, pack)
+            conn.execute("UPDATE public.bookings SET status = 'completed' WHERE id = %s", [booking])
+        with connect(tcp) as conn:
+            deadline = time.monotonic() + 15
+            while demo_data.sessions_used(conn, pack) != 1:
+                assert time.monotonic() < deadline, "the dev listener did not charge the completion"
+                time.sleep(0.05)
+            row = conn.execute(
+                "SELECT state FROM session_ledger.charges WHERE booking_id = %s", [booking]
+            ).fetchone()
+            assert row is not None and row["state"] == "paid"
+
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    stderr = proc.stderr.read() if proc.stderr else ""
+    assert "Traceback" not in stderr
+    assert not data.exists(), "the data directory is deleted unless --keep"
+    assert not data.parent.exists()
+    with socket.socket() as s:
+        assert s.connect_ex(("127.0.0.1", port)) != 0, "the server is stopped"
+
+
+def test_dev_psql_example_script_completes_a_booking() -> None:
+    if shutil.which("psql") is None:
+        pytest.skip("psql is not installed")
+    env = {**os.environ, "LISTENER": f"{sys.executable} -m listener"}
+    result = subprocess.run(
+        ["bash", str(ROOT / "examples" / "dev_psql.sh")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    after = result.stdout.split("after:", 1)[1]
+    assert " 1 |" in after and "| paid" in after, result.stdout

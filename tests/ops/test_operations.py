@@ -1,0 +1,231 @@
+"""Operators' commands: reconcile, replay, dead-letter redrive and prune, against real databases."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+
+from listener.core.db import connect
+from listener.testing.checker import check, snapshot_used
+
+from support.world import LISTENER, World, run_cli
+
+
+def _bypassed(world: World, sql: str, params: list[object]) -> None:
+    """Write as a restore or logical replication would: triggers do not fire."""
+    with connect(world.ledger.dsn, autocommit=False) as conn:
+        conn.execute("SET LOCAL session_replication_role = replica")
+        conn.execute(sql, params)
+        conn.commit()
+
+
+def test_reconcile_repairs_bypassed_completions_cancels_and_moves(world: World) -> None:
+    a, b = world.pack(sessions_total=10), world.pack(sessions_total=10)
+    done, to_cancel, to_move, never_seen, untouched = world.bookings(a, count=5)
+    start = snapshot_used(world.conn)
+    for booking in (to_cancel, to_move, untouched):
+        world.set_status(booking, "completed")
+    world.drain()
+    world.conn.execute("SELECT public.use_session(%s)", [b])  # the trainer's manual "use 1 session"
+    start[b] += 1
+    _bypassed(
+        world, "UPDATE public.bookings SET status = 'completed' WHERE id = ANY(%s)", [[done, never_seen]]
+    )
+    _bypassed(world, "UPDATE public.bookings SET status = 'cancelled' WHERE id = %s", [to_cancel])
+    _bypassed(world, "UPDATE public.bookings SET purchase_id = %s WHERE id = %s", [b, to_move])
+    assert world.queue() == []
+    before = snapshot_used(world.conn)
+
+    dry = run_cli("reconcile", "--dsn", world.ledger.dsn, "--dry-run", "--json")
+    assert dry.returncode == 0, dry.stderr
+    plan = json.loads(dry.stdout)
+    assert plan["out_of_sync"] == 4
+    assert plan["outcomes"] == {"paid": 2, "moved": 1, "released": 1}
+    assert snapshot_used(world.conn) == before  # a dry run changes nothing
+
+    result = run_cli("reconcile", "--dsn", world.ledger.dsn, "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["outcomes"] == {"moved": 1, "paid": 2, "released": 1}
+    per_pack = {p["purchase_id"]: p for p in report["packs"]}
+    assert per_pack[str(a)]["net"] == 2 - 1 - 1
+    assert per_pack[str(b)]["net"] == 1
+    verdict = check(world.conn, start)
+    assert verdict.ok, verdict.examples
+    assert world.used(b) == 2  # the manual adjustment survives
+
+    again = json.loads(run_cli("reconcile", "--dsn", world.ledger.dsn, "--json").stdout)
+    assert again["out_of_sync"] == 0 and again["packs"] == []
+
+
+def test_reconcile_interrupted_and_rerun_charges_each_booking_once(world: World) -> None:
+    packs = [world.pack(sessions_total=10_000) for _ in range(3)]
+    bookings = [b for p in packs for b in world.bookings(p, count=4000)]
+    start = snapshot_used(world.conn)
+    _bypassed(world, "UPDATE public.bookings SET status = 'completed' WHERE id = ANY(%s)", [bookings])
+    proc = subprocess.Popen(
+        [*LISTENER, "reconcile", "--dsn", world.ledger.dsn],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        row = world.conn.execute("SELECT count(*) AS n FROM session_ledger.charges").fetchone()
+        if row is not None and row["n"] > 0:
+            break
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert "Traceback" not in err
+    partial = world.conn.execute("SELECT count(*) AS n FROM session_ledger.charges").fetchone()
+    assert partial is not None
+    assert proc.returncode == 130, err  # interrupted mid-run, not finished
+    assert "interrupted" in err
+    assert 0 < partial["n"] < len(bookings)
+    rerun = run_cli("reconcile", "--dsn", world.ledger.dsn, "--json")
+    assert rerun.returncode == 0, rerun.stderr
+    assert json.loads(rerun.stdout)["out_of_sync"] == len(bookings) - partial["n"]
+    verdict = check(world.conn, start)
+    assert verdict.ok, verdict.examples
+    assert sum(world.used(p) for p in packs) == len(bookings)
+
+
+def test_replay_from_archive_repairs_and_never_double_charges(world: World) -> None:
+    pack = world.pack(sessions_total=10)
+    kept, stale = world.bookings(pack, count=2)
+    world.set_status(kept, "completed")
+    world.set_status(stale, "completed")
+    world.drain()
+    _bypassed(world, "UPDATE public.bookings SET status = 'cancelled' WHERE id = %s", [stale])
+    assert world.used(pack) == 2
+
+    dry = run_cli("replay", "--from-archive", "--dsn", world.ledger.dsn, "--dry-run", "--json")
+    assert dry.returncode == 0, dry.stderr
+    assert json.loads(dry.stdout)["actions"] == {"no-op": 1, "released": 1}
+    assert world.queue() == []
+
+    for _ in range(2):
+        result = run_cli("replay", "--from-archive", "--dsn", world.ledger.dsn, "--json")
+        assert json.loads(result.stdout)["enqueued"] == 2
+        world.drain()
+    assert world.used(pack) == 1
+    assert world.ledger_state(stale) == ("released", pack)
+
+
+def test_replay_filters_by_booking_and_time(world: World) -> None:
+    pack = world.pack(sessions_total=10)
+    first, second = world.bookings(pack, count=2)
+    world.set_status(first, "completed")
+    world.set_status(second, "completed")
+    world.drain()
+    one = json.loads(
+        run_cli(
+            "replay", "--from-archive", "--dsn", world.ledger.dsn, "--booking", str(first), "--json"
+        ).stdout
+    )
+    assert one["enqueued"] == 1
+    assert [m["message"]["booking_id"] for m in world.queue()] == [str(first)]  # type: ignore[index]
+    future = json.loads(
+        run_cli(
+            "replay", "--from-archive", "--dsn", world.ledger.dsn, "--since", "2999-01-01T00:00:00", "--json"
+        ).stdout
+    )
+    assert future["bookings"] == 0 and future["enqueued"] == 0
+
+
+def test_replay_bad_input_changes_nothing(world: World) -> None:
+    pack = world.pack(sessions_total=10)
+    [b] = world.bookings(pack)
+    world.set_status(b, "completed")
+    world.drain()
+    unknown = run_cli(
+        "replay",
+        "--from-archive",
+        "--dsn",
+        world.ledger.dsn,
+        "--booking",
+        "00000000-0000-0000-0000-000000000000",
+    )
+    assert unknown.returncode == 1
+    assert "no archived events for booking(s) 00000000-0000-0000-0000-000000000000" in unknown.stderr
+    overlap = run_cli(
+        "replay",
+        "--from-archive",
+        "--dsn",
+        world.ledger.dsn,
+        "--since",
+        "2026-02-01",
+        "--until",
+        "2026-01-01",
+    )
+    assert overlap.returncode == 2 and "--since must be earlier than --until" in overlap.stderr
+    for args in (
+        ["--from-archive", "--dead-letter"],
+        [],
+        ["--dead-letter"],
+        ["--from-archive", "--booking", "x"],
+    ):
+        bad = run_cli("replay", *args, "--dsn", world.ledger.dsn)
+        assert bad.returncode == 2, args
+        assert len(bad.stderr.strip().splitlines()) == 1 and "Traceback" not in bad.stderr
+    missing = run_cli("replay", "--dead-letter", "--id", "424242", "--dsn", world.ledger.dsn)
+    assert missing.returncode == 1 and "no dead letter with id 424242" in missing.stderr
+    assert world.queue() == []
+    assert world.used(pack) == 1
+
+
+def test_dead_letter_shows_in_status_and_is_handled_once_after_redrive(world: World) -> None:
+    pack = world.pack(sessions_total=5)
+    [booking] = world.bookings(pack)
+    world.conn.execute(
+        f"ALTER TABLE public.client_purchases ADD CONSTRAINT frozen CHECK (sessions_used = 0 OR id <> '{pack}')"
+    )
+    world.set_status(booking, "completed")
+    world.drain()
+    [dead] = world.dead_letters()
+    assert "23514" in str(dead["reason"])
+    status = json.loads(run_cli("status", "--dsn", world.ledger.dsn, "--json").stdout)
+    assert status["dead_letter_depth"] == 1
+    assert "23514" in status["dead_letter_reasons"][0]["reason"]
+
+    dry = run_cli(
+        "replay", "--dead-letter", "--id", str(dead["msg_id"]), "--dsn", world.ledger.dsn, "--dry-run"
+    )
+    assert dry.returncode == 0 and "23514" in dry.stdout and "would move 1" in dry.stdout
+    assert len(world.dead_letters()) == 1 and world.queue() == []
+
+    world.conn.execute("ALTER TABLE public.client_purchases DROP CONSTRAINT frozen")  # the cause, fixed
+    moved = json.loads(
+        run_cli("replay", "--dead-letter", "--all", "--dsn", world.ledger.dsn, "--json").stdout
+    )
+    assert moved["moved"] == 1 and moved["dead_letters"][0]["reason"] == dead["reason"]
+    world.drain()
+    assert world.used(pack) == 1
+    assert world.dead_letters() == []
+    again = run_cli("replay", "--dead-letter", "--all", "--dsn", world.ledger.dsn, "--json")
+    assert json.loads(again.stdout)["moved"] == 0
+    world.drain()
+    assert world.used(pack) == 1
+
+
+def test_prune_removes_only_archive_rows_past_retention(world: World) -> None:
+    pack = world.pack(sessions_total=10)
+    bookings = world.bookings(pack, count=6)
+    for b in bookings:
+        world.set_status(b, "completed")
+    world.drain()
+    world.conn.execute(
+        "UPDATE pgmq.a_booking_events SET archived_at = now() - interval '40 days'"
+        " WHERE msg_id IN (SELECT msg_id FROM pgmq.a_booking_events ORDER BY msg_id LIMIT 4)"
+    )
+    result = run_cli("prune", "--older-than", "30d", "--dsn", world.ledger.dsn)
+    assert result.returncode == 0, result.stderr
+    assert "removed 4 archived event(s)" in result.stdout
+    left = world.conn.execute("SELECT count(*) AS n FROM pgmq.a_booking_events").fetchone()
+    assert left is not None and left["n"] == 2
+    assert world.used(pack) == 6
+    bad = run_cli("prune", "--older-than", "thirty days", "--dsn", world.ledger.dsn)
+    assert bad.returncode == 2 and "cannot read duration" in bad.stderr

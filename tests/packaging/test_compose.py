@@ -1,0 +1,200 @@
+"""docker-compose.yml and the Dockerfile, checked without a Docker engine.
+
+The compose file is parsed with PyYAML; every service's command is parsed by the
+listener's own argument parser, and the dependency graph is checked for order and
+conditions. The Dockerfile's HEALTHCHECK command is run against a real listener.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shlex
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from psycopg.conninfo import conninfo_to_dict
+
+from listener.cli.main import build_parser
+
+from support.world import LISTENER
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = ROOT / "docker-compose.yml"
+DOCKERFILE = ROOT / "Dockerfile"
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    data = yaml.safe_load(COMPOSE.read_text(encoding="utf-8"))
+    assert isinstance(data, dict)
+    return data
+
+
+def parse_cli(argv: list[str]) -> argparse.Namespace:
+    """Parse a command line with the real CLI parser; a usage error fails the test."""
+    try:
+        return build_parser().parse_args(argv)
+    except SystemExit as exc:
+        pytest.fail(f"not a valid listener command line: {argv} (exit {exc.code})")
+
+
+def listener_argvs(service: dict[str, Any]) -> list[list[str]]:
+    """The listener command lines a service runs: its command, or `listener ...` inside a shell loop."""
+    entrypoint = service.get("entrypoint")
+    command = service.get("command")
+    assert isinstance(command, list), "commands are lists, so no shell re-splits them"
+    if entrypoint is None:
+        return [list(map(str, command))]
+    assert entrypoint[:2] == ["/bin/sh", "-c"], entrypoint
+    [script] = command
+    argvs = []
+    for part in re.split(r";|&&|\|\|", script):
+        words = shlex.split(part)
+        while words and words[0] in ("do", "then", "else", "{"):
+            words = words[1:]
+        if words and words[0] == "listener":
+            argvs.append(words[1:])
+    return argvs
+
+
+def test_services_and_images(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    assert set(services) == {"db", "migrate", "listener", "cron"}
+    assert services["db"]["image"] in (
+        "postgres:17",
+        "ghcr.io/pgmq/pg17-pgmq:latest",
+        "ghcr.io/pgmq/pg17-pgmq",
+    )
+    for name in ("migrate", "listener", "cron"):
+        assert services[name]["build"] == "."
+        assert services[name]["image"] == services["listener"]["image"]
+
+
+def test_db_healthcheck_uses_pg_isready(compose: dict[str, Any]) -> None:
+    check = compose["services"]["db"]["healthcheck"]
+    assert check["test"][0] == "CMD-SHELL"
+    assert check["test"][1].startswith("pg_isready")
+    assert "-d app" in check["test"][1]
+
+
+def test_dependency_order_and_conditions(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    expected = {
+        "migrate": {"db": "service_healthy"},
+        "listener": {"migrate": "service_completed_successfully"},
+        "cron": {"migrate": "service_completed_successfully"},
+    }
+    for name, deps in expected.items():
+        got = {dep: cfg["condition"] for dep, cfg in services[name]["depends_on"].items()}
+        assert got == deps, name
+    assert "depends_on" not in services["db"]
+    # A start order exists (no cycle) and puts db, then migrate, before the long-running services.
+    order: list[str] = []
+    pending = dict(services)
+    while pending:
+        ready = sorted(n for n, s in pending.items() if set(s.get("depends_on", {})) <= set(order))
+        assert ready, f"dependency cycle among {sorted(pending)}"
+        order.extend(ready)
+        for n in ready:
+            del pending[n]
+    assert order.index("db") < order.index("migrate") < order.index("listener")
+    assert order.index("migrate") < order.index("cron")
+
+
+def test_restart_policies(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    assert services["listener"]["restart"] == "unless-stopped"
+    assert services["cron"]["restart"] == "unless-stopped"
+    # A one-shot that restarted would never "complete successfully" for its dependants.
+    assert services["migrate"].get("restart", "no") == "no"
+
+
+def test_every_command_is_a_valid_listener_invocation(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    parsed = {
+        name: [parse_cli(a) for a in listener_argvs(services[name])]
+        for name in ("migrate", "listener", "cron")
+    }
+    [migrate] = parsed["migrate"]
+    assert migrate.command == "migrate" and migrate.with_demo_schema
+    [run] = parsed["listener"]
+    assert run.command == "run" and not run.drain and run.http_port == 9187
+    [cron] = parsed["cron"]
+    assert cron.command == "complete-past"
+    assert re.search(r"sleep (\d+)", services["cron"]["command"][0]), "the cron loop waits between runs"
+    # The listener's metrics port is the one published.
+    assert any(str(p).endswith(f":{run.http_port}") for p in services["listener"]["ports"])
+
+
+def test_dsn_points_at_the_db_service(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    db_env = services["db"]["environment"]
+    for name in ("migrate", "listener", "cron"):
+        dsn = services[name]["environment"]["DATABASE_URL"]
+        parts = conninfo_to_dict(dsn)
+        assert parts["host"] == "db"
+        assert parts["dbname"] == db_env["POSTGRES_DB"]
+        assert parts["password"] == db_env["POSTGRES_PASSWORD"]
+
+
+def _dockerfile() -> dict[str, str]:
+    """The Dockerfile's instructions (continuation lines joined), last one of each kind."""
+    text = DOCKERFILE.read_text(encoding="utf-8").replace("\\\n", " ")
+    found: dict[str, str] = {}
+    for line in text.splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            keyword, _, rest = line.strip().partition(" ")
+            found[keyword.upper()] = rest.strip()
+            found.setdefault(f"FIRST_{keyword.upper()}", rest.strip())
+    return found
+
+
+def test_dockerfile_is_slim_non_root_with_listener_entrypoint() -> None:
+    d = _dockerfile()
+    assert d["FIRST_FROM"] == "python:3.11-slim"
+    assert json.loads(d["ENTRYPOINT"]) == ["listener"]
+    assert d["USER"] not in ("root", "0")
+    assert "pip install ." in DOCKERFILE.read_text(encoding="utf-8")
+    default = parse_cli(json.loads(d["CMD"]))
+    assert default.command == "run" and default.http_port == 9187
+
+
+def test_dockerfile_healthcheck_passes_against_a_running_listener(ledger_dsn: str) -> None:
+    check = _dockerfile()["HEALTHCHECK"]
+    assert "/readyz" in check
+    argv = json.loads(check.split("CMD", 1)[1].strip())
+    assert argv[:2] == ["python", "-c"]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "LISTENER_HTTP_PORT": str(port)}
+
+    def healthcheck() -> int:
+        return subprocess.run(
+            [sys.executable, *argv[1:]], env=env, capture_output=True, timeout=10, check=False
+        ).returncode
+
+    assert healthcheck() != 0, "nothing is listening yet, so the check must fail"
+    proc = subprocess.Popen(
+        [*LISTENER, "run", "--dsn", ledger_dsn, "--http-port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while healthcheck() != 0:
+            assert proc.poll() is None, "the listener exited"
+            assert time.monotonic() < deadline, "/readyz never answered 200"
+            time.sleep(0.2)
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=20) == 0
