@@ -79,10 +79,10 @@ def test_history_rls_roles_racing_writers_and_a_killed_listener(app_dsn: str) ->
             w.join()
         ledger.drain(listener_running=True, timeout=60)
     finally:
-        for p in listeners:
-            p.send_signal(signal.SIGTERM)
-        for p in listeners:
-            p.wait(timeout=20)
+        for proc in listeners:
+            proc.send_signal(signal.SIGTERM)
+        for proc in listeners:
+            proc.wait(timeout=20)
 
     verdict = check(ledger.conn, start)
     assert verdict.ok, verdict.examples

@@ -6,6 +6,7 @@ import threading
 from collections.abc import Iterator
 
 import pytest
+from pydantic import SecretStr
 
 from listener.core.db import connect
 from listener.core.sql_files import demo_schema, migrations
@@ -101,7 +102,7 @@ def test_adoption_of_a_live_database_changes_no_balance(blank_dsn: str) -> None:
         # Cancelling an adopted booking gives its session back; completing a new one charges.
         conn.execute("UPDATE public.bookings SET status = 'cancelled' WHERE id = %s", [done[0]])
         conn.execute("UPDATE public.bookings SET status = 'completed' WHERE id = %s", [waiting[0]])
-    Worker(Settings(dsn=blank_dsn)).run(drain=True)
+    Worker(Settings(dsn=SecretStr(blank_dsn))).run(drain=True)
     with connect(blank_dsn) as conn:
         assert demo_data.sessions_used(conn, pack) == 4
 
@@ -119,7 +120,7 @@ def test_cut_over_records_old_code_charges_without_charging_again(ledger_dsn: st
         # The app without its own deduction is deployed: cut-over.
         conn.execute("UPDATE session_ledger.config SET adopt_until = clock_timestamp()")
         conn.execute("UPDATE public.bookings SET status = 'completed' WHERE id = %s", [new])
-    Worker(Settings(dsn=dsn)).run(drain=True)
+    Worker(Settings(dsn=SecretStr(dsn))).run(drain=True)
     with connect(dsn) as conn:
         assert demo_data.sessions_used(conn, pack) == 2
         verdict = check(conn, start)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pydantic import SecretStr
+
 from listener.core.worker import Worker
 from listener.settings import Settings
 
@@ -85,7 +87,7 @@ def test_message_read_too_often_is_dead_lettered_not_applied(world: World) -> No
     [booking] = world.bookings(pack)
     world.set_status(booking, "completed")
     world.conn.execute("UPDATE pgmq.q_booking_events SET read_ct = 50")
-    Worker(Settings(dsn=world.ledger.dsn, max_reads=10)).run(drain=True)
+    Worker(Settings(dsn=SecretStr(world.ledger.dsn), max_reads=10)).run(drain=True)
     assert world.used(pack) == 0
     [dead] = world.dead_letters()
     assert str(dead["reason"]).startswith("read 51 times")

@@ -8,6 +8,7 @@ import uuid
 import psycopg
 import pytest
 from psycopg import errors
+from pydantic import SecretStr
 
 from listener.core.db import connect
 
@@ -168,11 +169,11 @@ def test_listener_role_has_only_what_it_needs(world: World) -> None:
         params = conninfo_to_dict(world.ledger.dsn)
         params["user"] = login
         params.pop("password", None)
-        dsn = make_conninfo(**params)
+        dsn = make_conninfo("", **{k: str(v) for k, v in params.items() if v is not None})
         from listener.core.worker import Worker
         from listener.settings import Settings
 
-        Worker(Settings(dsn=dsn)).run(drain=True)
+        Worker(Settings(dsn=SecretStr(dsn))).run(drain=True)
         assert world.used(pack) == 1
         with connect(dsn) as conn:
             for sql in (

@@ -10,6 +10,8 @@ import threading
 import time
 import uuid
 
+from pydantic import SecretStr
+
 from listener.core.db import connect
 from listener.core.worker import Worker
 from listener.settings import Settings
@@ -93,10 +95,10 @@ def test_listener_dying_between_read_and_commit_loses_nothing(world: World) -> N
     # A listener that read the whole batch and died before committing anything.
     claimed = world.conn.execute("SELECT * FROM session_ledger.read_events(100, 1)").fetchall()
     assert len(claimed) == 10
-    Worker(Settings(dsn=world.ledger.dsn, poll_interval_s=0.05)).run(drain=True)
+    Worker(Settings(dsn=SecretStr(world.ledger.dsn), poll_interval_s=0.05)).run(drain=True)
     assert world.used(pack) == 0  # still invisible: the dead listener's claim holds
     time.sleep(1.2)
-    Worker(Settings(dsn=world.ledger.dsn, poll_interval_s=0.05)).run(drain=True)
+    Worker(Settings(dsn=SecretStr(world.ledger.dsn), poll_interval_s=0.05)).run(drain=True)
     assert world.used(pack) == 10
     redelivered = world.conn.execute("SELECT min(read_ct) AS r FROM pgmq.a_booking_events").fetchone()
     assert redelivered is not None and redelivered["r"] == 2

@@ -90,7 +90,7 @@ class App:
             [studio.org_id, client or studio.client_id, start, start + timedelta(hours=1), pack],
         ).fetchone()
         assert row is not None
-        return row["id"]
+        return uuid.UUID(str(row["id"]))
 
     def reconcile_finds_nothing(self) -> None:
         """`listener reconcile --dry-run` has nothing to repair."""

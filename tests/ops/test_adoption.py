@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+from pydantic import SecretStr
 
 from listener.core.db import Conn, connect
 from listener.core.sql_files import demo_schema
@@ -104,7 +105,7 @@ def test_rollout_charges_every_booking_exactly_once(app_dsn: str) -> None:
     Ledger(app_dsn).complete_as_user(a7, org.trainer_user_id)  # the trainer's browser, under RLS
 
     # 4. Start the listener.
-    Worker(Settings(dsn=app_dsn)).run(drain=True)
+    Worker(Settings(dsn=SecretStr(app_dsn))).run(drain=True)
 
     # 5. The reconcile-style check: every booking charged exactly once, to its pack.
     verdict = check(conn, start)
@@ -156,7 +157,7 @@ def test_cutover_at_the_deploy_time_settles_old_events_and_names_straddlers(ledg
     assert report.straddling == [straddling]
     assert _source(conn, before) == ("paid", "cut-over")
 
-    Worker(Settings(dsn=ledger_dsn)).run(drain=True)
+    Worker(Settings(dsn=SecretStr(ledger_dsn))).run(drain=True)
     assert demo_data.sessions_used(conn, pack) == 2  # before: by the old code; after: by the listener
     assert _source(conn, after) == ("paid", "listener")
     conn.close()

@@ -149,7 +149,7 @@ def test_the_base_is_idempotent_and_safe_to_run_at_once_on_two_databases(ledger_
 
 def test_the_apps_dump_builds_on_a_plain_server_with_the_ledger(blank_dsn: str) -> None:
     report = app_schema.build_app_database(blank_dsn, [APP_SCHEMA])
-    assert "0001_session_ledger" in report.applied
+    assert report is not None and "0001_session_ledger" in report.applied
     with connect(blank_dsn, purpose="tests") as conn:
         row = conn.execute(
             """SELECT (SELECT count(*) FROM pg_policies WHERE tablename = 'bookings') AS booking_policies,
