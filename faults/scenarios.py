@@ -744,7 +744,13 @@ def races(dsn: str, workdir: Path, *, quick: bool, seed: int = 5) -> Result:
 
 
 def short_vt(dsn: str, workdir: Path, *, quick: bool, seed: int = 6) -> Result:
-    """--visibility-timeout 1 while a pack lock holds batches for 2.5 s: redelivered mid-flight."""
+    """--visibility-timeout 1 while a pack lock holds batches for 2.5 s.
+
+    handle_batch_v2 locks the queue rows it handles before it waits on a pack, so a
+    message whose first delivery is still waiting is not handed to a second listener
+    when its visibility timeout passes (read_events skips locked rows): it is held
+    past the timeout, then handled once.
+    """
     h = Harness("short-vt", "visibility timeout < slowest batch", dsn, workdir, seed=seed)
     try:
         world = h.make_world(packs=2, bookings=400)
@@ -759,8 +765,8 @@ def short_vt(dsn: str, workdir: Path, *, quick: bool, seed: int = 6) -> Result:
         h.faults = holder.holds
         h.extra["lock_holds"] = holder.holds
         result = h.finish(drain_timeout=60)
-        if not result.figures["redelivered"]:
-            result.failures.append("no message was redelivered")
+        if not holder.holds or result.figures["lag_max_s"] <= 1.0:
+            result.failures.append("no batch outlived the visibility timeout: the fault did not bite")
         return result
     except BaseException:
         h.abort()

@@ -45,9 +45,14 @@ def query(name: str) -> str:
     return queries()[name]
 
 
+def _checksum(sql: str) -> str:
+    """SHA-256 of a file's text: what `listener migrate` records when it applies the file."""
+    return hashlib.sha256(sql.encode("utf-8")).hexdigest()
+
+
 @dataclass(frozen=True)
 class Migration:
-    """One numbered migration file."""
+    """One numbered migration file: applied once, never changed once released."""
 
     version: int
     name: str
@@ -55,8 +60,8 @@ class Migration:
 
     @property
     def checksum(self) -> str:
-        """SHA-256 of the file's text, recorded when applied."""
-        return hashlib.sha256(self.sql.encode("utf-8")).hexdigest()
+        """The file's recorded checksum."""
+        return _checksum(self.sql)
 
 
 @cache
@@ -79,8 +84,8 @@ class Repeatable:
 
     @property
     def checksum(self) -> str:
-        """SHA-256 of the file's text, recorded when applied."""
-        return hashlib.sha256(self.sql.encode("utf-8")).hexdigest()
+        """The file's recorded checksum."""
+        return _checksum(self.sql)
 
 
 @cache
