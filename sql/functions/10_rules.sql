@@ -114,8 +114,7 @@ CREATE OR REPLACE FUNCTION session_ledger.is_member(p_role name, p_of name) RETU
 LANGUAGE sql STABLE SET search_path = ''
 AS $$
     SELECT CASE
-        WHEN EXISTS (SELECT 1 FROM pg_catalog.pg_roles r WHERE r.rolname OPERATOR(pg_catalog.=) p_of)
-         AND EXISTS (SELECT 1 FROM pg_catalog.pg_roles r WHERE r.rolname OPERATOR(pg_catalog.=) p_role)
+        WHEN pg_catalog.to_regrole(p_of::text) IS NOT NULL AND pg_catalog.to_regrole(p_role::text) IS NOT NULL
         THEN pg_catalog.pg_has_role(p_role, p_of, 'MEMBER')
         ELSE false
     END
@@ -138,25 +137,35 @@ AS $$
     FROM c
 $$;
 
+-- Signatures before p_trusted was added: dropped, so a call is never ambiguous.
+DROP FUNCTION IF EXISTS session_ledger.may_move_sessions(uuid);
+DROP FUNCTION IF EXISTS session_ledger.may_move_pack(uuid);
+DROP FUNCTION IF EXISTS session_ledger.may_write_booking(text, uuid, uuid, uuid, text, uuid, uuid, uuid, text[]);
+
 -- The one rule for who may move a session of a pack in organisation p_org: a
 -- trusted caller, or a signed-in user (a member of `authenticated`) who is a
 -- member of that organisation. Everyone else is refused: anon, a client user, a
--- member of another organisation, any other role.
-CREATE OR REPLACE FUNCTION session_ledger.may_move_sessions(p_org uuid) RETURNS boolean
+-- member of another organisation, any other role. p_trusted, when given, is
+-- caller_is_trusted() already computed for this statement (the trigger's, once).
+CREATE OR REPLACE FUNCTION session_ledger.may_move_sessions(p_org uuid, p_trusted boolean DEFAULT NULL)
+RETURNS boolean
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = ''
 AS $$
-    SELECT session_ledger.caller_is_trusted()
+    SELECT coalesce(p_trusted, session_ledger.caller_is_trusted())
         OR (p_org IS NOT NULL
             AND session_ledger.is_member(session_ledger.caller(), 'authenticated')
             AND public.is_org_member(p_org))
 $$;
 
--- The same rule for a pack, by id; a pack that does not exist moves nothing.
-CREATE OR REPLACE FUNCTION session_ledger.may_move_pack(p_purchase_id uuid) RETURNS boolean
+-- The same rule for a pack, by id. Of a pack that does not exist, only a trusted
+-- caller hears so (the charge then says 'pack does not exist'); anyone else is refused.
+CREATE OR REPLACE FUNCTION session_ledger.may_move_pack(p_purchase_id uuid, p_trusted boolean DEFAULT NULL)
+RETURNS boolean
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = ''
 AS $$
-    SELECT coalesce((SELECT session_ledger.may_move_sessions(p.org_id)
-                     FROM public.client_purchases p WHERE p.id OPERATOR(pg_catalog.=) p_purchase_id), false)
+    SELECT coalesce((SELECT session_ledger.may_move_sessions(p.org_id, p_trusted)
+                     FROM public.client_purchases p WHERE p.id OPERATOR(pg_catalog.=) p_purchase_id),
+                    coalesce(p_trusted, session_ledger.caller_is_trusted()))
 $$;
 
 -- Refuse, with insufficient_privilege, a caller who may not move this pack's sessions.
@@ -181,7 +190,7 @@ $$;
 CREATE OR REPLACE FUNCTION session_ledger.may_write_booking(
     o_status text, o_pack uuid, o_client uuid, o_org uuid,
     n_status text, n_pack uuid, n_client uuid, n_org uuid,
-    p_consuming text[]
+    p_consuming text[], p_trusted boolean DEFAULT NULL
 ) RETURNS boolean
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = ''
 AS $$
@@ -193,12 +202,12 @@ AS $$
     -- coalesce: an unknown is a refusal, never a pass
     SELECT coalesce(
            (k.o_c IS NULL OR (k.o_c IS NOT DISTINCT FROM k.n_c AND k.same_owner)
-            OR session_ledger.may_move_pack(k.o_c))
+            OR session_ledger.may_move_pack(k.o_c, p_trusted))
        AND (k.n_c IS NULL OR (k.n_c IS NOT DISTINCT FROM k.o_c AND k.same_owner)
-            OR session_ledger.may_move_pack(k.n_c))
+            OR session_ledger.may_move_pack(k.n_c, p_trusted))
        AND (k.n_c IS NOT NULL OR n_pack IS NULL
             OR (n_pack IS NOT DISTINCT FROM o_pack AND k.same_owner)
-            OR session_ledger.may_move_pack(n_pack)
+            OR session_ledger.may_move_pack(n_pack, p_trusted)
             OR ((o_client IS NULL OR k.same_owner)
                 AND EXISTS (SELECT 1 FROM public.client_purchases p
                             WHERE p.id OPERATOR(pg_catalog.=) n_pack

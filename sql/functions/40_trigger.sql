@@ -28,19 +28,19 @@ BEGIN
         IF TG_OP = 'INSERT' THEN
             SELECT n.id INTO v_refused FROM new_rows n
             WHERE NOT session_ledger.may_write_booking(NULL, NULL, NULL, NULL,
-                                                       n.status, n.purchase_id, n.client_id, n.org_id, v_consuming)
+                                                       n.status, n.purchase_id, n.client_id, n.org_id, v_consuming, v_trusted)
             LIMIT 1;
         ELSIF TG_OP = 'UPDATE' THEN
             SELECT n.id INTO v_refused FROM new_rows n JOIN old_rows o ON o.id = n.id
             WHERE (n.status, n.purchase_id, n.client_id, n.org_id) IS DISTINCT FROM
                   (o.status, o.purchase_id, o.client_id, o.org_id)
               AND NOT session_ledger.may_write_booking(o.status, o.purchase_id, o.client_id, o.org_id,
-                                                       n.status, n.purchase_id, n.client_id, n.org_id, v_consuming)
+                                                       n.status, n.purchase_id, n.client_id, n.org_id, v_consuming, v_trusted)
             LIMIT 1;
         ELSE
             SELECT o.id INTO v_refused FROM old_rows o
             WHERE NOT session_ledger.may_write_booking(o.status, o.purchase_id, o.client_id, o.org_id,
-                                                       NULL, NULL, NULL, NULL, v_consuming)
+                                                       NULL, NULL, NULL, NULL, v_consuming, v_trusted)
             LIMIT 1;
         END IF;
         IF v_refused IS NOT NULL THEN

@@ -237,6 +237,16 @@ def test_a_member_of_another_organisation_moves_nothing(app: App) -> None:
     for call in ("SELECT public.use_session(%s)", "SELECT public.release_session(%s)"):
         with pytest.raises(REFUSED, match=f"may not move sessions of pack {pack}"):
             app.request(call, [pack], user=outsider)
+    # A pack that does not exist: a signed-in user learns nothing, the cron's role hears 'no'.
+    ghost = uuid.uuid4()
+    with pytest.raises(REFUSED):
+        app.request("SELECT public.use_session(%s)", [ghost], user=app.a.trainer_user_id)
+    assert app.request("SELECT public.use_session(%s) AS ok", [ghost], role="service_role").rows == [
+        {"ok": False}
+    ]
+    assert app.request("SELECT public.release_session(%s) AS n", [ghost], role="service_role").rows == [
+        {"n": -1}
+    ]
     app.drain()
     assert app.used(pack) == 1
     app.reconcile_finds_nothing()
