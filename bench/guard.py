@@ -5,7 +5,9 @@
   with the guard removed.
 - Untrusted writers (a signed-in member) also pay may_write_booking() per changed row:
   one completion per transaction, one pgbench client, rolled back so commits do not
-  hide the statement's own time, with and without the guard.
+  hide the statement's own time, with and without the guard, and with the guard's
+  helper functions rewritten in PL/pgSQL (a proposed lever: PostgreSQL before 18
+  plans a non-inlined SQL function afresh on every call).
 
 "Without the guard" is the installed trigger function minus its guard, installed in
 this measurement's throwaway database only (bench.variants).
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -88,10 +91,10 @@ def bulk_roles(server: Server, n: int) -> dict[str, Any]:
 
 
 def untrusted(server: Server, sizes: Sizes, workdir: Path) -> dict[str, Any]:
-    """One signed-in member completing one booking per transaction (rolled back), guard on and off."""
+    """One signed-in member completing one booking per transaction (rolled back): guard, lever, no guard."""
     per_run = sizes.guard_statements
-    order = ("guard", "no_guard", "no_guard", "guard")
-    tps: dict[str, list[float]] = {"guard": [], "no_guard": []}
+    order = ("guard", "plpgsql_helpers", "no_guard", "no_guard", "plpgsql_helpers", "guard")
+    tps: dict[str, list[float]] = {"guard": [], "plpgsql_helpers": [], "no_guard": []}
     with server.database() as dsn, connect(dsn, purpose="bench") as conn:
         workload.populate(conn, per_run * len(order))
         original = variants.definition(conn)
@@ -99,10 +102,12 @@ def untrusted(server: Server, sizes: Sizes, workdir: Path) -> dict[str, Any]:
         conn.execute("SELECT setval('bench.next_booking', 1, false)")
         for arm in order:
             conn.execute("CHECKPOINT")
+            variant: AbstractContextManager[None] = nullcontext()
             if arm == "no_guard":
-                with variants.installed(conn, bare, original):
-                    tps[arm].append(_one_client(dsn, per_run, workdir))
-            else:
+                variant = variants.installed(conn, bare, original)
+            elif arm == "plpgsql_helpers":
+                variant = variants.helpers_in_plpgsql(conn)
+            with variant:
                 tps[arm].append(_one_client(dsn, per_run, workdir))
         completed = conn.execute(
             "SELECT count(*) AS n FROM public.bookings WHERE status = 'completed'"
@@ -111,12 +116,16 @@ def untrusted(server: Server, sizes: Sizes, workdir: Path) -> dict[str, Any]:
         raise RuntimeError(
             "the untrusted-writer arm left completed bookings: its transactions did not roll back"
         )
-    guard, bare_tps = statistics.mean(tps["guard"]), statistics.mean(tps["no_guard"])
+    mean = {arm: statistics.mean(runs) for arm, runs in tps.items()}
+    guard, bare_tps, lever = mean["guard"], mean["no_guard"], mean["plpgsql_helpers"]
     return {
         "guard_untrusted_tps": guard,
         "guard_untrusted_tps_no_guard": bare_tps,
+        "guard_untrusted_tps_plpgsql_helpers": lever,
         "guard_untrusted_us_per_statement": 1e6 / guard - 1e6 / bare_tps,
+        "guard_untrusted_us_per_statement_plpgsql_helpers": 1e6 / lever - 1e6 / bare_tps,
         "guard_untrusted_pct": 100.0 * (1.0 - guard / bare_tps),
+        "guard_untrusted_pct_plpgsql_helpers": 100.0 * (1.0 - lever / bare_tps),
         "guard_untrusted_runs": tps,
     }
 
