@@ -35,8 +35,8 @@ class Sizes:
     bulk_small: int = 10_000
     bulk_repeats_large: int = 1
     bulk_repeats_small: int = 3
-    browser_tx_per_client: int = 1_500
-    guard_statements: int = 5_000
+    browser_tx_per_client: int = 600
+    guard_statements: int = 2_000
     lag_rate: int = 200
     lag_seconds: float = 20.0
     idle_samples: int = 20

@@ -108,6 +108,7 @@ def _step(name: str, fn: Callable[[], dict[str, Any]], out: dict[str, Any]) -> N
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Run every measurement and return the figures."""
+    started = time.monotonic()
     sizes = measurements.QUICK if args.quick else measurements.FULL
     work = Path(tempfile.mkdtemp(prefix="ledger-bench-"))
     logs = work / "logs"
@@ -192,6 +193,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     rates = res["scale_rates"]
     res["scale_never_slower"] = all(rates[k] >= rates["1"] for k in ("2", "4"))
     res["workdir"] = str(work)
+    res["duration_s"] = round(time.monotonic() - started, 1)
+    res["machine"]["load_avg_at_end"] = [round(x, 2) for x in os.getloadavg()]
     return res
 
 
