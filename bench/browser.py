@@ -80,8 +80,9 @@ def browser(server: Server, sizes: Sizes, workdir: Path, logs: Path) -> dict[str
         connect(dsn, purpose="bench") as conn,
         connect(legacy_dsn, purpose="bench") as legacy_conn,
     ):
+        # Both databases the same size, so index depth and pack count match; legacy uses the first bookings.
         workload.populate(conn, per_arm * len(ledger_runs))
-        workload.populate(legacy_conn, per_arm * legacy_runs)
+        workload.populate(legacy_conn, per_arm * len(ledger_runs))
         original = variants.definition(conn)
         variant_of = {
             "no_guard": variants.without_guard(original),
