@@ -240,6 +240,7 @@ def render(res: dict[str, Any]) -> None:
         ("bulk 100k: s with trigger", "bulk_large_seconds_on"),
         ("bulk 100k: s without", "bulk_large_seconds_off"),
         ("bulk 10k ratio", "bulk_small_ratio"),
+        ("bulk 100k ratio, per-row rules inlinable (lever)", "bulk_large_ratio_inlined_rules"),
         ("browser TPS without trigger", "browser_tps_off"),
         ("browser TPS, trigger + guard, no NOTIFY", "browser_tps_quiet"),
         ("browser TPS, trigger without guard", "browser_tps_no_guard"),

@@ -20,6 +20,7 @@ REPORTED: list[tuple[str, str]] = [
     ("browser_guard_cost_pct", "guard's share of browser TPS, % (trigger with ÷ without guard)"),
     ("browser_tps_ratio_plpgsql_helpers", "lever: guard helpers in PL/pgSQL, ÷ bare UPDATE"),
     ("browser_tps_ratio_notify_once_in_flight", "lever: one NOTIFY in flight, forced-NOTIFY arm ÷ bare"),
+    ("bulk_large_ratio_inlined_rules", "lever: bulk 100k with the per-row rules inlinable, ÷ no trigger"),
     ("guard_bulk_service_role_vs_owner", "bulk 100k as service_role ÷ as owner"),
     ("guard_bulk_trusted_pct", "guard's share of the trusted bulk UPDATE, %"),
     ("guard_untrusted_pct", "guard's share of one untrusted UPDATE (rolled back), %"),

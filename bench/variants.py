@@ -119,3 +119,23 @@ def helpers_in_plpgsql(conn: Conn) -> Iterator[None]:
     finally:
         for text in originals:
             conn.execute(text)
+
+
+# The per-row rules the enqueue calls. Their SET search_path clause keeps the planner
+# from inlining them, so a bulk UPDATE pays a function call per row for each.
+PER_ROW_RULES = (
+    "session_ledger.consumed_pack(text, uuid, text[])",
+    "session_ledger.booking_event(uuid, text)",
+)
+
+
+@contextmanager
+def rules_inlinable(conn: Conn) -> Iterator[None]:
+    """Drop the SET search_path clause of the per-row rules for the block (their bodies are fully qualified)."""
+    for signature in PER_ROW_RULES:
+        conn.execute(f"ALTER FUNCTION {signature} RESET search_path")
+    try:
+        yield
+    finally:
+        for signature in PER_ROW_RULES:
+            conn.execute(f"ALTER FUNCTION {signature} SET search_path = ''")
