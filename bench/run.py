@@ -76,7 +76,10 @@ def _server_facts(dsn: str) -> dict[str, Any]:
                       current_setting('synchronous_commit') AS synchronous_commit,
                       current_setting('shared_buffers') AS shared_buffers,
                       current_setting('max_wal_size') AS max_wal_size,
-                      current_setting('autovacuum') AS autovacuum"""
+                      current_setting('autovacuum') AS autovacuum,
+                      current_setting('jit') AS jit,
+                      current_setting('jit_above_cost') AS jit_above_cost,
+                      pg_jit_available() AS jit_available"""
         ).fetchone()
     return dict(row or {})
 
