@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+from psycopg.conninfo import conninfo_to_dict
 from rich.console import Console
 from rich.table import Table
 
@@ -132,6 +133,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         res["synchronous_commit"] = facts["synchronous_commit"]
         res["server_settings"] = facts
         res["backend"] = "dsn" if args.dsn else "embedded"
+        # Session settings every connection of the run carries (e.g. "-c jit=off"); never a secret.
+        res["dsn_options"] = str(conninfo_to_dict(args.dsn).get("options") or "") if args.dsn else ""
         server = Server(admin)
         server.setup_template()
         try:
