@@ -67,8 +67,12 @@ def run_batched(dsn: str) -> dict[str, Any]:
 def run_pgmq(dsn: str) -> dict[str, Any]:
     """Drain the queue one message per transaction with the pgmq client: read one, charge, archive."""
     from pgmq import PGMQueue
+    from psycopg_pool import ConnectionPool
 
-    queue = PGMQueue(conn_string=dsn, init_extension=False, pool_size=1)
+    # Our own pool on the DSN as given: PGMQueue's conn_string parser keeps host, port,
+    # user and database only, so the DSN's `options` (e.g. -c jit=off) would be lost.
+    pool = ConnectionPool(dsn, min_size=1, max_size=1, open=True)
+    queue = PGMQueue(pool=pool, init_extension=False)
     assert queue.pool is not None
     charge = CHARGE_ONE_SQL.format(param="%s")
     handled = 0
@@ -84,6 +88,7 @@ def run_pgmq(dsn: str) -> dict[str, Any]:
         handled += 1
     end = time.time()
     queue.close()
+    pool.close()
     return {"start": start, "end": end, "handled": handled}
 
 
