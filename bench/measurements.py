@@ -13,13 +13,14 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import psutil
 
-from bench import workload
+from bench import variants, workload
 from bench.workload import Server
 from listener.core.db import connect
 
@@ -35,7 +36,8 @@ class Sizes:
     bulk_small: int = 10_000
     bulk_repeats_large: int = 1
     bulk_repeats_small: int = 3
-    browser_tx_per_client: int = 1_500
+    browser_tx_per_client: int = 600
+    guard_statements: int = 2_000
     lag_rate: int = 200
     lag_seconds: float = 20.0
     idle_samples: int = 20
@@ -52,6 +54,7 @@ QUICK = Sizes(
     bulk_repeats_large=1,
     bulk_repeats_small=1,
     browser_tx_per_client=10,
+    guard_statements=20,
     lag_seconds=1.0,
     idle_samples=2,
     scale=2_000,
@@ -135,6 +138,45 @@ def horizontal(server: Server, sizes: Sizes, logs: Path, batch_size: int | None)
         "scale_exactly_once": all(bool(d.ledger["exactly_once"]) for d in runs.values()),
         "listener_rate": runs[1].rate,
         "listener_ledger": runs[1].ledger,
+    }
+
+
+def drain_in_database(server: Server, n: int, *, max_events: int = 10_000) -> dict[str, Any]:
+    """Preload n completions; call session_ledger.drain(max_events) until it handles none, as pg_cron would."""
+    with server.database() as dsn, connect(dsn, purpose="bench drain") as conn:
+        workload.preload_backlog(conn, n)
+        calls = 0
+        started = time.perf_counter()
+        while True:
+            row = conn.execute("SELECT session_ledger.drain(%s) AS n", [max_events], prepare=True).fetchone()
+            calls += 1
+            if row is None or not row["n"]:
+                break
+        seconds = time.perf_counter() - started
+        ledger = workload.check_ledger(conn, n)
+    return {"rate": n / seconds, "seconds": seconds, "calls": calls, "ledger": ledger}
+
+
+def drain_pair(server: Server, sizes: Sizes, logs: Path, batch_size: int | None) -> dict[str, Any]:
+    """In-database drain against one listener process on the same backlog, in ABBA order."""
+    n = sizes.backlog
+    drains: list[dict[str, Any]] = []
+    listeners: list[Drain] = []
+    for arm in ("drain", "listener", "listener", "drain"):
+        if arm == "drain":
+            drains.append(drain_in_database(server, n))
+        else:
+            listeners.append(drain_with_listeners(server, n, batch_size=batch_size, logs=logs))
+    drain_rate = statistics.mean(d["rate"] for d in drains)
+    listener_rate = statistics.mean(d.rate for d in listeners)
+    return {
+        "drain_rate": drain_rate,
+        "drain_listener_rate": listener_rate,
+        "drain_vs_listener": drain_rate / listener_rate,
+        "drain_calls": drains[0]["calls"],
+        "drain_runs": {"drain": [d["rate"] for d in drains], "listener": [d.rate for d in listeners]},
+        "drain_exactly_once": all(bool(d["ledger"]["exactly_once"]) for d in drains)
+        and all(bool(d.ledger["exactly_once"]) for d in listeners),
     }
 
 
@@ -298,80 +340,6 @@ def inline(server: Server, n: int, workdir: Path) -> dict[str, Any]:
     return {"rate": tps, "ledger": ledger}
 
 
-_BROWSER_SCRIPT = f"""
-BEGIN;
-SET LOCAL ROLE authenticated;
-SELECT set_config('request.jwt.claim.sub', '{workload.TRAINER}', true);
-UPDATE public.bookings b SET status = 'completed'
-FROM bench.backlog k
-WHERE k.n = (SELECT nextval('bench.next_booking')) AND b.id = k.booking_id;
-COMMIT;
-"""
-
-
-def browser(server: Server, sizes: Sizes, workdir: Path, logs: Path) -> dict[str, Any]:
-    """pgbench TPS of single-booking completions as the signed-in trainer, 8 clients, trigger on and off."""
-    clients = 8
-    per_arm = clients * sizes.browser_tx_per_client
-    # ABBA-style order so drift on a shared machine cancels; "quiet" has the trigger but no idle
-    # listener on record, which separates the enqueue's cost from the wake-up NOTIFY's.
-    arms = ["off", "on", "quiet", "quiet", "on", "off", "live"]
-    tps: dict[str, list[float]] = {"off": [], "on": [], "quiet": [], "live": []}
-    slow_stops = 0
-    with server.database() as dsn, connect(dsn, purpose="bench") as conn:
-        workload.populate(conn, per_arm * len(arms))
-        for i, arm in enumerate(arms):
-            conn.execute("SELECT setval('bench.next_booking', %s, false)", [i * per_arm + 1])
-            workload.set_ledger_triggers(conn, enabled=arm != "off")
-            listener = None
-            if arm == "live":
-                conn.execute("DELETE FROM session_ledger.listeners")
-                conn.execute("DELETE FROM pgmq.q_booking_events")
-                workload.vacuum(conn)
-                listener = workload.start_listener(dsn, logs / "listener-browser.log", drain=False)
-                workload.wait_idle_listener(conn)
-            else:
-                conn.execute("DELETE FROM session_ledger.listeners")
-                if arm == "on":
-                    # An idle listener on record makes every completion also send the wake-up NOTIFY.
-                    workload.fake_idle_listener(conn)
-                conn.execute("CHECKPOINT")
-            try:
-                tps[arm].append(
-                    pgbench(
-                        dsn,
-                        _BROWSER_SCRIPT,
-                        clients=clients,
-                        tx_per_client=sizes.browser_tx_per_client,
-                        workdir=workdir,
-                    )
-                )
-            finally:
-                if listener is not None:
-                    listener.send_signal(signal.SIGTERM)
-                    try:
-                        listener.wait(timeout=60)
-                    except subprocess.TimeoutExpired:
-                        # The figure is already measured; record the slow stop rather than lose the run.
-                        slow_stops += 1
-                        listener.kill()
-                        listener.wait()
-        queued = conn.execute("SELECT count(*) AS n FROM pgmq.q_booking_events").fetchone()
-    off = statistics.mean(tps["off"])
-    on = statistics.mean(tps["on"])
-    return {
-        "browser_tps_off": off,
-        "browser_tps_on": on,
-        "browser_tps_live_listener": tps["live"][0],
-        "browser_tps_ratio": on / off,
-        "browser_tps_ratio_no_wakeup": statistics.mean(tps["quiet"]) / off,
-        "browser_tps_ratio_live_listener": tps["live"][0] / off,
-        "browser_runs": tps,
-        "browser_listener_slow_stops": slow_stops,
-        "browser_left_queued_after_live": int(queued["n"]) if queued else -1,
-    }
-
-
 # -- bulk writer -------------------------------------------------------------------------------
 
 
@@ -397,16 +365,31 @@ def _bulk_once(conn: Any, n: int, *, trigger: bool) -> float:
 
 
 def bulk(server: Server, n: int, repeats: int) -> dict[str, Any]:
-    """The cron's single UPDATE completing n bookings, trigger on and off, in ABBA order."""
-    times: dict[bool, list[float]] = {True: [], False: []}
+    """The cron's single UPDATE completing n bookings, trigger on and off, in ABBA order.
+
+    A third arm, reported only, is a lever: the trigger on, with the per-row rules made
+    inlinable (bench.variants.rules_inlinable) in this throwaway database.
+    """
+    times: dict[str, list[float]] = {"on": [], "off": [], "inlined": []}
     with server.database() as dsn, connect(dsn, purpose="bench") as conn:
         workload.populate(conn, n)
         _bulk_once(conn, n, trigger=False)  # warm-up: later runs all start from an updated table
         for _ in range(repeats):
-            for arm in (False, True, True, False):
-                times[arm].append(_bulk_once(conn, n, trigger=arm))
-    on, off = statistics.median(times[True]), statistics.median(times[False])
-    return {"seconds_on": on, "seconds_off": off, "ratio": on / off}
+            for arm in ("off", "on", "inlined", "inlined", "on", "off"):
+                lever: AbstractContextManager[None] = (
+                    variants.rules_inlinable(conn) if arm == "inlined" else nullcontext()
+                )
+                with lever:
+                    times[arm].append(_bulk_once(conn, n, trigger=arm != "off"))
+    on, off = statistics.median(times["on"]), statistics.median(times["off"])
+    inlined = statistics.median(times["inlined"])
+    return {
+        "seconds_on": on,
+        "seconds_off": off,
+        "ratio": on / off,
+        "seconds_inlined_rules": inlined,
+        "ratio_inlined_rules": inlined / off,
+    }
 
 
 # -- latency -------------------------------------------------------------------------------------

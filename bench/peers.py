@@ -11,7 +11,9 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
+import shlex
 import sys
 import time
 import uuid
@@ -65,8 +67,12 @@ def run_batched(dsn: str) -> dict[str, Any]:
 def run_pgmq(dsn: str) -> dict[str, Any]:
     """Drain the queue one message per transaction with the pgmq client: read one, charge, archive."""
     from pgmq import PGMQueue
+    from psycopg_pool import ConnectionPool
 
-    queue = PGMQueue(conn_string=dsn, init_extension=False, pool_size=1)
+    # Our own pool on the DSN as given: PGMQueue's conn_string parser keeps host, port,
+    # user and database only, so the DSN's `options` (e.g. -c jit=off) would be lost.
+    pool = ConnectionPool(dsn, min_size=1, max_size=1, open=True)
+    queue = PGMQueue(pool=pool, init_extension=False)
     assert queue.pool is not None
     charge = CHARGE_ONE_SQL.format(param="%s")
     handled = 0
@@ -82,6 +88,7 @@ def run_pgmq(dsn: str) -> dict[str, Any]:
         handled += 1
     end = time.time()
     queue.close()
+    pool.close()
     return {"start": start, "end": end, "handled": handled}
 
 
@@ -91,7 +98,23 @@ def asyncpg_params(dsn: str) -> dict[str, Any]:
 
     parts = conninfo_to_dict(dsn)
     names = {"host": "host", "port": "port", "user": "user", "password": "password", "dbname": "database"}
-    return {names[k]: (int(v) if k == "port" else v) for k, v in parts.items() if k in names and v}
+    params: dict[str, Any] = {
+        names[k]: (int(v) if k == "port" else v) for k, v in parts.items() if k in names and v
+    }
+    # The DSN's `options=-c name=value` settings (asyncpg has no `options`), so every peer's
+    # sessions run with the same server settings as the listener's and pgbench's.
+    settings = _option_settings(str(parts.get("options") or ""))
+    if settings:
+        params["server_settings"] = settings
+    return params
+
+
+def _option_settings(options: str) -> dict[str, str]:
+    """The `-c name=value` (and `-cname=value`) pairs of a libpq options string."""
+    words = shlex.split(options)
+    pairs = [b for a, b in itertools.pairwise(words) if a == "-c"]
+    pairs += [w[2:] for w in words if w.startswith("-c") and len(w) > 2]
+    return dict(p.split("=", 1) for p in pairs if "=" in p)
 
 
 async def pgqueuer_setup(dsn: str, n: int) -> None:

@@ -26,10 +26,11 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+from psycopg.conninfo import conninfo_to_dict
 from rich.console import Console
 from rich.table import Table
 
-from bench import measurements
+from bench import browser, guard, measurements
 from bench.workload import Server
 from listener.core.db import connect
 from listener.settings import Settings
@@ -42,7 +43,9 @@ TARGETS: list[tuple[str, float, str]] = [
     ("vs_pgqueuer", 4.0, "min"),
     ("bulk_overhead_100k", 2.0, "max"),
     ("bulk_linearity", 1.2, "max"),
-    ("browser_tps_ratio", 0.8, "min"),
+    ("browser_tps_ratio_no_wakeup", 0.8, "min"),
+    ("browser_vs_legacy", 1.0, "min"),
+    ("drain_vs_listener", 0.8, "min"),
     ("lag_p50_ms", 15.0, "max"),
     ("lag_p99_ms", 100.0, "max"),
     ("idle_wake_p50_ms", 10.0, "max"),
@@ -74,7 +77,10 @@ def _server_facts(dsn: str) -> dict[str, Any]:
                       current_setting('synchronous_commit') AS synchronous_commit,
                       current_setting('shared_buffers') AS shared_buffers,
                       current_setting('max_wal_size') AS max_wal_size,
-                      current_setting('autovacuum') AS autovacuum"""
+                      current_setting('autovacuum') AS autovacuum,
+                      current_setting('jit') AS jit,
+                      current_setting('jit_above_cost') AS jit_above_cost,
+                      pg_jit_available() AS jit_available"""
         ).fetchone()
     return dict(row or {})
 
@@ -106,6 +112,7 @@ def _step(name: str, fn: Callable[[], dict[str, Any]], out: dict[str, Any]) -> N
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Run every measurement and return the figures."""
+    started = time.monotonic()
     sizes = measurements.QUICK if args.quick else measurements.FULL
     work = Path(tempfile.mkdtemp(prefix="ledger-bench-"))
     logs = work / "logs"
@@ -126,6 +133,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         res["synchronous_commit"] = facts["synchronous_commit"]
         res["server_settings"] = facts
         res["backend"] = "dsn" if args.dsn else "embedded"
+        # Session settings every connection of the run carries (e.g. "-c jit=off"); never a secret.
+        res["dsn_options"] = str(conninfo_to_dict(args.dsn).get("options") or "") if args.dsn else ""
         server = Server(admin)
         server.setup_template()
         try:
@@ -157,7 +166,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 ),
                 res,
             )
-            _step("browser writer", lambda: measurements.browser(server, sizes, work, logs), res)
+            _step("browser writer", lambda: browser.browser(server, sizes, work, logs), res)
+            _step(
+                "in-database drain vs one listener",
+                lambda: measurements.drain_pair(server, sizes, logs, bs),
+                res,
+            )
+            _step(
+                "guard: bulk as owner and service_role",
+                lambda: guard.bulk_roles(server, sizes.bulk_large),
+                res,
+            )
+            _step("guard: untrusted writer", lambda: guard.untrusted(server, sizes, work), res)
             _step("latency", lambda: measurements.latency(server, sizes, logs), res)
             _step("scale", lambda: measurements.scale(server, sizes, logs, bs), res)
             if sizes.sweep_batch_sizes and not args.no_sweep:
@@ -179,6 +199,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     rates = res["scale_rates"]
     res["scale_never_slower"] = all(rates[k] >= rates["1"] for k in ("2", "4"))
     res["workdir"] = str(work)
+    res["duration_s"] = round(time.monotonic() - started, 1)
+    res["machine"]["load_avg_at_end"] = [round(x, 2) for x in os.getloadavg()]
     return res
 
 
@@ -224,9 +246,24 @@ def render(res: dict[str, Any]) -> None:
         ("bulk 100k: s with trigger", "bulk_large_seconds_on"),
         ("bulk 100k: s without", "bulk_large_seconds_off"),
         ("bulk 10k ratio", "bulk_small_ratio"),
+        ("bulk 100k ratio, per-row rules inlinable (lever)", "bulk_large_ratio_inlined_rules"),
         ("browser TPS without trigger", "browser_tps_off"),
-        ("browser TPS with trigger + wake-up", "browser_tps_on"),
+        ("browser TPS, trigger + guard, no NOTIFY", "browser_tps_quiet"),
+        ("browser TPS, trigger without guard", "browser_tps_no_guard"),
+        ("browser TPS, NOTIFY in every commit", "browser_tps_on"),
+        ("  ratio to bare (reported, worst case)", "browser_tps_ratio"),
+        ("browser TPS, NOTIFY once in flight (lever)", "browser_tps_on_notify_once_in_flight"),
         ("browser TPS, live listener", "browser_tps_live_listener"),
+        ("browser TPS, today's app (UPDATE + use_session)", "browser_tps_legacy"),
+        ("guard share of browser TPS (%)", "browser_guard_cost_pct"),
+        ("browser TPS, guard helpers in PL/pgSQL (lever)", "browser_tps_quiet_plpgsql_helpers"),
+        ("in-database drain rate", "drain_rate"),
+        ("listener rate beside it", "drain_listener_rate"),
+        ("bulk as service_role ÷ as owner", "guard_bulk_service_role_vs_owner"),
+        ("guard share of the bulk UPDATE, trusted (%)", "guard_bulk_trusted_pct"),
+        ("guard share of one untrusted UPDATE (%)", "guard_untrusted_pct"),
+        ("  µs per untrusted UPDATE", "guard_untrusted_us_per_statement"),
+        ("  same, guard helpers in PL/pgSQL (lever) (%)", "guard_untrusted_pct_plpgsql_helpers"),
         ("scale drain rate", "scale_rate"),
     ]:
         rates_table.add_row(label, f"{float(res[key]):.4g}")

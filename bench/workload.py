@@ -17,6 +17,7 @@ from pathlib import Path
 from psycopg.conninfo import conninfo_to_dict
 
 from listener.core.db import Conn, connect
+from listener.core.sql_files import demo_schema
 from listener.devtools.embedded import EmbeddedUnavailable, binaries_dir
 from listener.devtools.throwaway import create_database, drop_database
 from listener.ops.migrate import migrate
@@ -60,37 +61,51 @@ class Server:
 
     admin_dsn: str
     template: str = ""
+    # The app as it is today: its own schema and its original use_session, no ledger.
+    legacy_template: str = ""
 
     def setup_template(self) -> None:
-        """Create and migrate the template every measurement database is cloned from."""
+        """Create the migrated template, and the app-only template, every measurement database is cloned from."""
         dsn = create_database(self.admin_dsn, prefix="bench_tmpl")
         migrate(dsn, with_demo_schema=True)
-        with connect(dsn) as conn:
-            conn.execute(_BENCH_SCHEMA)
-            conn.execute("INSERT INTO public.orgs (id, name, slug) VALUES (%s, 'bench', 'bench')", [ORG])
-            conn.execute(
-                "INSERT INTO public.org_members (org_id, user_id, role) VALUES (%s, %s, 'staff')",
-                [ORG, TRAINER],
-            )
-            conn.execute(
-                "INSERT INTO public.clients (id, org_id, full_name) VALUES (%s, %s, 'bench client')",
-                [CLIENT, ORG],
-            )
+        _seed(dsn)
         self.template = str(conninfo_to_dict(dsn)["dbname"])
+        legacy = create_database(self.admin_dsn, prefix="bench_legacy_tmpl")
+        with connect(legacy) as conn:
+            conn.execute(demo_schema())
+        _seed(legacy)
+        self.legacy_template = str(conninfo_to_dict(legacy)["dbname"])
 
     def drop_template(self) -> None:
-        """Drop the template database."""
-        if self.template:
-            drop_database(self.admin_dsn, _with_db(self.admin_dsn, self.template))
+        """Drop the template databases."""
+        for name in (self.template, self.legacy_template):
+            if name:
+                drop_database(self.admin_dsn, _with_db(self.admin_dsn, name))
 
     @contextmanager
-    def database(self) -> Iterator[str]:
-        """A fresh clone of the template for one measurement, dropped afterwards."""
-        dsn = create_database(self.admin_dsn, prefix="bench", template=self.template)
+    def database(self, *, legacy: bool = False) -> Iterator[str]:
+        """A fresh clone of the template (or of the app-only one) for one measurement, dropped afterwards."""
+        template = self.legacy_template if legacy else self.template
+        dsn = create_database(self.admin_dsn, prefix="bench", template=template)
         try:
             yield dsn
         finally:
             drop_database(self.admin_dsn, dsn)
+
+
+def _seed(dsn: str) -> None:
+    """The bench schema, one organisation with the trainer as a member, and one client."""
+    with connect(dsn) as conn:
+        conn.execute(_BENCH_SCHEMA)
+        conn.execute("INSERT INTO public.orgs (id, name, slug) VALUES (%s, 'bench', 'bench')", [ORG])
+        conn.execute(
+            "INSERT INTO public.org_members (org_id, user_id, role) VALUES (%s, %s, 'staff')",
+            [ORG, TRAINER],
+        )
+        conn.execute(
+            "INSERT INTO public.clients (id, org_id, full_name) VALUES (%s, %s, 'bench client')",
+            [CLIENT, ORG],
+        )
 
 
 def _with_db(dsn: str, name: str) -> str:

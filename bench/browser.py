@@ -1,0 +1,179 @@
+"""The browser writer: the trainer completing single bookings, pgbench with 8 clients, arm by arm.
+
+Ledger arms run on a clone of the migrated template; the legacy arm on a clone of the
+app-only template (the app's own schema and its original use_session, no ledger).
+Every arm completes fresh bookings, one per pgbench transaction, as the signed-in
+trainer under RLS. The arms run in a mirrored order (A B C ... C B A), so drift on a
+shared machine cancels out of every ratio.
+"""
+
+from __future__ import annotations
+
+import signal
+import statistics
+import subprocess
+from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
+from typing import Any
+
+from bench import variants, workload
+from bench.measurements import Sizes, pgbench
+from bench.workload import Server
+from listener.core.db import Conn, connect
+
+CLIENTS = 8
+
+AS_TRAINER = f"""SET LOCAL ROLE authenticated;
+SELECT set_config('request.jwt.claim.sub', '{workload.TRAINER}', true);
+"""
+
+NEXT_BOOKING = (
+    "FROM bench.backlog k WHERE k.n = (SELECT nextval('bench.next_booking')) AND b.id = k.booking_id"
+)
+
+# One completion with the ledger installed: the UPDATE; its trigger guards and enqueues.
+LEDGER_SCRIPT = f"""
+BEGIN;
+{AS_TRAINER}UPDATE public.bookings b SET status = 'completed'
+{NEXT_BOOKING};
+COMMIT;
+"""
+
+# One completion as the app does it today: the UPDATE, then the browser's second
+# request calling the app's own use_session on the booking's pack.
+LEGACY_SCRIPT = f"""
+BEGIN;
+{AS_TRAINER}UPDATE public.bookings b SET status = 'completed'
+{NEXT_BOOKING}
+RETURNING b.purchase_id AS pack \\gset
+COMMIT;
+BEGIN;
+{AS_TRAINER}SELECT public.use_session(:pack);
+COMMIT;
+"""
+
+# What each arm is. "legacy" runs on the app-only database; the others on the ledger's.
+ARMS = {
+    "off": "ledger installed, its bookings triggers disabled: the bare UPDATE",
+    "quiet": "trigger with its guard, no listener asleep: no NOTIFY",
+    "no_guard": "trigger with its guard removed (bench database only), no NOTIFY",
+    "quiet_plpgsql": "as 'quiet', the guard's helper functions rewritten in PL/pgSQL (a proposed lever)",
+    "on": "trigger with its guard, an idle listener on record that never wakes: a NOTIFY in every commit",
+    "on_once": "as 'on', the NOTIFY skipped while another writer's NOTIFY is in flight (a proposed lever)",
+    "live": "trigger with its guard and a real listener running beside pgbench, charging",
+    "legacy": "no ledger: the UPDATE, then use_session (the app's original) in a second transaction",
+}
+_ORDER = ["off", "legacy", "live", "quiet", "no_guard", "quiet_plpgsql", "on", "on_once"]
+
+
+def browser(server: Server, sizes: Sizes, workdir: Path, logs: Path) -> dict[str, Any]:
+    """pgbench TPS of single-booking completions as the signed-in trainer, 8 clients, every arm twice."""
+    per_arm = CLIENTS * sizes.browser_tx_per_client
+    order = _ORDER + _ORDER[::-1]
+    tps: dict[str, list[float]] = {arm: [] for arm in _ORDER}
+    slow_stops = 0
+    left_after_live: list[int] = []
+    ledger_runs = [arm for arm in order if arm != "legacy"]
+    legacy_runs = len(order) - len(ledger_runs)
+    with (
+        server.database() as dsn,
+        server.database(legacy=True) as legacy_dsn,
+        connect(dsn, purpose="bench") as conn,
+        connect(legacy_dsn, purpose="bench") as legacy_conn,
+    ):
+        # Both databases the same size, so index depth and pack count match; legacy uses the first bookings.
+        workload.populate(conn, per_arm * len(ledger_runs))
+        workload.populate(legacy_conn, per_arm * len(ledger_runs))
+        original = variants.definition(conn)
+        variant_of = {
+            "no_guard": variants.without_guard(original),
+            "on_once": variants.notify_once_in_flight(original),
+        }
+        used = {"ledger": 0, "legacy": 0}
+        for arm in order:
+            db = "legacy" if arm == "legacy" else "ledger"
+            target_conn = legacy_conn if db == "legacy" else conn
+            target_conn.execute("SELECT setval('bench.next_booking', %s, false)", [used[db] * per_arm + 1])
+            used[db] += 1
+            if db == "ledger":
+                _prepare_ledger_arm(conn, arm)
+            target_conn.execute("CHECKPOINT")
+            listener = None
+            if arm == "live":
+                listener = workload.start_listener(dsn, logs / "listener-browser.log", drain=False)
+                workload.wait_idle_listener(conn)
+            variant: AbstractContextManager[None] = nullcontext()
+            if arm in variant_of:
+                variant = variants.installed(conn, variant_of[arm], original)
+            elif arm == "quiet_plpgsql":
+                variant = variants.helpers_in_plpgsql(conn)
+            try:
+                with variant:
+                    tps[arm].append(
+                        pgbench(
+                            legacy_dsn if db == "legacy" else dsn,
+                            LEGACY_SCRIPT if db == "legacy" else LEDGER_SCRIPT,
+                            clients=CLIENTS,
+                            tx_per_client=sizes.browser_tx_per_client,
+                            workdir=workdir,
+                        )
+                    )
+            finally:
+                if listener is not None:
+                    slow_stops += _stop(listener)
+                    queued = conn.execute("SELECT count(*) AS n FROM pgmq.q_booking_events").fetchone()
+                    left_after_live.append(int(queued["n"]) if queued else -1)
+        legacy_used = legacy_conn.execute(
+            "SELECT coalesce(sum(sessions_used), 0)::bigint AS n FROM public.client_purchases"
+        ).fetchone()
+    mean = {arm: statistics.mean(runs) for arm, runs in tps.items()}
+    off = mean["off"]
+    return {
+        "browser_tps_off": off,
+        "browser_tps_quiet": mean["quiet"],
+        "browser_tps_no_guard": mean["no_guard"],
+        "browser_tps_quiet_plpgsql_helpers": mean["quiet_plpgsql"],
+        "browser_tps_on": mean["on"],
+        "browser_tps_on_notify_once_in_flight": mean["on_once"],
+        "browser_tps_live_listener": mean["live"],
+        "browser_tps_legacy": mean["legacy"],
+        "browser_tps_ratio": mean["on"] / off,
+        "browser_tps_ratio_no_wakeup": mean["quiet"] / off,
+        "browser_tps_ratio_live_listener": mean["live"] / off,
+        "browser_tps_ratio_notify_once_in_flight": mean["on_once"] / off,
+        "browser_tps_ratio_plpgsql_helpers": mean["quiet_plpgsql"] / off,
+        "browser_vs_legacy": mean["live"] / mean["legacy"],
+        "browser_quiet_vs_legacy": mean["quiet"] / mean["legacy"],
+        "browser_guard_cost_pct": 100.0 * (1.0 - mean["quiet"] / mean["no_guard"]),
+        "browser_runs": tps,
+        "browser_arms": ARMS,
+        "browser_listener_slow_stops": slow_stops,
+        # Events the live listener had not yet charged when pgbench finished and it was stopped.
+        "browser_left_queued_after_live": max(left_after_live, default=-1),
+        # Evidence the legacy arm did its work: one session used per completion.
+        "browser_legacy_sessions_used": int(legacy_used["n"]) if legacy_used else -1,
+        "browser_legacy_completions": legacy_runs * per_arm,
+    }
+
+
+def _prepare_ledger_arm(conn: Conn, arm: str) -> None:
+    """Triggers, listener rows and an empty queue as the arm needs them."""
+    workload.set_ledger_triggers(conn, enabled=arm != "off")
+    conn.execute("DELETE FROM session_ledger.listeners")
+    conn.execute("DELETE FROM pgmq.q_booking_events")
+    conn.execute("VACUUM pgmq.q_booking_events")
+    if arm in ("on", "on_once"):
+        # An idle listener on record makes every completion also send the wake-up NOTIFY.
+        workload.fake_idle_listener(conn)
+
+
+def _stop(listener: subprocess.Popen[bytes]) -> int:
+    """SIGTERM the listener; 1 if it had to be killed (the figure is measured already), else 0."""
+    listener.send_signal(signal.SIGTERM)
+    try:
+        listener.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        listener.kill()
+        listener.wait()
+        return 1
+    return 0

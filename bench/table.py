@@ -1,0 +1,88 @@
+"""A results JSON as the README's Markdown table: every target, then the reported figures.
+
+python -m bench.table bench/results/latest.json
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from bench.run import TARGETS, _verdict
+
+# Figures reported beside the targets, with what each is.
+REPORTED: list[tuple[str, str]] = [
+    ("browser_tps_ratio", "browser, NOTIFY in every commit ÷ bare UPDATE (worst case)"),
+    ("browser_tps_ratio_live_listener", "browser, trigger + guard + live listener ÷ bare UPDATE"),
+    ("browser_quiet_vs_legacy", "browser, trigger + guard, no NOTIFY ÷ today's app"),
+    ("browser_guard_cost_pct", "guard's share of browser TPS, % (trigger with ÷ without guard)"),
+    ("browser_tps_ratio_plpgsql_helpers", "lever: guard helpers in PL/pgSQL, ÷ bare UPDATE"),
+    ("browser_tps_ratio_notify_once_in_flight", "lever: one NOTIFY in flight, forced-NOTIFY arm ÷ bare"),
+    ("bulk_large_ratio_inlined_rules", "lever: bulk 100k with the per-row rules inlinable, ÷ no trigger"),
+    ("guard_bulk_service_role_vs_owner", "bulk 100k as service_role ÷ as owner"),
+    ("guard_bulk_trusted_pct", "guard's share of the trusted bulk UPDATE, %"),
+    ("guard_untrusted_pct", "guard's share of one untrusted UPDATE (rolled back), %"),
+    ("guard_untrusted_us_per_statement", "… µs of guard per untrusted UPDATE"),
+    ("guard_untrusted_pct_plpgsql_helpers", "… same with the guard helpers in PL/pgSQL, %"),
+]
+
+_RATES: list[tuple[str, str]] = [
+    ("browser_tps_off", "bare UPDATE"),
+    ("browser_tps_no_guard", "trigger without guard"),
+    ("browser_tps_quiet", "trigger + guard"),
+    ("browser_tps_quiet_plpgsql_helpers", "+ helpers in PL/pgSQL"),
+    ("browser_tps_live_listener", "+ live listener"),
+    ("browser_tps_on", "NOTIFY every commit"),
+    ("browser_tps_on_notify_once_in_flight", "NOTIFY once in flight"),
+    ("browser_tps_legacy", "today's app"),
+]
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "n/a"
+    v = float(value)
+    return f"{v:.0f}" if abs(v) >= 100 else f"{v:.3g}"
+
+
+def render(res: dict[str, Any]) -> str:
+    """The Markdown table of one run."""
+    lines = ["| figure | target | measured | met |", "|---|---|---|---|"]
+    met = 0
+    for key, target, kind in TARGETS:
+        value = res.get(key)
+        ok = value is not None and _verdict(float(value), target, kind)
+        met += ok
+        lines.append(
+            f"| `{key}` | {'≥' if kind == 'min' else '≤'} {target:g} | {_fmt(value)} | {'yes' if ok else 'no'} |"
+        )
+    rates = res["scale_rates"]
+    scale_ok = bool(res["scale_never_slower"] and res["scale_exactly_once"])
+    lines.append(
+        f"| `scale_rates` 1/2/4 processes (events/s) | never slower than 1 | "
+        f"{' / '.join(f'{rates[k]:.0f}' for k in ('1', '2', '4'))} | {'yes' if scale_ok else 'no'} |"
+    )
+    for key, label in REPORTED:
+        lines.append(f"| {label} (`{key}`) | reported | {_fmt(res.get(key))} | |")
+    lines.append(
+        "| browser TPS: "
+        + ", ".join(label for _, label in _RATES)
+        + " | | "
+        + " / ".join(_fmt(res.get(key)) for key, _ in _RATES)
+        + " | |"
+    )
+    total = len(TARGETS) + 1
+    return "\n".join(lines) + f"\n\n{met + scale_ok} of {total} targets met.\n"
+
+
+def main(argv: list[str]) -> int:
+    """Print the table of the results file given."""
+    for path in argv:
+        print(render(json.loads(Path(path).read_text())))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,141 @@
+"""Variants of the ledger's trigger function, for the bench's own throwaway databases only.
+
+Each variant is the installed function's own definition with one part changed, so it
+follows the project's SQL as it evolves; a definition the change no longer fits is an
+error, never a silent no-op.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from listener.core.db import Conn
+
+FUNCTION = "session_ledger.enqueue_booking_changes()"
+
+# The guard: its call to caller_is_trusted() and the block at the body's top level
+# (four spaces in) that refuses an untrusted writer; inner END IFs sit deeper.
+_TRUSTED_CALL = re.compile(r"\n    v_trusted := session_ledger\.caller_is_trusted\(\);\n")
+_GUARD_BLOCK = re.compile(r"\n    IF NOT v_trusted THEN\n.*?\n    END IF;\n", re.DOTALL)
+_NOTIFY = "PERFORM pg_catalog.pg_notify('booking_events', '');"
+# Any constant will do: only this variant takes the lock.
+_NOTIFY_LOCK_KEY = 5_117_2026
+
+
+class VariantMismatch(RuntimeError):
+    """The trigger function no longer has the part a variant changes."""
+
+
+def definition(conn: Conn) -> str:
+    """The installed trigger function's CREATE OR REPLACE statement."""
+    row = conn.execute("SELECT pg_get_functiondef(%s::regprocedure) AS d", [FUNCTION]).fetchone()
+    assert row is not None
+    return str(row["d"])
+
+
+def _replace_once(pattern: re.Pattern[str], repl: str, text: str, what: str) -> str:
+    out, n = pattern.subn(repl, text)
+    if n != 1:
+        raise VariantMismatch(f"{FUNCTION}: expected one {what}, found {n}")
+    return out
+
+
+def without_guard(original: str) -> str:
+    """The trigger function with its guard removed: it only enqueues (and wakes)."""
+    text = _replace_once(_TRUSTED_CALL, "\n", original, "caller_is_trusted() call")
+    return _replace_once(_GUARD_BLOCK, "\n", text, "top-level guard block")
+
+
+def notify_once_in_flight(original: str) -> str:
+    """The trigger function sending its NOTIFY only when no other writer's NOTIFY is in flight.
+
+    A writer takes a transaction-scoped advisory try-lock before it NOTIFYs; while one
+    notifying transaction is committing, the others skip their NOTIFY, since the
+    listener woken by that commit (and its quick re-looks) finds their events too.
+    """
+    guarded = f"IF pg_catalog.pg_try_advisory_xact_lock({_NOTIFY_LOCK_KEY}) THEN {_NOTIFY} END IF;"
+    return _replace_once(re.compile(re.escape(_NOTIFY)), guarded, original, "wake-up NOTIFY")
+
+
+@contextmanager
+def installed(conn: Conn, variant: str, original: str) -> Iterator[None]:
+    """Install a variant of the trigger function for the block, then the original again."""
+    conn.execute(variant)
+    try:
+        yield
+    finally:
+        conn.execute(original)
+
+
+# The guard's helpers: SQL functions with a SET clause are never inlined and, before
+# PostgreSQL 18, are planned afresh on every call. As PL/pgSQL their one expression
+# is planned once per session.
+GUARD_HELPERS = (
+    "session_ledger.caller()",
+    "session_ledger.is_member(name, name)",
+    "session_ledger.caller_is_trusted()",
+    "session_ledger.may_move_sessions(uuid, boolean)",
+    "session_ledger.may_move_pack(uuid, boolean)",
+    "session_ledger.may_write_booking(text, uuid, uuid, uuid, text, uuid, uuid, uuid, text[], boolean)",
+    "session_ledger.consumed_pack(text, uuid, text[])",
+)
+_SQL_BODY = re.compile(
+    r"\n LANGUAGE sql\n(?P<head>.*?)\nAS \$function\$\n(?P<body>.*?)\n\$function\$", re.DOTALL
+)
+
+
+def helpers_definitions(conn: Conn) -> list[str]:
+    """The guard helpers' CREATE OR REPLACE statements, as installed."""
+    out = []
+    for signature in GUARD_HELPERS:
+        row = conn.execute("SELECT pg_get_functiondef(%s::regprocedure) AS d", [signature]).fetchone()
+        assert row is not None
+        out.append(str(row["d"]))
+    return out
+
+
+def helper_in_plpgsql(original: str) -> str:
+    """One SQL helper rewritten as PL/pgSQL returning the same single expression."""
+    match = _SQL_BODY.search(original)
+    if match is None:
+        raise VariantMismatch("a guard helper is no longer a single-statement SQL function")
+    body = match["body"].strip().rstrip(";")
+    rewritten = (
+        f"\n LANGUAGE plpgsql\n{match['head']}\nAS $function$\nBEGIN\n    RETURN ({body});\nEND\n$function$"
+    )
+    return original[: match.start()] + rewritten + original[match.end() :]
+
+
+@contextmanager
+def helpers_in_plpgsql(conn: Conn) -> Iterator[None]:
+    """Install the guard helpers as PL/pgSQL for the block, then the originals again."""
+    originals = helpers_definitions(conn)
+    for text in originals:
+        conn.execute(helper_in_plpgsql(text))
+    try:
+        yield
+    finally:
+        for text in originals:
+            conn.execute(text)
+
+
+# The per-row rules the enqueue calls. Their SET search_path clause keeps the planner
+# from inlining them, so a bulk UPDATE pays a function call per row for each.
+PER_ROW_RULES = (
+    "session_ledger.consumed_pack(text, uuid, text[])",
+    "session_ledger.booking_event(uuid, text)",
+)
+
+
+@contextmanager
+def rules_inlinable(conn: Conn) -> Iterator[None]:
+    """Drop the SET search_path clause of the per-row rules for the block (their bodies are fully qualified)."""
+    for signature in PER_ROW_RULES:
+        conn.execute(f"ALTER FUNCTION {signature} RESET search_path")
+    try:
+        yield
+    finally:
+        for signature in PER_ROW_RULES:
+            conn.execute(f"ALTER FUNCTION {signature} SET search_path = ''")
