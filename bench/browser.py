@@ -57,13 +57,12 @@ ARMS = {
     "off": "ledger installed, its bookings triggers disabled: the bare UPDATE",
     "quiet": "trigger with its guard, no listener asleep: no NOTIFY",
     "no_guard": "trigger with its guard removed (bench database only), no NOTIFY",
-    "quiet_plpgsql": "as 'quiet', the guard's helper functions rewritten in PL/pgSQL (a proposed lever)",
     "on": "trigger with its guard, an idle listener on record that never wakes: a NOTIFY in every commit",
     "on_once": "as 'on', the NOTIFY skipped while another writer's NOTIFY is in flight (a proposed lever)",
     "live": "trigger with its guard and a real listener running beside pgbench, charging",
     "legacy": "no ledger: the UPDATE, then use_session (the app's original) in a second transaction",
 }
-_ORDER = ["off", "legacy", "live", "quiet", "no_guard", "quiet_plpgsql", "on", "on_once"]
+_ORDER = ["off", "legacy", "live", "quiet", "no_guard", "on", "on_once"]
 
 
 def browser(server: Server, sizes: Sizes, workdir: Path, logs: Path) -> dict[str, Any]:
@@ -105,8 +104,6 @@ def browser(server: Server, sizes: Sizes, workdir: Path, logs: Path) -> dict[str
             variant: AbstractContextManager[None] = nullcontext()
             if arm in variant_of:
                 variant = variants.installed(conn, variant_of[arm], original)
-            elif arm == "quiet_plpgsql":
-                variant = variants.helpers_in_plpgsql(conn)
             try:
                 with variant:
                     tps[arm].append(
@@ -132,7 +129,6 @@ def browser(server: Server, sizes: Sizes, workdir: Path, logs: Path) -> dict[str
         "browser_tps_off": off,
         "browser_tps_quiet": mean["quiet"],
         "browser_tps_no_guard": mean["no_guard"],
-        "browser_tps_quiet_plpgsql_helpers": mean["quiet_plpgsql"],
         "browser_tps_on": mean["on"],
         "browser_tps_on_notify_once_in_flight": mean["on_once"],
         "browser_tps_live_listener": mean["live"],
@@ -141,7 +137,6 @@ def browser(server: Server, sizes: Sizes, workdir: Path, logs: Path) -> dict[str
         "browser_tps_ratio_no_wakeup": mean["quiet"] / off,
         "browser_tps_ratio_live_listener": mean["live"] / off,
         "browser_tps_ratio_notify_once_in_flight": mean["on_once"] / off,
-        "browser_tps_ratio_plpgsql_helpers": mean["quiet_plpgsql"] / off,
         "browser_vs_legacy": mean["live"] / mean["legacy"],
         "browser_quiet_vs_legacy": mean["quiet"] / mean["legacy"],
         "browser_guard_cost_pct": 100.0 * (1.0 - mean["quiet"] / mean["no_guard"]),

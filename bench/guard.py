@@ -5,9 +5,7 @@
   with the guard removed.
 - Untrusted writers (a signed-in member) also pay may_write_booking() per changed row:
   one completion per transaction, one pgbench client, rolled back so commits do not
-  hide the statement's own time, with and without the guard, and with the guard's
-  helper functions rewritten in PL/pgSQL (a proposed lever: PostgreSQL before 18
-  plans a non-inlined SQL function afresh on every call).
+  hide the statement's own time, with and without the guard.
 
 "Without the guard" is the installed trigger function minus its guard, installed in
 this measurement's throwaway database only (bench.variants).
@@ -91,10 +89,10 @@ def bulk_roles(server: Server, n: int) -> dict[str, Any]:
 
 
 def untrusted(server: Server, sizes: Sizes, workdir: Path) -> dict[str, Any]:
-    """One signed-in member completing one booking per transaction (rolled back): guard, lever, no guard."""
+    """One signed-in member completing one booking per transaction (rolled back): guard and no guard."""
     per_run = sizes.guard_statements
-    order = ("guard", "plpgsql_helpers", "no_guard", "no_guard", "plpgsql_helpers", "guard")
-    tps: dict[str, list[float]] = {"guard": [], "plpgsql_helpers": [], "no_guard": []}
+    order = ("guard", "no_guard", "no_guard", "guard")
+    tps: dict[str, list[float]] = {"guard": [], "no_guard": []}
     with server.database() as dsn, connect(dsn, purpose="bench") as conn:
         workload.populate(conn, per_run * len(order))
         original = variants.definition(conn)
@@ -105,8 +103,6 @@ def untrusted(server: Server, sizes: Sizes, workdir: Path) -> dict[str, Any]:
             variant: AbstractContextManager[None] = nullcontext()
             if arm == "no_guard":
                 variant = variants.installed(conn, bare, original)
-            elif arm == "plpgsql_helpers":
-                variant = variants.helpers_in_plpgsql(conn)
             with variant:
                 tps[arm].append(_one_client(dsn, per_run, workdir))
         completed = conn.execute(
@@ -117,15 +113,12 @@ def untrusted(server: Server, sizes: Sizes, workdir: Path) -> dict[str, Any]:
             "the untrusted-writer arm left completed bookings: its transactions did not roll back"
         )
     mean = {arm: statistics.mean(runs) for arm, runs in tps.items()}
-    guard, bare_tps, lever = mean["guard"], mean["no_guard"], mean["plpgsql_helpers"]
+    guard, bare_tps = mean["guard"], mean["no_guard"]
     return {
         "guard_untrusted_tps": guard,
         "guard_untrusted_tps_no_guard": bare_tps,
-        "guard_untrusted_tps_plpgsql_helpers": lever,
         "guard_untrusted_us_per_statement": 1e6 / guard - 1e6 / bare_tps,
-        "guard_untrusted_us_per_statement_plpgsql_helpers": 1e6 / lever - 1e6 / bare_tps,
         "guard_untrusted_pct": 100.0 * (1.0 - guard / bare_tps),
-        "guard_untrusted_pct_plpgsql_helpers": 100.0 * (1.0 - lever / bare_tps),
         "guard_untrusted_runs": tps,
     }
 

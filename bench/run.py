@@ -256,14 +256,12 @@ def render(res: dict[str, Any]) -> None:
         ("browser TPS, live listener", "browser_tps_live_listener"),
         ("browser TPS, today's app (UPDATE + use_session)", "browser_tps_legacy"),
         ("guard share of browser TPS (%)", "browser_guard_cost_pct"),
-        ("browser TPS, guard helpers in PL/pgSQL (lever)", "browser_tps_quiet_plpgsql_helpers"),
         ("in-database drain rate", "drain_rate"),
         ("listener rate beside it", "drain_listener_rate"),
         ("bulk as service_role ÷ as owner", "guard_bulk_service_role_vs_owner"),
         ("guard share of the bulk UPDATE, trusted (%)", "guard_bulk_trusted_pct"),
         ("guard share of one untrusted UPDATE (%)", "guard_untrusted_pct"),
         ("  µs per untrusted UPDATE", "guard_untrusted_us_per_statement"),
-        ("  same, guard helpers in PL/pgSQL (lever) (%)", "guard_untrusted_pct_plpgsql_helpers"),
         ("scale drain rate", "scale_rate"),
     ]:
         rates_table.add_row(label, f"{float(res[key]):.4g}")

@@ -18,21 +18,18 @@ REPORTED: list[tuple[str, str]] = [
     ("browser_tps_ratio_live_listener", "browser, trigger + guard + live listener ÷ bare UPDATE"),
     ("browser_quiet_vs_legacy", "browser, trigger + guard, no NOTIFY ÷ today's app"),
     ("browser_guard_cost_pct", "guard's share of browser TPS, % (trigger with ÷ without guard)"),
-    ("browser_tps_ratio_plpgsql_helpers", "lever: guard helpers in PL/pgSQL, ÷ bare UPDATE"),
     ("browser_tps_ratio_notify_once_in_flight", "lever: one NOTIFY in flight, forced-NOTIFY arm ÷ bare"),
     ("bulk_large_ratio_inlined_rules", "lever: bulk 100k with the per-row rules inlinable, ÷ no trigger"),
     ("guard_bulk_service_role_vs_owner", "bulk 100k as service_role ÷ as owner"),
     ("guard_bulk_trusted_pct", "guard's share of the trusted bulk UPDATE, %"),
     ("guard_untrusted_pct", "guard's share of one untrusted UPDATE (rolled back), %"),
     ("guard_untrusted_us_per_statement", "… µs of guard per untrusted UPDATE"),
-    ("guard_untrusted_pct_plpgsql_helpers", "… same with the guard helpers in PL/pgSQL, %"),
 ]
 
 _RATES: list[tuple[str, str]] = [
     ("browser_tps_off", "bare UPDATE"),
     ("browser_tps_no_guard", "trigger without guard"),
     ("browser_tps_quiet", "trigger + guard"),
-    ("browser_tps_quiet_plpgsql_helpers", "+ helpers in PL/pgSQL"),
     ("browser_tps_live_listener", "+ live listener"),
     ("browser_tps_on", "NOTIFY every commit"),
     ("browser_tps_on_notify_once_in_flight", "NOTIFY once in flight"),

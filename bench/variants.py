@@ -69,58 +69,6 @@ def installed(conn: Conn, variant: str, original: str) -> Iterator[None]:
         conn.execute(original)
 
 
-# The guard's helpers: SQL functions with a SET clause are never inlined and, before
-# PostgreSQL 18, are planned afresh on every call. As PL/pgSQL their one expression
-# is planned once per session.
-GUARD_HELPERS = (
-    "session_ledger.caller()",
-    "session_ledger.is_member(name, name)",
-    "session_ledger.caller_is_trusted()",
-    "session_ledger.may_move_sessions(uuid, boolean)",
-    "session_ledger.may_move_pack(uuid, boolean)",
-    "session_ledger.may_write_booking(text, uuid, uuid, uuid, text, uuid, uuid, uuid, text[], boolean)",
-    "session_ledger.consumed_pack(text, uuid, text[])",
-)
-_SQL_BODY = re.compile(
-    r"\n LANGUAGE sql\n(?P<head>.*?)\nAS \$function\$\n(?P<body>.*?)\n\$function\$", re.DOTALL
-)
-
-
-def helpers_definitions(conn: Conn) -> list[str]:
-    """The guard helpers' CREATE OR REPLACE statements, as installed."""
-    out = []
-    for signature in GUARD_HELPERS:
-        row = conn.execute("SELECT pg_get_functiondef(%s::regprocedure) AS d", [signature]).fetchone()
-        assert row is not None
-        out.append(str(row["d"]))
-    return out
-
-
-def helper_in_plpgsql(original: str) -> str:
-    """One SQL helper rewritten as PL/pgSQL returning the same single expression."""
-    match = _SQL_BODY.search(original)
-    if match is None:
-        raise VariantMismatch("a guard helper is no longer a single-statement SQL function")
-    body = match["body"].strip().rstrip(";")
-    rewritten = (
-        f"\n LANGUAGE plpgsql\n{match['head']}\nAS $function$\nBEGIN\n    RETURN ({body});\nEND\n$function$"
-    )
-    return original[: match.start()] + rewritten + original[match.end() :]
-
-
-@contextmanager
-def helpers_in_plpgsql(conn: Conn) -> Iterator[None]:
-    """Install the guard helpers as PL/pgSQL for the block, then the originals again."""
-    originals = helpers_definitions(conn)
-    for text in originals:
-        conn.execute(helper_in_plpgsql(text))
-    try:
-        yield
-    finally:
-        for text in originals:
-            conn.execute(text)
-
-
 # The per-row rules the enqueue calls. Their SET search_path clause keeps the planner
 # from inlining them, so a bulk UPDATE pays a function call per row for each.
 PER_ROW_RULES = (

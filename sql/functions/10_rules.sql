@@ -100,44 +100,44 @@ WHERE session_ledger.consumed_pack(b.status, b.purchase_id, c.consuming_statuses
 -- Who may move a session: the allow-list, stated once
 ------------------------------------------------------------------------------
 
+-- The guard runs inside every signed-in writer's booking statement, so its helpers
+-- below are PL/pgSQL: PostgreSQL before 18 parses and plans a SQL function's body
+-- afresh in every transaction (and a nested one on every call), while PL/pgSQL keeps
+-- its plans for the session. They call one another as little as the rule allows.
+
 -- The role a statement runs for. Inside a SECURITY DEFINER function current_user
 -- is the owner, so the caller is the `role` setting (SET ROLE, as Supabase's API
 -- does per request), falling back to the login role.
 CREATE OR REPLACE FUNCTION session_ledger.caller() RETURNS name
-LANGUAGE sql STABLE SET search_path = ''
+LANGUAGE plpgsql STABLE SET search_path = ''
 AS $$
-    SELECT coalesce(nullif(pg_catalog.current_setting('role', true), 'none'), session_user::text)::name
-$$;
-
--- Whether a role exists and p_role is a member of it (pg_has_role raises on a missing role).
-CREATE OR REPLACE FUNCTION session_ledger.is_member(p_role name, p_of name) RETURNS boolean
-LANGUAGE sql STABLE SET search_path = ''
-AS $$
-    SELECT CASE
-        WHEN pg_catalog.to_regrole(p_of::text) IS NOT NULL AND pg_catalog.to_regrole(p_role::text) IS NOT NULL
-        THEN pg_catalog.pg_has_role(p_role, p_of, 'MEMBER')
-        ELSE false
-    END
+BEGIN
+    RETURN coalesce(nullif(pg_catalog.current_setting('role', true), 'none'), session_user::text)::name;
+END
 $$;
 
 -- Callers who may move any session: superusers and the owner of the ledger
 -- (migrations, the SQL console), service_role and the roles that are members of
 -- it (the cron), and the listener's role (which reaches bookings and packs only
--- through the ledger's own functions).
+-- through the ledger's own functions). A superuser is a member of every role, and
+-- a role that does not exist has no members.
 CREATE OR REPLACE FUNCTION session_ledger.caller_is_trusted() RETURNS boolean
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path = ''
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = ''
 AS $$
-    WITH c AS (SELECT session_ledger.caller() AS who)
-    SELECT coalesce((SELECT r.rolsuper FROM pg_catalog.pg_roles r, c WHERE r.rolname OPERATOR(pg_catalog.=) c.who), false)
-        OR session_ledger.is_member(c.who, (SELECT o.rolname FROM pg_catalog.pg_namespace n
-                                            JOIN pg_catalog.pg_roles o ON o.oid OPERATOR(pg_catalog.=) n.nspowner
-                                            WHERE n.nspname OPERATOR(pg_catalog.=) 'session_ledger'))
-        OR session_ledger.is_member(c.who, 'service_role')
-        OR session_ledger.is_member(c.who, 'session_ledger_listener')
-    FROM c
+DECLARE
+    v_who name := session_ledger.caller();
+    v_owner oid;
+BEGIN
+    SELECT n.nspowner INTO v_owner FROM pg_catalog.pg_namespace n WHERE n.nspname OPERATOR(pg_catalog.=) 'session_ledger';
+    RETURN coalesce(pg_catalog.pg_has_role(v_who, v_owner, 'MEMBER'), false)
+        OR coalesce(pg_catalog.pg_has_role(v_who, pg_catalog.to_regrole('service_role'), 'MEMBER'), false)
+        OR coalesce(pg_catalog.pg_has_role(v_who, pg_catalog.to_regrole('session_ledger_listener'), 'MEMBER'), false);
+END
 $$;
 
--- Signatures before p_trusted was added: dropped, so a call is never ambiguous.
+-- Signatures before p_trusted was added: dropped, so a call is never ambiguous; is_member()
+-- is folded into the functions below.
+DROP FUNCTION IF EXISTS session_ledger.is_member(name, name);
 DROP FUNCTION IF EXISTS session_ledger.may_move_sessions(uuid);
 DROP FUNCTION IF EXISTS session_ledger.may_move_pack(uuid);
 DROP FUNCTION IF EXISTS session_ledger.may_write_booking(text, uuid, uuid, uuid, text, uuid, uuid, uuid, text[]);
@@ -149,23 +149,35 @@ DROP FUNCTION IF EXISTS session_ledger.may_write_booking(text, uuid, uuid, uuid,
 -- caller_is_trusted() already computed for this statement (the trigger's, once).
 CREATE OR REPLACE FUNCTION session_ledger.may_move_sessions(p_org uuid, p_trusted boolean DEFAULT NULL)
 RETURNS boolean
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path = ''
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = ''
 AS $$
-    SELECT coalesce(p_trusted, session_ledger.caller_is_trusted())
-        OR (p_org IS NOT NULL
-            AND session_ledger.is_member(session_ledger.caller(), 'authenticated')
-            AND public.is_org_member(p_org))
+BEGIN
+    IF coalesce(p_trusted, session_ledger.caller_is_trusted()) THEN
+        RETURN true;
+    END IF;
+    -- coalesce: an unknown is a refusal, never a pass
+    RETURN coalesce(p_org IS NOT NULL
+                    AND pg_catalog.pg_has_role(session_ledger.caller(), pg_catalog.to_regrole('authenticated'), 'MEMBER')
+                    AND public.is_org_member(p_org),
+                    false);
+END
 $$;
 
 -- The same rule for a pack, by id. Of a pack that does not exist, only a trusted
 -- caller hears so (the charge then says 'pack does not exist'); anyone else is refused.
 CREATE OR REPLACE FUNCTION session_ledger.may_move_pack(p_purchase_id uuid, p_trusted boolean DEFAULT NULL)
 RETURNS boolean
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path = ''
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = ''
 AS $$
-    SELECT coalesce((SELECT session_ledger.may_move_sessions(p.org_id, p_trusted)
-                     FROM public.client_purchases p WHERE p.id OPERATOR(pg_catalog.=) p_purchase_id),
-                    coalesce(p_trusted, session_ledger.caller_is_trusted()))
+DECLARE
+    v_org uuid;
+BEGIN
+    SELECT p.org_id INTO v_org FROM public.client_purchases p WHERE p.id OPERATOR(pg_catalog.=) p_purchase_id;
+    IF NOT FOUND THEN
+        RETURN coalesce(p_trusted, session_ledger.caller_is_trusted());
+    END IF;
+    RETURN session_ledger.may_move_sessions(v_org, p_trusted);
+END
 $$;
 
 -- Refuse, with insufficient_privilege, a caller who may not move this pack's sessions.
@@ -173,7 +185,7 @@ CREATE OR REPLACE FUNCTION session_ledger.assert_may_move_pack(p_purchase_id uui
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = ''
 AS $$
 BEGIN
-    IF NOT session_ledger.may_move_pack(p_purchase_id) THEN
+    IF session_ledger.may_move_pack(p_purchase_id) IS NOT TRUE THEN
         RAISE EXCEPTION 'role % may not move sessions of pack %', session_ledger.caller(), p_purchase_id
             USING ERRCODE = 'insufficient_privilege',
                   HINT = 'only members of the pack''s organisation, service_role and the ledger''s owner may';
@@ -192,27 +204,34 @@ CREATE OR REPLACE FUNCTION session_ledger.may_write_booking(
     n_status text, n_pack uuid, n_client uuid, n_org uuid,
     p_consuming text[], p_trusted boolean DEFAULT NULL
 ) RETURNS boolean
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path = ''
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = ''
 AS $$
-    WITH k AS (
-        SELECT session_ledger.consumed_pack(o_status, o_pack, p_consuming) AS o_c,
-               session_ledger.consumed_pack(n_status, n_pack, p_consuming) AS n_c,
-               o_client IS NOT DISTINCT FROM n_client AND o_org IS NOT DISTINCT FROM n_org AS same_owner
-    )
-    -- coalesce: an unknown is a refusal, never a pass
-    SELECT coalesce(
-           (k.o_c IS NULL OR (k.o_c IS NOT DISTINCT FROM k.n_c AND k.same_owner)
-            OR session_ledger.may_move_pack(k.o_c, p_trusted))
-       AND (k.n_c IS NULL OR (k.n_c IS NOT DISTINCT FROM k.o_c AND k.same_owner)
-            OR session_ledger.may_move_pack(k.n_c, p_trusted))
-       AND (k.n_c IS NOT NULL OR n_pack IS NULL
-            OR (n_pack IS NOT DISTINCT FROM o_pack AND k.same_owner)
-            OR session_ledger.may_move_pack(n_pack, p_trusted)
-            OR ((o_client IS NULL OR k.same_owner)
-                AND EXISTS (SELECT 1 FROM public.client_purchases p
-                            WHERE p.id OPERATOR(pg_catalog.=) n_pack
-                              AND p.client_id OPERATOR(pg_catalog.=) n_client
-                              AND p.org_id OPERATOR(pg_catalog.=) n_org))),
-           false)
-    FROM k
+DECLARE
+    o_c uuid := session_ledger.consumed_pack(o_status, o_pack, p_consuming);
+    n_c uuid := session_ledger.consumed_pack(n_status, n_pack, p_consuming);
+    same_owner boolean := o_client IS NOT DISTINCT FROM n_client AND o_org IS NOT DISTINCT FROM n_org;
+BEGIN
+    -- IS NOT TRUE: an unknown is a refusal, never a pass.
+    -- A pack it stops consuming (or consumes for another client or organisation).
+    IF o_c IS NOT NULL AND NOT (o_c IS NOT DISTINCT FROM n_c AND same_owner)
+       AND session_ledger.may_move_pack(o_c, p_trusted) IS NOT TRUE THEN
+        RETURN false;
+    END IF;
+    -- A pack it starts consuming (or consumes for another client or organisation).
+    IF n_c IS NOT NULL AND NOT (n_c IS NOT DISTINCT FROM o_c AND same_owner)
+       AND session_ledger.may_move_pack(n_c, p_trusted) IS NOT TRUE THEN
+        RETURN false;
+    END IF;
+    -- A pack it attaches without consuming: allowed too when it is the client's own.
+    IF n_c IS NULL AND n_pack IS NOT NULL AND NOT (n_pack IS NOT DISTINCT FROM o_pack AND same_owner) THEN
+        RETURN coalesce(session_ledger.may_move_pack(n_pack, p_trusted)
+                        OR ((o_client IS NULL OR same_owner)
+                            AND EXISTS (SELECT 1 FROM public.client_purchases p
+                                        WHERE p.id OPERATOR(pg_catalog.=) n_pack
+                                          AND p.client_id OPERATOR(pg_catalog.=) n_client
+                                          AND p.org_id OPERATOR(pg_catalog.=) n_org)),
+                        false);
+    END IF;
+    RETURN true;
+END
 $$;
