@@ -254,8 +254,12 @@ def test_a_member_of_another_organisation_moves_nothing(app: App) -> None:
 
 @pytest.fixture
 def custom_roles(app: App) -> Iterator[tuple[str, str]]:
-    """Two API roles an app may add: one inheriting authenticated, one with EXECUTE granted directly."""
-    names = (f"api_staff_{uuid.uuid4().hex[:6]}", f"api_report_{uuid.uuid4().hex[:6]}")
+    """Two API roles an app may add: one inheriting authenticated, one with EXECUTE granted directly.
+
+    The inheriting one's name needs quoting, as a JWT's role claim may: the rule must
+    look roles up by name, never by re-parsing the name as an identifier.
+    """
+    names = (f"Api Staff {uuid.uuid4().hex[:6]}", f"api_report_{uuid.uuid4().hex[:6]}")
     with connect(app.db.admin_dsn, purpose="tests") as admin:
         inheriting, direct = (sql.Identifier(n) for n in names)
         admin.execute(sql.SQL("CREATE ROLE {} NOLOGIN INHERIT IN ROLE authenticated").format(inheriting))
