@@ -8,21 +8,21 @@
 -- status (session_ledger.config.consuming_statuses), else none.
 CREATE OR REPLACE FUNCTION session_ledger.consumed_pack(p_status text, p_purchase_id uuid, p_consuming text[])
 RETURNS uuid
-LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = ''
+LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT CASE WHEN p_status OPERATOR(pg_catalog.=) ANY (p_consuming) THEN p_purchase_id END
 $$;
 
 -- The pack whose session the ledger holds for a booking: only a paid row holds one.
 CREATE OR REPLACE FUNCTION session_ledger.held_pack(p_state text, p_purchase_id uuid) RETURNS uuid
-LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = ''
+LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT CASE WHEN p_state OPERATOR(pg_catalog.=) 'paid' THEN p_purchase_id END
 $$;
 
 -- The pack the ledger has judged a booking against (paid by it, or refused by it).
 CREATE OR REPLACE FUNCTION session_ledger.judged_pack(p_state text, p_purchase_id uuid) RETURNS uuid
-LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = ''
+LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT CASE WHEN p_state OPERATOR(pg_catalog.=) ANY ('{paid,unfunded}'::text[]) THEN p_purchase_id END
 $$;
@@ -32,7 +32,7 @@ $$;
 CREATE OR REPLACE FUNCTION session_ledger.unfundable_reason(
     p_sessions_total int, p_expires_at timestamptz, p_payment_status text, p_at timestamptz
 ) RETURNS text
-LANGUAGE sql IMMUTABLE SET search_path = ''
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT CASE
         WHEN p_sessions_total IS NULL THEN 'purchase is not a session pack'
@@ -45,7 +45,7 @@ $$;
 -- Whether text is a uuid exactly as jsonb_build_object writes one: lowercase, hyphenated.
 -- listener/core/events.py holds the same pattern for the listener; a test keeps them equal.
 CREATE OR REPLACE FUNCTION session_ledger.is_canonical_uuid(p_text text) RETURNS boolean
-LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = ''
+LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT coalesce(p_text OPERATOR(pg_catalog.~) '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$', false)
 $$;
@@ -53,7 +53,7 @@ $$;
 -- The event: it only names a booking. p_source marks who put it there (replay, ...).
 CREATE OR REPLACE FUNCTION session_ledger.booking_event(p_booking_id uuid, p_source text DEFAULT NULL)
 RETURNS jsonb
-LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = ''
+LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT CASE
         WHEN p_source IS NULL
@@ -65,7 +65,7 @@ $$;
 
 -- The booking an event names, or NULL when the message is not exactly our event.
 CREATE OR REPLACE FUNCTION session_ledger.event_booking_id(p_message jsonb) RETURNS uuid
-LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = ''
+LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT CASE
         WHEN pg_catalog.jsonb_typeof(p_message) OPERATOR(pg_catalog.=) 'object'
@@ -109,7 +109,7 @@ WHERE session_ledger.consumed_pack(b.status, b.purchase_id, c.consuming_statuses
 -- is the owner, so the caller is the `role` setting (SET ROLE, as Supabase's API
 -- does per request), falling back to the login role.
 CREATE OR REPLACE FUNCTION session_ledger.caller() RETURNS name
-LANGUAGE plpgsql STABLE SET search_path = ''
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     RETURN coalesce(nullif(pg_catalog.current_setting('role', true), 'none'), session_user::text)::name;
@@ -122,7 +122,7 @@ $$;
 -- through the ledger's own functions). A superuser is a member of every role, and
 -- a role that does not exist has no members.
 CREATE OR REPLACE FUNCTION session_ledger.caller_is_trusted() RETURNS boolean
-LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = ''
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_who name := session_ledger.caller();
@@ -149,7 +149,7 @@ DROP FUNCTION IF EXISTS session_ledger.may_write_booking(text, uuid, uuid, uuid,
 -- caller_is_trusted() already computed for this statement (the trigger's, once).
 CREATE OR REPLACE FUNCTION session_ledger.may_move_sessions(p_org uuid, p_trusted boolean DEFAULT NULL)
 RETURNS boolean
-LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = ''
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     IF coalesce(p_trusted, session_ledger.caller_is_trusted()) THEN
@@ -167,7 +167,7 @@ $$;
 -- caller hears so (the charge then says 'pack does not exist'); anyone else is refused.
 CREATE OR REPLACE FUNCTION session_ledger.may_move_pack(p_purchase_id uuid, p_trusted boolean DEFAULT NULL)
 RETURNS boolean
-LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = ''
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_org uuid;
@@ -182,7 +182,7 @@ $$;
 
 -- Refuse, with insufficient_privilege, a caller who may not move this pack's sessions.
 CREATE OR REPLACE FUNCTION session_ledger.assert_may_move_pack(p_purchase_id uuid) RETURNS void
-LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = ''
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     IF session_ledger.may_move_pack(p_purchase_id) IS NOT TRUE THEN
@@ -204,7 +204,7 @@ CREATE OR REPLACE FUNCTION session_ledger.may_write_booking(
     n_status text, n_pack uuid, n_client uuid, n_org uuid,
     p_consuming text[], p_trusted boolean DEFAULT NULL
 ) RETURNS boolean
-LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = ''
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     o_c uuid := session_ledger.consumed_pack(o_status, o_pack, p_consuming);

@@ -12,7 +12,7 @@ CREATE OR REPLACE FUNCTION session_ledger.settle_packs(
     p_pack uuid[], p_delta int[], p_at timestamptz[], p_client uuid[], p_org uuid[]
 )
 RETURNS TABLE (ord int, ok boolean, reason text, sessions_used int)
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = ''
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 -- Every access below is a key lookup for one batch; a generic plan cannot see the
 -- batch's size and would otherwise be tempted into scanning whole tables. With seq
 -- scans off even a one-row read is costed far above jit_above_cost: without jit off,
@@ -115,7 +115,7 @@ $$;
 -- left it, without touching a balance.
 CREATE OR REPLACE FUNCTION session_ledger.apply_bookings(p_booking_ids uuid[], p_enqueued_at timestamptz[])
 RETURNS TABLE (booking_id uuid, outcome text, purchase_id uuid, previous_purchase_id uuid, reason text)
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = ''
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 SET enable_seqscan = 'off'
 SET jit = 'off'
 AS $$
@@ -248,7 +248,7 @@ $$;
 -- Charge one session, judging the pack's validity at p_session_at; for
 -- service_role and the listener's role.
 CREATE OR REPLACE FUNCTION public.use_session(p_purchase_id uuid, p_session_at timestamptz) RETURNS boolean
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = ''
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     PERFORM session_ledger.assert_may_move_pack(p_purchase_id);
@@ -259,7 +259,7 @@ $$;
 
 -- The app's signature, unchanged for existing callers ("use 1 session"): judged at now().
 CREATE OR REPLACE FUNCTION public.use_session(p_purchase_id uuid) RETURNS boolean
-LANGUAGE sql SECURITY DEFINER SET search_path = ''
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT public.use_session(p_purchase_id, pg_catalog.now())
 $$;
@@ -267,7 +267,7 @@ $$;
 -- Give one session back ("reinstate"). Returns the new sessions_used, or -1 when
 -- there was nothing to give back (already 0, or no such pack).
 CREATE OR REPLACE FUNCTION public.release_session(p_purchase_id uuid) RETURNS int
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = ''
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     PERFORM session_ledger.assert_may_move_pack(p_purchase_id);

@@ -1,13 +1,57 @@
 -- The queue's consumers: the listener's entry points, the in-database drain, and
 -- the operators' functions.
 
+-- The ledger's two queues, written to with static SQL on pgmq's tables (what
+-- pgmq.send_batch and pgmq.archive do). pgmq's own functions set no search_path:
+-- called from a SECURITY DEFINER function they would resolve types in the caller's
+-- temporary schema first, so nothing privileged here ever calls them.
+CREATE OR REPLACE FUNCTION session_ledger.send_events(p_queue text, p_messages jsonb[]) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF p_queue OPERATOR(pg_catalog.=) 'booking_events' THEN
+        INSERT INTO pgmq.q_booking_events (vt, message)
+        SELECT pg_catalog.clock_timestamp(), m FROM unnest(p_messages) AS m;
+    ELSIF p_queue OPERATOR(pg_catalog.=) 'booking_events_dlq' THEN
+        INSERT INTO pgmq.q_booking_events_dlq (vt, message)
+        SELECT pg_catalog.clock_timestamp(), m FROM unnest(p_messages) AS m;
+    ELSE
+        RAISE EXCEPTION 'no ledger queue named %', p_queue USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION session_ledger.archive_events(p_queue text, p_msg_ids bigint[]) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF p_queue OPERATOR(pg_catalog.=) 'booking_events' THEN
+        WITH gone AS (
+            DELETE FROM pgmq.q_booking_events q WHERE q.msg_id = ANY (p_msg_ids)
+            RETURNING q.msg_id, q.read_ct, q.enqueued_at, q.vt, q.message
+        )
+        INSERT INTO pgmq.a_booking_events (msg_id, read_ct, enqueued_at, vt, message)
+        SELECT g.msg_id, g.read_ct, g.enqueued_at, g.vt, g.message FROM gone g;
+    ELSIF p_queue OPERATOR(pg_catalog.=) 'booking_events_dlq' THEN
+        WITH gone AS (
+            DELETE FROM pgmq.q_booking_events_dlq q WHERE q.msg_id = ANY (p_msg_ids)
+            RETURNING q.msg_id, q.read_ct, q.enqueued_at, q.vt, q.message
+        )
+        INSERT INTO pgmq.a_booking_events_dlq (msg_id, read_ct, enqueued_at, vt, message)
+        SELECT g.msg_id, g.read_ct, g.enqueued_at, g.vt, g.message FROM gone g;
+    ELSE
+        RAISE EXCEPTION 'no ledger queue named %', p_queue USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+END
+$$;
+
 -- Claim a batch: pgmq.read's claim (vt, read_ct, last_read_at), committed with
 -- this statement so read_ct survives a crash. Written out rather than calling
 -- pgmq.read, whose dynamic SQL joins the claimed ids back to the whole queue
 -- table: every read then costs O(queue) instead of O(batch).
 CREATE OR REPLACE FUNCTION session_ledger.read_events(p_qty int, p_vt_seconds int)
 RETURNS TABLE (msg_id bigint, read_ct int, enqueued_at timestamptz, message text)
-LANGUAGE sql SECURITY DEFINER SET search_path = ''
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
     UPDATE pgmq.q_booking_events m
        SET vt = pg_catalog.clock_timestamp() + pg_catalog.make_interval(secs => p_vt_seconds),
@@ -32,7 +76,7 @@ CREATE OR REPLACE FUNCTION session_ledger.handle_batch_v2(
     p_listener uuid, p_msg_ids bigint[], p_dead_msg_ids bigint[], p_dead_reasons text[]
 )
 RETURNS TABLE (booking_id uuid, outcome text, purchase_id uuid, previous_purchase_id uuid, reason text)
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = ''
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_ids bigint[]; v_bookings uuid[]; v_at timestamptz[];
@@ -76,7 +120,7 @@ BEGIN
       INTO v_dead, v_dead_reasons
     FROM gone g;
     IF v_dead IS NOT NULL THEN
-        PERFORM pgmq.send_batch('booking_events_dlq', v_dead);
+        PERFORM session_ledger.send_events('booking_events_dlq', v_dead);
     END IF;
 
     IF v_ids IS NOT NULL THEN
@@ -84,7 +128,7 @@ BEGIN
                array_agg(a.previous_purchase_id), array_agg(a.reason)
           INTO o_booking, o_outcome, o_pack, o_prev, o_reason
         FROM session_ledger.apply_bookings(v_bookings, v_at) AS a;
-        PERFORM pgmq.archive('booking_events', v_ids);
+        PERFORM session_ledger.archive_events('booking_events', v_ids);
     END IF;
 
     IF p_listener IS NOT NULL THEN
@@ -122,14 +166,14 @@ CREATE OR REPLACE FUNCTION session_ledger.handle_batch(
     p_waiting boolean
 )
 RETURNS TABLE (booking_id uuid, outcome text, purchase_id uuid, previous_purchase_id uuid, reason text)
-LANGUAGE sql SECURITY DEFINER SET search_path = ''
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT * FROM session_ledger.handle_batch_v2(p_listener, p_msg_ids, p_dead_msg_ids, p_dead_reasons)
 $$;
 
 -- The schema version `listener migrate` recorded, for the listener's start-up check.
 CREATE OR REPLACE FUNCTION session_ledger.installed_schema() RETURNS int
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path = ''
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT s.version FROM session_ledger.schema_info s
 $$;
@@ -137,7 +181,7 @@ $$;
 -- Register a running listener, or refresh its heartbeat; waiting = it sleeps and wants a NOTIFY.
 CREATE OR REPLACE FUNCTION session_ledger.heartbeat(p_listener uuid, p_host text, p_pid int, p_waiting boolean)
 RETURNS void
-LANGUAGE sql SECURITY DEFINER SET search_path = ''
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
     INSERT INTO session_ledger.listeners AS l (id, host, pid, waiting)
     VALUES (p_listener, p_host, p_pid, p_waiting)
@@ -147,7 +191,7 @@ $$;
 
 -- Mark a listener as stopped cleanly.
 CREATE OR REPLACE FUNCTION session_ledger.stop_listener(p_listener uuid) RETURNS void
-LANGUAGE sql SECURITY DEFINER SET search_path = ''
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
     UPDATE session_ledger.listeners
        SET stopped_at = pg_catalog.now(), waiting = false, heartbeat_at = pg_catalog.now()
@@ -161,7 +205,7 @@ $$;
 -- time, and the one that fails is dead-lettered with its error, so one bad message
 -- cannot wedge every later run.
 CREATE OR REPLACE FUNCTION session_ledger.drain(p_max_events int DEFAULT 10000) RETURNS bigint
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = ''
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     -- Small batches: each holds its packs' row locks until this statement commits.
@@ -226,7 +270,7 @@ $$;
 
 -- The cron path: complete every confirmed booking that has ended, and nothing else.
 CREATE OR REPLACE FUNCTION session_ledger.complete_past_bookings() RETURNS bigint
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = ''
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_n bigint;
@@ -240,7 +284,7 @@ $$;
 
 -- Put events for these bookings on the queue, as the trigger would.
 CREATE OR REPLACE FUNCTION session_ledger.enqueue_bookings(p_booking_ids uuid[], p_source text) RETURNS bigint
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = ''
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_msgs jsonb[];
@@ -251,7 +295,7 @@ BEGIN
     IF v_msgs IS NULL THEN
         RETURN 0;
     END IF;
-    PERFORM pgmq.send_batch('booking_events', v_msgs);
+    PERFORM session_ledger.send_events('booking_events', v_msgs);
     PERFORM pg_catalog.pg_notify('booking_events', '');
     RETURN array_length(v_msgs, 1);
 END
@@ -260,7 +304,7 @@ $$;
 -- Move dead letters back onto the queue, original payload unwrapped; the dead
 -- letters themselves are archived, so their reasons stay on record.
 CREATE OR REPLACE FUNCTION session_ledger.redrive_dead_letters(p_msg_ids bigint[]) RETURNS bigint
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = ''
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_ids bigint[];
@@ -275,8 +319,8 @@ BEGIN
     END IF;
     SELECT array_agg(coalesce(q.message -> 'message', 'null'::jsonb) ORDER BY q.msg_id) INTO v_msgs
     FROM pgmq.q_booking_events_dlq q WHERE q.msg_id = ANY (v_ids);
-    PERFORM pgmq.send_batch('booking_events', v_msgs);
-    PERFORM pgmq.archive('booking_events_dlq', v_ids);
+    PERFORM session_ledger.send_events('booking_events', v_msgs);
+    PERFORM session_ledger.archive_events('booking_events_dlq', v_ids);
     PERFORM pg_catalog.pg_notify('booking_events', '');
     RETURN array_length(v_ids, 1);
 END
@@ -285,7 +329,7 @@ $$;
 -- Queue and dead-letter depth, cheap enough for every metrics scrape.
 CREATE OR REPLACE FUNCTION session_ledger.queue_depths()
 RETURNS TABLE (queue_depth bigint, queue_visible bigint, oldest_event_age_s double precision, dead_letter_depth bigint)
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path = ''
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT (SELECT count(*) FROM pgmq.q_booking_events),
            (SELECT count(*) FROM pgmq.q_booking_events WHERE vt <= pg_catalog.clock_timestamp()),
@@ -296,7 +340,7 @@ $$;
 
 -- Everything `listener status` reports, in one call the listener's role may make.
 CREATE OR REPLACE FUNCTION session_ledger.status() RETURNS jsonb
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path = ''
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
     WITH cfg AS (SELECT c.consuming_statuses, c.listener_live_window FROM session_ledger.config c),
     q AS (

@@ -13,7 +13,7 @@
 -- consumes and, while it consumes, its client and organisation. An UPDATE that
 -- changes nothing relevant inserts nothing, so it cannot fail.
 CREATE OR REPLACE FUNCTION session_ledger.enqueue_booking_changes() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = ''
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_consuming text[];

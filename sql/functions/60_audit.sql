@@ -20,7 +20,7 @@
 -- whose session was never taken from the pack.
 CREATE OR REPLACE FUNCTION session_ledger.audit_uncharged(p_org uuid, p_packs uuid[])
 RETURNS TABLE (booking_id uuid, purchase_id uuid, start_time timestamptz, client_id uuid, org_id uuid)
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path = ''
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
     WITH consuming AS (
         SELECT b.id, b.start_time, b.client_id, b.org_id,
@@ -59,7 +59,7 @@ RETURNS TABLE (
     unfunded int, adjusted_charged int, adjusted_unfunded int,
     given_away int, manual int, to_charge int
 )
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path = ''
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
     WITH bk AS (
         SELECT session_ledger.consumed_pack(b.status, b.purchase_id, c.consuming_statuses) AS pack, count(*)::int AS n
@@ -116,7 +116,7 @@ CREATE OR REPLACE FUNCTION session_ledger.audit_charge(p_packs uuid[])
 RETURNS TABLE (
     booking_id uuid, purchase_id uuid, start_time timestamptz, charged boolean, reason text, sessions_used int
 )
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = ''
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_seen uuid[];

@@ -11,7 +11,7 @@
 CREATE OR REPLACE FUNCTION session_ledger.dashboard_lag(p_minutes int)
 RETURNS TABLE (minute timestamptz, events bigint, lag_p50_s double precision,
                lag_p99_s double precision, lag_max_s double precision)
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path = ''
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT pg_catalog.date_trunc('minute', a.archived_at),
            count(*),
@@ -28,7 +28,7 @@ $$;
 -- The newest dead letters: why each was set aside and what it carried.
 CREATE OR REPLACE FUNCTION session_ledger.dashboard_dead_letters(p_limit int)
 RETURNS TABLE (msg_id bigint, enqueued_at timestamptz, reason text, payload jsonb)
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path = ''
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT d.msg_id, d.enqueued_at, d.message ->> 'reason', d.message -> 'message'
     FROM pgmq.q_booking_events_dlq d
@@ -39,7 +39,7 @@ $$;
 -- The newest bookings that consume a session but found no pack to charge.
 CREATE OR REPLACE FUNCTION session_ledger.dashboard_unfunded(p_limit int)
 RETURNS TABLE (booking_id uuid, purchase_id uuid, reason text, updated_at timestamptz)
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path = ''
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT l.booking_id, l.purchase_id, l.reason, l.updated_at
     FROM session_ledger.charges l
@@ -53,7 +53,7 @@ $$;
 CREATE OR REPLACE FUNCTION session_ledger.dashboard_out_of_sync(p_limit int)
 RETURNS TABLE (booking_id uuid, booking_status text, booking_purchase_id uuid,
                ledger_state text, ledger_purchase_id uuid)
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path = ''
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT o.booking_id, b.status, b.purchase_id, l.state, l.purchase_id
     FROM session_ledger.out_of_sync o
@@ -67,7 +67,7 @@ $$;
 CREATE OR REPLACE FUNCTION session_ledger.dashboard_recent_charges(p_limit int)
 RETURNS TABLE (booking_id uuid, purchase_id uuid, state text, reason text, source text,
                updated_at timestamptz)
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path = ''
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT l.booking_id, l.purchase_id, l.state, l.reason, l.source, l.updated_at
     FROM session_ledger.charges l
@@ -78,7 +78,7 @@ $$;
 -- Action: move these dead letters back onto the queue (`listener replay --dead-letter --id ...`).
 CREATE OR REPLACE FUNCTION session_ledger.dashboard_redrive(p_msg_ids bigint[])
 RETURNS bigint
-LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = ''
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT session_ledger.redrive_dead_letters(p_msg_ids)
 $$;
@@ -86,7 +86,7 @@ $$;
 -- Action: enqueue one booking again, as the trigger would; the listener converges it.
 CREATE OR REPLACE FUNCTION session_ledger.dashboard_replay(p_booking_id uuid)
 RETURNS bigint
-LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = ''
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT session_ledger.enqueue_bookings(ARRAY[p_booking_id], 'dashboard')
 $$;

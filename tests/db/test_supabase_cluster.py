@@ -72,8 +72,8 @@ def test_migrate_as_postgres_installs_the_ledger_on_the_app_schema(supabase_clus
             ).fetchall()
             assert {o["owner"] for o in owners} == {"postgres"}
             hardened = {o["fn"]: o["proconfig"] for o in owners}
-            assert hardened["use_session(uuid)"] == ['search_path=""']
-            assert hardened["release_session(uuid)"] == ['search_path=""']
+            assert hardened["use_session(uuid)"] == ["search_path=pg_catalog, pg_temp"]
+            assert hardened["release_session(uuid)"] == ["search_path=pg_catalog, pg_temp"]
             trigger = conn.execute(
                 "SELECT count(*) AS n FROM pg_trigger WHERE tgrelid = 'public.bookings'::regclass"
                 " AND tgname LIKE 'session_ledger_%'"
