@@ -8,8 +8,9 @@ FROM session_ledger.read_events(%(qty)s, %(vt)s);
 -- name: handle_batch
 -- Ids travel as one comma-separated text: dumping a Python list element by
 -- element would cost the listener more than the database spends on the batch.
-SELECT booking_id::text, outcome, purchase_id::text, previous_purchase_id::text, reason
-FROM session_ledger.handle_batch_v2(
+SELECT booking_id::text, outcome, purchase_id::text, previous_purchase_id::text, reason,
+       caused_by ->> 'role' AS by_role, caused_by ->> 'uid' AS by_uid, caused_by ->> 'trace' AS trace
+FROM session_ledger.handle_batch_v3(
     %(listener)s,
     string_to_array(%(msg_ids)s, ',')::bigint[],
     %(dead_msg_ids)s, %(dead_reasons)s
@@ -124,8 +125,13 @@ WITH doomed AS (
 DELETE FROM pgmq.a_booking_events_dlq a USING doomed WHERE a.msg_id = doomed.msg_id;
 
 -- name: prune_listeners
-DELETE FROM session_ledger.listeners
-WHERE coalesce(stopped_at, heartbeat_at) < now() - %(older_than)s::interval;
+-- Never a live listener's row (the definition of session_ledger.live_listeners, written
+-- on the row itself so a heartbeat committed meanwhile is re-checked): its counters and
+-- start time belong to a running process, whatever the retention.
+DELETE FROM session_ledger.listeners l
+USING session_ledger.config c
+WHERE coalesce(l.stopped_at, l.heartbeat_at) < now() - %(older_than)s::interval
+  AND NOT (l.stopped_at IS NULL AND l.heartbeat_at > now() - c.listener_live_window);
 
 -- name: set_cutover
 UPDATE session_ledger.config SET adopt_until = coalesce(%(at)s, clock_timestamp()) RETURNING adopt_until;
@@ -424,3 +430,106 @@ SELECT session_ledger.dashboard_redrive(%(msg_ids)s) AS moved;
 
 -- name: dashboard_replay
 SELECT session_ledger.dashboard_replay(%(booking_id)s) AS enqueued;
+
+-- name: doctor_definer_search_path
+-- The app's SECURITY DEFINER functions: not the ledger's, PGMQ's, the system's or an
+-- extension's. search_path is the function's own setting as stored (NULL when it sets
+-- none); touches_money whether its body names bookings or client_purchases.
+SELECT pg_catalog.quote_ident(n.nspname) || '.' || pg_catalog.quote_ident(p.proname)
+           || '(' || pg_catalog.oidvectortypes(p.proargtypes) || ')' AS name,
+       n.nspname::text AS schema,
+       p.proname::text AS function,
+       (SELECT pg_catalog.substr(s.setting, 13)
+        FROM unnest(p.proconfig) AS s(setting)
+        WHERE pg_catalog.starts_with(s.setting, 'search_path=')) AS search_path,
+       (p.prosrc ~* '\m(bookings|client_purchases)\M'
+        OR (p.prosqlbody IS NOT NULL
+            AND pg_catalog.pg_get_functiondef(p.oid) ~* '\m(bookings|client_purchases)\M')) AS touches_money
+FROM pg_catalog.pg_proc p
+JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+WHERE p.prosecdef
+  AND n.nspname NOT IN ('session_ledger', 'pgmq', 'pg_catalog', 'information_schema')
+  AND n.nspname !~ '^pg_(toast|temp_|toast_temp_)'
+  AND NOT EXISTS (
+      SELECT 1 FROM pg_catalog.pg_depend d
+      WHERE d.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND d.objid = p.oid AND d.deptype = 'e'
+  )
+ORDER BY 1;
+
+-- name: doctor_guard_trigger_events
+-- The ledger's bookings triggers that carry the guard (as doctor_guard_triggers), with
+-- the writes each fires on (pg_trigger.tgtype bits: 4 INSERT, 8 DELETE, 16 UPDATE).
+SELECT t.tgname::text AS name, t.tgenabled <> 'D' AS enabled,
+       pg_catalog.array_remove(ARRAY[
+           CASE WHEN t.tgtype::int & 4 <> 0 THEN 'INSERT' END,
+           CASE WHEN t.tgtype::int & 16 <> 0 THEN 'UPDATE' END,
+           CASE WHEN t.tgtype::int & 8 <> 0 THEN 'DELETE' END
+       ], NULL)::text[] AS events
+FROM pg_catalog.pg_trigger t
+JOIN pg_catalog.pg_class c ON c.oid = t.tgrelid
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_catalog.pg_proc f ON f.oid = t.tgfoid
+JOIN pg_catalog.pg_namespace fn ON fn.oid = f.pronamespace
+WHERE n.nspname = 'public' AND c.relname = 'bookings' AND NOT t.tgisinternal
+  AND fn.nspname = 'session_ledger' AND f.proname = 'enqueue_booking_changes'
+  AND EXISTS (SELECT 1 FROM pg_catalog.pg_proc g
+              JOIN pg_catalog.pg_namespace gn ON gn.oid = g.pronamespace
+              WHERE gn.nspname = 'session_ledger' AND g.proname = 'may_write_booking')
+ORDER BY 1;
+
+-- name: uninstall_function_executors
+-- Who, besides its owner, may execute a function: PUBLIC or a role, by name.
+SELECT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_catalog.pg_get_userbyid(a.grantee)::text END AS grantee
+FROM pg_catalog.pg_proc p
+CROSS JOIN LATERAL pg_catalog.aclexplode(coalesce(p.proacl, pg_catalog.acldefault('f', p.proowner))) AS a
+WHERE p.oid = pg_catalog.to_regprocedure(%(signature)s) AND a.privilege_type = 'EXECUTE'
+  AND a.grantee <> p.proowner
+ORDER BY 1;
+
+------------------------------------------------------------------------------
+-- who may do what: the ledger's presence and owner, the app's tables and the rights on them
+------------------------------------------------------------------------------
+
+-- name: ledger_state
+-- Whether the ledger is installed, who owns it, and what the connected role may do
+-- with it. From the catalogs, which every role may read (to_regclass() fails on a
+-- schema the role has no USAGE on).
+SELECT current_user::text AS role,
+       s.oid IS NOT NULL AND EXISTS (
+           SELECT 1 FROM pg_catalog.pg_class c WHERE c.relnamespace = s.oid AND c.relname = 'migrations'
+       ) AS installed,
+       pg_catalog.pg_get_userbyid(s.nspowner)::text AS owner,
+       coalesce(pg_catalog.pg_has_role(s.nspowner, 'USAGE'), false) AS acts_as_owner,
+       f.oid IS NOT NULL AS versioned,
+       coalesce(pg_catalog.has_schema_privilege(s.oid, 'USAGE')
+                AND pg_catalog.has_function_privilege(f.oid, 'EXECUTE'), false) AS may_read_version
+FROM (SELECT 1) AS one
+LEFT JOIN pg_catalog.pg_namespace s ON s.nspname = 'session_ledger'
+LEFT JOIN pg_catalog.pg_proc f ON f.pronamespace = s.oid AND f.proname = 'installed_schema' AND f.pronargs = 0;
+
+-- name: host_columns
+-- The app's tables and their columns, from the catalogs: information_schema hides
+-- what the connected role holds no privilege on, which is not the same as missing.
+SELECT c.relname::text AS table_name, a.attname::text AS column_name
+FROM pg_catalog.pg_class c
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+WHERE n.nspname = 'public' AND c.relname IN ('bookings', 'client_purchases') AND c.relkind IN ('r', 'p');
+
+-- name: host_table_rights
+-- For one of the app's tables: its owner, and which of these privileges the connected role lacks
+-- (USAGE standing for the schema public's, without which nothing in it can be reached).
+SELECT pg_catalog.pg_get_userbyid(c.relowner)::text AS owner,
+       ARRAY(
+           SELECT w.privilege FROM unnest(%(privileges)s::text[]) WITH ORDINALITY AS w(privilege, i)
+           WHERE NOT pg_catalog.has_table_privilege(c.oid, w.privilege)
+           ORDER BY w.i
+       ) || CASE WHEN pg_catalog.has_schema_privilege(n.oid, 'USAGE') THEN '{}'::text[]
+                 ELSE ARRAY['USAGE'] END AS lacking
+FROM pg_catalog.pg_class c
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = 'public' AND c.relname = %(table)s AND c.relkind IN ('r', 'p');
+
+-- name: may_create_schema
+SELECT pg_catalog.has_database_privilege(pg_catalog.current_database(), 'CREATE') AS allowed,
+       pg_catalog.current_database()::text AS database;

@@ -21,6 +21,10 @@ class Outcome:
     purchase_id: str | None
     previous_purchase_id: str | None
     reason: str | None
+    # who caused it: the writer's role, signed-in user and W3C traceparent, when known
+    by_role: str | None = None
+    by_uid: str | None = None
+    trace: str | None = None
 
 
 class Store:
@@ -55,7 +59,16 @@ class Store:
             },
         )
         return [
-            Outcome(r["booking_id"], r["outcome"], r["purchase_id"], r["previous_purchase_id"], r["reason"])
+            Outcome(
+                r["booking_id"],
+                r["outcome"],
+                r["purchase_id"],
+                r["previous_purchase_id"],
+                r["reason"],
+                r["by_role"],
+                r["by_uid"],
+                r["trace"],
+            )
             for r in rows
         ]
 

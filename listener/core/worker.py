@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -194,10 +195,21 @@ def _log_outcomes(outcomes: Sequence[Outcome]) -> None:
     for o in outcomes:
         if o.outcome == "no-op" and not log.isEnabledFor(logging.DEBUG):
             continue
-        lines.append(
-            f"booking={o.booking_id} pack={o.purchase_id} outcome={o.outcome}"
-            + (f" from_pack={o.previous_purchase_id}" if o.previous_purchase_id else "")
-            + (f" reason={o.reason!r}" if o.reason else "")
-        )
+        lines.append(outcome_line(o))
     if lines and log.isEnabledFor(logging.INFO):
         log.info("%s", "\n".join(lines))
+
+
+def outcome_line(o: Outcome) -> str:
+    """One booking's outcome as key=value pairs; a field that is not known is left out, never printed as None."""
+    fields = (
+        ("booking", o.booking_id),
+        ("pack", o.purchase_id),
+        ("outcome", o.outcome),
+        ("from_pack", o.previous_purchase_id),
+        ("by", o.by_role),
+        ("uid", o.by_uid),
+        ("trace", o.trace),
+        ("reason", json.dumps(o.reason) if o.reason else None),
+    )
+    return " ".join(f"{k}={v}" for k, v in fields if v)

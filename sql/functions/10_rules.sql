@@ -13,6 +13,21 @@ AS $$
     SELECT CASE WHEN p_status OPERATOR(pg_catalog.=) ANY (p_consuming) THEN p_purchase_id END
 $$;
 
+-- The charge key: what a booking asks of the ledger. It is the pack the booking
+-- consumes and, while it consumes one, the client and organisation it is consumed
+-- for. Whether two states of a booking differ in it is asked here and nowhere
+-- else: by the trigger (is there anything to charge?), by the guard (may this
+-- writer change it?) and by the charge (does the ledger row still match?).
+CREATE OR REPLACE FUNCTION session_ledger.charge_key_changed(
+    p_was_pack uuid, p_was_client uuid, p_was_org uuid, p_now_pack uuid, p_now_client uuid, p_now_org uuid
+) RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT p_was_pack IS DISTINCT FROM p_now_pack
+        OR (p_now_pack IS NOT NULL
+            AND (p_was_client IS DISTINCT FROM p_now_client OR p_was_org IS DISTINCT FROM p_now_org))
+$$;
+
 -- The pack whose session the ledger holds for a booking: only a paid row holds one.
 CREATE OR REPLACE FUNCTION session_ledger.held_pack(p_state text, p_purchase_id uuid) RETURNS uuid
 LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp
@@ -50,17 +65,45 @@ AS $$
     SELECT coalesce(p_text OPERATOR(pg_catalog.~) '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$', false)
 $$;
 
--- The event: it only names a booking. p_source marks who put it there (replay, ...).
-CREATE OR REPLACE FUNCTION session_ledger.booking_event(p_booking_id uuid, p_source text DEFAULT NULL)
+-- The event: it names a booking, and says who caused it (p_cause, from
+-- current_cause()) for the ledger row's provenance. p_source marks who put it
+-- there when it is not the trigger (replay, ...). Listeners ignore keys they do
+-- not know, so an older listener reads it too.
+CREATE OR REPLACE FUNCTION session_ledger.booking_event(p_booking_id uuid, p_source text DEFAULT NULL,
+                                                        p_cause jsonb DEFAULT NULL)
 RETURNS jsonb
 LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT CASE
-        WHEN p_source IS NULL
-            THEN pg_catalog.jsonb_build_object('type', 'booking.changed', 'v', 1, 'booking_id', p_booking_id)
-        ELSE pg_catalog.jsonb_build_object('type', 'booking.changed', 'v', 1, 'booking_id', p_booking_id,
-                                           'source', p_source)
-    END
+    SELECT pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
+        'type', 'booking.changed', 'v', 1, 'booking_id', p_booking_id, 'source', p_source, 'cause', p_cause))
+$$;
+
+-- Who is writing, for provenance and for matching the app's old calls to its own
+-- booking writes: the role the statement runs for, the signed-in user (the JWT's
+-- `sub`, as auth.uid() reads it) and the request's W3C `traceparent` header, which
+-- PostgREST puts in request.headers. Values that are not what they claim to be are
+-- left out rather than trusted.
+CREATE OR REPLACE FUNCTION session_ledger.current_cause() RETURNS jsonb
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_uid text := nullif(pg_catalog.current_setting('request.jwt.claim.sub', true), '');
+    v_claims text := nullif(pg_catalog.current_setting('request.jwt.claims', true), '');
+    v_headers text := nullif(pg_catalog.current_setting('request.headers', true), '');
+    v_trace text := nullif(pg_catalog.current_setting('request.header.traceparent', true), '');
+BEGIN
+    IF v_uid IS NULL AND v_claims IS NOT NULL THEN
+        v_uid := v_claims::jsonb OPERATOR(pg_catalog.->>) 'sub';
+    END IF;
+    IF v_trace IS NULL AND v_headers IS NOT NULL THEN
+        v_trace := v_headers::jsonb OPERATOR(pg_catalog.->>) 'traceparent';
+    END IF;
+    RETURN pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
+        'role', session_ledger.caller(),
+        'uid', CASE WHEN session_ledger.is_canonical_uuid(pg_catalog.lower(v_uid)) THEN pg_catalog.lower(v_uid) END,
+        'trace', CASE WHEN v_trace OPERATOR(pg_catalog.~) '^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$'
+                      THEN v_trace END));
+END
 $$;
 
 -- The booking an event names, or NULL when the message is not exactly our event.
@@ -135,13 +178,6 @@ BEGIN
 END
 $$;
 
--- Signatures before p_trusted was added: dropped, so a call is never ambiguous; is_member()
--- is folded into the functions below.
-DROP FUNCTION IF EXISTS session_ledger.is_member(name, name);
-DROP FUNCTION IF EXISTS session_ledger.may_move_sessions(uuid);
-DROP FUNCTION IF EXISTS session_ledger.may_move_pack(uuid);
-DROP FUNCTION IF EXISTS session_ledger.may_write_booking(text, uuid, uuid, uuid, text, uuid, uuid, uuid, text[]);
-
 -- The one rule for who may move a session of a pack in organisation p_org: a
 -- trusted caller, or a signed-in user (a member of `authenticated`) who is a
 -- member of that organisation. Everyone else is refused: anon, a client user, a
@@ -194,11 +230,13 @@ END
 $$;
 
 -- Whether a writer may change a booking from (o_*) to (n_*); NULLs for the side
--- an INSERT or DELETE lacks. Applied by the bookings trigger to writers who are
--- not trusted. A write may not, unless its writer may move the pack's sessions:
--- move a booking into or out of a consuming status, give it another pack, or,
--- while it consumes, another client or organisation. A client may attach their own
--- pack to their own booking that does not consume yet (booking a future session).
+-- an INSERT or DELETE lacks (an UPDATE that changes a booking's id is the old
+-- booking deleted and a new one inserted). Applied by the bookings trigger to
+-- writers who are not trusted. A write may not, unless its writer may move the
+-- pack's sessions: change the booking's charge key (session_ledger.charge_key_changed)
+-- for a pack it consumed or consumes, or detach or switch the pack it names. A
+-- client may attach their own live pack to their own booking that has none and
+-- does not consume yet (booking a future session).
 CREATE OR REPLACE FUNCTION session_ledger.may_write_booking(
     o_status text, o_pack uuid, o_client uuid, o_org uuid,
     n_status text, n_pack uuid, n_client uuid, n_org uuid,
@@ -209,27 +247,39 @@ AS $$
 DECLARE
     o_c uuid := session_ledger.consumed_pack(o_status, o_pack, p_consuming);
     n_c uuid := session_ledger.consumed_pack(n_status, n_pack, p_consuming);
-    same_owner boolean := o_client IS NOT DISTINCT FROM n_client AND o_org IS NOT DISTINCT FROM n_org;
 BEGIN
     -- IS NOT TRUE: an unknown is a refusal, never a pass.
     -- A pack it stops consuming (or consumes for another client or organisation).
-    IF o_c IS NOT NULL AND NOT (o_c IS NOT DISTINCT FROM n_c AND same_owner)
+    IF o_c IS NOT NULL AND session_ledger.charge_key_changed(o_c, o_client, o_org, n_c, n_client, n_org)
        AND session_ledger.may_move_pack(o_c, p_trusted) IS NOT TRUE THEN
         RETURN false;
     END IF;
     -- A pack it starts consuming (or consumes for another client or organisation).
-    IF n_c IS NOT NULL AND NOT (n_c IS NOT DISTINCT FROM o_c AND same_owner)
+    IF n_c IS NOT NULL AND session_ledger.charge_key_changed(o_c, o_client, o_org, n_c, n_client, n_org)
        AND session_ledger.may_move_pack(n_c, p_trusted) IS NOT TRUE THEN
         RETURN false;
     END IF;
-    -- A pack it attaches without consuming: allowed too when it is the client's own.
-    IF n_c IS NULL AND n_pack IS NOT NULL AND NOT (n_pack IS NOT DISTINCT FROM o_pack AND same_owner) THEN
+    -- A pack it names no longer, or names for another client or organisation: a
+    -- detached pack is one the cron can no longer charge.
+    IF o_pack IS NOT NULL AND session_ledger.charge_key_changed(o_pack, o_client, o_org, n_pack, n_client, n_org)
+       AND session_ledger.may_move_pack(o_pack, p_trusted) IS NOT TRUE THEN
+        RETURN false;
+    END IF;
+    -- A pack it attaches without consuming: allowed too when it is the client's own
+    -- and live, on a booking that had no pack.
+    IF n_c IS NULL AND n_pack IS NOT NULL
+       AND session_ledger.charge_key_changed(o_pack, o_client, o_org, n_pack, n_client, n_org) THEN
         RETURN coalesce(session_ledger.may_move_pack(n_pack, p_trusted)
-                        OR ((o_client IS NULL OR same_owner)
+                        OR (o_pack IS NULL
+                            AND (o_client IS NULL
+                                 OR (o_client IS NOT DISTINCT FROM n_client AND o_org IS NOT DISTINCT FROM n_org))
                             AND EXISTS (SELECT 1 FROM public.client_purchases p
                                         WHERE p.id OPERATOR(pg_catalog.=) n_pack
                                           AND p.client_id OPERATOR(pg_catalog.=) n_client
-                                          AND p.org_id OPERATOR(pg_catalog.=) n_org)),
+                                          AND p.org_id OPERATOR(pg_catalog.=) n_org
+                                          AND session_ledger.unfundable_reason(p.sessions_total, p.expires_at,
+                                                                               p.payment_status, pg_catalog.now())
+                                              IS NULL)),
                         false);
     END IF;
     RETURN true;

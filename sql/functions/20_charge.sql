@@ -112,9 +112,14 @@ $$;
 -- Level-triggered: the event only names the booking, so duplicate, late, replayed
 -- or reordered events find nothing left to do. A booking whose first queued event
 -- came before the cut-over (config.adopt_until) is recorded as the app's old code
--- left it, without touching a balance.
-CREATE OR REPLACE FUNCTION session_ledger.apply_bookings(p_booking_ids uuid[], p_enqueued_at timestamptz[])
-RETURNS TABLE (booking_id uuid, outcome text, purchase_id uuid, previous_purchase_id uuid, reason text)
+-- left it, without touching a balance. p_causes[i] says who caused event i (the
+-- event's `cause`); a booking's row records the cause of its latest event, or,
+-- where none is given, the caller's own (an operator's reconcile or audit).
+CREATE OR REPLACE FUNCTION session_ledger.apply_bookings(
+    p_booking_ids uuid[], p_enqueued_at timestamptz[], p_causes jsonb[] DEFAULT NULL
+)
+RETURNS TABLE (booking_id uuid, outcome text, purchase_id uuid, previous_purchase_id uuid, reason text,
+               caused_by jsonb)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 SET enable_seqscan = 'off'
 SET jit = 'off'
@@ -122,11 +127,12 @@ AS $$
 DECLARE
     v_cfg session_ledger.config;
     d_id uuid[]; d_adopt boolean[]; d_at timestamptz[]; d_client uuid[]; d_org uuid[]; d_want uuid[];
-    d_held uuid[]; d_state text[]; d_pack uuid[]; d_release boolean[]; d_charge boolean[];
+    d_held uuid[]; d_state text[]; d_pack uuid[]; d_release boolean[]; d_charge boolean[]; d_cause jsonb[];
+    v_own_cause jsonb := session_ledger.current_cause();
     q_pack uuid[]; q_delta int[]; q_at timestamptz[]; q_client uuid[]; q_org uuid[]; q_booking uuid[];
     s_ok boolean[]; s_reason text[];
     o_id uuid[]; o_outcome text[]; o_state text[]; o_pack uuid[]; o_prev uuid[]; o_reason text[];
-    o_adopt boolean[]; o_client uuid[]; o_org uuid[];
+    o_adopt boolean[]; o_client uuid[]; o_org uuid[]; o_cause jsonb[];
 BEGIN
     SELECT * INTO v_cfg FROM session_ledger.config;
 
@@ -140,26 +146,38 @@ BEGIN
     -- What each booking should hold now, and what its ledger row says it holds.
     SELECT array_agg(c.id), array_agg(c.adopt), array_agg(c.start_time), array_agg(c.client), array_agg(c.org),
            array_agg(c.want), array_agg(c.held), array_agg(c.l_state), array_agg(c.l_pack),
-           array_agg(c.held IS NOT NULL AND (c.held IS DISTINCT FROM c.want OR NOT c.same_owner)),
-           array_agg(c.want IS NOT NULL AND (c.want IS DISTINCT FROM c.held OR NOT c.same_owner)
-                     AND NOT coalesce(c.l_state = 'unfunded' AND c.l_pack = c.want AND c.same_owner, false))
-      INTO d_id, d_adopt, d_at, d_client, d_org, d_want, d_held, d_state, d_pack, d_release, d_charge
+           -- judged against another charge key than the booking's now: give back what it holds,
+           -- and judge what it asks for (an unfunded judgement of the same key is not retried)
+           array_agg(c.held IS NOT NULL AND c.changed),
+           array_agg(c.want IS NOT NULL AND c.changed),
+           array_agg(c.cause)
+      INTO d_id, d_adopt, d_at, d_client, d_org, d_want, d_held, d_state, d_pack, d_release, d_charge, d_cause
     FROM (
-        SELECT i.id,
-               coalesce(i.first_at < v_cfg.adopt_until, false) AS adopt,
+        SELECT c0.*,
+               session_ledger.charge_key_changed(
+                   session_ledger.judged_pack(c0.l_state, c0.l_pack), c0.l_client, c0.l_org,
+                   c0.want, c0.client, c0.org) AS changed
+        FROM (
+        SELECT i.id, i.cause,
+               -- before the cut-over the app's old code moved the balance itself, unless
+               -- its call was absorbed as the echo of this booking's write
+               coalesce(i.first_at < v_cfg.adopt_until, false)
+                   AND NOT EXISTS (SELECT 1 FROM session_ledger.pack_calls pc
+                                   WHERE pc.booking_id = i.id AND pc.outcome = 'absorbed') AS adopt,
                b.start_time, b.client_id AS client, b.org_id AS org,
                session_ledger.consumed_pack(b.status, b.purchase_id, v_cfg.consuming_statuses) AS want,
                session_ledger.held_pack(l.state, l.purchase_id) AS held,
                l.state AS l_state, l.purchase_id AS l_pack,
                -- a row written before the ledger kept these columns was judged for this booking as it was
-               (l.client_id IS NULL OR l.client_id IS NOT DISTINCT FROM b.client_id)
-                   AND (l.org_id IS NULL OR l.org_id IS NOT DISTINCT FROM b.org_id) AS same_owner
-        FROM (SELECT u.id, min(u.at) AS first_at
-              FROM unnest(p_booking_ids, p_enqueued_at) AS u(id, at)
+               coalesce(l.client_id, b.client_id) AS l_client, coalesce(l.org_id, b.org_id) AS l_org
+        FROM (SELECT u.id, min(u.at) AS first_at,
+                     coalesce((array_agg(u.cause ORDER BY u.at DESC, u.n DESC))[1], v_own_cause) AS cause
+              FROM unnest(p_booking_ids, p_enqueued_at, p_causes) WITH ORDINALITY AS u(id, at, cause, n)
               WHERE u.id IS NOT NULL
               GROUP BY u.id) AS i
         LEFT JOIN public.bookings b ON b.id = i.id
         LEFT JOIN session_ledger.charges l ON l.booking_id = i.id
+        ) AS c0
     ) AS c;
 
     IF d_id IS NULL THEN
@@ -191,8 +209,8 @@ BEGIN
         FROM unnest(q_booking, q_delta, s_ok, s_reason) AS s(booking, delta, ok, reason)
     ), d AS (
         SELECT x.*, rel.ok AS release_ok, ch.ok AS charge_ok, ch.reason AS why_not
-        FROM unnest(d_id, d_adopt, d_client, d_org, d_want, d_held, d_state, d_pack, d_release, d_charge)
-             AS x(id, adopt, client, org, want, held, l_state, l_pack, do_release, do_charge)
+        FROM unnest(d_id, d_adopt, d_client, d_org, d_want, d_held, d_state, d_pack, d_release, d_charge, d_cause)
+             AS x(id, adopt, client, org, want, held, l_state, l_pack, do_release, do_charge, cause)
         LEFT JOIN settled rel ON rel.booking = x.id AND rel.delta < 0
         LEFT JOIN settled ch ON ch.booking = x.id AND ch.delta > 0
     )
@@ -224,24 +242,25 @@ BEGIN
                        ELSE 'already paid by this pack'
                    END
                END),
-           array_agg(d.adopt), array_agg(d.client), array_agg(d.org)
-      INTO o_id, o_outcome, o_state, o_pack, o_prev, o_reason, o_adopt, o_client, o_org
+           array_agg(d.adopt), array_agg(d.client), array_agg(d.org), array_agg(d.cause)
+      INTO o_id, o_outcome, o_state, o_pack, o_prev, o_reason, o_adopt, o_client, o_org, o_cause
     FROM d;
 
     INSERT INTO session_ledger.charges AS l
-        (booking_id, purchase_id, state, reason, source, updated_at, client_id, org_id)
+        (booking_id, purchase_id, state, reason, source, updated_at, client_id, org_id, caused_by)
     SELECT s.id, s.pack, s.state, CASE WHEN s.state = 'unfunded' THEN s.reason END,
-           CASE WHEN s.adopt THEN 'cut-over' ELSE 'listener' END, pg_catalog.now(), s.client, s.org
-    FROM unnest(o_id, o_state, o_pack, o_reason, o_adopt, o_client, o_org)
-         AS s(id, state, pack, reason, adopt, client, org)
+           CASE WHEN s.adopt THEN 'cut-over' ELSE 'listener' END, pg_catalog.now(), s.client, s.org,
+           nullif(s.cause, '{}'::jsonb)
+    FROM unnest(o_id, o_state, o_pack, o_reason, o_adopt, o_client, o_org, o_cause)
+         AS s(id, state, pack, reason, adopt, client, org, cause)
     WHERE s.state IS NOT NULL
     ON CONFLICT ON CONSTRAINT charges_pkey DO UPDATE
        SET purchase_id = excluded.purchase_id, state = excluded.state, reason = excluded.reason,
            source = excluded.source, updated_at = excluded.updated_at,
-           client_id = excluded.client_id, org_id = excluded.org_id;
+           client_id = excluded.client_id, org_id = excluded.org_id, caused_by = excluded.caused_by;
 
     RETURN QUERY
-    SELECT * FROM unnest(o_id, o_outcome, o_pack, o_prev, o_reason);
+    SELECT * FROM unnest(o_id, o_outcome, o_pack, o_prev, o_reason, o_cause);
 END
 $$;
 
@@ -257,24 +276,135 @@ BEGIN
 END
 $$;
 
--- The app's signature, unchanged for existing callers ("use 1 session"): judged at now().
-CREATE OR REPLACE FUNCTION public.use_session(p_purchase_id uuid) RETURNS boolean
-LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$
-    SELECT public.use_session(p_purchase_id, pg_catalog.now())
-$$;
-
--- Give one session back ("reinstate"). Returns the new sessions_used, or -1 when
--- there was nothing to give back (already 0, or no such pack).
-CREATE OR REPLACE FUNCTION public.release_session(p_purchase_id uuid) RETURNS int
+-- The app's old code calls use_session / release_session right after its own
+-- booking write (the calendar page, the cron edge function), or out of habit after
+-- a cancel (the clients page's "Reinstate"). The ledger already charges or releases
+-- that booking, so such a call is absorbed: it consumes one echo of a booking write
+-- by the same caller (role and signed-in user) for the same pack within
+-- config.legacy_call_window, recorded by the bookings trigger. Returns the booking
+-- the call echoed, or NULL when it echoes none and is a real adjustment.
+CREATE OR REPLACE FUNCTION session_ledger.absorb_legacy_call(p_kind text, p_purchase_id uuid, p_cause jsonb)
+RETURNS uuid
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    v_on boolean;
+    v_window interval;
+    v_write bigint;
+    v_booking uuid;
 BEGIN
-    PERFORM session_ledger.assert_may_move_pack(p_purchase_id);
-    RETURN coalesce((SELECT CASE WHEN s.ok THEN s.sessions_used END FROM session_ledger.settle_packs(
-        ARRAY[p_purchase_id], ARRAY[-1], ARRAY[pg_catalog.now()], ARRAY[NULL::uuid], ARRAY[NULL::uuid]) AS s), -1);
+    SELECT c.absorb_legacy_calls, c.legacy_call_window INTO v_on, v_window FROM session_ledger.config c;
+    IF NOT v_on THEN
+        RETURN NULL;
+    END IF;
+    -- FOR UPDATE, not SKIP LOCKED: a racing call waits, then sees what is left of the write.
+    SELECT w.id, w.booking_ids[w.absorbed + 1] INTO v_write, v_booking
+    FROM session_ledger.booking_writes w
+    WHERE w.purchase_id = p_purchase_id
+      AND w.kind = p_kind
+      AND w.absorbed < pg_catalog.cardinality(w.booking_ids)
+      AND w.written_at > pg_catalog.clock_timestamp() - v_window
+      AND (w.caused_by ->> 'role') IS NOT DISTINCT FROM (p_cause ->> 'role')
+      AND (w.caused_by ->> 'uid') IS NOT DISTINCT FROM (p_cause ->> 'uid')
+    ORDER BY w.id
+    LIMIT 1
+    FOR UPDATE;
+    IF v_write IS NULL THEN
+        RETURN NULL;
+    END IF;
+    UPDATE session_ledger.booking_writes w SET absorbed = w.absorbed + 1 WHERE w.id = v_write;
+    RETURN v_booking;
 END
 $$;
 
--- 0.1.0's pack check: a deny-list, replaced by assert_may_move_pack.
-DROP FUNCTION IF EXISTS session_ledger.assert_may_touch_pack(uuid);
+-- One session charged or given back by hand, or a legacy call absorbed: every
+-- direct move of a pack, recorded with who made it (session_ledger.pack_calls).
+-- p_kind 'use' charges one session judged at now(), 'release' gives one back;
+-- p_legacy says whether an echo of a booking write may absorb it. Returns the
+-- outcome, the booking an absorbed call echoed, and the pack's sessions_used.
+CREATE OR REPLACE FUNCTION session_ledger.move_session_directly(
+    p_kind text, p_purchase_id uuid, p_reason text, p_legacy boolean
+) RETURNS TABLE (outcome text, booking_id uuid, sessions_used int)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_cause jsonb := session_ledger.current_cause();
+    v_booking uuid;
+    v_ok boolean;
+    v_used int;
+    v_outcome text;
+BEGIN
+    PERFORM session_ledger.assert_may_move_pack(p_purchase_id);
+    IF p_legacy THEN
+        v_booking := session_ledger.absorb_legacy_call(p_kind, p_purchase_id, v_cause);
+    END IF;
+    IF v_booking IS NOT NULL THEN
+        v_outcome := 'absorbed';
+        SELECT p.sessions_used INTO v_used FROM public.client_purchases p WHERE p.id = p_purchase_id;
+    ELSE
+        SELECT s.ok, s.sessions_used INTO v_ok, v_used
+        FROM session_ledger.settle_packs(ARRAY[p_purchase_id], ARRAY[CASE WHEN p_kind = 'use' THEN 1 ELSE -1 END],
+                                         ARRAY[pg_catalog.now()], ARRAY[NULL::uuid], ARRAY[NULL::uuid]) AS s;
+        v_outcome := CASE WHEN p_kind = 'use' THEN CASE WHEN v_ok THEN 'charged' ELSE 'not charged' END
+                          ELSE CASE WHEN v_ok THEN 'released' ELSE 'nothing to give back' END END;
+    END IF;
+    INSERT INTO session_ledger.pack_calls (kind, purchase_id, reason, legacy, outcome, booking_id, caused_by)
+    VALUES (p_kind, p_purchase_id, p_reason, p_legacy, v_outcome, v_booking, v_cause);
+    RETURN QUERY SELECT v_outcome, v_booking, v_used;
+END
+$$;
+
+-- The app's signature, unchanged for its existing callers: "use 1 session", judged
+-- at now(). While the app's old code may still run it also absorbs the echo of a
+-- booking write the ledger charges (true: that booking's session is the ledger's).
+CREATE OR REPLACE FUNCTION public.use_session(p_purchase_id uuid) RETURNS boolean
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT m.outcome IN ('charged', 'absorbed') FROM session_ledger.move_session_directly('use', p_purchase_id, NULL, true) AS m
+$$;
+
+-- Give one session back ("reinstate"). Returns the new sessions_used, or -1 when
+-- there was nothing to give back (already 0, or no such pack). Absorbs the echo of
+-- a cancellation the ledger releases, as use_session(uuid) does.
+CREATE OR REPLACE FUNCTION public.release_session(p_purchase_id uuid) RETURNS int
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE WHEN m.outcome IN ('released', 'absorbed') THEN m.sessions_used ELSE -1 END
+    FROM session_ledger.move_session_directly('release', p_purchase_id, NULL, true) AS m
+$$;
+
+-- The trainer's manual buttons in the new app: one session charged ("Use 1
+-- Session"), judged at now(), or given back, with the reason the trainer gives.
+-- Never absorbed: a manual adjustment is never the echo of a booking write.
+CREATE OR REPLACE FUNCTION public.use_session(p_purchase_id uuid, p_reason text) RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM session_ledger.require_reason(p_reason);
+    RETURN (SELECT m.outcome = 'charged'
+            FROM session_ledger.move_session_directly('use', p_purchase_id, pg_catalog.btrim(p_reason), false) AS m);
+END
+$$;
+
+-- Returns the new sessions_used, or -1 when there was nothing to give back.
+CREATE OR REPLACE FUNCTION public.release_session(p_purchase_id uuid, p_reason text) RETURNS int
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM session_ledger.require_reason(p_reason);
+    RETURN (SELECT CASE WHEN m.outcome = 'released' THEN m.sessions_used ELSE -1 END
+            FROM session_ledger.move_session_directly('release', p_purchase_id, pg_catalog.btrim(p_reason), false) AS m);
+END
+$$;
+
+-- A manual adjustment says why, in a line.
+CREATE OR REPLACE FUNCTION session_ledger.require_reason(p_reason text) RETURNS void
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF p_reason IS NULL OR pg_catalog.btrim(p_reason) = '' OR pg_catalog.length(p_reason) > 500 THEN
+        RAISE EXCEPTION 'a manual session adjustment needs a reason of 1 to 500 characters'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+END
+$$;

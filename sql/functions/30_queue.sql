@@ -72,25 +72,29 @@ $$;
 -- themselves, never from the caller: the caller can only say which queued
 -- messages it handles and which it rejects, and why. A message that is not
 -- exactly our event is dead-lettered here too. p_listener may be NULL (drain()).
-CREATE OR REPLACE FUNCTION session_ledger.handle_batch_v2(
+-- Each outcome says who caused it (the latest event's `cause`), for the log line.
+CREATE OR REPLACE FUNCTION session_ledger.handle_batch_v3(
     p_listener uuid, p_msg_ids bigint[], p_dead_msg_ids bigint[], p_dead_reasons text[]
 )
-RETURNS TABLE (booking_id uuid, outcome text, purchase_id uuid, previous_purchase_id uuid, reason text)
+RETURNS TABLE (booking_id uuid, outcome text, purchase_id uuid, previous_purchase_id uuid, reason text,
+               caused_by jsonb)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v_ids bigint[]; v_bookings uuid[]; v_at timestamptz[];
+    v_ids bigint[]; v_bookings uuid[]; v_at timestamptz[]; v_causes jsonb[];
     v_bad_ids bigint[];
     v_dead jsonb[]; v_dead_reasons text[];
-    o_booking uuid[]; o_outcome text[]; o_pack uuid[]; o_prev uuid[]; o_reason text[];
+    o_booking uuid[]; o_outcome text[]; o_pack uuid[]; o_prev uuid[]; o_reason text[]; o_cause jsonb[];
 BEGIN
     -- The queue rows, locked: two listeners holding the same redelivered message
     -- serialise here, and the second finds it gone.
     SELECT array_agg(q.msg_id ORDER BY q.msg_id) FILTER (WHERE b.id IS NOT NULL),
            array_agg(b.id ORDER BY q.msg_id) FILTER (WHERE b.id IS NOT NULL),
            array_agg(q.enqueued_at ORDER BY q.msg_id) FILTER (WHERE b.id IS NOT NULL),
+           -- '{}': an event from before the ledger kept causes; its cause is unknown
+           array_agg(coalesce(q.message -> 'cause', '{}'::jsonb) ORDER BY q.msg_id) FILTER (WHERE b.id IS NOT NULL),
            array_agg(q.msg_id ORDER BY q.msg_id) FILTER (WHERE b.id IS NULL)
-      INTO v_ids, v_bookings, v_at, v_bad_ids
+      INTO v_ids, v_bookings, v_at, v_causes, v_bad_ids
     FROM (SELECT m.msg_id, m.enqueued_at, m.message FROM pgmq.q_booking_events m
           WHERE m.msg_id = ANY (p_msg_ids) AND NOT m.msg_id = ANY (coalesce(p_dead_msg_ids, '{}'))
           ORDER BY m.msg_id FOR UPDATE) AS q
@@ -125,9 +129,9 @@ BEGIN
 
     IF v_ids IS NOT NULL THEN
         SELECT array_agg(a.booking_id), array_agg(a.outcome), array_agg(a.purchase_id),
-               array_agg(a.previous_purchase_id), array_agg(a.reason)
-          INTO o_booking, o_outcome, o_pack, o_prev, o_reason
-        FROM session_ledger.apply_bookings(v_bookings, v_at) AS a;
+               array_agg(a.previous_purchase_id), array_agg(a.reason), array_agg(a.caused_by)
+          INTO o_booking, o_outcome, o_pack, o_prev, o_reason, o_cause
+        FROM session_ledger.apply_bookings(v_bookings, v_at, v_causes) AS a;
         PERFORM session_ledger.archive_events('booking_events', v_ids);
     END IF;
 
@@ -147,10 +151,22 @@ BEGIN
     END IF;
 
     RETURN QUERY
-    SELECT * FROM unnest(o_booking, o_outcome, o_pack, o_prev, o_reason)
+    SELECT * FROM unnest(o_booking, o_outcome, o_pack, o_prev, o_reason, o_cause)
     UNION ALL
-    SELECT NULL::uuid, 'dead-lettered', NULL::uuid, NULL::uuid, r FROM unnest(v_dead_reasons) AS r;
+    SELECT NULL::uuid, 'dead-lettered', NULL::uuid, NULL::uuid, r, NULL::jsonb FROM unnest(v_dead_reasons) AS r;
 END
+$$;
+
+-- Release 0.2.0's entry point, for a listener of that release still running
+-- during an upgrade: handle_batch_v3 without the causes.
+CREATE OR REPLACE FUNCTION session_ledger.handle_batch_v2(
+    p_listener uuid, p_msg_ids bigint[], p_dead_msg_ids bigint[], p_dead_reasons text[]
+)
+RETURNS TABLE (booking_id uuid, outcome text, purchase_id uuid, previous_purchase_id uuid, reason text)
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT h.booking_id, h.outcome, h.purchase_id, h.previous_purchase_id, h.reason
+    FROM session_ledger.handle_batch_v3(p_listener, p_msg_ids, p_dead_msg_ids, p_dead_reasons) AS h
 $$;
 
 -- Release 0.1.0's entry point, for a listener of that release still running during
@@ -168,7 +184,8 @@ CREATE OR REPLACE FUNCTION session_ledger.handle_batch(
 RETURNS TABLE (booking_id uuid, outcome text, purchase_id uuid, previous_purchase_id uuid, reason text)
 LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT * FROM session_ledger.handle_batch_v2(p_listener, p_msg_ids, p_dead_msg_ids, p_dead_reasons)
+    SELECT h.booking_id, h.outcome, h.purchase_id, h.previous_purchase_id, h.reason
+    FROM session_ledger.handle_batch_v3(p_listener, p_msg_ids, p_dead_msg_ids, p_dead_reasons) AS h
 $$;
 
 -- The schema version `listener migrate` recorded, for the listener's start-up check.
@@ -176,6 +193,25 @@ CREATE OR REPLACE FUNCTION session_ledger.installed_schema() RETURNS int
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT s.version FROM session_ledger.schema_info s
+$$;
+
+-- Echoes of booking writes older than the legacy-call window can absorb nothing:
+-- every listener's heartbeat and every drain() sweeps them away.
+CREATE OR REPLACE FUNCTION session_ledger.prune_booking_writes() RETURNS void
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+    DELETE FROM session_ledger.booking_writes w
+    WHERE w.written_at < pg_catalog.clock_timestamp() - (SELECT c.legacy_call_window FROM session_ledger.config c)
+$$;
+
+-- How long one call of drain() or complete_past_bookings() may work before it
+-- stops and commits what it did: half the statement_timeout, or a minute without one.
+CREATE OR REPLACE FUNCTION session_ledger.statement_budget() RETURNS interval
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE WHEN pg_catalog.current_setting('statement_timeout') IN ('0', '')
+                THEN interval '60 seconds'
+                ELSE pg_catalog.current_setting('statement_timeout')::interval / 2 END
 $$;
 
 -- Register a running listener, or refresh its heartbeat; waiting = it sleeps and wants a NOTIFY.
@@ -186,8 +222,10 @@ AS $$
     INSERT INTO session_ledger.listeners AS l (id, host, pid, waiting)
     VALUES (p_listener, p_host, p_pid, p_waiting)
     ON CONFLICT (id) DO UPDATE
-       SET heartbeat_at = pg_catalog.now(), waiting = excluded.waiting, stopped_at = NULL
+       SET heartbeat_at = pg_catalog.now(), waiting = excluded.waiting, stopped_at = NULL;
+    SELECT session_ledger.prune_booking_writes();
 $$;
+
 
 -- Mark a listener as stopped cleanly.
 CREATE OR REPLACE FUNCTION session_ledger.stop_listener(p_listener uuid) RETURNS void
@@ -220,9 +258,8 @@ DECLARE
     v_ids bigint[]; v_dead bigint[]; v_reasons text[];
     v_one bigint;
 BEGIN
-    v_budget := CASE WHEN pg_catalog.current_setting('statement_timeout') IN ('0', '')
-                     THEN interval '60 seconds'
-                     ELSE pg_catalog.current_setting('statement_timeout')::interval / 2 END;
+    v_budget := session_ledger.statement_budget();
+    PERFORM session_ledger.prune_booking_writes();
     LOOP
         -- Stop while one more batch, as slow as the slowest so far, still fits the budget.
         EXIT WHEN v_handled >= p_max_events
@@ -236,7 +273,7 @@ BEGIN
         FROM session_ledger.read_events(least(c_batch, p_max_events - v_handled::int), 30) AS r;
         EXIT WHEN v_ids IS NULL AND v_dead IS NULL;
         BEGIN
-            PERFORM session_ledger.handle_batch_v2(NULL, v_ids, v_dead, v_reasons);
+            PERFORM session_ledger.handle_batch_v3(NULL, v_ids, v_dead, v_reasons);
         EXCEPTION WHEN serialization_failure OR deadlock_detected OR lock_not_available OR query_canceled THEN
             -- Transient. This run holds every lock it took until it commits, so it may
             -- deadlock with a listener: the failed batch's locks went with its
@@ -247,16 +284,16 @@ BEGIN
         WHEN OTHERS THEN
             FOREACH v_one IN ARRAY coalesce(v_ids, '{}') LOOP
                 BEGIN
-                    PERFORM session_ledger.handle_batch_v2(NULL, ARRAY[v_one], NULL, NULL);
+                    PERFORM session_ledger.handle_batch_v3(NULL, ARRAY[v_one], NULL, NULL);
                 EXCEPTION WHEN serialization_failure OR deadlock_detected OR lock_not_available OR query_canceled THEN
                     UPDATE pgmq.q_booking_events q SET vt = pg_catalog.clock_timestamp() WHERE q.msg_id = v_one;
                 WHEN OTHERS THEN
-                    PERFORM session_ledger.handle_batch_v2(
+                    PERFORM session_ledger.handle_batch_v3(
                         NULL, NULL, ARRAY[v_one], ARRAY['database rejected the event: ' || SQLSTATE || ': ' || SQLERRM]);
                 END;
             END LOOP;
             IF v_dead IS NOT NULL THEN
-                PERFORM session_ledger.handle_batch_v2(NULL, NULL, v_dead, v_reasons);
+                PERFORM session_ledger.handle_batch_v3(NULL, NULL, v_dead, v_reasons);
             END IF;
         END;
         v_handled := v_handled + coalesce(array_length(v_ids, 1), 0) + coalesce(array_length(v_dead, 1), 0);
@@ -268,16 +305,47 @@ BEGIN
 END
 $$;
 
--- The cron path: complete every confirmed booking that has ended, and nothing else.
-CREATE OR REPLACE FUNCTION session_ledger.complete_past_bookings() RETURNS bigint
+-- The cron path: complete confirmed bookings that have ended, and nothing else.
+-- In chunks of p_chunk, bookings with a pack first, oldest first, until none is
+-- left or one more chunk would not fit p_budget (by default statement_budget():
+-- half the statement_timeout). At least one chunk is done per call. A flood of
+-- bookings therefore cannot make a call exceed the statement_timeout and complete
+-- nothing: what a call did commits with it, and the next call goes on. Returns
+-- how many bookings this call completed.
+CREATE OR REPLACE FUNCTION session_ledger.complete_past_bookings(p_chunk int DEFAULT 1000,
+                                                                 p_budget interval DEFAULT NULL)
+RETURNS bigint
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v_n bigint;
+    v_started timestamptz := pg_catalog.clock_timestamp();
+    v_budget interval := coalesce(p_budget, session_ledger.statement_budget());
+    v_slowest interval := interval '0';
+    v_chunk_started timestamptz;
+    v_done int;
+    v_n bigint := 0;
 BEGIN
-    UPDATE public.bookings b SET status = 'completed'
-     WHERE b.status = 'confirmed' AND b.end_time < pg_catalog.now();
-    GET DIAGNOSTICS v_n = ROW_COUNT;
+    IF p_chunk IS NULL OR p_chunk < 1 THEN
+        RAISE EXCEPTION 'chunk size must be at least 1' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    LOOP
+        v_chunk_started := pg_catalog.clock_timestamp();
+        -- SKIP LOCKED: a booking a writer holds right now is left for the next call.
+        UPDATE public.bookings b SET status = 'completed'
+         WHERE b.id = ANY (ARRAY(
+                   SELECT x.id FROM public.bookings x
+                   WHERE x.status = 'confirmed' AND x.end_time < pg_catalog.now()
+                   ORDER BY x.purchase_id IS NULL, x.end_time, x.id
+                   LIMIT p_chunk
+                   FOR UPDATE SKIP LOCKED))
+           AND b.status = 'confirmed';
+        GET DIAGNOSTICS v_done = ROW_COUNT;
+        v_n := v_n + v_done;
+        v_slowest := greatest(v_slowest, pg_catalog.clock_timestamp() - v_chunk_started);
+        -- Stop when nothing is left, or before a chunk as slow as the slowest would overrun.
+        EXIT WHEN v_done < p_chunk
+               OR pg_catalog.clock_timestamp() - v_started + 2 * v_slowest > v_budget;
+    END LOOP;
     RETURN v_n;
 END
 $$;
@@ -289,7 +357,7 @@ AS $$
 DECLARE
     v_msgs jsonb[];
 BEGIN
-    SELECT array_agg(session_ledger.booking_event(u.id, p_source) ORDER BY u.id)
+    SELECT array_agg(session_ledger.booking_event(u.id, p_source, session_ledger.current_cause()) ORDER BY u.id)
       INTO v_msgs
     FROM (SELECT DISTINCT x AS id FROM unnest(p_booking_ids) AS x WHERE x IS NOT NULL) AS u;
     IF v_msgs IS NULL THEN
@@ -342,7 +410,8 @@ $$;
 CREATE OR REPLACE FUNCTION session_ledger.status() RETURNS jsonb
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
-    WITH cfg AS (SELECT c.consuming_statuses, c.listener_live_window FROM session_ledger.config c),
+    WITH cfg AS (SELECT c.consuming_statuses, c.listener_live_window, c.absorb_legacy_calls, c.legacy_call_window
+                 FROM session_ledger.config c),
     q AS (
         SELECT count(*) AS depth,
                count(*) FILTER (WHERE m.vt <= pg_catalog.clock_timestamp()) AS visible,
@@ -403,6 +472,22 @@ AS $$
                ) AS summary
         FROM session_ledger.drain_runs d
     ),
+    legacy AS (
+        -- The app's old code calling use_session / release_session: once no call has
+        -- come for a while, the old code is gone and absorbing can be switched off.
+        SELECT jsonb_build_object(
+                   'absorbing', (SELECT cfg.absorb_legacy_calls FROM cfg),
+                   'window_s', (SELECT extract(epoch FROM cfg.legacy_call_window)::int FROM cfg),
+                   'legacy_calls', count(*) FILTER (WHERE pc.legacy),
+                   'absorbed', count(*) FILTER (WHERE pc.outcome = 'absorbed'),
+                   'absorbed_last_hour', count(*) FILTER (WHERE pc.outcome = 'absorbed'
+                                                          AND pc.called_at > pg_catalog.now() - interval '1 hour'),
+                   'last_absorbed_at', max(pc.called_at) FILTER (WHERE pc.outcome = 'absorbed'),
+                   'last_legacy_call_at', max(pc.called_at) FILTER (WHERE pc.legacy),
+                   'manual_calls', count(*) FILTER (WHERE NOT pc.legacy)
+               ) AS summary
+        FROM session_ledger.pack_calls pc
+    ),
     migs AS (
         SELECT coalesce(jsonb_agg(jsonb_build_object('version', m.version, 'name', m.name, 'applied_at', m.applied_at)
                         ORDER BY m.version), '[]') AS applied
@@ -426,12 +511,10 @@ AS $$
         'consuming_statuses', to_jsonb(cfg.consuming_statuses),
         'listeners', live.listeners,
         'drain', drains.summary,
+        'legacy_calls', legacy.summary,
         'outcomes', outcomes.counts,
         'migrations', migs.applied,
         'schema_version', schema.version
     )
-    FROM q, dlq, dlq_reasons, ledger, unfunded_reasons, out_of_sync, live, outcomes, drains, migs, schema, cfg
+    FROM q, dlq, dlq_reasons, ledger, unfunded_reasons, out_of_sync, live, outcomes, drains, legacy, migs, schema, cfg
 $$;
-
--- 0.1.0's dry-run planner: dry runs now go through apply_bookings in a rolled-back transaction.
-DROP FUNCTION IF EXISTS session_ledger.plan_bookings(uuid[]);

@@ -4,24 +4,37 @@
 -- guarded and enqueued in one pass. SECURITY DEFINER because the writer may be a
 -- signed-in user with no rights on the queue or the packs.
 --
--- The guard: a writer who is not trusted (session_ledger.caller_is_trusted(), one
--- check per statement) may not change what a booking charges unless they may move
--- that pack's sessions (session_ledger.may_write_booking). The whole statement
--- fails with insufficient_privilege, naming the booking.
+-- Rows are paired by id. An UPDATE that changes a booking's id is, for the guard
+-- and for the events, the old booking deleted and a new one inserted: the ledger
+-- is keyed by booking id, so both ids are judged and both get an event.
 --
--- The event: one per booking whose charge key changed, the key being the pack it
--- consumes and, while it consumes, its client and organisation. An UPDATE that
--- changes nothing relevant inserts nothing, so it cannot fail.
+-- The guard: a writer who is not trusted (session_ledger.caller_is_trusted(), one
+-- check per statement) may not change what a booking charges, nor detach or switch
+-- its pack, unless they may move that pack's sessions (session_ledger.may_write_booking).
+-- The whole statement fails with insufficient_privilege, naming the booking.
+--
+-- The event: one per booking whose charge key changed (session_ledger.charge_key_changed),
+-- carrying who caused it (session_ledger.current_cause()). An UPDATE that changes
+-- nothing relevant inserts no event, so it cannot fail.
+--
+-- The echoes: while config.absorb_legacy_calls is on, every write that leaves a
+-- booking consuming a pack (even one that changed nothing, as a second browser tab's
+-- does), and every write that stops a booking consuming one, is recorded per pack
+-- in session_ledger.booking_writes with its writer, so the app's old code calling
+-- use_session / release_session right after its own booking write is absorbed
+-- instead of moving the balance a second time (session_ledger.absorb_legacy_call).
 CREATE OR REPLACE FUNCTION session_ledger.enqueue_booking_changes() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_consuming text[];
+    v_echo boolean;
     v_trusted boolean;
     v_refused uuid;
+    v_cause jsonb;
     v_sent bigint;
 BEGIN
-    SELECT c.consuming_statuses INTO v_consuming FROM session_ledger.config c;
+    SELECT c.consuming_statuses, c.absorb_legacy_calls INTO v_consuming, v_echo FROM session_ledger.config c;
     v_trusted := session_ledger.caller_is_trusted();
 
     IF NOT v_trusted THEN
@@ -31,9 +44,11 @@ BEGIN
                                                        n.status, n.purchase_id, n.client_id, n.org_id, v_consuming, v_trusted)
             LIMIT 1;
         ELSIF TG_OP = 'UPDATE' THEN
-            SELECT n.id INTO v_refused FROM new_rows n JOIN old_rows o ON o.id = n.id
-            WHERE (n.status, n.purchase_id, n.client_id, n.org_id) IS DISTINCT FROM
-                  (o.status, o.purchase_id, o.client_id, o.org_id)
+            SELECT coalesce(o.id, n.id) INTO v_refused
+            FROM new_rows n FULL JOIN old_rows o ON o.id = n.id
+            WHERE (o.id IS NULL OR n.id IS NULL
+                   OR (n.status, n.purchase_id, n.client_id, n.org_id) IS DISTINCT FROM
+                      (o.status, o.purchase_id, o.client_id, o.org_id))
               AND NOT session_ledger.may_write_booking(o.status, o.purchase_id, o.client_id, o.org_id,
                                                        n.status, n.purchase_id, n.client_id, n.org_id, v_consuming, v_trusted)
             LIMIT 1;
@@ -47,37 +62,70 @@ BEGIN
             RAISE EXCEPTION 'booking %: role % may not change which session pack it charges',
                             v_refused, session_ledger.caller()
                 USING ERRCODE = 'insufficient_privilege',
-                      HINT = 'only members of the pack''s organisation, service_role and the ledger''s owner may';
+                      HINT = 'Only members of the pack''s organisation, service_role and the ledger''s owner may.';
         END IF;
     END IF;
 
-    -- A static INSERT into the queue table (what pgmq.send_batch does, minus its
-    -- dynamic SQL, which is planned anew on every call).
+    v_cause := session_ledger.current_cause();
+
+    -- Static INSERTs into the queue table (what pgmq.send_batch does, minus its
+    -- dynamic SQL, which is planned anew on every call). One statement per
+    -- operation: the events and the echoes come from one pass over the rows.
     IF TG_OP = 'INSERT' THEN
+        WITH k AS (
+            SELECT n.id, n.start_time, session_ledger.consumed_pack(n.status, n.purchase_id, v_consuming) AS now_pack
+            FROM new_rows n
+        ), echoes AS (
+            INSERT INTO session_ledger.booking_writes (kind, purchase_id, caused_by, booking_ids)
+            SELECT 'use', k.now_pack, v_cause, array_agg(k.id ORDER BY k.start_time, k.id)
+            FROM k WHERE v_echo AND k.now_pack IS NOT NULL
+            GROUP BY k.now_pack
+        )
         INSERT INTO pgmq.q_booking_events (vt, message)
-        SELECT pg_catalog.clock_timestamp(), session_ledger.booking_event(n.id)
-        FROM new_rows n
-        WHERE session_ledger.consumed_pack(n.status, n.purchase_id, v_consuming) IS NOT NULL;
+        SELECT pg_catalog.clock_timestamp(), session_ledger.booking_event(k.id, NULL, v_cause)
+        FROM k WHERE k.now_pack IS NOT NULL;
     ELSIF TG_OP = 'UPDATE' THEN
+        WITH k AS (
+            SELECT coalesce(n.id, o.id) AS id, coalesce(n.start_time, o.start_time) AS start_time,
+                   o.id IS NULL OR n.id IS NULL
+                       OR (n.status, n.purchase_id, n.client_id, n.org_id) IS DISTINCT FROM
+                          (o.status, o.purchase_id, o.client_id, o.org_id) AS touched,
+                   o.client_id AS was_client, o.org_id AS was_org, n.client_id AS now_client, n.org_id AS now_org,
+                   session_ledger.consumed_pack(o.status, o.purchase_id, v_consuming) AS was_pack,
+                   session_ledger.consumed_pack(n.status, n.purchase_id, v_consuming) AS now_pack
+            FROM new_rows n FULL JOIN old_rows o ON o.id = n.id
+        ), echoes AS (
+            INSERT INTO session_ledger.booking_writes (kind, purchase_id, caused_by, booking_ids)
+            SELECT e.kind, e.pack, v_cause, array_agg(e.id ORDER BY e.start_time, e.id)
+            -- completions (and writes that leave a completed booking as it was), and
+            -- cancellations; a move from one pack to another is neither
+            FROM (SELECT 'use' AS kind, k.now_pack AS pack, k.id, k.start_time
+                  FROM k WHERE k.now_pack IS NOT NULL AND (k.was_pack IS NULL OR k.was_pack = k.now_pack)
+                  UNION ALL
+                  SELECT 'release', k.was_pack, k.id, k.start_time
+                  FROM k WHERE k.was_pack IS NOT NULL AND k.now_pack IS NULL) AS e
+            WHERE v_echo
+            GROUP BY e.kind, e.pack
+        )
         INSERT INTO pgmq.q_booking_events (vt, message)
-        SELECT pg_catalog.clock_timestamp(), session_ledger.booking_event(n.id)
-        FROM new_rows n
-        JOIN old_rows o ON o.id = n.id
-        -- OFFSET 0 keeps each consumed_pack() to one call per row
-        CROSS JOIN LATERAL (
-            SELECT session_ledger.consumed_pack(n.status, n.purchase_id, v_consuming) AS now_pack,
-                   session_ledger.consumed_pack(o.status, o.purchase_id, v_consuming) AS was_pack
-            OFFSET 0
-        ) AS k
-        WHERE (n.status, n.purchase_id, n.client_id, n.org_id) IS DISTINCT FROM
-              (o.status, o.purchase_id, o.client_id, o.org_id)
-          AND (k.now_pack IS DISTINCT FROM k.was_pack
-               OR (k.now_pack IS NOT NULL AND (n.client_id, n.org_id) IS DISTINCT FROM (o.client_id, o.org_id)));
+        SELECT pg_catalog.clock_timestamp(), session_ledger.booking_event(k.id, NULL, v_cause)
+        FROM k
+        WHERE k.touched
+          AND session_ledger.charge_key_changed(k.was_pack, k.was_client, k.was_org,
+                                                k.now_pack, k.now_client, k.now_org);
     ELSE
+        WITH k AS (
+            SELECT o.id, o.start_time, session_ledger.consumed_pack(o.status, o.purchase_id, v_consuming) AS was_pack
+            FROM old_rows o
+        ), echoes AS (
+            INSERT INTO session_ledger.booking_writes (kind, purchase_id, caused_by, booking_ids)
+            SELECT 'release', k.was_pack, v_cause, array_agg(k.id ORDER BY k.start_time, k.id)
+            FROM k WHERE v_echo AND k.was_pack IS NOT NULL
+            GROUP BY k.was_pack
+        )
         INSERT INTO pgmq.q_booking_events (vt, message)
-        SELECT pg_catalog.clock_timestamp(), session_ledger.booking_event(o.id)
-        FROM old_rows o
-        WHERE session_ledger.consumed_pack(o.status, o.purchase_id, v_consuming) IS NOT NULL;
+        SELECT pg_catalog.clock_timestamp(), session_ledger.booking_event(k.id, NULL, v_cause)
+        FROM k WHERE k.was_pack IS NOT NULL;
     END IF;
     GET DIAGNOSTICS v_sent = ROW_COUNT;
 

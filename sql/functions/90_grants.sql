@@ -14,7 +14,8 @@ BEGIN
     REVOKE ALL ON ALL SEQUENCES IN SCHEMA session_ledger FROM PUBLIC;
     REVOKE ALL ON ALL FUNCTIONS IN SCHEMA session_ledger FROM PUBLIC;
     REVOKE ALL ON FUNCTION public.use_session(uuid), public.use_session(uuid, timestamptz),
-                           public.release_session(uuid) FROM PUBLIC;
+                           public.use_session(uuid, text), public.release_session(uuid),
+                           public.release_session(uuid, text) FROM PUBLIC;
 
     -- Our queues' tables and their msg_id sequences, and PGMQ's own catalog tables.
     FOREACH q IN ARRAY ARRAY['q_booking_events', 'a_booking_events', 'q_booking_events_dlq', 'a_booking_events_dlq',
@@ -51,13 +52,15 @@ BEGIN
         EXECUTE pg_catalog.format('REVOKE ALL ON ALL SEQUENCES IN SCHEMA session_ledger FROM %I', r);
         EXECUTE pg_catalog.format('REVOKE ALL ON ALL FUNCTIONS IN SCHEMA session_ledger FROM %I', r);
         EXECUTE pg_catalog.format('REVOKE ALL ON FUNCTION public.use_session(uuid), public.use_session(uuid, timestamptz), '
-                                  'public.release_session(uuid) FROM %I', r);
+                                  'public.use_session(uuid, text), public.release_session(uuid), '
+                                  'public.release_session(uuid, text) FROM %I', r);
     END LOOP;
 
     -- The listener's role: its own entry points, and the tables check_schema reads.
     GRANT USAGE ON SCHEMA session_ledger TO session_ledger_listener;
     GRANT EXECUTE ON FUNCTION
         session_ledger.read_events(int, int),
+        session_ledger.handle_batch_v3(uuid, bigint[], bigint[], text[]),
         session_ledger.handle_batch_v2(uuid, bigint[], bigint[], text[]),
         session_ledger.handle_batch(uuid, bigint[], uuid[], timestamptz[], bigint[], text[], boolean),
         session_ledger.heartbeat(uuid, text, int, boolean),
@@ -66,7 +69,7 @@ BEGIN
         session_ledger.queue_depths(),
         session_ledger.drain(int),
         session_ledger.installed_schema(),
-        session_ledger.complete_past_bookings(),
+        session_ledger.complete_past_bookings(int, interval),
         -- the dashboard's reads and its two actions (70_dashboard.sql)
         session_ledger.dashboard_lag(int),
         session_ledger.dashboard_dead_letters(int),
@@ -77,14 +80,17 @@ BEGIN
         session_ledger.dashboard_replay(uuid)
     TO session_ledger_listener;
 
-    -- The app: the trainer's buttons (judged at now(), by the one allow-list) and the cron path.
+    -- The app: the trainer's buttons (judged at now(), by the one allow-list), old and
+    -- new, and the cron path.
     IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'authenticated') THEN
-        GRANT EXECUTE ON FUNCTION public.use_session(uuid), public.release_session(uuid) TO authenticated;
+        GRANT EXECUTE ON FUNCTION public.use_session(uuid), public.release_session(uuid),
+                                  public.use_session(uuid, text), public.release_session(uuid, text) TO authenticated;
     END IF;
     IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'service_role') THEN
-        GRANT EXECUTE ON FUNCTION public.use_session(uuid), public.release_session(uuid) TO service_role;
+        GRANT EXECUTE ON FUNCTION public.use_session(uuid), public.release_session(uuid),
+                                  public.use_session(uuid, text), public.release_session(uuid, text) TO service_role;
         GRANT USAGE ON SCHEMA session_ledger TO service_role;
-        GRANT EXECUTE ON FUNCTION session_ledger.complete_past_bookings() TO service_role;
+        GRANT EXECUTE ON FUNCTION session_ledger.complete_past_bookings(int, interval) TO service_role;
     END IF;
 END
 $$;

@@ -114,6 +114,8 @@ def test_cut_over_records_old_code_charges_without_charging_again(ledger_dsn: st
         pack = demo_data.create_pack(conn, org, sessions_total=10)
         old, new = demo_data.create_bookings(conn, org, pack, count=2)
         start = snapshot_used(conn)
+        # The old choreography: nothing absorbs the old code's calls, the cut-over comes later.
+        conn.execute("UPDATE session_ledger.config SET absorb_legacy_calls = false")
         # Old app code, still deployed: completes and charges itself.
         conn.execute("UPDATE public.bookings SET status = 'completed' WHERE id = %s", [old])
         conn.execute("SELECT public.use_session(%s)", [pack])
@@ -129,6 +131,36 @@ def test_cut_over_records_old_code_charges_without_charging_again(ledger_dsn: st
             "SELECT source FROM session_ledger.charges WHERE booking_id = %s", [old]
         ).fetchone()
         assert row is not None and row["source"] == "cut-over"
+
+
+def test_a_late_cut_over_never_adopts_a_booking_whose_old_call_was_absorbed(ledger_dsn: str) -> None:
+    with connect(ledger_dsn) as conn:
+        org = demo_data.create_org(conn)
+        pack = demo_data.create_pack(conn, org, sessions_total=10)
+        absorbed, charged_by_old_code = demo_data.create_bookings(conn, org, pack, count=2)
+        start = snapshot_used(conn)
+        # Old app code, while the ledger absorbs its calls: the ledger charges this booking.
+        conn.execute("UPDATE public.bookings SET status = 'completed' WHERE id = %s", [absorbed])
+        assert conn.execute("SELECT public.use_session(%s) AS ok", [pack]).fetchone() == {"ok": True}
+        # ... and once absorbing is off, it charges by itself again.
+        conn.execute("UPDATE session_ledger.config SET absorb_legacy_calls = false")
+        conn.execute("UPDATE public.bookings SET status = 'completed' WHERE id = %s", [charged_by_old_code])
+        conn.execute("SELECT public.use_session(%s)", [pack])
+        assert demo_data.sessions_used(conn, pack) == 1
+        # An operator then runs the old choreography's cut-over anyway.
+        conn.execute("UPDATE session_ledger.config SET adopt_until = clock_timestamp()")
+    Worker(Settings(dsn=SecretStr(ledger_dsn))).run(drain=True)
+    with connect(ledger_dsn) as conn:
+        assert demo_data.sessions_used(conn, pack) == 2
+        verdict = check(conn, start)
+        assert verdict.ok, verdict.examples
+        sources = {
+            r["booking_id"]: r["source"]
+            for r in conn.execute(
+                "SELECT booking_id, source FROM session_ledger.charges WHERE state = 'paid'"
+            )
+        }
+        assert sources == {absorbed: "listener", charged_by_old_code: "cut-over"}
 
 
 # Every released migration's checksum. A released migration never changes: a change

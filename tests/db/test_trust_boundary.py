@@ -382,10 +382,14 @@ def test_the_apps_legitimate_flows_charge_exactly_once(app: App) -> None:
     app.request("UPDATE public.bookings SET status = 'cancelled' WHERE id = %s", [later], user=client)
     app.drain()
     assert (app.used(pack), app.used(spare)) == (1, 1)  # b3 on pack, b1 moved to spare, b2 released
-    # The trainer's manual buttons.
-    assert app.request("SELECT public.use_session(%s) AS ok", [pack], user=trainer).rows == [{"ok": True}]
-    assert app.request("SELECT public.release_session(%s) AS n", [spare], user=trainer).rows == [{"n": 0}]
-    assert app.request("SELECT public.release_session(%s) AS n", [spare], user=trainer).rows == [{"n": -1}]
+    # The trainer's manual buttons, as the new app calls them: never absorbed.
+    use, release = (
+        "SELECT public.use_session(%s, 'extra session') AS ok",
+        "SELECT public.release_session(%s, 'goodwill') AS n",
+    )
+    assert app.request(use, [pack], user=trainer).rows == [{"ok": True}]
+    assert app.request(release, [spare], user=trainer).rows == [{"n": 0}]
+    assert app.request(release, [spare], user=trainer).rows == [{"n": -1}]
     assert (app.used(pack), app.used(spare)) == (2, 0)
     app.reconcile_finds_nothing()
 
