@@ -42,15 +42,18 @@ def api_request(
     role: str,
     user_id: uuid.UUID | None = None,
     claims: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
 ) -> ApiResult:
-    """Run one statement as a request under `role` and, when given, the signed-in user_id;
-    dsn logs in as authenticator (see authenticator_dsn)."""
+    """Run one statement as a request under `role` and, when given, the signed-in user_id and the
+    request's headers (lower-case names, as PostgREST puts them in request.headers); dsn logs in as
+    authenticator (see authenticator_dsn)."""
     jwt: dict[str, Any] = {"role": role, **({"sub": str(user_id)} if user_id else {}), **(claims or {})}
     with connect(dsn, autocommit=False, purpose="api") as conn:
         conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(role)))
         conn.execute("SELECT set_config('request.jwt.claims', %s, true)", [json.dumps(jwt)])
         conn.execute("SELECT set_config('request.jwt.claim.sub', %s, true)", [str(jwt.get("sub", ""))])
         conn.execute("SELECT set_config('request.jwt.claim.role', %s, true)", [role])
+        conn.execute("SELECT set_config('request.headers', %s, true)", [json.dumps(headers or {})])
         cur = conn.execute(statement, params)
         rows = cur.fetchall() if cur.description else []
         rowcount = cur.rowcount

@@ -279,8 +279,15 @@ class SupabaseAppDb:
         role: str,
         user_id: uuid.UUID | None = None,
         claims: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
     ) -> ApiResult:
         """One PostgREST-style request (see listener.testing.postgrest)."""
         return api_request(
-            self.authenticator_dsn, statement, params, role=role, user_id=user_id, claims=claims
+            self.authenticator_dsn,
+            statement,
+            params,
+            role=role,
+            user_id=user_id,
+            claims=claims,
+            headers=headers,
         )

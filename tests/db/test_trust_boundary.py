@@ -444,3 +444,162 @@ def test_no_api_role_holds_any_privilege_on_pgmq_even_under_wide_default_privile
         assert any("pgmq" in w and "anon" in w for w in warnings), warnings
     finally:
         supabase.drop_app_database(supabase_cluster, name)
+
+
+def test_a_client_cannot_hide_a_write_behind_a_new_booking_id(app: App) -> None:
+    mine = app_data.create_pack(app.owner, app.a, sessions_total=5)
+    other_client, _ = app.second_client(app.a)
+    theirs = app.owner.execute(
+        "INSERT INTO public.client_purchases (org_id, client_id, offer_id, sessions_total, payment_status)"
+        " VALUES (%s, %s, %s, 5, 'succeeded') RETURNING id",
+        [app.a.org_id, other_client, app.a.offer_id],
+    ).fetchone()["id"]  # type: ignore[index]
+    [paid] = _held(app, app.a, mine)
+    future = app.future_booking(app.a, mine)
+    bare = app.future_booking(app.a, None)
+    before = app.balances()
+    client = app.a.client_user_id
+    # A paid booking cancelled under a new id: judged as the paid booking deleted.
+    with pytest.raises(REFUSED, match=f"booking {paid}: role authenticated may not change"):
+        app.request(
+            "UPDATE public.bookings SET id = gen_random_uuid(), status = 'cancelled' WHERE id = %s",
+            [paid],
+            user=client,
+        )
+    # A new id with another client's pack: judged as a new booking on that pack.
+    with pytest.raises(REFUSED, match="may not change which session pack"):
+        app.request(
+            "UPDATE public.bookings SET id = gen_random_uuid(), purchase_id = %s WHERE id = %s",
+            [theirs, future],
+            user=client,
+        )
+    # A new id alone still detaches the trainer's pack from the old id.
+    with pytest.raises(REFUSED, match="may not change which session pack"):
+        app.request("UPDATE public.bookings SET id = gen_random_uuid() WHERE id = %s", [future], user=client)
+    # A booking without a pack moves no money under any id.
+    app.request("UPDATE public.bookings SET id = gen_random_uuid() WHERE id = %s", [bare], user=client)
+    app.drain()
+    assert app.balances() == before
+    app.reconcile_finds_nothing()
+
+
+def test_a_trainer_changing_a_booking_id_releases_the_old_and_charges_the_new(app: App) -> None:
+    pack = app_data.create_pack(app.owner, app.a, sessions_total=5)
+    [paid] = _held(app, app.a, pack)
+    renamed = uuid.uuid4()
+    app.request(
+        "UPDATE public.bookings SET id = %s WHERE id = %s", [renamed, paid], user=app.a.trainer_user_id
+    )
+    queued = {
+        r["b"] for r in app.owner.execute("SELECT message ->> 'booking_id' AS b FROM pgmq.q_booking_events")
+    }
+    assert queued == {str(paid), str(renamed)}  # both ids get an event
+    app.drain()
+    assert app.used(pack) == 1
+    states = {
+        r["booking_id"]: r["state"]
+        for r in app.owner.execute("SELECT booking_id, state FROM session_ledger.charges")
+    }
+    assert states == {paid: "released", renamed: "paid"}
+    app.reconcile_finds_nothing()
+
+
+def test_a_client_cannot_detach_or_switch_the_pack_the_trainer_assigned(app: App) -> None:
+    assigned = app_data.create_pack(app.owner, app.a, sessions_total=5)
+    own = app_data.create_pack(app.owner, app.a, sessions_total=5)
+    [past] = app_data.create_bookings(app.owner, app.a, assigned)  # ended, still confirmed
+    client = app.a.client_user_id
+    for statement, params in (
+        ("UPDATE public.bookings SET purchase_id = NULL WHERE id = %s", [past]),
+        ("UPDATE public.bookings SET purchase_id = %s WHERE id = %s", [own, past]),
+    ):
+        with pytest.raises(REFUSED, match=f"booking {past}: role authenticated may not change"):
+            app.request(statement, params, user=client)
+    # The cron completes it, and the trainer's pack pays.
+    app.request("SELECT session_ledger.complete_past_bookings()", role="service_role")
+    app.drain()
+    assert (app.used(assigned), app.used(own)) == (1, 0)
+    app.reconcile_finds_nothing()
+
+
+def test_the_client_apps_own_flows_keep_working(app: App) -> None:
+    # apps/client-mobile/app/(tabs)/book.tsx: insert without a pack, cancel with status and cancelled_at.
+    own = app_data.create_pack(app.owner, app.a, sessions_total=5)
+    expired = app_data.create_pack(
+        app.owner, app.a, sessions_total=5, expires_at=datetime.now().astimezone() - timedelta(days=1)
+    )
+    client = app.a.client_user_id
+    booked = app.request(
+        "INSERT INTO public.bookings (org_id, client_id, start_time, end_time, duration_mins, status,"
+        " booked_by, booking_source, notes)"
+        " VALUES (%s, %s, now() + interval '2 days', now() + interval '2 days 1 hour', 60, 'confirmed', %s,"
+        " 'client', 'see you') RETURNING id",
+        [app.a.org_id, app.a.client_id, client],
+        user=client,
+    ).rows[0]["id"]
+    app.request(
+        "UPDATE public.bookings SET status = 'cancelled', cancelled_at = now() WHERE id = %s",
+        [booked],
+        user=client,
+    )
+    # Attaching their own live pack to a booking that has none is still theirs to do ...
+    bare = app.future_booking(app.a, None)
+    app.request("UPDATE public.bookings SET purchase_id = %s WHERE id = %s", [own, bare], user=client)
+    # ... but not a pack that can no longer pay.
+    other = app.future_booking(app.a, None)
+    with pytest.raises(REFUSED):
+        app.request(
+            "UPDATE public.bookings SET purchase_id = %s WHERE id = %s", [expired, other], user=client
+        )
+    rows = app.owner.execute(
+        "SELECT id, status, purchase_id FROM public.bookings WHERE id = ANY (%s) ORDER BY id",
+        [[booked, bare, other]],
+    ).fetchall()
+    assert {r["id"]: (r["status"], r["purchase_id"]) for r in rows} == {
+        booked: ("cancelled", None),
+        bare: ("confirmed", own),
+        other: ("confirmed", None),
+    }
+    app.drain()
+    assert (app.used(own), app.used(expired)) == (0, 0)
+    app.reconcile_finds_nothing()
+
+
+def test_complete_past_bookings_works_in_chunks_packs_first(app: App) -> None:
+    pack = app_data.create_pack(app.owner, app.a, sessions_total=5)
+    with_pack = app_data.create_bookings(app.owner, app.a, pack, count=3)
+    # A flood of bookings without a pack, as a client could insert through the app's policy.
+    app.owner.execute(
+        "INSERT INTO public.bookings (org_id, client_id, start_time, end_time, status)"
+        " SELECT %s, %s, now() - interval '3 hours', now() - interval '2 hours', 'confirmed'"
+        " FROM generate_series(1, 2500)",
+        [app.a.org_id, app.a.client_id],
+    )
+
+    def complete(chunk: int, budget: str) -> int:
+        rows = app.request(
+            "SELECT session_ledger.complete_past_bookings(%s, %s::interval) AS n",
+            [chunk, budget],
+            role="service_role",
+        ).rows
+        return int(rows[0]["n"])
+
+    # No budget left after the first chunk: exactly one chunk per call, the pack's bookings first.
+    assert complete(100, "0") == 100
+    done = app.owner.execute(
+        "SELECT count(*) AS n FROM public.bookings WHERE id = ANY (%s) AND status = 'completed'", [with_pack]
+    ).fetchone()
+    assert done == {"n": 3}
+    assert complete(1000, "0") == 1000
+    # Under Supabase's statement_timeout, a call stops within half of it and commits what it did.
+    total = 0
+    for _ in range(10):
+        rows = app.request(
+            "SELECT set_config('statement_timeout', '8s', true), session_ledger.complete_past_bookings() AS n",
+            role="service_role",
+        ).rows
+        total += int(rows[0]["n"])
+    assert total == 2503 - 1100
+    assert complete(1000, "0") == 0
+    app.drain()
+    assert app.used(pack) == 3
