@@ -42,12 +42,40 @@ class SchemaTooNew(ListenerError):
     """The database was migrated by a newer release than this listener."""
 
 
+class LedgerMissing(SchemaOutOfDate):
+    """The database has no session ledger at all."""
+
+
+class NotLedgerOwner(ListenerError):
+    """An owner-only command was run by a role that is not (and cannot act as) the ledger's owner."""
+
+
+class LedgerAccessDenied(ListenerError):
+    """The connected role may not use the session ledger at all (neither its owner nor its listener)."""
+
+
+class MigrateNotPermitted(ListenerError):
+    """The role running `listener migrate` lacks the rights on the app's tables that installing needs."""
+
+
+class ExportFailed(ListenerError):
+    """The migration files could not be written where asked."""
+
+
 class UnknownPack(ListenerError):
     """A pack named on the command line does not exist."""
 
 
 class ListenerRunning(ListenerError):
     """A live listener forbids what was asked (cut-over, uninstall)."""
+
+
+class EventsWaiting(ListenerError):
+    """Events nobody has handled yet: uninstalling would drop uncharged completions."""
+
+
+class DeadLettersUnresolved(ListenerError):
+    """Dead letters nobody has redriven or dropped: uninstalling would lose them without --force."""
 
 
 # Worth retrying as they are: the database or the network said "not now".

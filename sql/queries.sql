@@ -533,3 +533,9 @@ WHERE n.nspname = 'public' AND c.relname = %(table)s AND c.relkind IN ('r', 'p')
 -- name: may_create_schema
 SELECT pg_catalog.has_database_privilege(pg_catalog.current_database(), 'CREATE') AS allowed,
        pg_catalog.current_database()::text AS database;
+
+-- name: pause_charging
+SELECT session_ledger.pause_charging(%(reason)s) AS paused;
+
+-- name: resume_charging
+SELECT session_ledger.resume_charging() AS ended;

@@ -2,8 +2,13 @@
 --
 -- Runs inside one transaction. Drops the bookings triggers, puts back the app's
 -- own use_session / release_session (saved by migration 0001 in
--- session_ledger.replaced_functions), drops the listener's form
--- use_session(uuid, timestamptz), both queues, and the session_ledger schema.
+-- session_ledger.replaced_functions), drops the ledger's own forms
+-- use_session(uuid, timestamptz), use_session(uuid, text) and
+-- release_session(uuid, text), both queues, and the session_ledger schema.
+-- The restored functions check nobody, so EXECUTE on them is revoked from PUBLIC,
+-- anon and authenticated, and only service_role (the server side) keeps it. To
+-- keep the grants they hold instead, set session_ledger.uninstall_keep_grants to
+-- on in the same transaction first (`listener uninstall --keep-grants` does).
 -- The app's tables and every pack's balance are left untouched. The pgmq schema
 -- stays (other queues may live in it), and so does the cluster-wide role
 -- session_ledger_listener (other databases of the cluster may use it).
@@ -18,6 +23,7 @@ DROP TRIGGER IF EXISTS session_ledger_enqueue_delete ON public.bookings;
 DO $$
 DECLARE
     f record;
+    api_role pg_catalog.text;
 BEGIN
     IF pg_catalog.to_regclass('session_ledger.replaced_functions') IS NOT NULL THEN
         FOR f IN SELECT r.signature, r.definition FROM session_ledger.replaced_functions r ORDER BY r.signature LOOP
@@ -29,6 +35,21 @@ BEGIN
                 -- written for, with pg_temp last, so a temporary table cannot shadow a pack.
                 EXECUTE 'ALTER FUNCTION ' || pg_catalog.to_regprocedure(f.signature)::text
                         || ' SET search_path = public, extensions, pg_temp';
+                -- The app's bodies let any caller move any pack's sessions: from the
+                -- browser's roles that is a charge on another organisation's pack.
+                CONTINUE WHEN pg_catalog.current_setting('session_ledger.uninstall_keep_grants', true)
+                              IS NOT DISTINCT FROM 'on';
+                EXECUTE 'REVOKE EXECUTE ON FUNCTION ' || pg_catalog.to_regprocedure(f.signature)::text
+                        || ' FROM PUBLIC';
+                FOREACH api_role IN ARRAY ARRAY['anon', 'authenticated'] LOOP
+                    CONTINUE WHEN NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname OPERATOR(pg_catalog.=) api_role);
+                    EXECUTE pg_catalog.format('REVOKE EXECUTE ON FUNCTION %s FROM %I',
+                                              pg_catalog.to_regprocedure(f.signature), api_role);
+                END LOOP;
+                IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname OPERATOR(pg_catalog.=) 'service_role') THEN
+                    EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION %s TO service_role',
+                                              pg_catalog.to_regprocedure(f.signature));
+                END IF;
             ELSIF pg_catalog.to_regprocedure(f.signature) IS NOT NULL THEN
                 -- The app had no such function: the migration created it.
                 EXECUTE 'DROP FUNCTION ' || pg_catalog.to_regprocedure(f.signature)::text;
@@ -39,6 +60,8 @@ END
 $$;
 
 DROP FUNCTION IF EXISTS public.use_session(uuid, timestamptz);
+DROP FUNCTION IF EXISTS public.use_session(uuid, text);
+DROP FUNCTION IF EXISTS public.release_session(uuid, text);
 
 DO $$
 BEGIN

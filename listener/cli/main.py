@@ -59,6 +59,11 @@ def _parser() -> argparse.ArgumentParser:
         help="serve /metrics, /healthz, /readyz (and the dashboard, with $LISTENER_DASHBOARD_TOKEN) on this port",
     )
     p.add_argument("--http-host", help="address the HTTP port binds (default 127.0.0.1)")
+    p.add_argument(
+        "--http-timeout",
+        type=int,
+        help="seconds an HTTP connection may stay silent or take to send its request (default 5)",
+    )
 
     p = with_dsn(sub.add_parser("status", help="queue, dead letters, ledger and listeners at a glance"))
     p.add_argument("--json", action="store_true", help="print JSON for scripts")
@@ -74,6 +79,11 @@ def _parser() -> argparse.ArgumentParser:
 
     p = with_dsn(sub.add_parser("doctor", help="read-only security audit of the database and the DSN"))
     p.add_argument("--json", action="store_true", help="print JSON for scripts")
+    p.add_argument(
+        "--listener-dsn",
+        help="the listener's own connection string: the listener checks judge its login "
+        "(default: --dsn's login, and none when that is the owner's)",
+    )
 
     with_dsn(
         sub.add_parser("complete-past", help="the cron path: complete confirmed bookings that have ended")
@@ -84,6 +94,13 @@ def _parser() -> argparse.ArgumentParser:
 
     p = with_dsn(sub.add_parser("uninstall", help="remove trigger, ledger and queues; keep the app's tables"))
     p.add_argument("--yes", action="store_true", help="really remove it")
+    p.add_argument(
+        "--keep-grants",
+        action="store_true",
+        help="leave EXECUTE on the restored use_session/release_session as it is "
+        "(default: revoke it from PUBLIC, anon and authenticated; service_role keeps it)",
+    )
+    p.add_argument("--force", action="store_true", help="drop unresolved dead letters with the ledger")
 
     p = sub.add_parser("export-migrations", help="write the install as SQL files for supabase/migrations")
     p.add_argument("directory", help="where to write the files (created if missing)")
@@ -117,7 +134,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--until", type=_timestamp, help="archive: events enqueued before this time (ISO 8601)")
     p.add_argument("--booking", type=_uuid, nargs="+", default=[], help="archive: only these bookings")
-    p.add_argument("--id", type=int, nargs="+", default=[], help="dead letters: these message ids")
+    p.add_argument("--id", type=_message_id, nargs="+", default=[], help="dead letters: these message ids")
     p.add_argument("--all", action="store_true", help="dead letters: every one")
     p.add_argument("--dry-run", action="store_true", help="show what would happen, change nothing")
     p.add_argument("--json", action="store_true", help="print a JSON summary")
@@ -140,6 +157,22 @@ def _parser() -> argparse.ArgumentParser:
     charge.add_argument("--charge-all", action="store_true", help="take every pack's given-away sessions")
     p.add_argument("--yes", action="store_true", help="really charge (without it: a dry run)")
 
+    p = with_dsn(
+        sub.add_parser(
+            "pause",
+            help="stop charging everywhere (listeners and drain()) until resume; events keep queuing",
+            description="Stop charging everywhere (every listener and drain()) until `listener resume`; "
+            "the trigger keeps queuing events.",
+        )
+    )
+    p.add_argument("--reason", help="why, shown by status, the dashboard and metrics (default: none)")
+    with_dsn(
+        sub.add_parser(
+            "resume",
+            help="start charging again after a pause",
+            description="Start charging again after `listener pause`.",
+        )
+    )
     p = with_dsn(sub.add_parser("prune", help="delete archived events past retention"))
     p.add_argument("--older-than", required=True, help="retention, e.g. 30d, 12h, 2w")
 
@@ -214,13 +247,14 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     worker = Worker(settings)
     server = None
     if settings.http_port is not None:
-        from listener.http.server import serve
+        from listener.http.server import TIMEOUT_S, serve
 
         server = serve(
             worker,
             port=settings.http_port,
             host=settings.http_host,
             dashboard_token=settings.dashboard_token,
+            timeout_s=TIMEOUT_S if args.http_timeout is None else args.http_timeout,
         )
 
     def stop(signum: int, _frame: FrameType | None) -> None:
@@ -262,7 +296,7 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
 def _doctor(args: argparse.Namespace, settings: Settings) -> int:
     from listener.ops.doctor import doctor
 
-    report = doctor(settings.require_dsn())
+    report = doctor(settings.require_dsn(), listener_dsn=args.listener_dsn)
     if args.json:
         print(json.dumps(report.as_json(), indent=2))
     else:
@@ -270,6 +304,11 @@ def _doctor(args: argparse.Namespace, settings: Settings) -> int:
             print(f"{finding.severity.upper():<6} {finding.check}  {finding.object}")
             print(f"       {finding.message}")
             print(f"       fix: {finding.fix}")
+        skipped: dict[str, list[str]] = {}
+        for item in report.not_checked:
+            skipped.setdefault(item.reason, []).append(item.check)
+        for reason, checks in skipped.items():
+            print(f"not checked: {', '.join(checks)}: {reason}")
         for note in report.notes:
             print(f"note: {note}")
         high = sum(f.severity == "high" for f in report.findings)
@@ -278,11 +317,26 @@ def _doctor(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _complete_past(args: argparse.Namespace, settings: Settings) -> int:
+    from psycopg.errors import InsufficientPrivilege
+
     from listener.core.db import connect
+    from listener.core.schema import NO_LEDGER, ledger_state
     from listener.core.store import Store
+    from listener.errors import LedgerAccessDenied, LedgerMissing
 
     with connect(settings.require_dsn(), purpose="complete-past") as conn:
-        count = Store(conn).complete_past()
+        # Not require_ledger(): the cron's own login (service_role) may complete bookings
+        # without reading the ledger's version.
+        state = ledger_state(conn)
+        if not state.installed:
+            raise LedgerMissing(NO_LEDGER)
+        try:
+            count = Store(conn).complete_past()
+        except InsufficientPrivilege:
+            raise LedgerAccessDenied(
+                f"role {state.role} may not complete bookings through the ledger: connect as the "
+                f"listener's login, service_role or the ledger's owner, {state.owner}"
+            ) from None
     print(f"completed {count} past booking{'s' if count != 1 else ''}")
     return 0
 
@@ -378,6 +432,26 @@ def _prune(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _pause(args: argparse.Namespace, settings: Settings) -> int:
+    from listener.ops.pause import pause
+
+    paused = pause(settings.require_dsn(), reason=args.reason)
+    why = f": {paused['reason']}" if paused.get("reason") else ""
+    print(f"charging paused since {paused['paused_at']} by {paused['paused_by']}{why}; events keep queuing")
+    return 0
+
+
+def _resume(args: argparse.Namespace, settings: Settings) -> int:
+    from listener.ops.pause import resume
+
+    ended = resume(settings.require_dsn())
+    if ended is None:
+        print("charging was not paused")
+    else:
+        print(f"charging resumed; it was paused since {ended['paused_at']} by {ended['paused_by']}")
+    return 0
+
+
 def _counts(counts: dict[str, int]) -> str:
     return ", ".join(f"{k}: {v}" for k, v in counts.items()) or "nothing to do"
 
@@ -421,6 +495,17 @@ def _org_id(text: str) -> uuid.UUID:
         raise argparse.ArgumentTypeError(f"not an organisation id (UUID): {text!r}") from None
 
 
+def _message_id(text: str) -> int:
+    """A queue message id: a positive bigint."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 0 < value < 2**63:
+        raise argparse.ArgumentTypeError(f"not a message id (a positive whole number): {text!r}")
+    return value
+
+
 def _cutover(args: argparse.Namespace, settings: Settings) -> int:
     from listener.ops.cutover import cutover
 
@@ -446,14 +531,14 @@ def _cutover(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _uninstall(args: argparse.Namespace, settings: Settings) -> int:
-    from listener.ops.uninstall import uninstall
+    from listener.ops.uninstall import REVOKED_FROM, uninstall
 
     if not args.yes:
         raise ConfigError(
             "this removes the bookings trigger, the session ledger and its queues; "
             "run `listener uninstall --yes` to do it"
         )
-    report = uninstall(settings.require_dsn())
+    report = uninstall(settings.require_dsn(), keep_grants=args.keep_grants, force=args.force)
     if not report.installed:
         print("nothing to uninstall: this database has no session ledger")
         return 0
@@ -461,12 +546,21 @@ def _uninstall(args: argparse.Namespace, settings: Settings) -> int:
         "removed the bookings triggers, the session_ledger schema and the queues booking_events, booking_events_dlq"
     )
     if report.restored:
-        print(
-            "restored the app's own " + ", ".join(report.restored) + " with search_path pinned; WARNING: the "
-            "app's original bodies check nobody: any signed-in user may again move any pack's sessions"
-        )
+        print("restored the app's own " + ", ".join(report.restored) + " with search_path pinned")
+        callers = sorted({role for roles in report.executors.values() for role in roles})
+        may = ", ".join(callers) if callers else "nobody but their owner"
+        if report.kept_grants:
+            print(
+                f"kept their grants (--keep-grants): {may} may execute them; WARNING: their bodies check "
+                "nobody: whoever may call them may move any pack's sessions"
+            )
+        else:
+            print(
+                f"revoked EXECUTE on them from {', '.join(REVOKED_FROM)}: their bodies check nobody; "
+                f"may execute them now: {may}; --keep-grants keeps the grants"
+            )
     if report.dead_letters:
-        print(f"dropped {report.dead_letters} dead-lettered event(s) with the dead-letter queue")
+        print(f"dropped {report.dead_letters} unresolved dead letter(s) with the dead-letter queue (--force)")
     print(
         "kept: the app's tables and every pack's balance; the pgmq schema (other queues may use it); "
         "the cluster-wide role session_ledger_listener (DROP ROLE it once no database uses it)"
@@ -479,6 +573,9 @@ def _export_migrations(args: argparse.Namespace, settings: Settings) -> int:
 
     from listener.ops.export import export_migrations
 
+    if not args.directory.strip():
+        # Path("") is the working directory: an empty argument is a slip, not a choice.
+        raise ConfigError("no directory given: name where to write the files, e.g. supabase/migrations")
     target = Path(args.directory)
     written = export_migrations(target, pgmq=args.pgmq)
     for path in written:
@@ -507,6 +604,8 @@ _COMMANDS = {
     "reconcile": _reconcile,
     "audit": _audit,
     "prune": _prune,
+    "pause": _pause,
+    "resume": _resume,
     "migrate": _migrate,
     "run": _run,
     "status": _status,

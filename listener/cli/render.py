@@ -157,6 +157,18 @@ def render_status(report: dict[str, Any], console: Console | None = None) -> Non
             f"drain(): last run {d['last_age_s']}s ago handled {d['last_handled']}; "
             f"{d['runs_last_hour']} run(s) handled {d['handled_last_hour']} event(s) in the last hour"
         )
+    legacy = report.get("legacy_calls") or {}
+    if legacy:
+        console.print(
+            f"the app's old calls: {legacy['legacy_calls']} in all, {legacy['absorbed']} absorbed as echoes "
+            f"({legacy['absorbed_last_hour']} in the last hour), last absorbed {legacy['last_absorbed_at'] or 'never'}; "
+            + ("absorbing" if legacy["absorbing"] else "not absorbing")
+            + f" within {legacy['window_s']}s; {legacy['manual_calls']} manual adjustment(s)"
+        )
+    if report.get("paused"):
+        p = report["paused"]
+        why = f": {p['reason']}" if p.get("reason") else ""
+        console.print(f"[bold red]charging paused[/] since {p['paused_at']} by {p['paused_by']}{why}")
     for warning in report.get("warnings") or []:
         console.print(f"[bold yellow]warning:[/] {warning}")
     problems = report.get("problems") or []

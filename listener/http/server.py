@@ -6,6 +6,13 @@ of them reads through the shared `Snapshot` (one connection, cached reads). The
 dashboard exists only when LISTENER_DASHBOARD_TOKEN is set (404 otherwise), needs
 that token on every request, and acts only on a POST that carries the
 per-process form nonce from a same-origin page, or a Bearer token.
+
+Bounded by construction: waitress reads every request whole on its one event-loop
+thread and only then hands it to a fixed pool of `WORKER_THREADS`, so a slow or
+stalled client holds a socket, never a thread. A connection silent for `TIMEOUT_S`,
+or whose request is still incomplete `TIMEOUT_S` after its first byte, is closed.
+At most `MAX_CONNECTIONS` are open at once; past that, new ones wait in the
+kernel's backlog until others close.
 """
 
 from __future__ import annotations
@@ -13,58 +20,207 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+import time
 import uuid
-from collections.abc import Sequence
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs
 
 from prometheus_client import CollectorRegistry, generate_latest
 from pydantic import SecretStr
+from waitress import wasyncore
+from waitress.adjustments import Adjustments
+from waitress.channel import HTTPChannel
+from waitress.parser import HTTPRequestParser
+from waitress.server import TcpWSGIServer
+from waitress.task import ThreadedTaskDispatcher
 
 from listener.core.events import RawMessage
 from listener.core.store import Outcome
 from listener.core.worker import Worker
-from listener.errors import DatabaseUnreachable
+from listener.errors import ConfigError, DatabaseUnreachable
 from listener.http import dashboard, dashboard_store
 from listener.http.auth import REALM, Auth
 from listener.http.metrics import OUTCOMES, DatabaseCollector, Metrics
 from listener.http.snapshot import Snapshot
 
-__all__ = ["OUTCOMES", "HttpServer", "serve"]
+if TYPE_CHECKING:
+    from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
+
+__all__ = ["MAX_CONNECTIONS", "OUTCOMES", "TIMEOUT_S", "WORKER_THREADS", "HttpServer", "serve"]
 
 log = logging.getLogger("listener.http.server")
 
+# Requests run here; every read goes through the one Snapshot connection, so more would only queue there.
+WORKER_THREADS = 4
+# Seconds a connection may stay silent, and that a request may take to arrive whole from its first byte.
+TIMEOUT_S = 5
+# Open connections at once; each costs a file descriptor and at most one buffered request.
+MAX_CONNECTIONS = 256
+
 _MAX_FORM_BYTES = 65_536
+_MAX_HEADER_BYTES = 65_536
 _DASHBOARD_PATHS = ("/", "/redrive", "/replay")
 
 
-class HttpServer(ThreadingHTTPServer):
-    """The HTTP port; closing it closes the shared database connection too."""
+class _Parser(HTTPRequestParser):
+    """Waitress's request parser, remembering when its request's first byte arrived."""
 
-    daemon_threads = True
+    def __init__(self, adj: Adjustments) -> None:
+        super().__init__(adj)
+        self.started = time.monotonic()
 
-    def __init__(self, address: tuple[str, int], snapshot: Snapshot, handler: type[BaseHTTPRequestHandler]):
-        if ":" in address[0]:
-            self.address_family = socket.AF_INET6
-        super().__init__(address, handler)
+
+class _Channel(HTTPChannel):
+    """One connection, closed when its request has not arrived whole within the timeout."""
+
+    parser_class = _Parser
+
+    def readable(self) -> bool:
+        """Waitress's readiness, after closing a connection whose request is overdue."""
+        # Waitress's own timeout counts only silence: a client sending a byte every second
+        # would keep a half-sent request, and its connection, for ever.
+        request = self.request
+        if (
+            isinstance(request, _Parser)
+            and not self.requests
+            and not self.will_close
+            and time.monotonic() - request.started > self.adj.channel_timeout
+        ):
+            log.debug("closing a connection whose request was incomplete after %ds", self.adj.channel_timeout)
+            self.will_close = True
+        return bool(super().readable())
+
+
+class _Server(TcpWSGIServer):
+    channel_class = _Channel
+
+
+class HttpServer:
+    """The HTTP port: one event-loop thread and a fixed pool of request threads; closing it closes the shared database connection too."""
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        snapshot: Snapshot,
+        app: WSGIApplication,
+        *,
+        threads: int = WORKER_THREADS,
+        timeout_s: int = TIMEOUT_S,
+        max_connections: int = MAX_CONNECTIONS,
+    ) -> None:
+        for name, value in (
+            ("threads", threads),
+            ("timeout", timeout_s),
+            ("max connections", max_connections),
+        ):
+            if value < 1:
+                raise ConfigError(f"invalid http {name}: {value} (must be at least 1)")
         self.snapshot = snapshot
+        self.threads = threads
+        self.timeout_s = timeout_s
+        self.max_connections = max_connections
+        sock = _listening_socket(*address)
+        self.server_address: tuple[str, int] = sock.getsockname()[:2]
+        adj = Adjustments(
+            sockets=[sock],
+            threads=threads,
+            channel_timeout=timeout_s,
+            # How often idle connections are looked for, and the longest the loop sleeps between looks.
+            cleanup_interval=1,
+            asyncore_loop_timeout=1,
+            # select() fails past descriptor 1023; poll() has no such limit.
+            asyncore_use_poll=True,
+            connection_limit=max_connections,
+            max_request_header_size=_MAX_HEADER_BYTES,
+            max_request_body_size=_MAX_FORM_BYTES,
+            ident="session-ledger",
+            expose_tracebacks=False,
+            # A client resetting its connection is not worth a traceback in the logs.
+            log_socket_errors=False,
+        )
+        self._map: dict[int, Any] = {}
+        self._dispatcher = ThreadedTaskDispatcher()
+        self._server = _Server(
+            app,
+            self._map,
+            _sock=sock,
+            dispatcher=self._dispatcher,
+            adj=adj,
+            bind_socket=False,
+            sockinfo=(sock.family, sock.type, sock.proto, sock.getsockname()),
+        )
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Start the request threads and the event loop, each a daemon thread."""
+        self._dispatcher.set_thread_count(self.threads)
+        self._thread = threading.Thread(target=self._loop, name="listener-http", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stopping.is_set():
+            wasyncore.loop(timeout=1, map=self._map, use_poll=True, count=1)
+
+    def shutdown(self) -> None:
+        """Stop the event loop and wait until it has stopped."""
+        self._stopping.set()
+        if self._thread is not None:
+            self._server.pull_trigger()
+            self._thread.join()
+            self._thread = None
 
     def server_close(self) -> None:
-        """Stop listening and close the metrics connection."""
-        super().server_close()
+        """Stop listening, close every connection and the request threads, and close the metrics connection."""
+        self.shutdown()
+        self._dispatcher.shutdown(timeout=5)
+        wasyncore.close_all(self._map)
         self.snapshot.close()
 
 
+def _listening_socket(host: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"cannot serve HTTP on {host}:{port}: {exc.strerror or exc}") from None
+    return sock
+
+
 def serve(
-    worker: Worker, *, port: int, host: str = "127.0.0.1", dashboard_token: SecretStr | None = None
+    worker: Worker,
+    *,
+    port: int,
+    host: str = "127.0.0.1",
+    dashboard_token: SecretStr | None = None,
+    threads: int = WORKER_THREADS,
+    timeout_s: int = TIMEOUT_S,
+    max_connections: int = MAX_CONNECTIONS,
 ) -> HttpServer:
-    """Serve the port in a daemon thread; the worker's batches feed the metrics."""
+    """Serve the port in daemon threads; the worker's batches feed the metrics."""
     registry = CollectorRegistry()
     metrics = Metrics(registry)
     snapshot = Snapshot(worker.dsn)
     registry.register(DatabaseCollector(snapshot, worker))
     auth = Auth(dashboard_token)
+    app = _App(worker=worker, registry=registry, snapshot=snapshot, auth=auth)
+    try:
+        server = HttpServer(
+            (host, port),
+            snapshot,
+            app,
+            threads=threads,
+            timeout_s=timeout_s,
+            max_connections=max_connections,
+        )
+    except ConfigError:
+        snapshot.close()
+        raise
     previous = worker.on_batch
 
     def on_batch(batch: Sequence[RawMessage], outcomes: Sequence[Outcome], seconds: float) -> None:
@@ -73,187 +229,198 @@ def serve(
             previous(batch, outcomes, seconds)
 
     worker.on_batch = on_batch
-    handler = _handler(worker=worker, registry=registry, snapshot=snapshot, auth=auth)
-    server = HttpServer((host, port), snapshot, handler)
-    threading.Thread(target=server.serve_forever, name="listener-http", daemon=True).start()
-    bound_host, bound_port = server.server_address[:2]
+    server.start()
+    bound_host, bound_port = server.server_address
     log.info(
-        "serving /metrics, /healthz and /readyz%s on %s:%d",
+        "serving /metrics, /healthz and /readyz%s on %s:%d (%d request threads, at most %d connections, %ds timeout)",
         " and the dashboard" if auth.enabled else "",
         bound_host,
         bound_port,
+        threads,
+        max_connections,
+        timeout_s,
     )
     return server
 
 
-def _handler(
-    *, worker: Worker, registry: CollectorRegistry, snapshot: Snapshot, auth: Auth
-) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        server_version = "session-ledger"
-        sys_version = ""
+@dataclass(frozen=True)
+class _Reply:
+    status: int
+    body: bytes
+    ctype: str = "text/plain"
+    headers: dict[str, str] = field(default_factory=dict)
 
-        def do_GET(self) -> None:
-            url = urlsplit(self.path)
-            if url.path == "/metrics":
-                self._send(200, generate_latest(registry), "text/plain; version=0.0.4")
-            elif url.path == "/healthz":
-                ok = snapshot.depths() is not None
-                self._send(200 if ok else 503, b"ok\n" if ok else b"database unreachable\n")
-            elif url.path == "/readyz":
-                ready = worker.ready
-                self._send(200 if ready else 503, b"ready\n" if ready else b"not ready\n")
-            elif url.path in _DASHBOARD_PATHS:
-                if self._authorized() is not None:
-                    self._dashboard_get(url.path, parse_qs(url.query))
-            else:
-                self._send(404, b"not found\n")
 
-        def do_POST(self) -> None:
-            url = urlsplit(self.path)
-            if url.path not in ("/redrive", "/replay"):
-                self._send(404, b"not found\n")
-                return
-            scheme = self._authorized()
-            if scheme is None:
-                return
-            form = self._form()
-            if form is None:
-                return
-            allowed = auth.form_allowed(
-                scheme=scheme,
-                nonce=next(iter(form.get("csrf", [])), None),
-                origin=self.headers.get("Origin"),
-                fetch_site=self.headers.get("Sec-Fetch-Site"),
-                host=self.headers.get("Host"),
-            )
-            if not allowed or (form.get("confirm") or [""])[0] != "yes":
-                log.warning("dashboard: refused a %s from %s (no valid form nonce)", url.path, self._client())
-                self._html(
-                    403, dashboard.render_message("refused", "This action needs the dashboard's form.")
-                )
-                return
-            try:
-                if url.path == "/redrive":
-                    self._redrive(form)
-                else:
-                    self._replay(form)
-            except DatabaseUnreachable:
-                self._html(503, dashboard.render_message("unavailable", "The database could not be reached."))
+class _App:
+    """The WSGI application behind the port."""
 
-        def _authorized(self) -> str | None:
-            """The auth scheme used; None after answering 404 (no token set) or 401 (no valid token)."""
-            if not auth.enabled:
-                self._send(404, b"not found\n")
-                return None
-            scheme = auth.scheme(self.headers.get("Authorization"))
-            if scheme is None:
-                self._send(401, b"authentication required\n", headers={"WWW-Authenticate": REALM})
+    def __init__(
+        self, *, worker: Worker, registry: CollectorRegistry, snapshot: Snapshot, auth: Auth
+    ) -> None:
+        self.worker = worker
+        self.registry = registry
+        self.snapshot = snapshot
+        self.auth = auth
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        """Answer one request that waitress has read whole."""
+        method = str(environ["REQUEST_METHOD"])
+        if method == "GET":
+            reply = self._get(environ)
+        elif method == "POST":
+            reply = self._post(environ)
+        else:
+            reply = _Reply(501, b"unsupported method\n", headers={"Allow": "GET, POST"})
+        headers = [("Content-Type", reply.ctype), ("Content-Length", str(len(reply.body)))]
+        headers.extend(reply.headers.items())
+        start_response(f"{reply.status} {HTTPStatus(reply.status).phrase}", headers)
+        request_line = (
+            f"{method} {environ.get('REQUEST_URI', environ['PATH_INFO'])} {environ['SERVER_PROTOCOL']}"
+        )
+        self.log_message('"%s" %d %d', request_line, reply.status, len(reply.body))
+        return [reply.body]
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Log one answered request at debug level."""
+        # The request line only; headers, and so the token, are never logged.
+        log.debug(format, *args)
+
+    def _get(self, environ: WSGIEnvironment) -> _Reply:
+        path = environ["PATH_INFO"]
+        if path == "/metrics":
+            return _Reply(200, generate_latest(self.registry), "text/plain; version=0.0.4")
+        if path == "/healthz":
+            ok = self.snapshot.depths() is not None
+            return _Reply(200 if ok else 503, b"ok\n" if ok else b"database unreachable\n")
+        if path == "/readyz":
+            ready = self.worker.ready
+            return _Reply(200 if ready else 503, b"ready\n" if ready else b"not ready\n")
+        if path in _DASHBOARD_PATHS:
+            scheme = self._authorized(environ)
+            if isinstance(scheme, _Reply):
+                return scheme
+            return self._dashboard_get(path, parse_qs(environ.get("QUERY_STRING", "")))
+        return _Reply(404, b"not found\n")
+
+    def _post(self, environ: WSGIEnvironment) -> _Reply:
+        path = environ["PATH_INFO"]
+        if path not in ("/redrive", "/replay"):
+            return _Reply(404, b"not found\n")
+        scheme = self._authorized(environ)
+        if isinstance(scheme, _Reply):
             return scheme
+        form = _form(environ)
+        if form is None:
+            return _Reply(413, b"form too large\n")
+        allowed = self.auth.form_allowed(
+            scheme=scheme,
+            nonce=next(iter(form.get("csrf", [])), None),
+            origin=environ.get("HTTP_ORIGIN"),
+            fetch_site=environ.get("HTTP_SEC_FETCH_SITE"),
+            host=environ.get("HTTP_HOST"),
+        )
+        if not allowed or (form.get("confirm") or [""])[0] != "yes":
+            log.warning("dashboard: refused a %s from %s (no valid form nonce)", path, _client(environ))
+            return _html(403, dashboard.render_message("refused", "This action needs the dashboard's form."))
+        try:
+            if path == "/redrive":
+                return self._redrive(form, environ)
+            return self._replay(form, environ)
+        except DatabaseUnreachable:
+            return _html(503, dashboard.render_message("unavailable", "The database could not be reached."))
 
-        def _dashboard_get(self, path: str, params: dict[str, list[str]]) -> None:
-            try:
-                if path == "/":
-                    data = dashboard_store.read_dashboard(snapshot)
-                    page = dashboard.render_page(data, ready=worker.ready, listener_id=str(worker.id))
-                    self._html(200, page)
-                elif path == "/redrive":
-                    ids = _ints(params.get("id", []))
-                    if ids is None:
-                        self._html(
-                            400, dashboard.render_message("bad request", "Dead-letter ids are integers.")
-                        )
-                        return
-                    letters = dashboard_store.dead_letters_by_id(snapshot, ids)
-                    self._html(200, dashboard.render_redrive_confirm(letters, nonce=auth.nonce))
-                else:
-                    booking = _booking(params.get("booking", [""])[0])
-                    if booking is None:
-                        self._html(400, dashboard.render_message("bad request", "A booking id is a UUID."))
-                        return
-                    data = dashboard_store.read_dashboard(snapshot)
-                    row = next((r for r in data.out_of_sync if r["booking_id"] == booking), None)
-                    self._html(200, dashboard.render_replay_confirm(str(booking), row, nonce=auth.nonce))
-            except DatabaseUnreachable:
-                self._html(503, dashboard.render_message("unavailable", "The database could not be read."))
+    def _authorized(self, environ: WSGIEnvironment) -> str | _Reply:
+        """The auth scheme used, or the 404 (no token set) or 401 (no valid token) to answer instead."""
+        if not self.auth.enabled:
+            return _Reply(404, b"not found\n")
+        scheme = self.auth.scheme(environ.get("HTTP_AUTHORIZATION"))
+        if scheme is None:
+            return _Reply(401, b"authentication required\n", headers={"WWW-Authenticate": REALM})
+        return scheme
 
-        def _redrive(self, form: dict[str, list[str]]) -> None:
-            ids = _ints(form.get("id", []))
-            if not ids:
-                self._html(400, dashboard.render_message("bad request", "No dead letter was selected."))
-                return
-            moved = dashboard_store.redrive(snapshot, ids)
-            log.info(
-                "dashboard: redrove %d of %d dead letter(s) %s at the request of %s",
-                moved,
-                len(ids),
-                ids,
-                self._client(),
-            )
-            self._html(
-                200,
-                dashboard.render_message("redriven", f"Moved {moved} dead letter(s) back onto the queue."),
-            )
-
-        def _replay(self, form: dict[str, list[str]]) -> None:
-            booking = _booking((form.get("booking") or [""])[0])
+    def _dashboard_get(self, path: str, params: dict[str, list[str]]) -> _Reply:
+        try:
+            if path == "/":
+                data = dashboard_store.read_dashboard(self.snapshot)
+                page = dashboard.render_page(data, ready=self.worker.ready, listener_id=str(self.worker.id))
+                return _html(200, page)
+            if path == "/redrive":
+                ids = _ints(params.get("id", []))
+                if ids is None:
+                    return _html(
+                        400, dashboard.render_message("bad request", "Dead-letter ids are integers.")
+                    )
+                letters = dashboard_store.dead_letters_by_id(self.snapshot, ids)
+                return _html(200, dashboard.render_redrive_confirm(letters, nonce=self.auth.nonce))
+            booking = _booking(params.get("booking", [""])[0])
             if booking is None:
-                self._html(400, dashboard.render_message("bad request", "A booking id is a UUID."))
-                return
-            sent = dashboard_store.replay(snapshot, booking)
-            log.info(
-                "dashboard: replayed booking %s (%d event) at the request of %s",
-                booking,
-                sent,
-                self._client(),
-            )
-            self._html(200, dashboard.render_message("replayed", f"Enqueued booking {booking} again."))
+                return _html(400, dashboard.render_message("bad request", "A booking id is a UUID."))
+            data = dashboard_store.read_dashboard(self.snapshot)
+            row = next((r for r in data.out_of_sync if r["booking_id"] == booking), None)
+            return _html(200, dashboard.render_replay_confirm(str(booking), row, nonce=self.auth.nonce))
+        except DatabaseUnreachable:
+            return _html(503, dashboard.render_message("unavailable", "The database could not be read."))
 
-        def _form(self) -> dict[str, list[str]] | None:
-            try:
-                length = int(self.headers.get("Content-Length") or "0")
-            except ValueError:
-                length = -1
-            if not 0 <= length <= _MAX_FORM_BYTES:
-                self._send(413, b"form too large\n")
-                return None
-            body = self.rfile.read(length).decode("utf-8", errors="replace")
-            return parse_qs(body, max_num_fields=1000)
+    def _redrive(self, form: dict[str, list[str]], environ: WSGIEnvironment) -> _Reply:
+        ids = _ints(form.get("id", []))
+        if not ids:
+            return _html(400, dashboard.render_message("bad request", "No dead letter was selected."))
+        moved = dashboard_store.redrive(self.snapshot, ids)
+        log.info(
+            "dashboard: redrove %d of %d dead letter(s) %s at the request of %s",
+            moved,
+            len(ids),
+            ids,
+            _client(environ),
+        )
+        return _html(
+            200, dashboard.render_message("redriven", f"Moved {moved} dead letter(s) back onto the queue.")
+        )
 
-        def _client(self) -> str:
-            return str(self.client_address[0])
+    def _replay(self, form: dict[str, list[str]], environ: WSGIEnvironment) -> _Reply:
+        booking = _booking((form.get("booking") or [""])[0])
+        if booking is None:
+            return _html(400, dashboard.render_message("bad request", "A booking id is a UUID."))
+        sent = dashboard_store.replay(self.snapshot, booking)
+        log.info(
+            "dashboard: replayed booking %s (%d event) at the request of %s",
+            booking,
+            sent,
+            _client(environ),
+        )
+        return _html(200, dashboard.render_message("replayed", f"Enqueued booking {booking} again."))
 
-        def _html(self, code: int, page: str) -> None:
-            self._send(
-                code,
-                page.encode("utf-8"),
-                "text/html; charset=utf-8",
-                headers={
-                    "Content-Security-Policy": dashboard.CSP,
-                    "Cache-Control": "no-store",
-                    "X-Frame-Options": "DENY",
-                    "X-Content-Type-Options": "nosniff",
-                    # no-referrer would make browsers send `Origin: null` on the forms, which the CSRF check refuses.
-                    "Referrer-Policy": "same-origin",
-                },
-            )
 
-        def _send(
-            self, code: int, body: bytes, ctype: str = "text/plain", *, headers: dict[str, str] | None = None
-        ) -> None:
-            self.send_response(code)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
-            for name, value in (headers or {}).items():
-                self.send_header(name, value)
-            self.end_headers()
-            self.wfile.write(body)
+def _form(environ: WSGIEnvironment) -> dict[str, list[str]] | None:
+    """The POSTed form; None when it is larger than a dashboard form can be."""
+    try:
+        length = int(environ.get("CONTENT_LENGTH") or "0")
+    except ValueError:
+        length = -1
+    if not 0 <= length <= _MAX_FORM_BYTES:
+        return None
+    body = environ["wsgi.input"].read(length).decode("utf-8", errors="replace")
+    return parse_qs(body, max_num_fields=1000)
 
-        def log_message(self, format: str, *args: Any) -> None:
-            # The request line only; headers, and so the token, are never logged.
-            log.debug(format, *args)
 
-    return Handler
+def _html(code: int, page: str) -> _Reply:
+    return _Reply(
+        code,
+        page.encode("utf-8"),
+        "text/html; charset=utf-8",
+        headers={
+            "Content-Security-Policy": dashboard.CSP,
+            "Cache-Control": "no-store",
+            "X-Frame-Options": "DENY",
+            "X-Content-Type-Options": "nosniff",
+            # no-referrer would make browsers send `Origin: null` on the forms, which the CSRF check refuses.
+            "Referrer-Policy": "same-origin",
+        },
+    )
+
+
+def _client(environ: WSGIEnvironment) -> str:
+    return str(environ.get("REMOTE_ADDR", ""))
 
 
 def _ints(values: list[str]) -> list[int] | None:

@@ -1,7 +1,8 @@
 """`listener doctor`: a read-only security audit of the database the ledger is, or will be, installed on.
 
 Each check reads the catalogs (queries `doctor_*` in sql/queries.sql) and turns the rows into
-findings with a pure function, so the judgement is testable apart from the database.
+findings with a pure function, so the judgement is testable apart from the database. The
+listener checks judge the login of --listener-dsn, or the DSN's own unless it is the owner's.
 """
 
 from __future__ import annotations
@@ -25,6 +26,10 @@ SEVERITY_ORDER: dict[str, int] = {"high": 0, "medium": 1, "low": 2}
 TRANSACTION_POOLER_PORT = 6543
 SUPABASE_POOLER_HOST = "pooler.supabase.com"
 
+# The checks that judge the listener's login, and the option that names it.
+LISTENER_CHECKS = ("listener_superuser", "listener_owner")
+LISTENER_DSN_OPTION = "--listener-dsn"
+
 # The grants the app needs and the migration makes on purpose: (object, grantee, privilege).
 EXPECTED_GRANTS: frozenset[tuple[str, str, str]] = frozenset(
     {
@@ -32,7 +37,12 @@ EXPECTED_GRANTS: frozenset[tuple[str, str, str]] = frozenset(
         ("public.release_session(uuid)", "authenticated", "EXECUTE"),
         ("public.use_session(uuid)", "service_role", "EXECUTE"),
         ("public.release_session(uuid)", "service_role", "EXECUTE"),
-        ("session_ledger.complete_past_bookings()", "service_role", "EXECUTE"),
+        # the trainer's buttons with a reason
+        ("public.use_session(uuid, text)", "authenticated", "EXECUTE"),
+        ("public.release_session(uuid, text)", "authenticated", "EXECUTE"),
+        ("public.use_session(uuid, text)", "service_role", "EXECUTE"),
+        ("public.release_session(uuid, text)", "service_role", "EXECUTE"),
+        ("session_ledger.complete_past_bookings(integer, interval)", "service_role", "EXECUTE"),
         ("session_ledger", "service_role", "USAGE"),
     }
 )
@@ -62,12 +72,21 @@ class Finding:
     fix: str
 
 
+@dataclass(frozen=True)
+class NotChecked:
+    """A check doctor did not run, and why: not a finding, and no verdict either way."""
+
+    check: str
+    reason: str
+
+
 @dataclass
 class Report:
-    """Everything doctor found, worst first, and lines of context that are not problems."""
+    """Everything doctor found, worst first, the checks it skipped, and lines of context that are not problems."""
 
     findings: list[Finding] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    not_checked: list[NotChecked] = field(default_factory=list)
     ledger_installed: bool = False
 
     @property
@@ -81,6 +100,7 @@ class Report:
             "ledger_installed": self.ledger_installed,
             "high": sum(f.severity == "high" for f in self.findings),
             "findings": [asdict(f) for f in self.findings],
+            "not_checked": [asdict(n) for n in self.not_checked],
             "notes": list(self.notes),
         }
 
@@ -122,8 +142,11 @@ def judge_bookings_table(row: Row | None) -> list[Finding]:
     ]
 
 
-def judge_bookings_policies(policies: Iterable[Row], guards: list[str]) -> list[Finding]:
-    """INSERT/UPDATE/ALL policies that let a non-member write what a booking charges."""
+def judge_bookings_policies(policies: Iterable[Row], guards: Mapping[str, list[str]]) -> list[Finding]:
+    """INSERT/UPDATE/ALL policies that let a non-member write what a booking charges.
+
+    guards maps a write (INSERT, UPDATE, DELETE) to the enabled guard triggers that fire on it.
+    """
     rows = list(policies)
     # A restrictive policy only narrows; one confining every role's writes closes the permissive ones.
     closed = {
@@ -155,7 +178,19 @@ def _write_check(row: Row) -> str | None:
     return with_check if with_check is not None or row["cmd"] == "INSERT" else qual
 
 
-def _loose_policy(row: Row, columns: list[str], guards: list[str]) -> Finding:
+# The writes a policy's check judges: an ALL policy's check applies to inserts and updates.
+_POLICY_WRITES = {"INSERT": ("INSERT",), "UPDATE": ("UPDATE",), "ALL": ("INSERT", "UPDATE")}
+
+
+def _guarding(cmd: str, guards: Mapping[str, list[str]]) -> list[str]:
+    """The guard triggers that fire on every write a policy allows; empty unless each write has one."""
+    writes = _POLICY_WRITES[cmd]
+    if not all(guards.get(write) for write in writes):
+        return []
+    return list(dict.fromkeys(name for write in writes for name in guards[write]))
+
+
+def _loose_policy(row: Row, columns: list[str], guards: Mapping[str, list[str]]) -> Finding:
     name = _quote(row["name"])
     roles = ", ".join("PUBLIC" if r == "public" else r for r in row["roles"])
     what = "insert bookings setting" if row["cmd"] == "INSERT" else "change their bookings'"
@@ -164,9 +199,10 @@ def _loose_policy(row: Row, columns: list[str], guards: list[str]) -> Finding:
         f"{row['cmd']} policy {name} on public.bookings lets {roles} {what} "
         f"{', '.join(columns)} without being an org member"
     )
+    triggers = _guarding(row["cmd"], guards)
     guard = (
         "the ledger's guard trigger already refuses"
-        if guards
+        if triggers
         else "the ledger's guard (in its bookings triggers, from `listener migrate`) refuses"
     ) + " writes that change what a booking charges"
     severity: Severity
@@ -176,10 +212,12 @@ def _loose_policy(row: Row, columns: list[str], guards: list[str]) -> Finding:
         message += "; its check constrains status and purchase_id"
         fix = f"{guard}; make sure {name} allows no charging status and only the client's own packs"
     else:
-        severity = "medium" if guards else "high"
-        if guards:
+        severity = "medium" if triggers else "high"
+        if triggers:
+            refuse = "refuses" if len(triggers) == 1 else "refuse"
             message += (
-                f" (guard trigger {guards[0]} refuses changes to what a booking charges; policy still loose)"
+                f" (guard trigger{'s' if len(triggers) > 1 else ''} {', '.join(triggers)} {refuse} "
+                "changes to what a booking charges; policy still loose)"
             )
         condition = " ".join((check or "true").split())
         fix = f"{guard}; tighten: ALTER POLICY {name} ON public.bookings WITH CHECK (({condition}) AND {_CLIENT_CHECK})"
@@ -197,7 +235,11 @@ def check_bookings_policies(conn: Conn) -> list[Finding]:
     table = conn.execute(query("doctor_bookings_table")).fetchone()
     if table is None:
         return []
-    guards = [r["name"] for r in conn.execute(query("doctor_guard_triggers")) if r["enabled"]]
+    guards: dict[str, list[str]] = {}
+    for trigger in conn.execute(query("doctor_guard_trigger_events")):
+        if trigger["enabled"]:
+            for write in trigger["events"]:
+                guards.setdefault(write, []).append(trigger["name"])
     policies = conn.execute(query("doctor_bookings_policies")).fetchall()
     return judge_bookings_table(table) + judge_bookings_policies(policies, guards)
 
@@ -308,36 +350,109 @@ def api_role_exposure(conn: Conn) -> list[Finding]:
     return judge_grants(grants) + judge_pgmq_public(pgmq_public)
 
 
-# --- 4. SECURITY DEFINER without search_path ----------------------------------------------------
+# --- 4. SECURITY DEFINER functions whose search path lets pg_temp come first --------------------
+
+# What the ledger's guard calls with the owner's rights: the membership test, and the auth
+# helpers that name the caller.
+GUARD_DEPENDENCIES: frozenset[tuple[str, str]] = frozenset(
+    {("public", "is_org_member"), ("auth", "uid"), ("auth", "role"), ("auth", "jwt")}
+)
 
 
-def judge_unpinned_definers(functions: Iterable[Row]) -> list[Finding]:
-    """SECURITY DEFINER functions touching packs with a search_path the caller controls."""
-    return [
-        Finding(
-            check="security_definer_search_path",
-            severity="high",
-            object=row["name"],
-            message=(
-                f"SECURITY DEFINER function {row['name']} touches packs and has no search_path: "
-                "a caller's objects can stand in for the tables it names (pin '' once its body is qualified)"
-            ),
-            fix=f"ALTER FUNCTION {row['name']} SET search_path = pg_catalog, public, pg_temp",
+def search_path_elements(setting: str) -> list[str]:
+    """The schemas of a stored search_path setting, each as written (double-quoted where it needs it)."""
+    elements: list[str] = []
+    current: list[str] = []
+    quoted = False
+    i = 0
+    while i < len(setting):
+        char = setting[i]
+        current.append(char)
+        if char == '"' and quoted and setting[i + 1 : i + 2] == '"':
+            current.append('"')
+            i += 1
+        elif char == '"':
+            quoted = not quoted
+        elif char == "," and not quoted:
+            current.pop()
+            elements.append("".join(current).strip())
+            current = []
+        i += 1
+    elements.append("".join(current).strip())
+    # '' is stored as "": a path naming no schema at all.
+    return [e for e in elements if e and e != '""']
+
+
+def _is_pg_temp(element: str) -> bool:
+    return element.lower() == "pg_temp" or element == '"pg_temp"'
+
+
+def pg_temp_last(elements: list[str]) -> bool:
+    """Whether a path names pg_temp, and names it first as its last element (a later repeat is ignored)."""
+    positions = [i for i, e in enumerate(elements) if _is_pg_temp(e)]
+    return bool(positions) and positions[0] == len(elements) - 1
+
+
+def pinned_path(setting: str | None) -> list[str]:
+    """The path to set instead: the function's own schemas, pg_temp moved or added last."""
+    if setting is None:
+        # The app's bodies name its tables unqualified, as its callers' path (public) found them.
+        return ["public", "pg_temp"]
+    kept = [e for e in search_path_elements(setting) if not _is_pg_temp(e)]
+    return [*(kept or ["pg_catalog"]), "pg_temp"]
+
+
+def _path_problem(setting: str | None) -> str:
+    if setting is None:
+        return "sets no search_path, so it runs under its caller's, where pg_temp comes first unless named"
+    elements = search_path_elements(setting)
+    shown = ", ".join(elements) or "''"
+    if not any(_is_pg_temp(e) for e in elements):
+        return f"has search_path {shown}, which does not name pg_temp, so pg_temp is searched first"
+    return f"has search_path {shown}, which searches pg_temp before schemas named after it"
+
+
+def judge_definer_search_paths(functions: Iterable[Row]) -> list[Finding]:
+    """The app's SECURITY DEFINER functions whose search path does not put pg_temp explicitly last."""
+    findings = []
+    for row in functions:
+        setting: str | None = row["search_path"]
+        if setting is not None and pg_temp_last(search_path_elements(setting)):
+            continue
+        name = row["name"]
+        severity: Severity = "medium"
+        stake = ""
+        if (row["schema"], row["function"]) in GUARD_DEPENDENCIES:
+            severity, stake = "high", "; the ledger's guard calls it with the ledger owner's rights"
+        elif row["touches_money"]:
+            severity, stake = "high", "; its body touches bookings or client_purchases"
+        findings.append(
+            Finding(
+                check="security_definer_search_path",
+                severity=severity,
+                object=name,
+                message=(
+                    f"SECURITY DEFINER function {name} {_path_problem(setting)}: a caller's temporary "
+                    f"type or table can stand in for one it names and run code as its owner{stake}"
+                ),
+                fix=f"ALTER FUNCTION {name} SET search_path = {', '.join(pinned_path(setting))}",
+            )
         )
-        for row in functions
-    ]
+    return findings
 
 
 def check_definers(conn: Conn) -> list[Finding]:
-    """Check 4: SECURITY DEFINER functions over client_purchases without search_path."""
-    return judge_unpinned_definers(conn.execute(query("doctor_unpinned_definers")).fetchall())
+    """Check 4: the app's SECURITY DEFINER functions whose search path lets pg_temp come first."""
+    return judge_definer_search_paths(conn.execute(query("doctor_definer_search_path")).fetchall())
 
 
 # --- 5. transaction-mode pooler -----------------------------------------------------------------
 
 
-def judge_pooler(*, hosts: list[str], ports: list[int], pool_mode: str | None) -> list[Finding]:
-    """A transaction-mode pooler by port, Supabase host, or PgBouncer's pool_mode."""
+def judge_pooler(
+    *, hosts: list[str], ports: list[int], pool_mode: str | None, listener: bool = False
+) -> list[Finding]:
+    """A transaction-mode pooler by port, Supabase host, or PgBouncer's pool_mode (of --listener-dsn when listener)."""
     reasons = []
     if TRANSACTION_POOLER_PORT in ports:
         pooled = [h for h in hosts if SUPABASE_POOLER_HOST in h.lower()]
@@ -351,9 +466,10 @@ def judge_pooler(*, hosts: list[str], ports: list[int], pool_mode: str | None) -
         Finding(
             check="transaction_pooler",
             severity="high",
-            object=", ".join(f"{h}:{p}" for h, p in zip(hosts, ports, strict=True)),
+            object=", ".join(f"{h}:{p}" for h, p in zip(hosts, ports, strict=True))
+            + (f" ({LISTENER_DSN_OPTION})" if listener else ""),
             message=(
-                "the DSN goes through a transaction-mode pooler ("
+                f"{_dsn_label(listener)} goes through a transaction-mode pooler ("
                 + "; ".join(reasons)
                 + "), which supports neither LISTEN nor prepared statements"
             ),
@@ -362,29 +478,30 @@ def judge_pooler(*, hosts: list[str], ports: list[int], pool_mode: str | None) -
     ]
 
 
-def dsn_endpoints(dsn: str) -> tuple[list[str], list[int]]:
-    """The (hosts, ports) a DSN names, pairwise; port 5432 where it names none."""
+def dsn_endpoints(dsn: str, *, listener: bool = False) -> tuple[list[str], list[int]]:
+    """The (hosts, ports) a DSN (--listener-dsn when listener) names, pairwise; port 5432 where it names none."""
+    label = _dsn_label(listener)
     try:
         params = conninfo_to_dict(dsn)
     except psycopg.ProgrammingError as exc:
-        raise ConfigError(f"the DSN is not a valid connection string ({type(exc).__name__})") from None
+        raise ConfigError(f"{label} is not a valid connection string ({type(exc).__name__})") from None
     hosts = str(params.get("host") or params.get("hostaddr") or "localhost").split(",")
     raw_ports = str(params.get("port") or "5432").split(",")
     try:
         ports = [int(p) if p.strip() else 5432 for p in raw_ports]
     except ValueError:
-        raise ConfigError("the DSN's port is not a number") from None
+        raise ConfigError(f"{label}'s port is not a number") from None
     if len(ports) == 1:
         ports = ports * len(hosts)
     if len(ports) != len(hosts):
-        raise ConfigError("the DSN names a different number of hosts and ports")
+        raise ConfigError(f"{label} names a different number of hosts and ports")
     return hosts, ports
 
 
-def dsn_pooler_findings(dsn: str) -> list[Finding]:
+def dsn_pooler_findings(dsn: str, *, listener: bool = False) -> list[Finding]:
     """Check 5 from the DSN's text alone, without connecting."""
-    hosts, ports = dsn_endpoints(dsn)
-    return judge_pooler(hosts=hosts, ports=ports, pool_mode=None)
+    hosts, ports = dsn_endpoints(dsn, listener=listener)
+    return judge_pooler(hosts=hosts, ports=ports, pool_mode=None, listener=listener)
 
 
 def probe_pool_mode(conn: Conn) -> str | None:
@@ -399,18 +516,21 @@ def probe_pool_mode(conn: Conn) -> str | None:
     return str(next(iter(row.values())))
 
 
-def check_pooler(conn: Conn) -> list[Finding]:
+def check_pooler(conn: Conn, *, listener: bool = False) -> list[Finding]:
     """Check 5 on the live connection: where libpq actually connected, and what it says it is."""
     pool_mode = probe_pool_mode(conn)
-    return judge_pooler(hosts=[conn.info.host], ports=[conn.info.port], pool_mode=pool_mode)
+    return judge_pooler(
+        hosts=[conn.info.host], ports=[conn.info.port], pool_mode=pool_mode, listener=listener
+    )
 
 
 # --- 6. the listener's own role -----------------------------------------------------------------
 
 
-def judge_connected_role(row: Row) -> list[Finding]:
+def judge_connected_role(row: Row, *, listener: bool = False) -> list[Finding]:
     """The listener's role must be neither a superuser nor (a member of) an owner of what it guards."""
     who = row["name"]
+    label = _dsn_label(listener)
     findings = []
     if row["superuser"]:
         findings.append(
@@ -418,7 +538,7 @@ def judge_connected_role(row: Row) -> list[Finding]:
                 check="listener_superuser",
                 severity="high",
                 object=who,
-                message=f"the DSN connects as {who}, a superuser: a bug or a leaked DSN can do anything",
+                message=f"{label} connects as {who}, a superuser: a bug or a leaked DSN can do anything",
                 fix="CREATE ROLE ledger_listener LOGIN PASSWORD '...' IN ROLE session_ledger_listener; use it in the DSN",
             )
         )
@@ -435,17 +555,49 @@ def judge_connected_role(row: Row) -> list[Finding]:
                 check="listener_owner",
                 severity="high",
                 object=target.split(" ", 1)[1],
-                message=f"the DSN connects as {who}, which {how} {target}: it can drop or rewrite it",
+                message=f"{label} connects as {who}, which {how} {target}: it can drop or rewrite it",
                 fix="connect as a login role that is only a member of session_ledger_listener",
             )
         )
     return findings
 
 
-def check_connected_role(conn: Conn) -> list[Finding]:
-    """Check 6: the role the given DSN connects as."""
-    row = conn.execute(query("doctor_connected_role")).fetchone()
-    return [] if row is None else judge_connected_role(row)
+def owners_login(row: Row) -> str | None:
+    """Why a login is the owner's rather than a listener's (a superuser, or the owner itself); None if not."""
+    who = row["name"]
+    if row["superuser"]:
+        return f"{who}, a superuser"
+    if who == row["schema_owner"]:
+        return f"{who}, the owner of schema session_ledger"
+    if who == row["bookings_owner"]:
+        return f"{who}, the owner of table public.bookings"
+    return None
+
+
+def connected_role(conn: Conn) -> Row | None:
+    """The doctor_connected_role row of a connection."""
+    row: Row | None = conn.execute(query("doctor_connected_role")).fetchone()
+    return row
+
+
+def judge_listener_login(report: Report, row: Row | None, *, listener: bool) -> None:
+    """Check 6 into report: judge the listener's login, or say why it was not checked.
+
+    Without --listener-dsn the DSN's own login stands for the listener's unless it is the owner's:
+    doctor is run as the owner, and the owner is no listener.
+    """
+    if row is None:
+        return
+    if not listener:
+        owner = owners_login(row)
+        if owner is not None:
+            reason = (
+                f"the DSN is the owner's ({owner}), not a listener's: "
+                f"pass {LISTENER_DSN_OPTION} with the listener's login to check it"
+            )
+            report.not_checked.extend(NotChecked(check, reason) for check in LISTENER_CHECKS)
+            return
+    report.findings.extend(judge_connected_role(row, listener=listener))
 
 
 # --- the whole audit ------------------------------------------------------------------------------
@@ -455,17 +607,23 @@ CATALOG_CHECKS: tuple[Callable[[Conn], list[Finding]], ...] = (
     check_views,
     api_role_exposure,
     check_definers,
-    check_connected_role,
 )
 
 
-def audit(conn: Conn) -> Report:
-    """Run every check on an open autocommit connection, in one read-only transaction."""
+def _read_only(conn: Conn) -> None:
+    conn.execute("SET TRANSACTION READ ONLY")
+    # Deparsed expressions then name every function with its schema.
+    conn.execute("SET LOCAL search_path = ''")
+
+
+def audit(conn: Conn, *, listener: Conn | None = None) -> Report:
+    """Run every check on open autocommit connections, each in one read-only transaction.
+
+    The listener checks judge listener's login when given, else conn's unless it is the owner's.
+    """
     report = Report(findings=check_pooler(conn))
     with conn.transaction():
-        conn.execute("SET TRANSACTION READ ONLY")
-        # Deparsed expressions then name every function with its schema.
-        conn.execute("SET LOCAL search_path = ''")
+        _read_only(conn)
         installed = conn.execute(query("doctor_installed")).fetchone()
         assert installed is not None
         report.ledger_installed = bool(installed["ledger"])
@@ -479,19 +637,49 @@ def audit(conn: Conn) -> Report:
             report.notes.append("PGMQ is not installed; there are no queues to check yet")
         for check in CATALOG_CHECKS:
             report.findings.extend(check(conn))
+        if listener is None:
+            judge_listener_login(report, connected_role(conn), listener=False)
+    if listener is not None:
+        report.findings.extend(check_pooler(listener, listener=True))
+        with listener.transaction():
+            _read_only(listener)
+            row = connected_role(listener)
+        judge_listener_login(report, row, listener=True)
+        if row is not None:
+            report.notes.append(
+                f"the listener checks judged {row['name']}, the login of {LISTENER_DSN_OPTION}"
+            )
     report.findings.sort(key=lambda f: SEVERITY_ORDER[f.severity])
     return report
 
 
-def doctor(dsn: str) -> Report:
-    """Audit the database behind a DSN, changing nothing."""
-    dsn_findings = dsn_pooler_findings(dsn)
+def doctor(dsn: str, *, listener_dsn: str | None = None) -> Report:
+    """Audit the database behind a DSN, changing nothing; the listener checks on listener_dsn's login when given."""
+    from_text = dsn_pooler_findings(dsn)
+    if listener_dsn is not None:
+        from_text += dsn_pooler_findings(listener_dsn, listener=True)
     with connect(dsn, purpose="doctor") as conn:
         conn.prepare_threshold = None  # a transaction-mode pooler cannot keep prepared statements
-        report = audit(conn)
-    if dsn_findings and not any(f.check == "transaction_pooler" for f in report.findings):
-        report.findings[:0] = dsn_findings
+        if listener_dsn is None:
+            report = audit(conn)
+        else:
+            with connect(listener_dsn, purpose="doctor") as listener:
+                listener.prepare_threshold = None
+                report = audit(conn, listener=listener)
+    # What a DSN's text gives away counts where its live connection did not show it (a pooler
+    # that passes SHOW through, or a host that resolves elsewhere).
+    live = {_listeners(f) for f in report.findings if f.check == "transaction_pooler"}
+    report.findings[:0] = [f for f in from_text if _listeners(f) not in live]
     return report
+
+
+def _dsn_label(listener: bool) -> str:
+    return "the listener's DSN" if listener else "the DSN"
+
+
+def _listeners(finding: Finding) -> bool:
+    """Whether a pooler finding is about --listener-dsn rather than the DSN."""
+    return finding.object.endswith(f"({LISTENER_DSN_OPTION})")
 
 
 def _quote(name: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from listener.core.db import connect
+from listener.core.schema import require_ledger
 from listener.core.sql_files import query
 from listener.ops.doctor import api_role_exposure
 
@@ -12,6 +13,7 @@ from listener.ops.doctor import api_role_exposure
 def fetch_status(dsn: str) -> dict[str, Any]:
     """The status document the database computes, with a warning per API-role exposure doctor finds."""
     with connect(dsn, purpose="status") as conn:
+        require_ledger(conn)
         row = conn.execute(query("status")).fetchone()
         assert row is not None
         report: dict[str, Any] = row["status"]
@@ -28,6 +30,10 @@ def health_problems(
     a session_ledger.drain() run within the same window (a pg_cron-only install).
     """
     problems = []
+    paused = report.get("paused")
+    if paused:
+        why = f": {paused['reason']}" if paused.get("reason") else ""
+        problems.append(f"charging paused since {paused['paused_at']} by {paused['paused_by']}{why}")
     age = report.get("oldest_event_age_s")
     if age is not None and float(age) > max_age_s:
         problems.append(f"oldest event waited {float(age):.0f}s (limit {max_age_s:.0f}s)")

@@ -2,30 +2,36 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from listener.core.db import connect
 from listener.core.sql_files import query, uninstall_sql
-from listener.errors import ListenerError
+from listener.errors import DeadLettersUnresolved, EventsWaiting
 from listener.ops.guards import refuse_while_listener_runs, relation_exists
 from listener.ops.migrate import migration_lock
 
-
-class EventsWaiting(ListenerError):
-    """Events nobody has handled yet: uninstalling would drop uncharged completions."""
+# Who loses EXECUTE on the restored functions, in the order uninstall.sql revokes it.
+REVOKED_FROM = ("PUBLIC", "anon", "authenticated")
 
 
 @dataclass
 class UninstallReport:
-    """What an uninstall found and removed."""
+    """What an uninstall found and removed, and who may still call the app's restored functions."""
 
     installed: bool
     dead_letters: int = 0
     restored: tuple[str, ...] = ()
+    kept_grants: bool = False
+    # Per restored function: PUBLIC or the roles, besides its owner, that may execute it afterwards.
+    executors: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
-def uninstall(dsn: str) -> UninstallReport:
-    """Drop the triggers, the session_ledger schema and both queues, and put back the app's functions."""
+def uninstall(dsn: str, *, keep_grants: bool = False, force: bool = False) -> UninstallReport:
+    """Drop the triggers, the session_ledger schema and both queues, and put back the app's functions.
+
+    The restored functions check nobody, so PUBLIC, anon and authenticated lose EXECUTE on them
+    unless keep_grants; unresolved dead letters make it refuse unless force.
+    """
     with connect(dsn, autocommit=True, purpose="uninstall") as conn, migration_lock(conn):
         if not relation_exists(conn, "session_ledger.migrations"):
             return UninstallReport(installed=False)
@@ -43,6 +49,14 @@ def uninstall(dsn: str) -> UninstallReport:
                     "run `listener run --drain` first, then uninstall"
                 )
             dead = int(depths["dead_letter_depth"])
+            if dead and not force:
+                # A dead letter is a booking change nobody applied: dropping it is a decision.
+                them = "them" if dead != 1 else "it"
+                raise DeadLettersUnresolved(
+                    f"{dead} dead letter{'s are' if dead != 1 else ' is'} unresolved: redrive {them} "
+                    "(`listener replay --dead-letter --all`, then `listener run --drain`), "
+                    f"or pass --force to drop {them} with the ledger"
+                )
             restored = (
                 tuple(
                     r["signature"]
@@ -54,5 +68,22 @@ def uninstall(dsn: str) -> UninstallReport:
                 if relation_exists(conn, "session_ledger.replaced_functions")
                 else ()
             )
+            conn.execute(
+                "SELECT set_config('session_ledger.uninstall_keep_grants', %s, true)",
+                ["on" if keep_grants else "off"],
+            )
             conn.execute(uninstall_sql())
-        return UninstallReport(installed=True, dead_letters=dead, restored=restored)
+            executors = {
+                signature: tuple(
+                    r["grantee"]
+                    for r in conn.execute(query("uninstall_function_executors"), {"signature": signature})
+                )
+                for signature in restored
+            }
+        return UninstallReport(
+            installed=True,
+            dead_letters=dead,
+            restored=restored,
+            kept_grants=keep_grants,
+            executors=executors,
+        )

@@ -60,6 +60,8 @@ AS $$
      WHERE m.msg_id = ANY (ARRAY(
                SELECT q.msg_id FROM pgmq.q_booking_events q
                WHERE q.vt <= pg_catalog.clock_timestamp()
+                 -- a paused ledger hands out nothing: every listener and drain() stop within one poll
+                 AND NOT EXISTS (SELECT 1 FROM session_ledger.config c WHERE c.paused_at IS NOT NULL)
                ORDER BY q.msg_id
                LIMIT p_qty
                FOR UPDATE SKIP LOCKED))
@@ -394,6 +396,35 @@ BEGIN
 END
 $$;
 
+-- Pause charging, for an incident or an investigation: nothing is claimed until
+-- resume_charging(); the trigger keeps queuing. Pausing again only updates the reason.
+CREATE OR REPLACE FUNCTION session_ledger.pause_charging(p_reason text) RETURNS jsonb
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+    UPDATE session_ledger.config c
+       SET paused_at = coalesce(c.paused_at, pg_catalog.clock_timestamp()),
+           paused_by = session_ledger.caller(),
+           pause_reason = nullif(pg_catalog.btrim(p_reason), '')
+    RETURNING pg_catalog.jsonb_build_object('paused_at', c.paused_at, 'paused_by', c.paused_by, 'reason', c.pause_reason)
+$$;
+
+-- Resume charging; returns the pause it ended (NULL when charging was not paused).
+CREATE OR REPLACE FUNCTION session_ledger.resume_charging() RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_ended jsonb;
+BEGIN
+    SELECT CASE WHEN c.paused_at IS NOT NULL THEN pg_catalog.jsonb_build_object(
+               'paused_at', c.paused_at, 'paused_by', c.paused_by, 'reason', c.pause_reason,
+               'resumed_at', pg_catalog.clock_timestamp()) END
+      INTO v_ended
+    FROM session_ledger.config c FOR UPDATE;
+    UPDATE session_ledger.config SET paused_at = NULL, paused_by = NULL, pause_reason = NULL;
+    RETURN v_ended;
+END
+$$;
+
 -- Queue and dead-letter depth, cheap enough for every metrics scrape.
 CREATE OR REPLACE FUNCTION session_ledger.queue_depths()
 RETURNS TABLE (queue_depth bigint, queue_visible bigint, oldest_event_age_s double precision, dead_letter_depth bigint)
@@ -512,6 +543,10 @@ AS $$
         'listeners', live.listeners,
         'drain', drains.summary,
         'legacy_calls', legacy.summary,
+        'paused', (SELECT CASE WHEN c.paused_at IS NOT NULL THEN jsonb_build_object(
+                       'paused_at', c.paused_at, 'paused_by', c.paused_by, 'reason', c.pause_reason,
+                       'paused_for_s', round(extract(epoch FROM pg_catalog.now() - c.paused_at)::numeric, 1)) END
+                   FROM session_ledger.config c),
         'outcomes', outcomes.counts,
         'migrations', migs.applied,
         'schema_version', schema.version

@@ -24,6 +24,14 @@ ALTER TABLE session_ledger.config
     ADD COLUMN legacy_call_window interval NOT NULL DEFAULT interval '10 minutes'
         CHECK (legacy_call_window > interval '0');
 
+-- Charging paused by an operator (`listener pause`): listeners and drain() claim no
+-- event while it is set; the trigger keeps queuing.
+ALTER TABLE session_ledger.config
+    ADD COLUMN paused_at timestamptz,
+    ADD COLUMN paused_by text,
+    ADD COLUMN pause_reason text,
+    ADD CONSTRAINT config_pause_check CHECK ((paused_at IS NULL) = (paused_by IS NULL));
+
 -- Who caused a ledger row's last change: {"role", "uid", "trace"} (current_cause()).
 ALTER TABLE session_ledger.charges ADD COLUMN caused_by jsonb;
 

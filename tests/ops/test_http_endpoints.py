@@ -253,7 +253,7 @@ def test_dashboard_functions_are_definer_pinned_and_for_the_listener_only(world:
     ).fetchall()
     assert len(rows) == 7
     for r in rows:
-        assert r["prosecdef"] and r["proconfig"] == ['search_path=""'], r
+        assert r["prosecdef"] and r["proconfig"] == ["search_path=pg_catalog, pg_temp"], r
         assert r["listener"] and not (r["anon"] or r["authenticated"] or r["service_role"]), r
         assert not re.search(r"(^|,)=X", r["acl"]), f"PUBLIC may execute {r['fn']}"
     with connect(world.ledger.dsn) as conn:

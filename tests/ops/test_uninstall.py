@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
+import pytest
+from psycopg import errors, sql
+
 from listener.core.db import Conn
-from listener.core.sql_files import migrations
+from listener.core.sql_files import migrations, query
 from listener.ops.migrate import migrate
+from listener.testing import app_data, supabase
 from listener.testing.checker import check, snapshot_used
-from listener.testing.ledger import ListenerThread
+from listener.testing.ledger import Ledger, ListenerThread
+from listener.testing.supabase import SupabaseAppDb
 
 from support.world import World, run_cli
 
@@ -39,6 +45,24 @@ def _installed_objects(conn: Conn) -> dict[str, Any]:
 
 def _functiondef(conn: Conn, signature: str) -> str:
     return str(_one(conn, "SELECT pg_get_functiondef(to_regprocedure(%s))", [signature]))
+
+
+def _use_session_as(conn: Conn, role: str, pack: uuid.UUID) -> Any:
+    """The app's use_session(pack), called as role in a transaction of its own."""
+    with conn.transaction():
+        conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(role)))
+        return _one(conn, "SELECT public.use_session(%s)", [pack])
+
+
+def _executors(conn: Conn) -> dict[str, list[str]]:
+    """Who besides the owner may execute the app's use_session(uuid) and release_session(uuid)."""
+    return {
+        signature: [
+            r["grantee"]
+            for r in conn.execute(query("uninstall_function_executors"), {"signature": signature}).fetchall()
+        ]
+        for signature in ("public.use_session(uuid)", "public.release_session(uuid)")
+    }
 
 
 def test_uninstall_keeps_balances_restores_functions_and_migrate_reinstalls(world: World) -> None:
@@ -77,13 +101,21 @@ def test_uninstall_keeps_balances_restores_functions_and_migrate_reinstalls(worl
     for signature, definition in originals.items():
         # The app's own body, with its search_path pinned so a temporary table cannot shadow a pack.
         assert _functiondef(conn, signature) == definition.replace("\nAS $function$", pinned, 1)
-    assert "WARNING: the app's original bodies check nobody" in result.stdout
+    # Their bodies check nobody: only the server side may call them now.
+    assert (
+        "revoked EXECUTE on them from PUBLIC, anon, authenticated: their bodies check nobody; "
+        "may execute them now: service_role; --keep-grants keeps the grants"
+    ) in result.stdout
+    assert _executors(conn) == {signature: ["service_role"] for signature in originals}
+    for role in ("anon", "authenticated"):
+        with pytest.raises(errors.InsufficientPrivilege):
+            _use_session_as(conn, role, pack)
 
     # The app is on its own again: a completion enqueues nothing and charges nothing,
-    # and its own use_session deducts as it always did.
+    # and its own use_session deducts as it always did, for the server side.
     world.set_status(later, "completed")
     assert world.used(pack) == 3
-    assert _one(conn, "SELECT public.use_session(%s)", [pack]) is True
+    assert _use_session_as(conn, "service_role", pack) is True
     assert world.used(pack) == 4
 
     again = run_cli("uninstall", "--dsn", dsn, "--yes")
@@ -136,3 +168,85 @@ def test_uninstall_refuses_without_yes_with_waiting_events_or_a_running_listener
     assert "Traceback" not in running.stderr
     assert _installed_objects(conn)["triggers"] == 3
     assert world.used(pack) == 1
+
+
+def test_uninstall_keep_grants_keeps_them_and_says_so(world: World) -> None:
+    conn, dsn = world.conn, world.ledger.dsn
+    pack = world.pack(sessions_total=10)
+    result = run_cli("uninstall", "--dsn", dsn, "--yes", "--keep-grants")
+    assert result.returncode == 0, result.stderr
+    assert (
+        "kept their grants (--keep-grants): authenticated, service_role may execute them; "
+        "WARNING: their bodies check nobody"
+    ) in result.stdout
+    assert "revoked" not in result.stdout
+    assert _executors(conn) == {
+        "public.use_session(uuid)": ["authenticated", "service_role"],
+        "public.release_session(uuid)": ["authenticated", "service_role"],
+    }
+    # Which is what --keep-grants is for, and why it is not the default: a signed-in role moves a pack.
+    assert _use_session_as(conn, "authenticated", pack) is True
+    assert world.used(pack) == 1
+
+
+def test_uninstall_refuses_unresolved_dead_letters_unless_forced(world: World) -> None:
+    conn, dsn = world.conn, world.ledger.dsn
+    world.send_raw('\'{"type": "something.else"}\'::jsonb')
+    world.drain()
+    assert len(world.dead_letters()) == 1
+
+    refused = run_cli("uninstall", "--dsn", dsn, "--yes")
+    assert refused.returncode == 1
+    assert refused.stderr == (
+        "listener uninstall: 1 dead letter is unresolved: redrive it (`listener replay --dead-letter --all`, "
+        "then `listener run --drain`), or pass --force to drop it with the ledger\n"
+    )
+    assert _installed_objects(conn)["schema"] and len(world.dead_letters()) == 1, "a refusal removes nothing"
+
+    forced = run_cli("uninstall", "--dsn", dsn, "--yes", "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert "dropped 1 unresolved dead letter(s) with the dead-letter queue (--force)" in forced.stdout
+    assert _installed_objects(conn)["schema"] is False
+
+
+def test_after_uninstall_on_supabase_no_api_role_moves_another_orgs_pack(
+    supabase_app_db: SupabaseAppDb,
+) -> None:
+    dsn = supabase_app_db.postgres_dsn  # the owner, as Supabase runs migrations and uninstall
+    ledger = Ledger(dsn)
+    try:
+        ours, theirs = app_data.create_studio(ledger.conn, "A"), app_data.create_studio(ledger.conn, "B")
+        pack = app_data.create_pack(ledger.conn, theirs, sessions_total=10, sessions_used=2)
+        result = run_cli("uninstall", "--dsn", dsn, "--yes")
+        assert result.returncode == 0, result.stderr
+        assert "may execute them now: service_role;" in result.stdout
+
+        # Another organisation's client and trainer, and anon, as PostgREST sends their RPCs.
+        callers = [
+            ("authenticated", ours.client_user_id),
+            ("authenticated", ours.trainer_user_id),
+            ("anon", None),
+        ]
+        for role, user in callers:
+            for call in ("SELECT public.use_session(%s)", "SELECT public.release_session(%s)"):
+                with pytest.raises(errors.InsufficientPrivilege):
+                    supabase_app_db.request(call, [pack], role=role, user_id=user)
+        assert ledger.sessions_used(pack) == 2
+        # The server side (the cron's service-role key) keeps its deduction.
+        used = supabase_app_db.request("SELECT public.use_session(%s) AS ok", [pack], role="service_role")
+        assert used.rows == [{"ok": True}] and ledger.sessions_used(pack) == 3
+
+        # Reinstalled, then removed keeping the grants: the hole the default closes is open again.
+        supabase.migrate_as_postgres(supabase_app_db.cluster, supabase_app_db.name)
+        kept = run_cli("uninstall", "--dsn", dsn, "--yes", "--keep-grants")
+        assert kept.returncode == 0, kept.stderr
+        assert (
+            "kept their grants (--keep-grants): authenticated, service_role may execute them" in kept.stdout
+        )
+        for _ in range(2):
+            supabase_app_db.request(
+                "SELECT public.use_session(%s)", [pack], role="authenticated", user_id=ours.client_user_id
+            )
+        assert ledger.sessions_used(pack) == 5
+    finally:
+        ledger.close()

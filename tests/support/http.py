@@ -11,7 +11,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,12 +47,25 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
+class Headers(dict[str, str]):
+    """Response headers, found by name in any case, as HTTP compares them."""
+
+    def __init__(self, items: Iterable[tuple[str, str]]) -> None:
+        super().__init__((name.lower(), value) for name, value in items)
+
+    def __getitem__(self, name: str) -> str:
+        return super().__getitem__(name.lower())
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and super().__contains__(name.lower())
+
+
 @dataclass
 class Response:
     """One HTTP answer."""
 
     status: int
-    headers: dict[str, str]
+    headers: Headers
     body: str
 
 
@@ -76,9 +89,9 @@ def request(
     )
     try:
         with urllib.request.urlopen(req, timeout=10) as r:
-            return Response(r.status, dict(r.headers), r.read().decode())
+            return Response(r.status, Headers(r.headers.items()), r.read().decode())
     except urllib.error.HTTPError as e:
-        return Response(e.code, dict(e.headers), e.read().decode())
+        return Response(e.code, Headers(e.headers.items()), e.read().decode())
 
 
 class ListenerProcess:

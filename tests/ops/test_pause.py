@@ -1,0 +1,48 @@
+"""`listener pause` / `listener resume`: charging stops everywhere and starts again; nothing is lost."""
+
+from __future__ import annotations
+
+import json
+
+from pydantic import SecretStr
+
+from listener.core.db import connect
+from listener.core.worker import Worker
+from listener.settings import Settings
+
+from support.world import World, run_cli
+
+
+def test_a_pause_stops_every_consumer_while_events_keep_queuing(world: World) -> None:
+    pack = world.pack(sessions_total=5)
+    first, second = world.bookings(pack, count=2)
+    dsn = world.ledger.dsn
+    paused = run_cli("pause", "--dsn", dsn, "--reason", "investigating a double charge")
+    assert paused.returncode == 0, paused.stderr
+    assert "charging paused since" in paused.stdout and "investigating a double charge" in paused.stdout
+
+    world.set_status(first, "completed")
+    assert len(world.queue()) == 1  # the trigger keeps queuing
+    # A listener and the in-database drain() both claim nothing.
+    Worker(Settings(dsn=SecretStr(dsn), poll_interval_s=0.05)).run(drain=True)
+    with connect(dsn) as conn:
+        assert conn.execute("SELECT session_ledger.drain() AS n").fetchone() == {"n": 0}
+    assert len(world.queue()) == 1 and world.used(pack) == 0
+
+    status = run_cli("status", "--dsn", dsn, "--json", "--no-listener-ok")
+    assert status.returncode == 3  # a paused ledger never reads as healthy
+    report = json.loads(status.stdout)
+    assert report["paused"]["reason"] == "investigating a double charge"
+    assert report["paused"]["paused_by"]
+    assert any(p.startswith("charging paused since") for p in report["problems"])
+
+    resumed = run_cli("resume", "--dsn", dsn)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "charging resumed" in resumed.stdout
+    world.set_status(second, "completed")
+    world.drain()
+    assert world.used(pack) == 2 and world.queue() == []
+    again = run_cli("resume", "--dsn", dsn)
+    assert again.stdout.strip() == "charging was not paused"
+    status = json.loads(run_cli("status", "--dsn", dsn, "--json", "--no-listener-ok").stdout)
+    assert status["paused"] is None and status["healthy"]
