@@ -293,8 +293,15 @@ class _App:
             ok = self.snapshot.depths() is not None
             return _Reply(200 if ok else 503, b"ok\n" if ok else b"database unreachable\n")
         if path == "/readyz":
-            ready = self.worker.ready
-            return _Reply(200 if ready else 503, b"ready\n" if ready else b"not ready\n")
+            if not self.worker.ready:
+                return _Reply(503, b"not ready\n")
+            # A paused ledger never reads as ready: charging has stopped everywhere.
+            paused = (self.snapshot.status() or {}).get("paused")
+            if paused:
+                why = f": {paused['reason']}" if paused.get("reason") else ""
+                line = f"charging paused since {paused['paused_at']} by {paused['paused_by']}{why}\n"
+                return _Reply(503, line.encode())
+            return _Reply(200, b"ready\n")
         if path in _DASHBOARD_PATHS:
             scheme = self._authorized(environ)
             if isinstance(scheme, _Reply):

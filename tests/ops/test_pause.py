@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 from pydantic import SecretStr
 
@@ -10,6 +11,7 @@ from listener.core.db import connect
 from listener.core.worker import Worker
 from listener.settings import Settings
 
+from support.http import request, running
 from support.world import World, run_cli
 
 
@@ -46,3 +48,23 @@ def test_a_pause_stops_every_consumer_while_events_keep_queuing(world: World) ->
     assert again.stdout.strip() == "charging was not paused"
     status = json.loads(run_cli("status", "--dsn", dsn, "--json", "--no-listener-ok").stdout)
     assert status["paused"] is None and status["healthy"]
+
+
+def test_a_paused_listener_is_not_ready(world: World) -> None:
+    dsn = world.ledger.dsn
+    with running(dsn) as proc:
+        assert request(f"{proc.base}/readyz").status == 200
+        assert run_cli("pause", "--dsn", dsn, "--reason", "incident 42").returncode == 0
+        # /readyz reads the status the port caches; it turns within a few of its refreshes.
+        deadline = time.monotonic() + 30
+        reply = request(f"{proc.base}/readyz")
+        while reply.status == 200 and time.monotonic() < deadline:
+            time.sleep(0.2)
+            reply = request(f"{proc.base}/readyz")
+        assert reply.status == 503
+        assert "charging paused since" in reply.body and "incident 42" in reply.body
+        assert run_cli("resume", "--dsn", dsn).returncode == 0
+        deadline = time.monotonic() + 30
+        while request(f"{proc.base}/readyz").status != 200:
+            assert time.monotonic() < deadline, "still not ready after resume"
+            time.sleep(0.2)
