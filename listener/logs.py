@@ -24,13 +24,30 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry)
 
 
+class LineFormatter(logging.Formatter):
+    """Text for humans, one record per line: a record of several lines (a batch, a traceback) has
+    every line stamped with the time, level and logger, so log shippers never split it apart."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        """Render a record, prefixing each of its lines."""
+        text = super().format(record)
+        if "\n" not in text:
+            return text
+        first, *rest = text.split("\n")
+        prefix = f"{record.asctime} {record.levelname} {record.name}: "
+        return "\n".join([first, *(prefix + line for line in rest)])
+
+
 def configure(*, fmt: str = "text", level: int = logging.INFO) -> None:
     """Send the project's logs to stderr in the chosen format."""
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(LineFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -9,7 +9,8 @@ FROM session_ledger.read_events(%(qty)s, %(vt)s);
 -- Ids travel as one comma-separated text: dumping a Python list element by
 -- element would cost the listener more than the database spends on the batch.
 SELECT booking_id::text, outcome, purchase_id::text, previous_purchase_id::text, reason,
-       caused_by ->> 'role' AS by_role, caused_by ->> 'uid' AS by_uid, caused_by ->> 'trace' AS trace
+       caused_by ->> 'role' AS by_role, caused_by ->> 'uid' AS by_uid, caused_by ->> 'trace' AS trace,
+       msg_id, dead_letter_id
 FROM session_ledger.handle_batch_v3(
     %(listener)s,
     string_to_array(%(msg_ids)s, ',')::bigint[],

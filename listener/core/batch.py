@@ -65,7 +65,6 @@ class BatchHandler:
         except psycopg.Error as exc:
             if len(batch) == 1:
                 reason = f"database rejected the event: {first_line(exc)}"
-                log.error("dead-lettering message %s: %s", batch[0].msg_id, reason)
                 return self.apply(store, [], [Rejected(batch[0].msg_id, reason)])
             log.warning("batch of %d failed (%s); splitting it", len(batch), first_line(exc))
             half = len(batch) // 2
@@ -82,7 +81,7 @@ class BatchHandler:
             if isinstance(verdict, Accepted):
                 accepted.append(verdict)
             else:
-                log.warning("dead-lettering message %s: %s", verdict.msg_id, verdict.reason)
+                # logged with its dead-letter id once the batch lands (worker._log_outcomes)
                 rejected.append(verdict)
         return accepted, rejected
 

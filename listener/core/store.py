@@ -4,12 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, get_args
 from uuid import UUID
 
 from listener.core.db import Conn, watchdog
 from listener.core.events import Accepted, RawMessage, Rejected
 from listener.core.sql_files import query
+
+# What handling one message can come to, as handle_batch_v3 names it; the metrics and
+# the status counters use the same names.
+OutcomeName = Literal["paid", "released", "moved", "unfunded", "no-op", "dead-lettered"]
+OUTCOME_NAMES: tuple[OutcomeName, ...] = get_args(OutcomeName)
 
 
 @dataclass(frozen=True)
@@ -17,7 +22,7 @@ class Outcome:
     """What handling one booking (or one dead letter) did."""
 
     booking_id: str | None
-    outcome: str
+    outcome: OutcomeName
     purchase_id: str | None
     previous_purchase_id: str | None
     reason: str | None
@@ -25,6 +30,9 @@ class Outcome:
     by_role: str | None = None
     by_uid: str | None = None
     trace: str | None = None
+    # a dead letter's queue message, and its id in the dead-letter queue (what replay takes)
+    msg_id: int | None = None
+    dead_letter_id: int | None = None
 
 
 class Store:
@@ -68,6 +76,8 @@ class Store:
                 r["by_role"],
                 r["by_uid"],
                 r["trace"],
+                r["msg_id"],
+                r["dead_letter_id"],
             )
             for r in rows
         ]

@@ -190,14 +190,19 @@ class Worker:
 
 
 def _log_outcomes(outcomes: Sequence[Outcome]) -> None:
-    """One log record per batch, a line per booking: per-record overhead would rival the charging itself."""
+    """A batch line, then a line per booking, in one record: per-record overhead would rival the charging
+    itself. The text formatter stamps every line with the time and level; dead letters get a record each."""
+    counts: dict[str, int] = {}
     lines = []
     for o in outcomes:
-        if o.outcome == "no-op" and not log.isEnabledFor(logging.DEBUG):
-            continue
-        lines.append(outcome_line(o))
+        counts[o.outcome] = counts.get(o.outcome, 0) + 1
+        if o.outcome == "dead-lettered":
+            log.warning("%s", outcome_line(o))
+        elif o.outcome != "no-op" or log.isEnabledFor(logging.DEBUG):
+            lines.append(outcome_line(o))
     if lines and log.isEnabledFor(logging.INFO):
-        log.info("%s", "\n".join(lines))
+        summary = " ".join(f"{k}={v}" for k, v in sorted(counts.items()))
+        log.info("batch of %d: %s\n%s", len(outcomes), summary, "\n".join(lines))
 
 
 def outcome_line(o: Outcome) -> str:
@@ -207,9 +212,11 @@ def outcome_line(o: Outcome) -> str:
         ("pack", o.purchase_id),
         ("outcome", o.outcome),
         ("from_pack", o.previous_purchase_id),
+        ("message", o.msg_id),
+        ("dead_letter", o.dead_letter_id),
         ("by", o.by_role),
         ("uid", o.by_uid),
         ("trace", o.trace),
         ("reason", json.dumps(o.reason) if o.reason else None),
     )
-    return " ".join(f"{k}={v}" for k, v in fields if v)
+    return " ".join(f"{k}={v}" for k, v in fields if v is not None and v != "")

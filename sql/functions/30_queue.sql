@@ -5,16 +5,21 @@
 -- pgmq.send_batch and pgmq.archive do). pgmq's own functions set no search_path:
 -- called from a SECURITY DEFINER function they would resolve types in the caller's
 -- temporary schema first, so nothing privileged here ever calls them.
-CREATE OR REPLACE FUNCTION session_ledger.send_events(p_queue text, p_messages jsonb[]) RETURNS void
+-- send_events returns the new messages' ids, in the order given.
+CREATE OR REPLACE FUNCTION session_ledger.send_events(p_queue text, p_messages jsonb[]) RETURNS SETOF bigint
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     IF p_queue OPERATOR(pg_catalog.=) 'booking_events' THEN
+        RETURN QUERY
         INSERT INTO pgmq.q_booking_events (vt, message)
-        SELECT pg_catalog.clock_timestamp(), m FROM unnest(p_messages) AS m;
+        SELECT pg_catalog.clock_timestamp(), m.msg FROM unnest(p_messages) WITH ORDINALITY AS m(msg, n) ORDER BY m.n
+        RETURNING msg_id;
     ELSIF p_queue OPERATOR(pg_catalog.=) 'booking_events_dlq' THEN
+        RETURN QUERY
         INSERT INTO pgmq.q_booking_events_dlq (vt, message)
-        SELECT pg_catalog.clock_timestamp(), m FROM unnest(p_messages) AS m;
+        SELECT pg_catalog.clock_timestamp(), m.msg FROM unnest(p_messages) WITH ORDINALITY AS m(msg, n) ORDER BY m.n
+        RETURNING msg_id;
     ELSE
         RAISE EXCEPTION 'no ledger queue named %', p_queue USING ERRCODE = 'invalid_parameter_value';
     END IF;
@@ -74,18 +79,20 @@ $$;
 -- themselves, never from the caller: the caller can only say which queued
 -- messages it handles and which it rejects, and why. A message that is not
 -- exactly our event is dead-lettered here too. p_listener may be NULL (drain()).
--- Each outcome says who caused it (the latest event's `cause`), for the log line.
+-- Each outcome says who caused it (the latest event's `cause`), for the log line;
+-- a dead-lettered one names the queue message and the dead letter it became, the
+-- id `listener replay --dead-letter --id` takes.
 CREATE OR REPLACE FUNCTION session_ledger.handle_batch_v3(
     p_listener uuid, p_msg_ids bigint[], p_dead_msg_ids bigint[], p_dead_reasons text[]
 )
 RETURNS TABLE (booking_id uuid, outcome text, purchase_id uuid, previous_purchase_id uuid, reason text,
-               caused_by jsonb)
+               caused_by jsonb, msg_id bigint, dead_letter_id bigint)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_ids bigint[]; v_bookings uuid[]; v_at timestamptz[]; v_causes jsonb[];
     v_bad_ids bigint[];
-    v_dead jsonb[]; v_dead_reasons text[];
+    v_dead jsonb[]; v_dead_reasons text[]; v_dead_sources bigint[]; v_dead_ids bigint[];
     o_booking uuid[]; o_outcome text[]; o_pack uuid[]; o_prev uuid[]; o_reason text[]; o_cause jsonb[];
 BEGIN
     -- The queue rows, locked: two listeners holding the same redelivered message
@@ -122,11 +129,13 @@ BEGIN
                'enqueued_at', g.enqueued_at,
                'dead_lettered_at', pg_catalog.now(),
                'message', g.message) ORDER BY g.msg_id),
-           array_agg(g.reason ORDER BY g.msg_id)
-      INTO v_dead, v_dead_reasons
+           array_agg(g.reason ORDER BY g.msg_id), array_agg(g.msg_id ORDER BY g.msg_id)
+      INTO v_dead, v_dead_reasons, v_dead_sources
     FROM gone g;
     IF v_dead IS NOT NULL THEN
-        PERFORM session_ledger.send_events('booking_events_dlq', v_dead);
+        -- ids are drawn in insertion order, which is v_dead's
+        SELECT array_agg(s.id ORDER BY s.id) INTO v_dead_ids
+        FROM session_ledger.send_events('booking_events_dlq', v_dead) AS s(id);
     END IF;
 
     IF v_ids IS NOT NULL THEN
@@ -153,9 +162,10 @@ BEGIN
     END IF;
 
     RETURN QUERY
-    SELECT * FROM unnest(o_booking, o_outcome, o_pack, o_prev, o_reason, o_cause)
+    SELECT o.*, NULL::bigint, NULL::bigint FROM unnest(o_booking, o_outcome, o_pack, o_prev, o_reason, o_cause) AS o
     UNION ALL
-    SELECT NULL::uuid, 'dead-lettered', NULL::uuid, NULL::uuid, r, NULL::jsonb FROM unnest(v_dead_reasons) AS r;
+    SELECT NULL::uuid, 'dead-lettered', NULL::uuid, NULL::uuid, d.reason, NULL::jsonb, d.source, d.id
+    FROM unnest(v_dead_reasons, v_dead_sources, v_dead_ids) AS d(reason, source, id);
 END
 $$;
 
