@@ -43,6 +43,23 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     return [f"database: PostgreSQL {version} from --test-dsn/LISTENER_TEST_DSN"]
 
 
+# The slow tier: tests that start their own cluster, processes under fault injection, the
+# benchmark, a browser, or a fresh virtualenv. `pytest -m "not slow"` is the quick tier.
+_SLOW_FIXTURES = frozenset({"supabase_cluster", "supabase_app_template", "supabase_app_db"})
+_SLOW_MODULES = frozenset({
+    "test_faults_quick.py", "test_bench_smoke.py", "test_dashboard_browser.py", "test_runtime_install.py",
+    "test_compose.py", "test_model.py", "test_http_limits.py",
+})  # fmt: skip
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark the slow tier (see _SLOW_FIXTURES and _SLOW_MODULES)."""
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if fixtures & _SLOW_FIXTURES or item.path.name in _SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture
 def world(ledger: Ledger) -> World:
     """A test database with one organisation."""
