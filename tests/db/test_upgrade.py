@@ -7,6 +7,7 @@ functions, then upgraded while events still wait in the queue.
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
 from datetime import datetime, timedelta
@@ -17,8 +18,9 @@ import pytest
 from pydantic import SecretStr
 
 from listener.core.db import Conn, connect
-from listener.core.sql_files import SCHEMA_VERSION
+from listener.core.sql_files import SCHEMA_VERSION, sql_dir
 from listener.core.worker import Worker
+from listener.devtools import schema_dump
 from listener.devtools.throwaway import create_database, drop_database
 from listener.errors import SchemaOutOfDate, SchemaTooNew
 from listener.ops.migrate import ensure_pgmq, migrate
@@ -271,6 +273,20 @@ def test_a_fresh_install_and_an_upgraded_one_have_the_same_schema(old_dsn: str, 
         assert (missing, extra) == ([], [])
     finally:
         drop_database(ledger_server, fresh)
+
+
+def test_sql_schema_file_is_what_a_fresh_install_and_an_upgrade_both_hold(old_dsn: str, ledger_dsn: str) -> None:
+    migrate(old_dsn)
+    with connect(old_dsn, purpose="tests") as old, connect(ledger_dsn, purpose="tests") as fresh:
+        upgraded, installed = schema_dump.render(old), schema_dump.render(fresh)
+    assert upgraded == installed
+    path = sql_dir() / "schema.sql"
+    if os.environ.get("LISTENER_WRITE_SCHEMA") == "1":
+        path.write_text(installed, encoding="utf-8")
+    assert path.read_text(encoding="utf-8") == installed, (
+        "sql/schema.sql is not the schema the migrations build: "
+        "regenerate it with `LISTENER_WRITE_SCHEMA=1 pytest tests/db/test_upgrade.py -k schema_file`"
+    )
 
 
 def test_a_failed_upgrade_leaves_the_old_install_whole(old_dsn: str) -> None:
