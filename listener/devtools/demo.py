@@ -11,10 +11,10 @@ from rich.table import Table
 
 from listener.core.db import Conn
 from listener.devtools import demo_data
+from listener.devtools.driver import Ledger, ListenerThread
 from listener.devtools.embedded import embedded_server
 from listener.devtools.throwaway import create_database
 from listener.ops.migrate import migrate
-from listener.testing.ledger import Ledger, ListenerThread
 
 
 def run_demo(*, keep: bool = False, console: Console | None = None) -> None:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import uuid
@@ -35,6 +34,7 @@ from psycopg import sql
 
 from listener.core.db import connect
 from listener.devtools.app_schema import SchemaPath, apply_supabase_base, build_app_database, schema_files
+from listener.devtools.ports import free_port
 from listener.errors import ListenerError
 from listener.ops.migrate import MigrateReport, migrate
 from listener.testing.postgrest import ApiResult, api_request
@@ -76,12 +76,6 @@ class SupabaseCluster:
     def authenticator_dsn(self, dbname: str = "postgres") -> str:
         """As authenticator, the role PostgREST logs in as."""
         return self.dsn(dbname, user="authenticator")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _as_os_user(cmd: list[str], *, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -156,7 +150,7 @@ def supabase_cluster(
             conf.write("include = 'supabase.conf'\n")
         port = 0
         for _attempt in range(3):  # a free port may be taken between the probe and the start
-            port = _free_port()
+            port = free_port()
             (data / "supabase.conf").write_text(
                 _settings(port, socket_dir, cron_database if pg_cron else None), encoding="utf-8"
             )

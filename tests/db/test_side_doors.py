@@ -16,17 +16,20 @@ import contextlib
 import re
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 import pytest
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
 
 from listener.core.db import Conn, connect
 from listener.testing import app_data
 from listener.testing.ledger import Ledger
 from listener.testing.supabase import SupabaseAppDb
+
+from support import roles
 
 # Type names a function body may spell without a schema. Keywords (integer, bigint,
 # boolean, numeric, interval, ...) always mean pg_catalog's type; domains named like
@@ -84,7 +87,7 @@ class World:
     studio: app_data.Studio
     pack: uuid.UUID
     bookings: list[uuid.UUID]
-    logins: list[str] = field(default_factory=list)
+    logins: contextlib.ExitStack
 
     def balances(self) -> dict[Any, int]:
         return {
@@ -92,15 +95,16 @@ class World:
             for r in self.owner.execute("SELECT id, sessions_used FROM public.client_purchases ORDER BY id")
         }
 
-    def login(self, name: str, member_of: str) -> str:
-        """A login role in member_of (cluster-wide, dropped by the fixture); its DSN."""
+    def login(self, prefix: str, member_of: str) -> str:
+        """A login role in member_of that may create temporary objects (dropped by the fixture); its DSN."""
+        dsn = self.logins.enter_context(roles.login_role(self.db.admin_dsn, member_of, prefix=prefix))
+        name = conninfo_to_dict(dsn)["user"]
         self.owner.execute(
-            sql.SQL("CREATE ROLE {} LOGIN IN ROLE {}").format(sql.Identifier(name), sql.Identifier(member_of))
+            sql.SQL("GRANT TEMPORARY ON DATABASE {} TO {}").format(
+                sql.Identifier(self.db.name), sql.Identifier(name)
+            )
         )
-        self.owner.execute(sql.SQL("GRANT TEMPORARY ON DATABASE {} TO {}").format(
-            sql.Identifier(self.db.name), sql.Identifier(name)))  # fmt: skip
-        self.logins.append(name)
-        return self.db.cluster.dsn(self.db.name, user=name)
+        return dsn
 
 
 @pytest.fixture
@@ -109,14 +113,8 @@ def world(supabase_app_db: SupabaseAppDb) -> Iterator[World]:
         studio = app_data.create_studio(owner, "A")
         pack = app_data.create_pack(owner, studio, sessions_total=10)
         bookings = app_data.create_bookings(owner, studio, pack, count=6)
-        w = World(supabase_app_db, owner, studio, pack, bookings)
-        try:
-            yield w
-        finally:
-            for name in w.logins:
-                with connect(supabase_app_db.admin_dsn, purpose="tests") as admin:
-                    admin.execute(sql.SQL("DROP OWNED BY {} CASCADE").format(sql.Identifier(name)))
-                    admin.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(name)))
+        with contextlib.ExitStack() as logins:
+            yield World(supabase_app_db, owner, studio, pack, bookings, logins)
 
 
 def _fix_app_functions(owner: Conn) -> list[str]:
@@ -165,7 +163,7 @@ def test_the_apps_unpinned_security_definer_function_runs_a_temporary_type_as_it
     # The app's own hole, which `listener doctor` reports: is_org_member (SECURITY DEFINER,
     # search_path = public) casts to uuid with the caller's pg_temp searched first. This
     # shows the trap below bites; the fix is to pin pg_temp last.
-    dsn = world.login(f"evil_user_{uuid.uuid4().hex[:8]}", "authenticated")
+    dsn = world.login("evil_user", "authenticated")
     with connect(dsn, purpose="tests") as evil:
         _arm(evil)
         evil.execute(
@@ -185,7 +183,7 @@ def test_a_temporary_type_runs_nothing_as_the_owner_from_the_listeners_login(wor
         "UPDATE public.bookings SET status = 'completed' WHERE id = ANY (%s)", [world.bookings[:3]]
     )
     before = world.balances()
-    dsn = world.login(f"evil_listener_{uuid.uuid4().hex[:8]}", "session_ledger_listener")
+    dsn = world.login("evil_listener", "session_ledger_listener")
     listener = str(uuid.uuid4())
     calls = {
         "session_ledger.read_events(integer,integer)": "SELECT * FROM session_ledger.read_events(1, 0)",
@@ -240,7 +238,7 @@ def test_a_temporary_type_runs_nothing_as_the_owner_from_the_listeners_login(wor
 def test_a_temporary_type_runs_nothing_as_the_owner_from_a_signed_in_login(world: World) -> None:
     _fix_app_functions(world.owner)
     trainer = world.studio.trainer_user_id
-    dsn = world.login(f"evil_user_{uuid.uuid4().hex[:8]}", "authenticated")
+    dsn = world.login("evil_user", "authenticated")
     future = app_data.create_bookings(world.owner, world.studio, world.pack, count=1)[0]
     with connect(dsn, purpose="tests") as evil:
         _arm(evil)

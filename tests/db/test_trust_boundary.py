@@ -24,6 +24,7 @@ from listener.testing import app_data, supabase
 from listener.testing.ledger import Ledger
 from listener.testing.supabase import SupabaseAppDb, SupabaseCluster
 
+from support import roles
 from support.supabase_fixtures import APP_SCHEMA
 from support.world import run_cli
 
@@ -317,14 +318,8 @@ def test_anon_moves_nothing(app: App) -> None:
 @pytest.fixture
 def listener_login(app: App) -> Iterator[str]:
     """A login that is only a member of the listener's role, as the listener runs in production."""
-    name = f"ledger_listener_{uuid.uuid4().hex[:6]}"
-    with connect(app.db.admin_dsn, purpose="tests") as admin:
-        admin.execute(
-            sql.SQL("CREATE ROLE {} LOGIN IN ROLE session_ledger_listener").format(sql.Identifier(name))
-        )
-    yield app.db.cluster.dsn(app.db.name, user=name)
-    with connect(app.db.admin_dsn, purpose="tests") as admin:
-        admin.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(name)))
+    with roles.listener_login(app.db.admin_dsn) as dsn:
+        yield dsn
 
 
 def test_the_listener_role_can_only_process_what_is_queued(app: App, listener_login: str) -> None:

@@ -18,16 +18,11 @@ import pytest
 
 from listener.core.db import connect
 from listener.devtools import demo_data
+from listener.devtools.ports import free_port
 
 from support.world import LISTENER
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _lines(stream: IO[str], into: queue.Queue[str]) -> None:
@@ -36,7 +31,7 @@ def _lines(stream: IO[str], into: queue.Queue[str]) -> None:
 
 
 def test_dev_prints_a_working_dsn_charges_a_completion_and_cleans_up_on_ctrl_c() -> None:
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [*LISTENER, "dev", "--port", str(port)],
         stdout=subprocess.PIPE,

@@ -6,7 +6,6 @@ from __future__ import annotations
 import queue
 import shutil
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -15,15 +14,10 @@ from pathlib import Path
 from typing import IO
 
 from listener.core.db import connect
+from listener.devtools.ports import free_port
 
 from support.supabase_fixtures import APP_SCHEMA
 from support.world import LISTENER, run_cli
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _lines(stream: IO[str], into: queue.Queue[str]) -> None:
@@ -47,7 +41,7 @@ def _psql(dsn: str, script: str) -> str:
 
 
 def test_dev_with_the_apps_dump_charges_a_completion_made_with_psql() -> None:
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [*LISTENER, "dev", "--port", str(port), "--schema", str(APP_SCHEMA)],
         stdout=subprocess.PIPE,

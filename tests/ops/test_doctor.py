@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 from psycopg import sql
-from psycopg.conninfo import make_conninfo
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from listener.core.db import connect
 from listener.core.sql_files import demo_schema, query
@@ -32,7 +32,7 @@ from listener.testing import app_data
 from listener.testing.ledger import Ledger
 from listener.testing.supabase import SupabaseAppDb
 
-from support import SUPPORT
+from support import SUPPORT, roles
 from support.world import run_cli
 
 APP_SQL = (SUPPORT / "sql" / "app_booking_policies.sql").read_text(encoding="utf-8")
@@ -84,15 +84,9 @@ def app_dsn(ledger_dsn: str) -> str:
 
 @pytest.fixture
 def listener_login(ledger_server: str) -> Iterator[str]:
-    """A login role that is only a member of session_ledger_listener, as the listener should run."""
-    name = f"doctor_listener_{uuid.uuid4().hex[:8]}"
-    with connect(ledger_server, purpose="tests") as conn:
-        conn.execute(
-            sql.SQL("CREATE ROLE {} LOGIN IN ROLE session_ledger_listener").format(sql.Identifier(name))
-        )
-    yield name
-    with connect(ledger_server, purpose="tests") as conn:
-        conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(name)))
+    """The name of a login role that is only a member of session_ledger_listener, as the listener should run."""
+    with roles.listener_login(ledger_server) as dsn:
+        yield str(conninfo_to_dict(dsn)["user"])
 
 
 def test_every_check_reports_the_app_and_goes_quiet_once_fixed(app_dsn: str, listener_login: str) -> None:

@@ -16,11 +16,11 @@ from listener.settings import Settings
 
 from support.http import (
     ListenerProcess,
-    listener_login,
     metric,
     request,
     running,
 )
+from support.roles import listener_login
 from support.world import World, run_cli
 
 TOKEN = "s3cret-dashboard-token-" + uuid.uuid4().hex

@@ -4,47 +4,19 @@ from __future__ import annotations
 
 import base64
 import os
-import socket
 import subprocess
 import tempfile
 import time
 import urllib.error
 import urllib.request
-import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
-
-from listener.core.db import connect
+from listener.devtools.ports import free_port
 
 from support.world import LISTENER
-
-
-@contextmanager
-def listener_login(owner_dsn: str) -> Iterator[str]:
-    """A DSN of a fresh login in session_ledger_listener, as production runs it; dropped afterwards."""
-    login = f"ledger_http_{uuid.uuid4().hex[:8]}"
-    with connect(owner_dsn, purpose="tests") as conn:
-        conn.execute(f"CREATE ROLE {login} LOGIN IN ROLE session_ledger_listener")
-    params = conninfo_to_dict(owner_dsn)
-    params["user"] = login
-    params.pop("password", None)
-    try:
-        yield make_conninfo("", **params)
-    finally:
-        with connect(owner_dsn, purpose="tests") as conn:
-            conn.execute(f"DROP OWNED BY {login}")
-            conn.execute(f"DROP ROLE {login}")
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 class Headers(dict[str, str]):
