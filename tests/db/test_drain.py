@@ -127,15 +127,33 @@ def test_drain_beside_running_listeners_charges_every_booking_exactly_once(
 
 
 def test_only_the_owner_and_the_listeners_role_may_drain(world: World) -> None:
+    pack = world.pack(sessions_total=5)
+    by_owner, by_listener = world.bookings(pack, count=2)
+    owner = world.conn.execute(
+        "SELECT nspowner::regrole::text AS owner FROM pg_namespace WHERE nspname = 'session_ledger'"
+    ).fetchone()
+    assert owner is not None
+    world.set_status(by_owner, "completed")
     for role in ("anon", "authenticated", "service_role"):
         with connect(world.ledger.dsn, autocommit=False, purpose="tests") as conn:
             conn.execute(psycopg.sql.SQL("SET ROLE {}").format(psycopg.sql.Identifier(role)))
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 conn.execute("SELECT session_ledger.drain()")
+    assert world.used(pack) == 0 and len(world.queue()) == 1
+    # The ledger's owner drains what is queued ...
+    with connect(world.ledger.dsn, purpose="tests") as conn:
+        assert conn.execute("SELECT current_user AS me").fetchone() == {"me": owner["owner"]}
+        assert conn.execute("SELECT session_ledger.drain() AS n").fetchone() == {"n": 1}
+    assert world.used(pack) == 1
+    # ... and so does the listener's role.
+    world.set_status(by_listener, "completed")
     with connect(world.ledger.dsn, autocommit=False, purpose="tests") as conn:
         conn.execute("SET ROLE session_ledger_listener")
-        row = conn.execute("SELECT session_ledger.drain() AS n").fetchone()
-        assert row == {"n": 0}
+        assert conn.execute("SELECT session_ledger.drain() AS n").fetchone() == {"n": 1}
+        conn.commit()
+    assert world.used(pack) == 2 and world.queue() == []
+    runs = world.conn.execute("SELECT run_by FROM session_ledger.drain_runs ORDER BY id").fetchall()
+    assert [r["run_by"] for r in runs] == [owner["owner"], "session_ledger_listener"]
 
 
 def test_pg_cron_drains_a_completion_within_one_period_with_no_listener(

@@ -8,7 +8,6 @@ import signal
 import subprocess
 import threading
 import time
-import uuid
 
 from pydantic import SecretStr
 
@@ -175,19 +174,38 @@ def test_sigterm_finishes_the_batch_and_exits_zero(world: World, ledger_dsn: str
     pack = world.pack(sessions_total=10)
     [booking] = world.bookings(pack)
     proc = subprocess.Popen([*LISTENER, "run", "--dsn", ledger_dsn], stderr=subprocess.PIPE, text=True)
-    world.set_status(booking, "completed")
-    deadline = time.monotonic() + 20
-    while world.used(pack) == 0 and time.monotonic() < deadline:
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGTERM)
+    _wait_registered(world, [proc.pid])
+    with connect(ledger_dsn, autocommit=False) as blocker:
+        # The pack's row is locked, so the listener's batch is in hand and waiting when SIGTERM arrives.
+        blocker.execute("SELECT 1 FROM public.client_purchases WHERE id = %s FOR UPDATE", [pack])
+        world.set_status(booking, "completed")
+        _wait_blocked_on_a_lock(world)
+        proc.send_signal(signal.SIGTERM)
+        assert world.used(pack) == 0
+        blocker.rollback()
     _, err = proc.communicate(timeout=20)
     assert proc.returncode == 0, err
     assert "Traceback" not in err
-    assert world.used(pack) == 1
+    assert world.used(pack) == 1  # the batch in hand was finished, not dropped
+    assert world.queue() == []
     stopped = world.conn.execute(
         "SELECT count(*) AS n FROM session_ledger.listeners WHERE stopped_at IS NOT NULL"
     ).fetchone()
     assert stopped is not None and stopped["n"] == 1
+
+
+def _wait_blocked_on_a_lock(world: World) -> None:
+    """Wait until a listener's statement waits on a lock."""
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        row = world.conn.execute(
+            "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database()"
+            " AND application_name LIKE 'session-ledger %%' AND wait_event_type = 'Lock'"
+        ).fetchone()
+        if row is not None and row["n"] > 0:
+            return
+        time.sleep(0.02)
+    raise TimeoutError("no listener blocked on the locked pack")
 
 
 def test_sigterm_under_concurrent_write_load_exits_zero_within_seconds(world: World, ledger_dsn: str) -> None:
@@ -284,9 +302,11 @@ def test_lost_wakeup_connection_reconnects_and_catches_up(world: World, ledger_d
             time.sleep(0.05)
         assert world.used(pack) == 3
         assert thread.worker.stats.reconnects + thread.worker.wakeup.reconnects >= 1
+        # one listener, reconnected under its own id: not a second registration
+        listeners = world.conn.execute("SELECT id FROM session_ledger.listeners").fetchall()
+        assert [r["id"] for r in listeners] == [thread.worker.id]
     finally:
         thread.stop()
-    assert uuid.UUID(str(thread.worker.id))
 
 
 def test_batch_in_hand_is_retried_after_its_connection_dies(world: World, ledger_dsn: str) -> None:

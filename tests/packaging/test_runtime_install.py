@@ -84,6 +84,7 @@ def test_the_runtime_install_runs_the_listener(runtime: Path, tmp_path: Path, wo
 
 def test_the_suite_itself_runs_against_the_installed_package() -> None:
     import json
+    import tomllib
     from importlib.metadata import distribution
 
     import listener
@@ -92,11 +93,24 @@ def test_the_suite_itself_runs_against_the_installed_package() -> None:
     editable = bool(direct and json.loads(direct).get("dir_info", {}).get("editable"))
     if not editable:
         assert "site-packages" in str(Path(listener.__file__).resolve()), listener.__file__
+    # Nothing puts the checkout ahead of site-packages: pytest adds no pythonpath, and the
+    # checkout (for faults/ and bench/) is appended after every installed path.
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    assert "pythonpath" not in config["tool"]["pytest"]["ini_options"]
+    entries = [Path(p).resolve() for p in sys.path if p]
+    installed = [i for i, p in enumerate(entries) if "site-packages" in p.parts]
+    assert installed and all(i > max(installed) for i, p in enumerate(entries) if p == ROOT.resolve())
+    # A CLI subprocess started from the checkout (python -P, as the tests start it) has neither
+    # the checkout nor the working directory on its path.
     probe = subprocess.run(
-        [sys.executable, "-P", "-c", "import listener; print(listener.__file__)"],
+        [sys.executable, "-P", "-c", "import json, sys; print(json.dumps(sys.path))"],
         capture_output=True,
         text=True,
         cwd=ROOT,
         check=True,
     )
-    assert Path(probe.stdout.strip()).resolve() == Path(listener.__file__).resolve()
+    path = [Path(p).resolve() if p else None for p in json.loads(probe.stdout)]
+    assert None not in path  # no working directory on the path
+    site = max(i for i, p in enumerate(path) if p is not None and "site-packages" in p.parts)
+    # an editable install's .pth may add the checkout, but only after site-packages
+    assert all(i > site for i, p in enumerate(path) if p == ROOT.resolve())
