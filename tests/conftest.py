@@ -48,7 +48,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 _SLOW_FIXTURES = frozenset({"supabase_cluster", "supabase_app_template", "supabase_app_db"})
 _SLOW_MODULES = frozenset({
     "test_faults_quick.py", "test_bench_smoke.py", "test_dashboard_browser.py", "test_runtime_install.py",
-    "test_compose.py", "test_model.py", "test_http_limits.py",
+    "test_compose.py", "test_model.py", "test_http_limits.py", "test_embedded_extensions.py",
 })  # fmt: skip
 
 

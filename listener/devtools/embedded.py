@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from psycopg import sql
+
 from listener.errors import ConfigError, ListenerError
 
 
@@ -108,13 +110,33 @@ def embedded_server(*, keep: bool = False, port: int | None = None) -> Iterator[
                 last = lines[-1] if lines else "see the server log"
                 raise ListenerError(f"could not start PostgreSQL on 127.0.0.1:{port}: {last}") from None
         info = postmaster_info.read_from_pgdata(data)
-        yield EmbeddedServer(data, Path(info.socket_dir), int(info.port), port)
+        running = EmbeddedServer(data, Path(info.socket_dir), int(info.port), port)
+        _offer_missing_extensions(running)
+        yield running
     finally:
         with contextlib.suppress(subprocess.SubprocessError, OSError):
             pg_ctl(["-w", "-m", "fast", "stop"], pgdata=data, user=server.system_user, timeout=30)
         server.cleanup()
         if not keep:
             shutil.rmtree(parent, ignore_errors=True)
+
+
+def _offer_missing_extensions(server: EmbeddedServer) -> None:
+    """Make what the Supabase base promises available where the wheel lacks it: uuid-ossp, as a
+    SQL-only stand-in shipped in sql/extension/, found through extension_control_path (PostgreSQL 18+)."""
+    from listener.core.db import connect
+    from listener.core.sql_files import sql_dir
+
+    with connect(server.dsn(), purpose="embedded") as conn:
+        row = conn.execute(
+            "SELECT current_setting('server_version_num')::int >= 180000 AS settable,"
+            " EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'uuid-ossp') AS present"
+        ).fetchone()
+        if row is None or row["present"] or not row["settable"]:
+            return
+        path = f"$system:{sql_dir()}"  # PostgreSQL appends /extension
+        conn.execute(sql.SQL("ALTER SYSTEM SET extension_control_path = {}").format(sql.Literal(path)))
+        conn.execute("SELECT pg_reload_conf()")
 
 
 def binaries_dir() -> Path:
