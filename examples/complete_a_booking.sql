@@ -1,5 +1,6 @@
 -- Complete one booking with plain SQL and watch the listener charge its pack.
--- Works on any database with the demo schema and a running listener:
+-- Works on a database with the demo schema (for the real app's schema, see
+-- examples/supabase_app/complete_a_booking.sql) and a running listener:
 --   listener dev:    psql "$DATABASE_URL" -f examples/complete_a_booking.sql
 --   docker compose:  docker compose exec -T db psql -U postgres -d app < examples/complete_a_booking.sql
 \set ON_ERROR_STOP on

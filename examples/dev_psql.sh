@@ -4,8 +4,13 @@
 # in a terminal). Needs `listener` (pip install session-ledger-listener) and psql.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-# LISTENER may hold a command with arguments, e.g. "python -m listener".
-read -r -a listener <<<"${LISTENER:-listener}"
+# LISTENER may hold a command with arguments, e.g. "python -m listener". Without it: the
+# `listener` on the PATH, else the one the README's first command installed in .venv.
+default=listener
+if ! command -v listener >/dev/null && [ -x "$here/../.venv/bin/listener" ]; then
+    default="$here/../.venv/bin/listener"
+fi
+read -r -a listener <<<"${LISTENER:-$default}"
 out=$(mktemp)
 
 "${listener[@]}" dev >"$out" &

@@ -9,8 +9,9 @@
 -- skips pg_dump's \restrict lines and runs `CREATE SCHEMA public;` as
 -- `CREATE SCHEMA IF NOT EXISTS public;`, as every database already has that schema.
 --
--- public.use_session and public.release_session are the app's originals, unsafe on
--- purpose (read, then update; no search_path); `listener migrate` hardens them.
+-- public.use_session and public.release_session are the app's own, unsafe on purpose
+-- (no search_path; use_session reads, then updates; release_session is its migration
+-- 0032's single UPDATE ... RETURNING); `listener migrate` hardens them.
 -- upcoming_bookings has no security_invoker, as in production.
 
 --
@@ -103,12 +104,11 @@ CREATE FUNCTION public.release_session(p_purchase_id uuid) RETURNS integer
 DECLARE
     v_used integer;
 BEGIN
-    SELECT sessions_used INTO v_used FROM client_purchases WHERE id = p_purchase_id;
-    IF v_used IS NULL OR v_used <= 0 THEN
-        RETURN -1;
-    END IF;
-    UPDATE client_purchases SET sessions_used = sessions_used - 1 WHERE id = p_purchase_id;
-    RETURN v_used - 1;
+    UPDATE client_purchases
+       SET sessions_used = sessions_used - 1
+     WHERE id = p_purchase_id AND sessions_used > 0
+    RETURNING sessions_used INTO v_used;
+    RETURN coalesce(v_used, -1);
 END;
 $$;
 

@@ -14,8 +14,6 @@ import time
 from pathlib import Path
 from typing import IO
 
-import pytest
-
 from listener.core.db import connect
 from listener.devtools import demo_data
 from listener.devtools.ports import free_port
@@ -90,8 +88,7 @@ def test_dev_prints_a_working_dsn_charges_a_completion_and_cleans_up_on_ctrl_c()
 
 
 def test_dev_psql_example_script_completes_a_booking() -> None:
-    if shutil.which("psql") is None:
-        pytest.skip("psql is not installed")
+    assert shutil.which("psql") is not None, "psql is not installed (apt-get install postgresql-client-15)"
     env = {**os.environ, "LISTENER": f"{sys.executable} -m listener"}
     result = subprocess.run(
         ["bash", str(ROOT / "examples" / "dev_psql.sh")],

@@ -9,15 +9,15 @@ import signal
 import subprocess
 import threading
 import time
-import uuid
 from pathlib import Path
 from typing import IO
 
-from listener.core.db import connect
 from listener.devtools.ports import free_port
 
 from support.supabase_fixtures import APP_SCHEMA
 from support.world import LISTENER, run_cli
+
+APP_SEED = APP_SCHEMA.parent / "seed.sql"
 
 
 def _lines(stream: IO[str], into: queue.Queue[str]) -> None:
@@ -40,10 +40,10 @@ def _psql(dsn: str, script: str) -> str:
     return result.stdout
 
 
-def test_dev_with_the_apps_dump_charges_a_completion_made_with_psql() -> None:
+def test_dev_with_the_apps_dump_and_seed_runs_the_example_completion() -> None:
     port = free_port()
     proc = subprocess.Popen(
-        [*LISTENER, "dev", "--port", str(port), "--schema", str(APP_SCHEMA)],
+        [*LISTENER, "dev", "--port", str(port), "--schema", str(APP_SCHEMA), "--schema", str(APP_SEED)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -65,46 +65,16 @@ def test_dev_with_the_apps_dump_charges_a_completion_made_with_psql() -> None:
             key, sep, value = line.partition("=")
             if sep and key.isupper():
                 printed[key] = value
-        assert any("the app schema from 1 file(s)" in line for line in lines), lines
+        assert any("the app schema from 2 file(s)" in line for line in lines), lines
         tcp = printed["TCP_DATABASE_URL"]
         assert tcp == f"postgresql://postgres@127.0.0.1:{port}/app"
-
-        trainer, org, client, offer, pack, booking = (uuid.uuid4() for _ in range(6))
-        _psql(
-            tcp,
-            f"""
-            INSERT INTO auth.users (id, email) VALUES ('{trainer}', 'trainer@example.com');
-            INSERT INTO public.orgs (id, name, slug) VALUES ('{org}', 'Studio', 'studio');
-            INSERT INTO public.org_members (org_id, user_id, role) VALUES ('{org}', '{trainer}', 'staff');
-            INSERT INTO public.clients (id, org_id, full_name) VALUES ('{client}', '{org}', 'Client');
-            INSERT INTO public.offers (id, org_id, name, offer_type, price_cents)
-                VALUES ('{offer}', '{org}', '5 sessions', 'session_pack', 25000);
-            INSERT INTO public.client_purchases
-                (id, org_id, client_id, offer_id, sessions_total, payment_method, payment_status)
-                VALUES ('{pack}', '{org}', '{client}', '{offer}', 5, 'cash', 'pending');
-            INSERT INTO public.bookings (id, org_id, client_id, start_time, end_time, purchase_id, booked_by)
-                VALUES ('{booking}', '{org}', '{client}', now() - interval '2 hours', now() - interval '1 hour',
-                        '{pack}', '{trainer}');
-            -- as the trainer's browser does it, through the API's roles
-            BEGIN;
-            SET LOCAL ROLE authenticated;
-            SELECT set_config('request.jwt.claims', '{{"sub": "{trainer}", "role": "authenticated"}}', true);
-            UPDATE public.bookings SET status = 'completed' WHERE id = '{booking}';
-            COMMIT;
-            """,
-        )
-        with connect(tcp) as conn:
-            deadline = time.monotonic() + 15
-            while True:
-                row = conn.execute(
-                    "SELECT p.sessions_used, l.state FROM public.client_purchases p"
-                    " LEFT JOIN session_ledger.charges l ON l.booking_id = %s WHERE p.id = %s",
-                    [booking, pack],
-                ).fetchone()
-                if row == {"sessions_used": 1, "state": "paid"}:
-                    break
-                assert time.monotonic() < deadline, f"the dev listener did not charge the completion: {row}"
-                time.sleep(0.05)
+        # The example as its header says to run it: the trainer's browser completes a seeded booking.
+        output = _psql(tcp, (APP_SEED.parent / "complete_a_booking.sql").read_text(encoding="utf-8"))
+        before, after = output.strip().splitlines()[1], output.strip().splitlines()[-1]
+        assert before == "2|8"
+        assert after.startswith("3|7|paid|"), output
+        assert '"trace": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"' in after
+        assert '"uid": "00000000-0000-4000-8000-00000000a001"' in after
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=30) == 0
     finally:
