@@ -66,7 +66,9 @@ def render(conn: Conn) -> str:
         for c in conn.execute(_COLUMNS, [t["oid"]]).fetchall():
             col = f"    {sql.Identifier(c['attname']).as_string(conn)} {c['type']}"
             if c["attidentity"]:
-                col += " GENERATED " + ("ALWAYS" if c["attidentity"] == "a" else "BY DEFAULT") + " AS IDENTITY"
+                col += (
+                    " GENERATED " + ("ALWAYS" if c["attidentity"] == "a" else "BY DEFAULT") + " AS IDENTITY"
+                )
             elif c["attgenerated"]:
                 col += f" GENERATED ALWAYS AS ({c['default']}) STORED"
             elif c["default"] is not None:

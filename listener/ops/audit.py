@@ -7,7 +7,9 @@ sessions stay free. The audit puts, per pack, side by side: its consuming bookin
 (``session_ledger.consumed_pack``), its ``sessions_used``, and the ledger's paid
 bookings by source. It names packs whose consuming bookings outnumber
 ``sessions_used`` (given away) and packs whose ``sessions_used`` exceeds their
-bookings (manual deductions, the trainer's "use 1 session").
+bookings (manual deductions, the trainer's "use 1 session"). A booking the ledger
+judged unfunded by its pack (the pack had expired, was used up, or was refunded)
+is a correct refusal, not a session given away: it counts on neither side.
 
 Which bookings count as uncharged (``session_ledger.audit_uncharged``, the rule
 stated once): per pack, a consuming booking the ledger says the pack paid for by
@@ -37,9 +39,8 @@ from datetime import datetime
 from typing import Any
 
 from listener.core.db import Conn, connect
-from listener.core.schema import verify_schema
+from listener.core.schema import require_ledger
 from listener.core.sql_files import query
-from listener.core.store import Store
 from listener.errors import UnknownPack
 
 # Packs per transaction when charging: each commits (or, dry, rolls back) on its own.
@@ -93,12 +94,12 @@ class AuditReport:
 
     @property
     def given_away(self) -> list[PackAudit]:
-        """Packs whose consuming bookings outnumber sessions_used."""
+        """Packs whose consuming bookings (those not judged unfunded) outnumber sessions_used."""
         return [p for p in self.packs if p.kind == "given-away"]
 
     @property
     def manual(self) -> list[PackAudit]:
-        """Packs whose sessions_used exceeds their consuming bookings."""
+        """Packs whose sessions_used exceeds their consuming bookings (those not judged unfunded)."""
         return [p for p in self.packs if p.kind == "manual-deduction"]
 
     def as_json(self) -> dict[str, Any]:
@@ -174,7 +175,7 @@ class ChargeReport:
 def audit(dsn: str, *, org: uuid.UUID | None = None) -> AuditReport:
     """Read every pack's bookings, balance and ledger (of one organisation when given)."""
     with connect(dsn, purpose="audit") as conn:
-        verify_schema(Store(conn))
+        require_ledger(conn, owner_action="read the audit")
         rows = conn.execute(query("audit_packs"), {"org": org}).fetchall()
     return AuditReport(org_id=org, packs=[PackAudit(**r) for r in rows])
 
@@ -189,7 +190,7 @@ def charge(
     """Take the given-away sessions of these packs (None: every pack, of org when given); dry unless told."""
     report = ChargeReport(dry_run=dry_run)
     with connect(dsn, purpose="audit") as conn:
-        verify_schema(Store(conn))
+        require_ledger(conn, owner_action="charge packs")
         report.packs = _packs_to_charge(conn, packs, org)
         for start in range(0, len(report.packs), CHUNK):
             chunk = report.packs[start : start + CHUNK]

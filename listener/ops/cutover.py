@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from listener.core.db import connect
+from listener.core.schema import require_ledger
 from listener.core.sql_files import query
-from listener.ops.guards import refuse_while_listener_runs, require_ledger
+from listener.ops.guards import refuse_while_listener_runs
 
 
 @dataclass
@@ -33,7 +34,7 @@ class CutoverReport:
 def cutover(dsn: str, at: datetime | None = None) -> CutoverReport:
     """Set the cut-over time and settle every booking whose events all came before it."""
     with connect(dsn, autocommit=True, purpose="cutover") as conn:
-        require_ledger(conn)
+        require_ledger(conn, owner_action="set the cut-over")
         refuse_while_listener_runs(conn, action="cut over, and start it again afterwards")
         with conn.transaction():
             # Writers wait, so no event lands between the cut-over time and the settling.

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from listener import __version__
 from listener.core.sql_files import SCHEMA_VERSION, migrations, repeatables
-from listener.errors import ConfigError
+from listener.errors import ConfigError, ExportFailed
 from listener.ops.migrate import BOOTSTRAP, pgmq_script
 
 _PGMQ_EXTENSION = """\
@@ -72,6 +72,17 @@ def export_migrations(
     """Write each file not already in directory, as <UTC timestamp>_session_ledger_*.sql; return the new ones."""
     if pgmq not in ("extension", "script"):
         raise ConfigError(f"unknown PGMQ install {pgmq!r}: use extension or script")
+    try:
+        return _export(directory, pgmq=pgmq, stamp=stamp)
+    except OSError as exc:
+        # One line naming the path and the reason: a file in the way, no such parent, no write permission.
+        reason = (exc.strerror or type(exc).__name__).lower()
+        if exc.filename is not None and str(exc.filename) != str(directory):
+            reason += f" ({exc.filename})"
+        raise ExportFailed(f"cannot write the migrations to {directory}: {reason}") from None
+
+
+def _export(directory: Path, *, pgmq: str, stamp: datetime | None) -> list[Path]:
     if directory.exists() and not directory.is_dir():
         raise ConfigError(f"{directory} exists and is not a directory")
     directory.mkdir(parents=True, exist_ok=True)

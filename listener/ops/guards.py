@@ -1,26 +1,31 @@
-"""Checks operator commands share: a ledger is installed, no listener is running."""
+"""Checks operator commands share: no listener is running (whether a ledger is installed: listener.core.schema)."""
 
 from __future__ import annotations
 
 from listener.core.db import Conn
+from listener.core.schema import ledger_state, owner_needed
 from listener.core.sql_files import query
 from listener.errors import ListenerRunning, SchemaOutOfDate
 
 
 def relation_exists(conn: Conn, relation: str) -> bool:
-    """Whether a table or view exists (relation is schema-qualified)."""
-    row = conn.execute("SELECT to_regclass(%s) IS NOT NULL AS present", [relation]).fetchone()
+    """Whether a table or view exists (relation is schema-qualified), whatever the role may see of its schema."""
+    schema, _, name = relation.partition(".")
+    # The catalogs, not to_regclass(): that fails on a schema the role has no USAGE on.
+    row = conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_class c"
+        " JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE n.nspname = %s AND c.relname = %s) AS present",
+        [schema, name],
+    ).fetchone()
     return bool(row and row["present"])
 
 
-def require_ledger(conn: Conn) -> None:
-    """Refuse to go on when the database has no session ledger."""
-    if not relation_exists(conn, "session_ledger.config"):
-        raise SchemaOutOfDate("the database has no session ledger: run `listener migrate` first")
-
-
 def refuse_while_listener_runs(conn: Conn, *, action: str) -> None:
-    """Refuse `action` while a live listener (session_ledger.live_listeners) would race it."""
+    """Refuse `action` (an owner's: cut-over, uninstall) to another role, or while a live listener would race it."""
+    state = ledger_state(conn)
+    if state.installed and not state.acts_as_owner:
+        raise owner_needed(state, action)
     if not relation_exists(conn, "session_ledger.listeners"):
         return
     if not relation_exists(conn, "session_ledger.live_listeners"):

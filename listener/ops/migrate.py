@@ -9,8 +9,15 @@ from dataclasses import dataclass, field
 
 from listener import __version__
 from listener.core.db import Conn, connect
+from listener.core.schema import ledger_state, owner_needed
 from listener.core.sql_files import SCHEMA_VERSION, demo_schema, migrations, query, repeatables
-from listener.errors import HostSchemaMissing, MigrationChanged, PgmqUnavailable, SchemaTooNew
+from listener.errors import (
+    HostSchemaMissing,
+    MigrateNotPermitted,
+    MigrationChanged,
+    PgmqUnavailable,
+    SchemaTooNew,
+)
 
 log = logging.getLogger("listener.migrate")
 
@@ -42,6 +49,12 @@ REQUIRED_COLUMNS = {
     ),
 }
 REQUIRED_FUNCTIONS = ("public.is_org_member(uuid)",)
+# What installing does to the app's tables: locks and reads them, puts the triggers on
+# bookings, and its functions (owned by the migrating role) update both.
+REQUIRED_PRIVILEGES = {
+    "bookings": ("SELECT", "UPDATE", "TRIGGER"),
+    "client_purchases": ("SELECT", "UPDATE"),
+}
 
 
 @dataclass
@@ -75,6 +88,16 @@ def migrate(dsn: str, *, with_demo_schema: bool = False) -> MigrateReport:
     """Bring the database up to date; safe to re-run and to run twice at once."""
     report = MigrateReport()
     with connect(dsn, autocommit=True, purpose="migrate") as conn, migration_lock(conn):
+        state = ledger_state(conn)
+        if state.installed and not state.acts_as_owner:
+            raise owner_needed(state, "change the ledger")
+        lacking = missing_host_rights(conn, schema_exists=state.owner is not None)
+        if lacking:
+            raise MigrateNotPermitted(
+                f"role {state.role} lacks the rights `listener migrate` needs: "
+                + "; ".join(lacking)
+                + ": run it as the owner of the app's tables"
+            )
         if with_demo_schema and missing_host_objects(conn):
             with conn.transaction():
                 conn.execute(demo_schema())
@@ -160,7 +183,7 @@ def _apply_repeatables(conn: Conn, report: MigrateReport, *, force: bool) -> Non
 def missing_host_objects(conn: Conn) -> list[str]:
     """The app's tables, columns and functions the ledger needs but cannot find."""
     have: dict[str, set[str]] = {}
-    for row in conn.execute(query("host_tables")).fetchall():
+    for row in conn.execute(query("host_columns")).fetchall():
         have.setdefault(row["table_name"], set()).add(row["column_name"])
     missing = []
     for table, columns in REQUIRED_COLUMNS.items():
@@ -174,6 +197,22 @@ def missing_host_objects(conn: Conn) -> list[str]:
         if not conn.execute(query("host_function"), {"signature": signature}).fetchone()["present"]:  # type: ignore[index]
             missing.append(f"function {signature}")
     return missing
+
+
+def missing_host_rights(conn: Conn, *, schema_exists: bool) -> list[str]:
+    """What the connected role may not do that installing needs, on the app's tables that exist; each with who may."""
+    lacking = []
+    for table, privileges in REQUIRED_PRIVILEGES.items():
+        row = conn.execute(
+            query("host_table_rights"), {"table": table, "privileges": list(privileges)}
+        ).fetchone()
+        if row is not None and row["lacking"]:
+            lacking.append(f"{', '.join(row['lacking'])} on public.{table} (owned by {row['owner']})")
+    if not schema_exists:
+        row = conn.execute(query("may_create_schema")).fetchone()
+        if row is not None and not row["allowed"]:
+            lacking.append(f"CREATE on database {row['database']} (for the schema session_ledger)")
+    return lacking
 
 
 def ensure_pgmq(conn: Conn) -> str:

@@ -14,6 +14,7 @@ from typing import Any
 
 from listener.cli.progress import progress_bar
 from listener.core.db import connect
+from listener.core.schema import require_ledger
 from listener.ops.converge import Converged, converge
 from listener.ops.pack_changes import PackChanges, summarise
 from listener.ops.walk import chunks, count_rows, stream
@@ -49,6 +50,7 @@ def reconcile(dsn: str, *, dry_run: bool = False, quiet: bool = False) -> Reconc
         connect(dsn, purpose="reconcile") as conn,
         connect(dsn, autocommit=False, purpose="reconcile") as reader,
     ):
+        require_ledger(conn, owner_action="read or repair the ledger")
         total = count_rows(conn, "out_of_sync_count", {})
         with progress_bar(quiet=quiet) as bar:
             task = bar.add_task("checking" if dry_run else "repairing", total=total)

@@ -14,6 +14,7 @@ from typing import Any
 
 from listener.cli.progress import progress_bar
 from listener.core.db import connect
+from listener.core.schema import require_ledger
 from listener.core.sql_files import query
 from listener.errors import ConfigError, ListenerError
 from listener.ops.converge import converge
@@ -67,6 +68,7 @@ def replay_archive(
     changes = PackChanges()
     actions: list[str] = []
     with connect(dsn, purpose="replay") as conn, connect(dsn, autocommit=False, purpose="replay") as reader:
+        require_ledger(conn, owner_action="read the queue's archive")
         total = count_rows(conn, "archived_bookings_count", params)
         if bookings:
             found = {str(r["booking_id"]) for r in reader.execute(query("archived_bookings"), params)}
@@ -116,6 +118,7 @@ def redrive_dead_letters(
         raise ConfigError("say which dead letters: --id N ... or --all")
     report = RedriveReport(dry_run=dry_run)
     with connect(dsn, purpose="redrive") as conn:
+        require_ledger(conn, owner_action="read the dead letters")
         rows = conn.execute(query("dead_letters"), {"ids": list(ids) or None}).fetchall()
         found = {r["msg_id"] for r in rows}
         unknown = [i for i in ids if i not in found]

@@ -12,7 +12,8 @@
 -- balance left over once the certain ones are counted (sessions_used minus them)
 -- covers the earliest of them by (start_time, id), and the rest were given away.
 -- A booking audit could not charge is recorded as unfunded (source 'audit'), as
--- the listener records one, and is not judged again.
+-- the listener records one, and is not judged again. An unfunded booking, whoever
+-- judged it, is a refusal by its pack and never counts as given away.
 --
 -- Repeatable: `listener migrate` re-applies every file in sql/functions/ whenever one changes.
 
@@ -49,9 +50,12 @@ AS $$
 $$;
 
 -- Per pack (of organisation p_org, or all): its consuming bookings, its
--- sessions_used, and what the ledger says, side by side. given_away: consuming
--- bookings beyond sessions_used; manual: sessions_used beyond its bookings (the
--- trainer's "use 1 session"); to_charge: what audit_charge would still try.
+-- sessions_used, and what the ledger says, side by side. A consuming booking the
+-- ledger judged unfunded by this pack (the listener or audit found it could not pay)
+-- owes the pack nothing: it is neither given away nor the sign of a manual deduction.
+-- given_away: the other consuming bookings beyond sessions_used; manual:
+-- sessions_used beyond them (the trainer's "use 1 session"); to_charge: what
+-- audit_charge would still try.
 CREATE OR REPLACE FUNCTION session_ledger.audit_packs(p_org uuid)
 RETURNS TABLE (
     purchase_id uuid, org_id uuid, client_id uuid, sessions_total int, sessions_used int, expires_at timestamptz,
@@ -62,9 +66,13 @@ RETURNS TABLE (
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
     WITH bk AS (
-        SELECT session_ledger.consumed_pack(b.status, b.purchase_id, c.consuming_statuses) AS pack, count(*)::int AS n
-        FROM public.bookings b CROSS JOIN session_ledger.config c
-        WHERE session_ledger.consumed_pack(b.status, b.purchase_id, c.consuming_statuses) IS NOT NULL
+        SELECT x.pack, count(*)::int AS n,
+               count(*) FILTER (WHERE session_ledger.judged_pack(l.state, l.purchase_id) = x.pack
+                                  AND session_ledger.held_pack(l.state, l.purchase_id) IS NULL)::int AS refused
+        FROM (SELECT b.id, session_ledger.consumed_pack(b.status, b.purchase_id, c.consuming_statuses) AS pack
+              FROM public.bookings b CROSS JOIN session_ledger.config c) AS x
+        LEFT JOIN session_ledger.charges l ON l.booking_id = x.id
+        WHERE x.pack IS NOT NULL
         GROUP BY 1
     ), lg AS (
         SELECT l.purchase_id AS pack,
@@ -94,7 +102,8 @@ AS $$
            coalesce(bk.n, 0), coalesce(lg.paid_adoption, 0), coalesce(lg.paid_cutover, 0),
            coalesce(lg.paid_listener, 0), coalesce(lg.paid_audit, 0), coalesce(lg.unfunded, 0),
            coalesce(adj.charged, 0), coalesce(adj.unfunded, 0),
-           greatest(coalesce(bk.n, 0) - p.sessions_used, 0), greatest(p.sessions_used - coalesce(bk.n, 0), 0),
+           greatest(coalesce(bk.n - bk.refused, 0) - p.sessions_used, 0),
+           greatest(p.sessions_used - coalesce(bk.n - bk.refused, 0), 0),
            coalesce(un.n, 0)
     FROM public.client_purchases p
     LEFT JOIN bk ON bk.pack = p.id

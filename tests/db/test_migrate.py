@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import threading
+import uuid
 from collections.abc import Iterator
 
 import pytest
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from pydantic import SecretStr
 
 from listener.core.db import connect
@@ -13,7 +16,7 @@ from listener.core.sql_files import demo_schema, migrations
 from listener.core.worker import Worker
 from listener.devtools import demo_data
 from listener.devtools.throwaway import create_database, drop_database
-from listener.errors import HostSchemaMissing, MigrationChanged
+from listener.errors import HostSchemaMissing, MigrateNotPermitted, MigrationChanged, NotLedgerOwner
 from listener.ops.migrate import migrate
 from listener.settings import Settings
 from listener.testing.checker import check, snapshot_used
@@ -179,3 +182,79 @@ def test_migrations_are_numbered_without_gaps_and_released_ones_never_change() -
             assert m.checksum == RELEASED[m.version], (
                 f"released migration {m.version:04d}_{m.name} was edited"
             )
+
+
+@pytest.fixture
+def login(ledger_server: str, blank_dsn: str) -> Iterator[str]:
+    """A fresh login role with no rights of its own, dropped afterwards (with whatever it was granted)."""
+    name = f"ledger_migrator_{uuid.uuid4().hex[:8]}"
+    with connect(ledger_server, purpose="tests") as conn:
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(name)))
+    yield name
+    with connect(blank_dsn, purpose="tests") as conn:
+        conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(name)))
+    with connect(ledger_server, purpose="tests") as conn:
+        conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(name)))
+
+
+def test_a_role_that_cannot_reach_the_app_tables_is_told_so_not_sent_to_the_demo_schema(
+    blank_dsn: str, login: str
+) -> None:
+    with connect(blank_dsn) as conn:
+        conn.execute(demo_schema())
+    as_login = make_conninfo(blank_dsn, user=login)
+    with pytest.raises(MigrateNotPermitted) as err:
+        migrate(as_login)
+    message = str(err.value)
+    assert message.startswith(f"role {login} lacks the rights `listener migrate` needs: ")
+    assert "SELECT, UPDATE, TRIGGER on public.bookings (owned by" in message
+    assert "SELECT, UPDATE on public.client_purchases (owned by" in message
+    assert "incomplete" not in message and "--with-demo-schema" not in message
+
+    # Some rights, not all: only what is still lacking is named.
+    with connect(blank_dsn) as conn:
+        who = sql.Identifier(login)
+        conn.execute(
+            sql.SQL("GRANT SELECT, UPDATE ON public.bookings, public.client_purchases TO {}").format(who)
+        )
+        conn.execute(
+            sql.SQL("GRANT CREATE ON DATABASE {} TO {}").format(
+                sql.Identifier(str(conninfo_to_dict(blank_dsn)["dbname"])), who
+            )
+        )
+    with pytest.raises(MigrateNotPermitted) as err:
+        migrate(as_login)
+    assert str(err.value) == (
+        f"role {login} lacks the rights `listener migrate` needs: TRIGGER on public.bookings "
+        f"(owned by {_owner(blank_dsn)}): run it as the owner of the app's tables"
+    )
+    with connect(blank_dsn) as conn:
+        row = conn.execute("SELECT to_regnamespace('session_ledger') IS NULL AS untouched").fetchone()
+    assert row == {"untouched": True}
+
+    # The app's tables that are really missing are still named as missing.
+    with connect(blank_dsn) as conn:
+        conn.execute("DROP TABLE public.bookings")
+    with pytest.raises(HostSchemaMissing, match=r"missing table public\.bookings"):
+        migrate(as_login)
+
+
+def test_migrate_on_an_installed_ledger_needs_its_owner(blank_dsn: str, login: str) -> None:
+    migrate(blank_dsn, with_demo_schema=True)
+    with connect(blank_dsn) as conn:
+        conn.execute(sql.SQL("GRANT session_ledger_listener TO {}").format(sql.Identifier(login)))
+    with pytest.raises(NotLedgerOwner) as err:
+        migrate(make_conninfo(blank_dsn, user=login))
+    assert str(err.value) == (
+        f"this command needs the ledger's owner (role {login} cannot change the ledger): "
+        f"run it as {_owner(blank_dsn)} or a role that is a member of it"
+    )
+
+
+def _owner(dsn: str) -> str:
+    with connect(dsn) as conn:
+        row = conn.execute(
+            "SELECT pg_get_userbyid(relowner)::text AS owner FROM pg_class WHERE oid = 'public.bookings'::regclass"
+        ).fetchone()
+    assert row is not None
+    return str(row["owner"])

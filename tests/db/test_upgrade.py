@@ -275,7 +275,9 @@ def test_a_fresh_install_and_an_upgraded_one_have_the_same_schema(old_dsn: str, 
         drop_database(ledger_server, fresh)
 
 
-def test_sql_schema_file_is_what_a_fresh_install_and_an_upgrade_both_hold(old_dsn: str, ledger_dsn: str) -> None:
+def test_sql_schema_file_is_what_a_fresh_install_and_an_upgrade_both_hold(
+    old_dsn: str, ledger_dsn: str
+) -> None:
     migrate(old_dsn)
     with connect(old_dsn, purpose="tests") as old, connect(ledger_dsn, purpose="tests") as fresh:
         upgraded, installed = schema_dump.render(old), schema_dump.render(fresh)

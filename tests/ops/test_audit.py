@@ -157,6 +157,43 @@ def test_audit_names_given_away_and_manual_packs(history: History) -> None:
     assert "10 session(s), 10 of them still to charge" in table.stdout
 
 
+def test_an_unfunded_judgement_after_the_cut_over_is_not_a_session_given_away(history: History) -> None:
+    h = history
+    now = datetime.now().astimezone()
+    expired = demo_data.create_pack(h.conn, h.org_a, sessions_total=10, expires_at=now - 2 * DAY)
+    [late] = demo_data.create_bookings(h.conn, h.org_a, expired, start=now - DAY)
+    # After the cut-over, a session held after the pack expired: the listener refuses it.
+    [after_expiry] = demo_data.create_bookings(h.conn, h.org_a, h.expiring, start=now - DAY)
+    for booking in (late, after_expiry):
+        h.conn.execute("UPDATE public.bookings SET status = 'completed' WHERE id = %s", [booking])
+    Worker(Settings(dsn=SecretStr(h.dsn))).run(drain=True)
+    judged = h.conn.execute(
+        "SELECT state, reason, source FROM session_ledger.charges WHERE booking_id = ANY (%s)",
+        [[late, after_expiry]],
+    ).fetchall()
+    assert (
+        judged
+        == [{"state": "unfunded", "reason": "pack expired before the session", "source": "listener"}] * 2
+    )
+
+    report = _cli_json("audit", "--dsn", h.dsn, "--json")
+    packs = _by_pack(report)
+    assert {k: packs[str(expired)][k] for k in ("consuming", "sessions_used", "unfunded")} == {
+        "consuming": 1,
+        "sessions_used": 0,
+        "unfunded": 1,
+    }
+    assert (packs[str(expired)]["given_away"], packs[str(expired)]["to_charge"]) == (0, 0)
+    assert packs[str(expired)]["kind"] == "balanced"
+    # The cron's three uncharged sessions stay given away; the refused one is not added to them.
+    e = packs[str(h.expiring)]
+    assert (e["consuming"], e["unfunded"], e["given_away"], e["to_charge"], e["manual"]) == (5, 1, 3, 3, 0)
+    assert report["sessions_given_away"] == 10
+
+    charged = _cli_json("audit", "--dsn", h.dsn, "--charge", str(expired), "--yes", "--json")
+    assert (charged["charged"], charged["unfunded"], charged["bookings"]) == (0, 0, [])
+
+
 def test_charge_all_dry_run_equals_the_real_run_and_a_second_run_charges_nothing(history: History) -> None:
     h = history
     balances, ledger = snapshot_used(h.conn), _ledger(h.conn)
@@ -209,8 +246,9 @@ def test_charge_all_dry_run_equals_the_real_run_and_a_second_run_charges_nothing
 
     report = _by_pack(_cli_json("audit", "--dsn", h.dsn, "--json"))
     assert all(p["to_charge"] == 0 for p in report.values())
-    # The exhausted pack still gave two sessions away, now on record as unfunded.
-    assert (report[str(h.exhausted)]["given_away"], report[str(h.exhausted)]["unfunded"]) == (2, 2)
+    # The two sessions the exhausted pack could not pay are on record as unfunded: refused, not given away.
+    assert (report[str(h.exhausted)]["given_away"], report[str(h.exhausted)]["unfunded"]) == (0, 2)
+    assert report[str(h.exhausted)]["kind"] == "balanced"
     assert report[str(h.given)]["kind"] == "balanced"
 
     reconcile = _cli_json("reconcile", "--dsn", h.dsn, "--dry-run", "--json")
@@ -260,10 +298,7 @@ def test_audit_refuses_a_database_without_the_ledger(ledger_server: str) -> None
             conn.execute(demo_schema())
         result = run_cli("audit", "--dsn", dsn)
         assert result.returncode == 1
-        assert (
-            result.stderr.strip()
-            == "listener audit: the database has no session ledger: run `listener migrate`"
-        )
+        assert result.stderr.strip() == "listener audit: no session ledger here: run `listener migrate` first"
     finally:
         drop_database(ledger_server, dsn)
 

@@ -8,7 +8,9 @@ import subprocess
 import time
 
 from listener.core.db import connect
+from listener.ops.walk import CHUNK
 from listener.testing.checker import check, snapshot_used
+from listener.testing.ledger import ListenerThread
 
 from support.world import LISTENER, World, run_cli
 
@@ -60,37 +62,78 @@ def test_reconcile_repairs_bypassed_completions_cancels_and_moves(world: World) 
     assert again["out_of_sync"] == 0 and again["packs"] == []
 
 
+def _wait_until_blocked(world: World, proc: subprocess.Popen[str], blocker_pid: int) -> None:
+    """Return once reconcile's connection waits on a lock held by blocker_pid; fail if it exits instead."""
+    deadline = time.monotonic() + 60
+    while True:
+        row = world.conn.execute(
+            "SELECT count(*) AS n FROM pg_stat_activity"
+            " WHERE datname = current_database() AND application_name = 'session-ledger reconcile'"
+            " AND %s = ANY (pg_blocking_pids(pid))",
+            [blocker_pid],
+        ).fetchone()
+        if row is not None and row["n"] > 0:
+            return
+        assert proc.poll() is None, f"reconcile exited before it was blocked: {proc.communicate()}"
+        assert time.monotonic() < deadline, "reconcile never waited on the test's lock"
+        time.sleep(0.01)
+
+
 def test_reconcile_interrupted_and_rerun_charges_each_booking_once(world: World) -> None:
+    """Interrupted between two chunks, at a point the test holds it: the first chunk stays, the rest waits."""
     packs = [world.pack(sessions_total=10_000) for _ in range(3)]
-    bookings = [b for p in packs for b in world.bookings(p, count=4000)]
+    total = CHUNK + CHUNK // 2  # two chunks: one to commit, one to interrupt
+    bookings = [b for p in packs for b in world.bookings(p, count=total // len(packs))]
+    assert len(bookings) == total
     start = snapshot_used(world.conn)
     _bypassed(world, "UPDATE public.bookings SET status = 'completed' WHERE id = ANY(%s)", [bookings])
-    proc = subprocess.Popen(
-        [*LISTENER, "reconcile", "--dsn", world.ledger.dsn],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        row = world.conn.execute("SELECT count(*) AS n FROM session_ledger.charges").fetchone()
-        if row is not None and row["n"] > 0:
-            break
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
+    with (
+        connect(world.ledger.dsn, autocommit=False, purpose="tests packs") as packs_lock,
+        connect(world.ledger.dsn, purpose="tests bookings") as bookings_lock,
+    ):
+        # 1. The packs, locked: the first chunk takes its bookings' locks, then waits on a pack.
+        packs_lock.execute(
+            "SELECT 1 FROM public.client_purchases WHERE id = ANY(%s) ORDER BY id FOR UPDATE", [packs]
+        )
+        proc = subprocess.Popen(
+            [*LISTENER, "reconcile", "--dsn", world.ledger.dsn],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            _wait_until_blocked(world, proc, packs_lock.info.backend_pid)
+            # 2. Every booking lock the first chunk does not hold (apply_bookings' per-booking
+            # advisory lock): the second chunk cannot start. Then the packs go free.
+            row = bookings_lock.execute(
+                "SELECT count(*) FILTER (WHERE pg_try_advisory_lock(7391, hashtext(b::text))) AS n"
+                " FROM unnest(%s::uuid[]) AS b",
+                [bookings],
+            ).fetchone()
+            assert row is not None and 0 < row["n"] <= total - CHUNK
+            packs_lock.rollback()
+            # 3. The first chunk committed; the second waits on the test: interrupt it there.
+            _wait_until_blocked(world, proc, bookings_lock.info.backend_pid)
+            committed = world.conn.execute("SELECT count(*) AS n FROM session_ledger.charges").fetchone()
+            proc.send_signal(signal.SIGINT)
+            _, err = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
     assert "Traceback" not in err
-    partial = world.conn.execute("SELECT count(*) AS n FROM session_ledger.charges").fetchone()
-    assert partial is not None
     assert proc.returncode == 130, err  # interrupted mid-run, not finished
     assert "interrupted" in err
-    assert 0 < partial["n"] < len(bookings)
+    assert committed is not None and committed["n"] == CHUNK
+    partial = world.conn.execute("SELECT count(*) AS n FROM session_ledger.charges").fetchone()
+    assert partial is not None and partial["n"] == CHUNK, "the interrupted chunk left nothing behind"
+    assert sum(world.used(p) for p in packs) == CHUNK
     rerun = run_cli("reconcile", "--dsn", world.ledger.dsn, "--json")
     assert rerun.returncode == 0, rerun.stderr
-    assert json.loads(rerun.stdout)["out_of_sync"] == len(bookings) - partial["n"]
+    assert json.loads(rerun.stdout)["out_of_sync"] == total - CHUNK
     verdict = check(world.conn, start)
     assert verdict.ok, verdict.examples
-    assert sum(world.used(p) for p in packs) == len(bookings)
+    assert sum(world.used(p) for p in packs) == total
 
 
 def test_replay_from_archive_repairs_and_never_double_charges(world: World) -> None:
@@ -229,3 +272,45 @@ def test_prune_removes_only_archive_rows_past_retention(world: World) -> None:
     assert world.used(pack) == 6
     bad = run_cli("prune", "--older-than", "thirty days", "--dsn", world.ledger.dsn)
     assert bad.returncode == 2 and "cannot read duration" in bad.stderr
+
+
+def test_prune_never_removes_a_live_listeners_row(world: World) -> None:
+    # A wide live window: the running listener stays live however slowly this machine runs.
+    world.conn.execute("UPDATE session_ledger.config SET listener_live_window = interval '1 hour'")
+    pack = world.pack(sessions_total=10)
+    first, second = world.bookings(pack, count=2)
+    listener = ListenerThread(world.ledger.dsn).start()
+    try:
+        world.set_status(first, "completed")
+        world.ledger.drain(listener_running=True)
+        before = world.conn.execute(
+            "SELECT started_at, paid FROM session_ledger.listeners WHERE id = %s", [listener.worker.id]
+        ).fetchone()
+        assert before is not None and before["paid"] == 1
+        # A listener that stopped a minute ago, and one that died two hours ago without saying so.
+        world.conn.execute(
+            "INSERT INTO session_ledger.listeners (id, host, pid, started_at, heartbeat_at, stopped_at) VALUES"
+            " (gen_random_uuid(), 'old', 1, now() - interval '1 day', now() - interval '1 minute',"
+            "  now() - interval '1 minute'),"
+            " (gen_random_uuid(), 'crashed', 2, now() - interval '1 day', now() - interval '2 hours', NULL)"
+        )
+
+        result = run_cli("prune", "--older-than", "0s", "--dsn", world.ledger.dsn)
+        assert result.returncode == 0, result.stderr
+        assert "and 2 old listener heartbeat(s)" in result.stdout
+        left = world.conn.execute("SELECT id, started_at, paid FROM session_ledger.listeners").fetchall()
+        assert left == [{"id": listener.worker.id, **before}]
+
+        # Its counters go on from where they were; it was never re-registered.
+        world.set_status(second, "completed")
+        world.ledger.drain(listener_running=True)
+        after = world.conn.execute(
+            "SELECT started_at, paid FROM session_ledger.listeners WHERE id = %s", [listener.worker.id]
+        ).fetchone()
+        assert after == {"started_at": before["started_at"], "paid": 2}
+    finally:
+        listener.stop()
+    # Stopped now: past a zero retention, its row goes too.
+    result = run_cli("prune", "--older-than", "0s", "--dsn", world.ledger.dsn)
+    assert "and 1 old listener heartbeat(s)" in result.stdout
+    assert world.conn.execute("SELECT count(*) AS n FROM session_ledger.listeners").fetchone() == {"n": 0}
