@@ -12,7 +12,8 @@ from __future__ import annotations
 import signal
 import statistics
 import subprocess
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -55,14 +56,24 @@ COMMIT;
 # What each arm is. "legacy" runs on the app-only database; the others on the ledger's.
 ARMS = {
     "off": "ledger installed, its bookings triggers disabled: the bare UPDATE",
-    "quiet": "trigger with its guard, no listener asleep: no NOTIFY",
+    "quiet": "trigger with its guard, provenance and echo records, no listener asleep: no NOTIFY",
+    "no_echo": "as 'quiet' with config.absorb_legacy_calls off: provenance, no echo records",
+    "v020": "0.2.0's trigger function (bench/v020_trigger.sql): guard, no provenance, no echo records, no NOTIFY",
     "no_guard": "trigger with its guard removed (bench database only), no NOTIFY",
     "on": "trigger with its guard, an idle listener on record that never wakes: a NOTIFY in every commit",
     "on_once": "as 'on', the NOTIFY skipped while another writer's NOTIFY is in flight (a proposed lever)",
     "live": "trigger with its guard and a real listener running beside pgbench, charging",
     "legacy": "no ledger: the UPDATE, then use_session (the app's original) in a second transaction",
 }
-_ORDER = ["off", "legacy", "live", "quiet", "no_guard", "on", "on_once"]
+_ORDER = ["off", "legacy", "live", "quiet", "no_echo", "v020", "no_guard", "on", "on_once"]
+
+# What a ledger arm left behind, read before the next arm clears it: proof that each arm
+# ran the trigger it claims (events with or without their cause, echo records or none).
+_EVIDENCE = """
+SELECT (SELECT count(*) FROM pgmq.q_booking_events) AS events,
+       (SELECT count(*) FROM pgmq.q_booking_events q WHERE q.message ? 'cause') AS events_with_cause,
+       (SELECT count(*) FROM session_ledger.booking_writes) AS echo_records
+"""
 
 
 def browser(server: Server, sizes: Sizes, workdir: Path, logs: Path) -> dict[str, Any]:
@@ -70,6 +81,7 @@ def browser(server: Server, sizes: Sizes, workdir: Path, logs: Path) -> dict[str
     per_arm = CLIENTS * sizes.browser_tx_per_client
     order = _ORDER + _ORDER[::-1]
     tps: dict[str, list[float]] = {arm: [] for arm in _ORDER}
+    evidence: dict[str, dict[str, int]] = {}
     slow_stops = 0
     left_after_live: list[int] = []
     ledger_runs = [arm for arm in order if arm != "legacy"]
@@ -87,6 +99,7 @@ def browser(server: Server, sizes: Sizes, workdir: Path, logs: Path) -> dict[str
         variant_of = {
             "no_guard": variants.without_guard(original),
             "on_once": variants.notify_once_in_flight(original),
+            "v020": variants.v020(),
         }
         used = {"ledger": 0, "legacy": 0}
         for arm in order:
@@ -104,6 +117,8 @@ def browser(server: Server, sizes: Sizes, workdir: Path, logs: Path) -> dict[str
             variant: AbstractContextManager[None] = nullcontext()
             if arm in variant_of:
                 variant = variants.installed(conn, variant_of[arm], original)
+            elif arm == "no_echo":
+                variant = echoes_off(conn)
             try:
                 with variant:
                     tps[arm].append(
@@ -120,6 +135,10 @@ def browser(server: Server, sizes: Sizes, workdir: Path, logs: Path) -> dict[str
                     slow_stops += _stop(listener)
                     queued = conn.execute("SELECT count(*) AS n FROM pgmq.q_booking_events").fetchone()
                     left_after_live.append(int(queued["n"]) if queued else -1)
+            if db == "ledger":
+                row = conn.execute(_EVIDENCE).fetchone()
+                assert row is not None
+                evidence[arm] = {k: int(v) for k, v in row.items()}
         legacy_used = legacy_conn.execute(
             "SELECT coalesce(sum(sessions_used), 0)::bigint AS n FROM public.client_purchases"
         ).fetchone()
@@ -140,6 +159,16 @@ def browser(server: Server, sizes: Sizes, workdir: Path, logs: Path) -> dict[str
         "browser_vs_legacy": mean["live"] / mean["legacy"],
         "browser_quiet_vs_legacy": mean["quiet"] / mean["legacy"],
         "browser_guard_cost_pct": 100.0 * (1.0 - mean["quiet"] / mean["no_guard"]),
+        "browser_tps_no_echo": mean["no_echo"],
+        "browser_tps_v020": mean["v020"],
+        # The writer's cost of the echo records alone: the same trigger with them off.
+        "browser_echo_cost_pct": 100.0 * (1.0 - mean["quiet"] / mean["no_echo"]),
+        # Today's trigger against 0.2.0's: provenance, echo records and the FULL JOIN together.
+        "browser_quiet_vs_v020": mean["quiet"] / mean["v020"],
+        # Provenance and the FULL JOIN, without the echo records, against 0.2.0's.
+        "browser_no_echo_vs_v020": mean["no_echo"] / mean["v020"],
+        "browser_completions_per_arm_run": per_arm,
+        "browser_arm_evidence": evidence,
         "browser_runs": tps,
         "browser_arms": ARMS,
         "browser_listener_slow_stops": slow_stops,
@@ -157,9 +186,24 @@ def _prepare_ledger_arm(conn: Conn, arm: str) -> None:
     conn.execute("DELETE FROM session_ledger.listeners")
     conn.execute("DELETE FROM pgmq.q_booking_events")
     conn.execute("VACUUM pgmq.q_booking_events")
+    # Every arm starts from no echo records, as every arm starts from an empty queue.
+    conn.execute("DELETE FROM session_ledger.booking_writes")
+    conn.execute("VACUUM session_ledger.booking_writes")
     if arm in ("on", "on_once"):
         # An idle listener on record makes every completion also send the wake-up NOTIFY.
         workload.fake_idle_listener(conn)
+
+
+@contextmanager
+def echoes_off(conn: Conn) -> Iterator[None]:
+    """config.absorb_legacy_calls off for the block, then as it was: the trigger records no echoes."""
+    row = conn.execute("SELECT absorb_legacy_calls AS enabled FROM session_ledger.config").fetchone()
+    assert row is not None
+    conn.execute("UPDATE session_ledger.config SET absorb_legacy_calls = false")
+    try:
+        yield
+    finally:
+        conn.execute("UPDATE session_ledger.config SET absorb_legacy_calls = %s", [row["enabled"]])
 
 
 def _stop(listener: subprocess.Popen[bytes]) -> int:

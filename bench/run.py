@@ -1,6 +1,6 @@
-"""The performance benchmark of issue 5: the listener against the inline baseline, the ceiling and the peers.
+"""The performance benchmark: the listener against the inline baseline, the ceiling and the peers.
 
-    python -m bench.run [--dsn D] [--json PATH] [--quick] [--batch-size N] [--plot PATH]
+    python -m bench.run [--dsn D] [--json PATH] [--quick] [--batch-size N] [--plot PATH] [--only STEP ...]
 
 Without --dsn it starts the embedded PostgreSQL. Every measurement runs on a fresh database
 cloned from a migrated template, and every figure that matters is a ratio of two rates
@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import functools
 import json
 import logging
 import math
@@ -22,6 +23,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +47,7 @@ TARGETS: list[tuple[str, float, str]] = [
     ("bulk_linearity", 1.2, "max"),
     ("browser_tps_ratio_no_wakeup", 0.8, "min"),
     ("browser_vs_legacy", 1.0, "min"),
+    ("browser_quiet_vs_v020", 0.9, "min"),
     ("drain_vs_listener", 0.8, "min"),
     ("lag_p50_ms", 15.0, "max"),
     ("lag_p99_ms", 100.0, "max"),
@@ -110,17 +113,96 @@ def _step(name: str, fn: Callable[[], dict[str, Any]], out: dict[str, Any]) -> N
     console.log(f"{name} done in {time.monotonic() - started:.1f}s")
 
 
+@dataclass(frozen=True)
+class Context:
+    """What every measurement step is given."""
+
+    server: Server
+    sizes: measurements.Sizes
+    work: Path
+    logs: Path
+    batch_size: int | None
+
+
+# Each step: its --only name, what the log calls it, and the measurement.
+STEPS: list[tuple[str, str, Callable[[Context], dict[str, Any]]]] = [
+    (
+        "listener",
+        "listener: 1, 2, 4 processes",
+        lambda c: measurements.horizontal(c.server, c.sizes, c.logs, c.batch_size),
+    ),
+    (
+        "inline",
+        "inline pgbench",
+        lambda c: _prefixed("inline", measurements.inline(c.server, c.sizes.backlog, c.work)),
+    ),
+    (
+        "batched_sql",
+        "bare batched SQL loop",
+        lambda c: _prefixed("batched_sql", measurements.peer_queue(c.server, c.sizes.backlog, "batched")),
+    ),
+    (
+        "pgmq_consumer",
+        "pgmq client consumer x2",
+        lambda c: _prefixed(
+            "pgmq_consumer", measurements.peer_queue(c.server, c.sizes.backlog, "pgmq", processes=2)
+        ),
+    ),
+    (
+        "pgqueuer",
+        "PgQueuer",
+        lambda c: _prefixed("pgqueuer", measurements.peer_pgqueuer(c.server, c.sizes.backlog)),
+    ),
+    (
+        "bulk",
+        "bulk writer",
+        lambda c: (
+            _prefixed(
+                "bulk_large", measurements.bulk(c.server, c.sizes.bulk_large, c.sizes.bulk_repeats_large)
+            )
+            | _prefixed(
+                "bulk_small", measurements.bulk(c.server, c.sizes.bulk_small, c.sizes.bulk_repeats_small)
+            )
+        ),
+    ),
+    ("browser", "browser writer", lambda c: browser.browser(c.server, c.sizes, c.work, c.logs)),
+    (
+        "drain",
+        "in-database drain vs one listener",
+        lambda c: measurements.drain_pair(c.server, c.sizes, c.logs, c.batch_size),
+    ),
+    (
+        "guard_bulk",
+        "guard: bulk as owner and service_role",
+        lambda c: guard.bulk_roles(c.server, c.sizes.bulk_large),
+    ),
+    ("guard_untrusted", "guard: untrusted writer", lambda c: guard.untrusted(c.server, c.sizes, c.work)),
+    ("latency", "latency", lambda c: measurements.latency(c.server, c.sizes, c.logs)),
+    ("scale", "scale", lambda c: measurements.scale(c.server, c.sizes, c.logs, c.batch_size)),
+    (
+        "sweep",
+        "batch-size sweep",
+        lambda c: {"rate_by_batch_size": measurements.batch_sweep(c.server, c.sizes, c.logs)},
+    ),
+]
+STEP_NAMES = [name for name, _, _ in STEPS]
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    """Run every measurement and return the figures."""
+    """Run every measurement (or those --only names) and return the figures."""
     started = time.monotonic()
     sizes = measurements.QUICK if args.quick else measurements.FULL
     work = Path(tempfile.mkdtemp(prefix="ledger-bench-"))
     logs = work / "logs"
     logs.mkdir()
     bs = args.batch_size
+    only = set(args.only or STEP_NAMES)
+    if not sizes.sweep_batch_sizes or args.no_sweep:
+        only.discard("sweep")
     res: dict[str, Any] = {
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "mode": "quick" if args.quick else "full",
+        "steps": [name for name in STEP_NAMES if name in only],
         "machine": _machine(),
         "listener_batch_size": bs or Settings().batch_size,
         "sizes": {k: v for k, v in vars(sizes).items()},
@@ -137,71 +219,39 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         res["dsn_options"] = str(conninfo_to_dict(args.dsn).get("options") or "") if args.dsn else ""
         server = Server(admin)
         server.setup_template()
+        ctx = Context(server, sizes, work, logs, bs)
         try:
-            n = sizes.backlog
-            _step(
-                "listener: 1, 2, 4 processes", lambda: measurements.horizontal(server, sizes, logs, bs), res
-            )
-            _step("inline pgbench", lambda: _prefixed("inline", measurements.inline(server, n, work)), res)
-            _step(
-                "bare batched SQL loop",
-                lambda: _prefixed("batched_sql", measurements.peer_queue(server, n, "batched")),
-                res,
-            )
-            _step(
-                "pgmq client consumer x2",
-                lambda: _prefixed("pgmq_consumer", measurements.peer_queue(server, n, "pgmq", processes=2)),
-                res,
-            )
-            _step("PgQueuer", lambda: _prefixed("pgqueuer", measurements.peer_pgqueuer(server, n)), res)
-            _step(
-                "bulk writer",
-                lambda: (
-                    _prefixed(
-                        "bulk_large", measurements.bulk(server, sizes.bulk_large, sizes.bulk_repeats_large)
-                    )
-                    | _prefixed(
-                        "bulk_small", measurements.bulk(server, sizes.bulk_small, sizes.bulk_repeats_small)
-                    )
-                ),
-                res,
-            )
-            _step("browser writer", lambda: browser.browser(server, sizes, work, logs), res)
-            _step(
-                "in-database drain vs one listener",
-                lambda: measurements.drain_pair(server, sizes, logs, bs),
-                res,
-            )
-            _step(
-                "guard: bulk as owner and service_role",
-                lambda: guard.bulk_roles(server, sizes.bulk_large),
-                res,
-            )
-            _step("guard: untrusted writer", lambda: guard.untrusted(server, sizes, work), res)
-            _step("latency", lambda: measurements.latency(server, sizes, logs), res)
-            _step("scale", lambda: measurements.scale(server, sizes, logs, bs), res)
-            if sizes.sweep_batch_sizes and not args.no_sweep:
-                _step(
-                    "batch-size sweep",
-                    lambda: {"rate_by_batch_size": measurements.batch_sweep(server, sizes, logs)},
-                    res,
-                )
+            for name, label, measure in STEPS:
+                if name in only:
+                    _step(label, functools.partial(measure, ctx), res)
         finally:
             server.drop_template()
-    listener = res["listener_rate"]
-    res["throughput_vs_inline"] = listener / res["inline_rate"]
-    res["vs_batched_sql"] = listener / res["batched_sql_rate"]
-    res["vs_pgmq_consumer"] = listener / res["pgmq_consumer_rate"]
-    res["vs_pgqueuer"] = listener / res["pgqueuer_rate"]
-    res["bulk_overhead_100k"] = res["bulk_large_ratio"]
-    res["bulk_overhead_10k"] = res["bulk_small_ratio"]
-    res["bulk_linearity"] = res["bulk_large_ratio"] / res["bulk_small_ratio"]
-    rates = res["scale_rates"]
-    res["scale_never_slower"] = all(rates[k] >= rates["1"] for k in ("2", "4"))
+    _derive(res)
     res["workdir"] = str(work)
     res["duration_s"] = round(time.monotonic() - started, 1)
     res["machine"]["load_avg_at_end"] = [round(x, 2) for x in os.getloadavg()]
     return res
+
+
+def _derive(res: dict[str, Any]) -> None:
+    """The ratios across steps, for the steps that ran."""
+    if "listener_rate" in res:
+        listener = res["listener_rate"]
+        for key, rate in (
+            ("throughput_vs_inline", "inline_rate"),
+            ("vs_batched_sql", "batched_sql_rate"),
+            ("vs_pgmq_consumer", "pgmq_consumer_rate"),
+            ("vs_pgqueuer", "pgqueuer_rate"),
+        ):
+            if rate in res:
+                res[key] = listener / res[rate]
+    if "bulk_large_ratio" in res:
+        res["bulk_overhead_100k"] = res["bulk_large_ratio"]
+        res["bulk_overhead_10k"] = res["bulk_small_ratio"]
+        res["bulk_linearity"] = res["bulk_large_ratio"] / res["bulk_small_ratio"]
+    if "scale_rates" in res:
+        rates = res["scale_rates"]
+        res["scale_never_slower"] = all(rates[k] >= rates["1"] for k in ("2", "4"))
 
 
 def _prefixed(prefix: str, result: dict[str, Any]) -> dict[str, Any]:
@@ -219,19 +269,23 @@ def render(res: dict[str, Any]) -> None:
     table.add_column("measured", justify="right")
     table.add_column("target", justify="right")
     table.add_column("met")
+    # A run of some steps only (--only) has only their figures.
     for key, target, kind in TARGETS:
+        if key not in res:
+            continue
         value = float(res[key])
         ok = _verdict(value, target, kind)
         table.add_row(
             key, f"{value:.3g}", f"{'≥' if kind == 'min' else '≤'} {target:g}", "yes" if ok else "NO"
         )
-    rates = res["scale_rates"]
-    table.add_row(
-        "scale_rates (1/2/4 procs)",
-        " / ".join(f"{rates[k]:.0f}" for k in ("1", "2", "4")),
-        "2,4 ≥ 1; once",
-        "yes" if res["scale_never_slower"] and res["scale_exactly_once"] else "NO",
-    )
+    if "scale_rates" in res:
+        rates = res["scale_rates"]
+        table.add_row(
+            "scale_rates (1/2/4 procs)",
+            " / ".join(f"{rates[k]:.0f}" for k in ("1", "2", "4")),
+            "2,4 ≥ 1; once",
+            "yes" if res["scale_never_slower"] and res["scale_exactly_once"] else "NO",
+        )
     out = Console()
     out.print(table)
     rates_table = Table(title="rates (events/s) and writer figures")
@@ -249,6 +303,9 @@ def render(res: dict[str, Any]) -> None:
         ("bulk 100k ratio, per-row rules inlinable (lever)", "bulk_large_ratio_inlined_rules"),
         ("browser TPS without trigger", "browser_tps_off"),
         ("browser TPS, trigger + guard, no NOTIFY", "browser_tps_quiet"),
+        ("browser TPS, as above with echo records off", "browser_tps_no_echo"),
+        ("browser TPS, 0.2.0's trigger", "browser_tps_v020"),
+        ("echo records' share of browser TPS (%)", "browser_echo_cost_pct"),
         ("browser TPS, trigger without guard", "browser_tps_no_guard"),
         ("browser TPS, NOTIFY in every commit", "browser_tps_on"),
         ("  ratio to bare (reported, worst case)", "browser_tps_ratio"),
@@ -264,7 +321,8 @@ def render(res: dict[str, Any]) -> None:
         ("  µs per untrusted UPDATE", "guard_untrusted_us_per_statement"),
         ("scale drain rate", "scale_rate"),
     ]:
-        rates_table.add_row(label, f"{float(res[key]):.4g}")
+        if key in res:
+            rates_table.add_row(label, f"{float(res[key]):.4g}")
     out.print(rates_table)
     out.print(
         f"PostgreSQL {res['postgresql']}, fsync={res['fsync']}, synchronous_commit={res['synchronous_commit']}, "
@@ -293,8 +351,10 @@ def plot(res: dict[str, Any], lags: list[float], path: Path) -> None:
         sizes = [int(k) for k in sweep]
         ax2 = axes[1]
         ax2.plot(sizes, list(sweep.values()), marker="o", label="listener")
-        ax2.axhline(res["inline_rate"], color="grey", linestyle="--", label="inline, 4 clients")
-        ax2.axhline(res["batched_sql_rate"], color="green", linestyle=":", label="bare batched SQL")
+        if "inline_rate" in res:
+            ax2.axhline(res["inline_rate"], color="grey", linestyle="--", label="inline, 4 clients")
+        if "batched_sql_rate" in res:
+            ax2.axhline(res["batched_sql_rate"], color="green", linestyle=":", label="bare batched SQL")
         ax2.set_xscale("log")
         ax2.set_xlabel("batch size")
         ax2.set_ylabel("events/s")
@@ -317,19 +377,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plot", type=Path, help="write a PNG of the lag distribution and the batch sweep")
     parser.add_argument("--no-sweep", action="store_true", help="skip the batch-size sweep")
     parser.add_argument(
+        "--only",
+        action="append",
+        choices=STEP_NAMES,
+        metavar="STEP",
+        help=f"run only this step (repeatable): {', '.join(STEP_NAMES)}",
+    )
+    parser.add_argument(
         "--keep-logs", action="store_true", help="keep the listeners' logs and pgbench scripts"
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     res = run(args)
-    lags = res.pop("_lags")
-    res["lag_histogram_ms"] = _histogram(lags)
+    lags = res.pop("_lags", None)
+    if lags is not None:
+        res["lag_histogram_ms"] = _histogram(lags)
     render(res)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(_finite(res), indent=2, default=str) + "\n")
     if args.plot:
-        plot(res, lags, args.plot)
+        if lags is None:
+            console.log("no plot: the latency step did not run")
+        else:
+            plot(res, lags, args.plot)
     if not args.keep_logs:
         shutil.rmtree(res["workdir"], ignore_errors=True)
     return 0

@@ -1,5 +1,7 @@
 """A results JSON as the README's Markdown table: every target, then the reported figures.
 
+A run of some steps only (`bench.run --only`) gives the rows of the figures it has.
+
 python -m bench.table bench/results/latest.json
 """
 
@@ -18,6 +20,8 @@ REPORTED: list[tuple[str, str]] = [
     ("browser_tps_ratio_live_listener", "browser, trigger + guard + live listener ÷ bare UPDATE"),
     ("browser_quiet_vs_legacy", "browser, trigger + guard, no NOTIFY ÷ today's app"),
     ("browser_guard_cost_pct", "guard's share of browser TPS, % (trigger with ÷ without guard)"),
+    ("browser_echo_cost_pct", "echo records' share of browser TPS, % (trigger with ÷ without them)"),
+    ("browser_no_echo_vs_v020", "browser, trigger with echo records off ÷ 0.2.0's trigger"),
     ("browser_tps_ratio_notify_once_in_flight", "lever: one NOTIFY in flight, forced-NOTIFY arm ÷ bare"),
     ("bulk_large_ratio_inlined_rules", "lever: bulk 100k with the per-row rules inlinable, ÷ no trigger"),
     ("guard_bulk_service_role_vs_owner", "bulk 100k as service_role ÷ as owner"),
@@ -30,6 +34,8 @@ _RATES: list[tuple[str, str]] = [
     ("browser_tps_off", "bare UPDATE"),
     ("browser_tps_no_guard", "trigger without guard"),
     ("browser_tps_quiet", "trigger + guard"),
+    ("browser_tps_no_echo", "echo records off"),
+    ("browser_tps_v020", "0.2.0's trigger"),
     ("browser_tps_live_listener", "+ live listener"),
     ("browser_tps_on", "NOTIFY every commit"),
     ("browser_tps_on_notify_once_in_flight", "NOTIFY once in flight"),
@@ -48,30 +54,39 @@ def render(res: dict[str, Any]) -> str:
     """The Markdown table of one run."""
     lines = ["| figure | target | measured | met |", "|---|---|---|---|"]
     met = 0
+    total = 0
     for key, target, kind in TARGETS:
-        value = res.get(key)
+        if key not in res:
+            continue
+        value = res[key]
         ok = value is not None and _verdict(float(value), target, kind)
         met += ok
+        total += 1
         lines.append(
             f"| `{key}` | {'≥' if kind == 'min' else '≤'} {target:g} | {_fmt(value)} | {'yes' if ok else 'no'} |"
         )
-    rates = res["scale_rates"]
-    scale_ok = bool(res["scale_never_slower"] and res["scale_exactly_once"])
-    lines.append(
-        f"| `scale_rates` 1/2/4 processes (events/s) | never slower than 1 | "
-        f"{' / '.join(f'{rates[k]:.0f}' for k in ('1', '2', '4'))} | {'yes' if scale_ok else 'no'} |"
-    )
+    if "scale_rates" in res:
+        rates = res["scale_rates"]
+        scale_ok = bool(res["scale_never_slower"] and res["scale_exactly_once"])
+        met += scale_ok
+        total += 1
+        lines.append(
+            f"| `scale_rates` 1/2/4 processes (events/s) | never slower than 1 | "
+            f"{' / '.join(f'{rates[k]:.0f}' for k in ('1', '2', '4'))} | {'yes' if scale_ok else 'no'} |"
+        )
     for key, label in REPORTED:
-        lines.append(f"| {label} (`{key}`) | reported | {_fmt(res.get(key))} | |")
-    lines.append(
-        "| browser TPS: "
-        + ", ".join(label for _, label in _RATES)
-        + " | | "
-        + " / ".join(_fmt(res.get(key)) for key, _ in _RATES)
-        + " | |"
-    )
-    total = len(TARGETS) + 1
-    return "\n".join(lines) + f"\n\n{met + scale_ok} of {total} targets met.\n"
+        if key in res:
+            lines.append(f"| {label} (`{key}`) | reported | {_fmt(res.get(key))} | |")
+    rates_present = [(key, label) for key, label in _RATES if key in res]
+    if rates_present:
+        lines.append(
+            "| browser TPS: "
+            + ", ".join(label for _, label in rates_present)
+            + " | | "
+            + " / ".join(_fmt(res.get(key)) for key, _ in rates_present)
+            + " | |"
+        )
+    return "\n".join(lines) + f"\n\n{met} of {total} targets met.\n"
 
 
 def main(argv: list[str]) -> int:

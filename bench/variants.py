@@ -2,7 +2,8 @@
 
 Each variant is the installed function's own definition with one part changed, so it
 follows the project's SQL as it evolves; a definition the change no longer fits is an
-error, never a silent no-op.
+error, never a silent no-op. The one exception is the baseline of an earlier release
+(bench/v020_trigger.sql), kept as it was released.
 """
 
 from __future__ import annotations
@@ -10,10 +11,16 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
+
+from psycopg import sql
 
 from listener.core.db import Conn
 
 FUNCTION = "session_ledger.enqueue_booking_changes()"
+
+# 0.2.0's trigger function, adapted only where today's schema requires it.
+V020_FILE = Path(__file__).with_name("v020_trigger.sql")
 
 # The guard: its call to caller_is_trusted() and the block at the body's top level
 # (four spaces in) that refuses an untrusted writer; inner END IFs sit deeper.
@@ -30,9 +37,7 @@ class VariantMismatch(RuntimeError):
 
 def definition(conn: Conn) -> str:
     """The installed trigger function's CREATE OR REPLACE statement."""
-    row = conn.execute("SELECT pg_get_functiondef(%s::regprocedure) AS d", [FUNCTION]).fetchone()
-    assert row is not None
-    return str(row["d"])
+    return _definition_of(conn, FUNCTION)
 
 
 def _replace_once(pattern: re.Pattern[str], repl: str, text: str, what: str) -> str:
@@ -59,6 +64,14 @@ def notify_once_in_flight(original: str) -> str:
     return _replace_once(re.compile(re.escape(_NOTIFY)), guarded, original, "wake-up NOTIFY")
 
 
+def v020() -> str:
+    """0.2.0's trigger function (no provenance, no echo records) as a CREATE OR REPLACE statement."""
+    text = V020_FILE.read_text()
+    if text.count("CREATE OR REPLACE FUNCTION ") != 1 or f"FUNCTION {FUNCTION} " not in text:
+        raise VariantMismatch(f"{V020_FILE.name}: expected exactly one definition of {FUNCTION}")
+    return text
+
+
 @contextmanager
 def installed(conn: Conn, variant: str, original: str) -> Iterator[None]:
     """Install a variant of the trigger function for the block, then the original again."""
@@ -73,17 +86,25 @@ def installed(conn: Conn, variant: str, original: str) -> Iterator[None]:
 # from inlining them, so a bulk UPDATE pays a function call per row for each.
 PER_ROW_RULES = (
     "session_ledger.consumed_pack(text, uuid, text[])",
-    "session_ledger.booking_event(uuid, text)",
+    "session_ledger.booking_event(uuid, text, jsonb)",
 )
 
 
 @contextmanager
 def rules_inlinable(conn: Conn) -> Iterator[None]:
     """Drop the SET search_path clause of the per-row rules for the block (their bodies are fully qualified)."""
+    originals = [_definition_of(conn, signature) for signature in PER_ROW_RULES]
     for signature in PER_ROW_RULES:
-        conn.execute(f"ALTER FUNCTION {signature} RESET search_path")
+        conn.execute(sql.SQL("ALTER FUNCTION {} RESET search_path").format(sql.SQL(signature)))
     try:
         yield
     finally:
-        for signature in PER_ROW_RULES:
-            conn.execute(f"ALTER FUNCTION {signature} SET search_path = ''")
+        # Their own definitions again, so the block leaves the search path as it found it.
+        for original in originals:
+            conn.execute(original)
+
+
+def _definition_of(conn: Conn, signature: str) -> str:
+    row = conn.execute("SELECT pg_get_functiondef(%s::regprocedure) AS d", [signature]).fetchone()
+    assert row is not None
+    return str(row["d"])

@@ -422,10 +422,6 @@ FROM session_ledger.dashboard_unfunded(%(limit)s);
 SELECT booking_id, booking_status, booking_purchase_id, ledger_state, ledger_purchase_id
 FROM session_ledger.dashboard_out_of_sync(%(limit)s);
 
--- name: dashboard_recent_charges
-SELECT booking_id, purchase_id, state, reason, source, updated_at
-FROM session_ledger.dashboard_recent_charges(%(limit)s);
-
 -- name: dashboard_redrive
 SELECT session_ledger.dashboard_redrive(%(msg_ids)s) AS moved;
 
@@ -540,3 +536,18 @@ SELECT session_ledger.pause_charging(%(reason)s) AS paused;
 
 -- name: resume_charging
 SELECT session_ledger.resume_charging() AS ended;
+
+-- name: pause_state
+SELECT session_ledger.pause_state() AS paused;
+
+-- name: dashboard_recent_changes
+SELECT booking_id, purchase_id, state, reason, source, updated_at, by_role, by_uid, trace
+FROM session_ledger.dashboard_recent_changes(%(limit)s, %(before_at)s, %(before_booking)s);
+
+-- name: dashboard_absorbed_calls
+SELECT id, called_at, kind, purchase_id, booking_id, by_role, by_uid, trace
+FROM session_ledger.dashboard_absorbed_calls(%(limit)s);
+
+-- name: dashboard_dead_letters_by_id
+SELECT msg_id, enqueued_at, reason, payload
+FROM session_ledger.dashboard_dead_letters_by_id(%(msg_ids)s);

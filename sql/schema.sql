@@ -55,6 +55,7 @@ CREATE TABLE "session_ledger"."charges" (
 );
 CREATE INDEX charges_purchase_paid_idx ON session_ledger.charges USING btree (purchase_id) WHERE (state = 'paid'::text);
 CREATE INDEX charges_unfunded_idx ON session_ledger.charges USING btree (booking_id) WHERE (state = 'unfunded'::text);
+CREATE INDEX charges_updated_idx ON session_ledger.charges USING btree (updated_at DESC, booking_id DESC);
 ALTER TABLE "session_ledger"."charges" ENABLE ROW LEVEL SECURITY;
 CREATE POLICY "owner_only" ON "session_ledger"."charges" AS RESTRICTIVE FOR ALL TO PUBLIC USING (false);
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime, timedelta
 from html import escape
 from typing import Any
@@ -22,21 +23,33 @@ header h1{font-size:18px;margin:0}
 main{padding:16px 24px;max-width:1200px}
 section{background:#fff;border:1px solid #dde1e7;border-radius:6px;padding:12px 16px;margin:0 0 16px}
 h2{font-size:15px;margin:0 0 8px}
-.cards{display:flex;flex-wrap:wrap;gap:12px}
-.card{background:#fff;border:1px solid #dde1e7;border-radius:6px;padding:10px 14px;min-width:120px}
+.cards{display:grid;grid-template-columns:repeat(auto-fit,minmax(104px,1fr));gap:10px}
+.card{white-space:nowrap;background:#fff;border:1px solid #dde1e7;border-radius:6px;padding:8px 12px;min-width:96px;
+color:inherit;text-decoration:none}
+.card:hover{border-color:#1d2330}
 .card b{display:block;font-size:22px}
-.bad b{color:#b3261e}.ok{color:#1b7f3b}.warn{color:#b3261e}
+.bad{border-color:#e7b1ad;background:#fdf3f2}.bad b{color:#b3261e}.ok{color:#1b7f3b}.warn{color:#b3261e}
 table{border-collapse:collapse;width:100%}
 th,td{text-align:left;padding:4px 8px;border-bottom:1px solid #eceff3;vertical-align:top}
 pre{margin:0;white-space:pre-wrap;word-break:break-all;max-width:520px;font-size:12px}
+code{font-size:12px}
 button{padding:4px 12px}.muted{color:#6b7280}
+.facts{display:flex;flex-wrap:wrap;gap:8px 32px;margin:0 0 8px}
+.when{white-space:nowrap}.id{font:12px/1.6 ui-monospace,monospace;white-space:nowrap}
+.pager{display:flex;gap:16px;margin:8px 0 0}
 """
 
 _PAYLOAD_CHARS = 400
+# Shown of a user id or a trace id, as git shortens a commit; the whole is in the cell's title.
+_SHORT_ID = 8
+# The chart's colours for the p50 and p99 lag lines, their markers and their scale.
+_P50 = "#1b7f3b"
+_P99 = "#b3261e"
+_TRACEPARENT = re.compile(r"^[0-9a-f]{2}-(?P<trace>[0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$")
 
 
 def render_page(data: DashboardData, *, ready: bool, listener_id: str, notice: str = "") -> str:
-    """The whole dashboard."""
+    """The whole dashboard: what needs an operator first, then the ledger's health and history."""
     status = data.status or {}
     now = datetime.now(UTC)
     header = _header(ready=ready, database=data.status is not None, listener_id=listener_id, now=now)
@@ -44,13 +57,14 @@ def render_page(data: DashboardData, *, ready: bool, listener_id: str, notice: s
     if notice:
         parts.append(f'<section id="notice"><b>{escape(notice)}</b></section>')
     parts.append(_cards(status))
-    parts.append(_listeners(status.get("listeners") or []))
-    parts.append(_chart(data.lag, now=now))
-    parts.append(_outcomes(status.get("outcomes") or {}, data.recent))
     parts.append(_dead_letters(data.dead_letters, status))
     parts.append(_unfunded(data.unfunded, status))
     parts.append(_out_of_sync(data.out_of_sync, status))
     parts.append(_replay_form())
+    parts.append(_legacy_calls(status.get("legacy_calls") or {}, data.absorbed, now=now))
+    parts.append(_listeners(status.get("listeners") or []))
+    parts.append(_chart(data.lag, now=now))
+    parts.append(_outcomes(status.get("outcomes") or {}, data))
     return _document("session ledger", "".join(parts), header=header)
 
 
@@ -69,7 +83,7 @@ def render_redrive_confirm(letters: list[dict[str, Any]], *, nonce: str) -> str:
         f"<section><h2>Redrive {len(letters)} dead letter(s)?</h2>"
         "<p>Each goes back onto the queue with its original payload; the dead letter is archived. "
         "Same as <code>listener replay --dead-letter --id ...</code>.</p>"
-        f"<table><tr><th>id</th><th>reason</th><th>payload</th></tr>{rows}</table>"
+        f'<table id="redrive-table"><tr><th>id</th><th>reason</th><th>payload</th></tr>{rows}</table>'
         f'<form method="post" action="/redrive">{hidden}{_nonce(nonce)}'
         '<input type="hidden" name="confirm" value="yes">'
         f'<p><button type="submit" id="confirm-redrive">Redrive {len(letters)}</button> '
@@ -123,32 +137,39 @@ def _header(*, ready: bool, database: bool, listener_id: str, now: datetime) -> 
 
 
 def _cards(status: dict[str, Any]) -> str:
+    """One card per number, the actionable ones first, each a link to the section that explains it."""
     age = status.get("oldest_event_age_s")
+    listeners = status.get("listeners")
+    legacy = status.get("legacy_calls") or {}
     cards = (
-        ("queue-depth", "queue depth", status.get("queue_depth", "-"), False),
-        ("queue-in-flight", "in flight", status.get("queue_in_flight", "-"), False),
-        ("oldest-age", "oldest event", "-" if age is None else f"{float(age):.1f}s", False),
+        ("dead-letters", "dead letters", status.get("dead_letter_depth", "-"), "dead-letters-section"),
+        ("unfunded", "unfunded", status.get("unfunded_bookings", "-"), "unfunded-section"),
+        ("out-of-sync", "out of sync", status.get("bookings_out_of_sync", "-"), "out-of-sync-section"),
+        ("queue-depth", "queue depth", status.get("queue_depth", "-"), "listeners-section"),
+        ("queue-in-flight", "in flight", status.get("queue_in_flight", "-"), "listeners-section"),
+        ("oldest-age", "oldest event", "-" if age is None else f"{float(age):.1f}s", "lag-section"),
         (
-            "dead-letters",
-            "dead letters",
-            status.get("dead_letter_depth", "-"),
-            bool(status.get("dead_letter_depth")),
+            "live-listeners",
+            "live listeners",
+            "-" if listeners is None else len(listeners),
+            "listeners-section",
         ),
-        ("paid", "paid bookings", status.get("paid_bookings", "-"), False),
-        ("unfunded", "unfunded", status.get("unfunded_bookings", "-"), bool(status.get("unfunded_bookings"))),
-        (
-            "out-of-sync",
-            "out of sync",
-            status.get("bookings_out_of_sync", "-"),
-            bool(status.get("bookings_out_of_sync")),
-        ),
+        ("paid", "paid", status.get("paid_bookings", "-"), "recent-section"),
+        ("legacy-absorbed", "absorbed calls", legacy.get("absorbed", "-"), "legacy-section"),
     )
+    # Red when it needs someone: anything set aside or wrong, or no listener at all.
+    bad = {
+        "dead-letters": bool(status.get("dead_letter_depth")),
+        "unfunded": bool(status.get("unfunded_bookings")),
+        "out-of-sync": bool(status.get("bookings_out_of_sync")),
+        "live-listeners": listeners == [],
+    }
     inner = "".join(
-        f'<div class="card{" bad" if bad else ""}"><span class="muted">{label}</span>'
-        f'<b id="{key}">{escape(str(value))}</b></div>'
-        for key, label, value, bad in cards
+        f'<a class="card{" bad" if bad.get(key) else ""}" href="#{anchor}"><span class="muted">{label}</span>'
+        f'<b id="{key}">{escape(str(value))}</b></a>'
+        for key, label, value, anchor in cards
     )
-    return f'<section><div class="cards">{inner}</div></section>'
+    return f'<section id="cards"><div class="cards">{inner}</div></section>'
 
 
 def _listeners(listeners: list[dict[str, Any]]) -> str:
@@ -162,15 +183,17 @@ def _listeners(listeners: list[dict[str, Any]]) -> str:
     if not rows:
         rows = '<tr><td colspan="6" class="warn">no live listener</td></tr>'
     return (
-        '<section><h2>Listeners</h2><table id="listeners"><tr><th>host</th><th>pid</th><th>started</th>'
-        f"<th>heartbeat age</th><th>events</th><th>state</th></tr>{rows}</table></section>"
+        '<section id="listeners-section"><h2>Listeners</h2><table id="listeners"><tr><th>host</th><th>pid</th>'
+        f"<th>started</th><th>heartbeat age</th><th>events</th><th>state</th></tr>{rows}</table></section>"
     )
 
 
 def _chart(lag: list[dict[str, Any]], *, now: datetime) -> str:
-    """Events per minute as bars, p50 and p99 commit-to-charge lag as lines, over the last hour."""
-    width, height, left, bottom, top = 720, 200, 48, 24, 12
-    plot_w, plot_h = width - left - 48, height - bottom - top
+    """Events per minute as bars, p50 and p99 commit-to-charge lag as marked lines, over the last hour."""
+    # Drawn in these units and scaled to the card's width by the browser (viewBox, width 100%).
+    width, height, left, right, top, bottom = 1100, 250, 56, 64, 30, 26
+    plot_w, plot_h = width - left - right, height - top - bottom
+    base = top + plot_h
     start = now.replace(second=0, microsecond=0) - timedelta(minutes=LAG_MINUTES - 1)
     slots: dict[int, dict[str, Any]] = {}
     for row in lag:
@@ -180,62 +203,99 @@ def _chart(lag: list[dict[str, Any]], *, now: datetime) -> str:
     max_events = max((int(r["events"]) for r in slots.values()), default=0) or 1
     max_lag = max((float(r["lag_p99_s"] or 0) for r in slots.values()), default=0.0) or 1.0
     step = plot_w / LAG_MINUTES
-    bars = []
-    p50: list[str] = []
-    p99: list[str] = []
+    bars: list[str] = []
+    lines: dict[str, list[str]] = {"p50": [], "p99": []}
     dots: list[str] = []
     for i, row in sorted(slots.items()):
         h = plot_h * int(row["events"]) / max_events
         x = left + i * step
+        p50, p99 = float(row["lag_p50_s"] or 0), float(row["lag_p99_s"] or 0)
         bars.append(
-            f'<rect x="{x:.1f}" y="{top + plot_h - h:.1f}" width="{max(step - 1, 1):.1f}" height="{h:.1f}" '
+            f'<rect class="bar" x="{x:.1f}" y="{base - h:.1f}" width="{max(step - 2, 1):.1f}" height="{h:.1f}" '
             f'fill="#c7d7f2"><title>{row["minute"]:%H:%M}: {row["events"]} events, '
-            f"p99 lag {float(row['lag_p99_s'] or 0):.3f}s</title></rect>"
+            f"lag p50 {p50:.3f}s, p99 {p99:.3f}s</title></rect>"
         )
         cx = x + step / 2
-        p50.append(f"{cx:.1f},{top + plot_h - plot_h * float(row['lag_p50_s'] or 0) / max_lag:.1f}")
-        y99 = top + plot_h - plot_h * float(row["lag_p99_s"] or 0) / max_lag
-        p99.append(f"{cx:.1f},{y99:.1f}")
-        dots.append(f'<circle cx="{cx:.1f}" cy="{y99:.1f}" r="2" fill="#b3261e"/>')
+        for name, value, colour in (("p50", p50, _P50), ("p99", p99, _P99)):
+            cy = base - plot_h * value / max_lag
+            lines[name].append(f"{cx:.1f},{cy:.1f}")
+            dots.append(f'<circle class="{name}" cx="{cx:.1f}" cy="{cy:.1f}" r="2.5" fill="{colour}"/>')
+    grid = "".join(
+        f'<line x1="{left}" y1="{base - plot_h * f:.1f}" x2="{left + plot_w}" y2="{base - plot_h * f:.1f}" '
+        f'stroke="#e3e7ee" stroke-dasharray="3 3"/>'
+        f'<text x="{left + plot_w + 6}" y="{base - plot_h * f + 4:.1f}" font-size="11" fill="{_P99}">'
+        f"{max_lag * f:.2f}s</text>"
+        for f in (0.5, 1.0)
+    )
+    ticks = "".join(
+        f'<text x="{left + plot_w * (LAG_MINUTES - m) / LAG_MINUTES:.1f}" y="{height - 8}" font-size="11" '
+        f'fill="#555" text-anchor="middle">{"now" if m == 0 else f"-{m} min"}</text>'
+        for m in (45, 30, 15, 0)
+    )
+    legend = (
+        f'<g font-size="12" fill="#333"><rect x="{left}" y="8" width="12" height="10" fill="#c7d7f2"/>'
+        f'<text x="{left + 16}" y="17">events per minute</text>'
+        f'<line x1="{left + 150}" y1="13" x2="{left + 172}" y2="13" stroke="{_P50}" stroke-width="2"/>'
+        f'<circle cx="{left + 161}" cy="13" r="3" fill="{_P50}"/><text x="{left + 178}" y="17">p50 lag</text>'
+        f'<line x1="{left + 240}" y1="13" x2="{left + 262}" y2="13" stroke="{_P99}" stroke-width="2"/>'
+        f'<circle cx="{left + 251}" cy="13" r="3" fill="{_P99}"/><text x="{left + 268}" y="17">p99 lag</text></g>'
+    )
     total = sum(int(r["events"]) for r in slots.values())
     svg = (
-        f'<svg id="lag-chart" viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="img" '
-        'aria-label="commit-to-charge lag and throughput, last hour" xmlns="http://www.w3.org/2000/svg">'
-        f'<line x1="{left}" y1="{top + plot_h}" x2="{left + plot_w}" y2="{top + plot_h}" stroke="#999"/>'
+        f'<svg id="lag-chart" viewBox="0 0 {width} {height}" style="width:100%;height:auto;display:block" '
+        'role="img" aria-label="commit-to-charge lag and throughput, last hour" '
+        'xmlns="http://www.w3.org/2000/svg">'
+        f"{legend}{grid}"
+        f'<line x1="{left}" y1="{base}" x2="{left + plot_w}" y2="{base}" stroke="#999"/>'
         f"{''.join(bars)}"
-        f'<polyline points="{" ".join(p50)}" fill="none" stroke="#1b7f3b" stroke-width="1.5"/>'
-        f'<polyline points="{" ".join(p99)}" fill="none" stroke="#b3261e" stroke-width="1.5"/>'
+        f'<polyline points="{" ".join(lines["p50"])}" fill="none" stroke="{_P50}" stroke-width="1.5"/>'
+        f'<polyline points="{" ".join(lines["p99"])}" fill="none" stroke="{_P99}" stroke-width="1.5"/>'
         f"{''.join(dots)}"
-        f'<text x="4" y="{top + 10}" font-size="11" fill="#555">{max_events}/min</text>'
-        f'<text x="{left + plot_w + 4}" y="{top + 10}" font-size="11" fill="#b3261e">{max_lag:.2f}s</text>'
-        f'<text x="{left}" y="{height - 6}" font-size="11" fill="#555">{start:%H:%M}</text>'
-        f'<text x="{left + plot_w - 30}" y="{height - 6}" font-size="11" fill="#555">{now:%H:%M}</text>'
-        "</svg>"
+        f'<text x="{left - 6}" y="{top + 4}" font-size="11" fill="#555" text-anchor="end">{max_events}/min</text>'
+        f'<text x="{left - 6}" y="{base + 4}" font-size="11" fill="#555" text-anchor="end">0</text>'
+        f'<text x="{left}" y="{height - 8}" font-size="11" fill="#555">{start:%H:%M}</text>'
+        f"{ticks}</svg>"
     )
     return (
-        "<section><h2>Commit-to-charge lag and throughput, last hour</h2>"
+        '<section id="lag-section"><h2>Commit-to-charge lag and throughput, last hour</h2>'
         f'<p class="muted">bars: events charged per minute ({total} in all) · '
-        '<span style="color:#1b7f3b">p50</span> and <span style="color:#b3261e">p99</span> lag '
-        "from enqueue to archive</p>"
+        f'<span style="color:{_P50}">p50</span> and <span style="color:{_P99}">p99</span> lag '
+        "from enqueue to archive, per minute, on the right-hand scale</p>"
         f"{svg}</section>"
     )
 
 
-def _outcomes(outcomes: dict[str, Any], recent: list[dict[str, Any]]) -> str:
+def _outcomes(outcomes: dict[str, Any], data: DashboardData) -> str:
     head = "".join(f"<th>{escape(k)}</th>" for k in outcomes)
     cells = "".join(f'<td id="outcome-{escape(k)}">{escape(str(v))}</td>' for k, v in outcomes.items())
     rows = "".join(
-        f"<tr><td>{escape(str(r['updated_at'])[:19])}</td><td>{escape(str(r['booking_id']))}</td>"
+        f'<tr><td class="when">{escape(str(r["updated_at"])[:19])}</td><td class="id">{escape(str(r["booking_id"]))}</td>'
         f"<td>{escape(str(r['state']))}</td><td>{escape(str(r['reason'] or ''))}</td>"
-        f"<td>{escape(str(r['source']))}</td></tr>"
-        for r in recent
+        f"<td>{escape(str(r['source']))}</td>"
+        f'<td class="caused-by">{_caused_by(r["by_role"], r["by_uid"], r["trace"])}</td></tr>'
+        for r in data.recent
+    )
+    if not rows:
+        rows = '<tr><td colspan="6">none</td></tr>'
+    pager = []
+    if data.before is not None:
+        pager.append('<a id="newest" href="/#recent-section">← newest</a>')
+    if data.older is not None:
+        pager.append(f'<a id="older" href="/?before={data.older.token()}#recent-section">older →</a>')
+    where = (
+        f"changes before {data.before.updated_at:%Y-%m-%d %H:%M:%S} UTC"
+        if data.before is not None
+        else "the newest changes"
     )
     return (
-        "<section><h2>Outcomes (all listeners)</h2>"
+        '<section id="recent-section"><h2>Outcomes (all listeners)</h2>'
         f'<table id="outcomes"><tr>{head}</tr><tr>{cells}</tr></table>'
         '<h2 style="margin-top:12px">Recent ledger changes</h2>'
+        f'<p class="muted">{where}, {len(data.recent)} on this page; caused by: the role, signed-in user '
+        "and trace of the booking write (or operator command) behind each row's last change</p>"
         '<table id="recent"><tr><th>when (UTC)</th><th>booking</th><th>state</th><th>reason</th>'
-        f"<th>source</th></tr>{rows}</table></section>"
+        f"<th>source</th><th>caused by</th></tr>{rows}</table>"
+        f'<p class="pager">{"".join(pager)}</p></section>'
     )
 
 
@@ -252,9 +312,9 @@ def _dead_letters(letters: list[dict[str, Any]], status: dict[str, Any]) -> str:
         for r in status.get("dead_letter_reasons") or []
     )
     if not rows:
-        return '<section><h2>Dead letters</h2><p id="no-dead-letters">none</p></section>'
+        return '<section id="dead-letters-section"><h2>Dead letters</h2><p id="no-dead-letters">none</p></section>'
     return (
-        f"<section><h2>Dead letters</h2><ul>{reasons}</ul>"
+        f'<section id="dead-letters-section"><h2>Dead letters</h2><ul>{reasons}</ul>'
         '<form method="get" action="/redrive"><table id="dead-letter-table"><tr><th></th><th>id</th>'
         f"<th>enqueued</th><th>reason</th><th>payload</th></tr>{rows}</table>"
         '<p><button type="submit" id="redrive">Redrive selected…</button> '
@@ -268,12 +328,12 @@ def _unfunded(unfunded: list[dict[str, Any]], status: dict[str, Any]) -> str:
         for r in status.get("unfunded_reasons") or []
     )
     rows = "".join(
-        f"<tr><td>{escape(str(u['booking_id']))}</td><td>{escape(str(u['purchase_id']))}</td>"
+        f'<tr><td class="id">{escape(str(u["booking_id"]))}</td><td class="id">{escape(str(u["purchase_id"]))}</td>'
         f"<td>{escape(str(u['reason'] or ''))}</td><td>{escape(str(u['updated_at'])[:19])}</td></tr>"
         for u in unfunded
     )
     return (
-        f"<section><h2>Unfunded bookings</h2><ul>{reasons}</ul>"
+        f'<section id="unfunded-section"><h2>Unfunded bookings</h2><ul>{reasons}</ul>'
         '<table id="unfunded-table"><tr><th>booking</th><th>pack</th><th>reason</th><th>since</th></tr>'
         f"{rows or '<tr><td colspan=4>none</td></tr>'}</table></section>"
     )
@@ -281,14 +341,14 @@ def _unfunded(unfunded: list[dict[str, Any]], status: dict[str, Any]) -> str:
 
 def _out_of_sync(rows: list[dict[str, Any]], status: dict[str, Any]) -> str:
     body = "".join(
-        f"<tr><td>{escape(str(r['booking_id']))}</td><td>{escape(str(r['booking_status']))}</td>"
-        f"<td>{escape(str(r['booking_purchase_id']))}</td><td>{escape(str(r['ledger_state']))}</td>"
-        f"<td>{escape(str(r['ledger_purchase_id']))}</td>"
+        f'<tr><td class="id">{escape(str(r["booking_id"]))}</td><td>{escape(str(r["booking_status"]))}</td>'
+        f'<td class="id">{escape(str(r["booking_purchase_id"]))}</td><td>{escape(str(r["ledger_state"]))}</td>'
+        f'<td class="id">{escape(str(r["ledger_purchase_id"]))}</td>'
         f'<td><a href="/replay?booking={escape(str(r["booking_id"]))}">replay…</a></td></tr>'
         for r in rows
     )
     return (
-        "<section><h2>Bookings out of sync</h2>"
+        '<section id="out-of-sync-section"><h2>Bookings out of sync</h2>'
         '<p class="muted">repair all with <code>listener reconcile --dry-run</code>, then without it</p>'
         '<table id="out-of-sync-table"><tr><th>booking</th><th>status</th><th>booking pack</th>'
         f"<th>ledger</th><th>ledger pack</th><th></th></tr>{body or '<tr><td colspan=6>none</td></tr>'}"
@@ -298,11 +358,95 @@ def _out_of_sync(rows: list[dict[str, Any]], status: dict[str, Any]) -> str:
 
 def _replay_form() -> str:
     return (
-        "<section><h2>Replay one booking</h2>"
+        '<section id="replay-section"><h2>Replay one booking</h2>'
         '<form method="get" action="/replay"><input name="booking" size="40" placeholder="booking id (UUID)" '
         'required> <button type="submit" id="replay">Replay…</button> '
         '<span class="muted">asks for confirmation first</span></form></section>'
     )
+
+
+def _legacy_calls(legacy: dict[str, Any], absorbed: list[dict[str, Any]], *, now: datetime) -> str:
+    """The app's old use_session / release_session calls: whether they are absorbed, how many, and the latest."""
+    if not legacy:
+        return '<section id="legacy-section"><h2>Legacy calls</h2><p>not known yet</p></section>'
+    absorbing = bool(legacy.get("absorbing"))
+    window = escape(str(legacy.get("window_s")))
+    facts = (
+        (
+            "absorbing",
+            f'<b id="legacy-absorbing" class="ok">on</b> <span class="muted">within {window}s of the write</span>'
+            if absorbing
+            else '<b id="legacy-absorbing" class="warn">off</b>',
+        ),
+        (
+            "absorbed",
+            f'<b id="legacy-absorbed-total">{escape(str(legacy.get("absorbed", 0)))}</b> <span class="muted">'
+            f'(<b id="legacy-absorbed-hour">{escape(str(legacy.get("absorbed_last_hour", 0)))}</b> '
+            "in the last hour)</span>",
+        ),
+        ("legacy calls", f'<b id="legacy-calls">{escape(str(legacy.get("legacy_calls", 0)))}</b>'),
+        ("last legacy call", f'<b id="legacy-last-call">{_when(legacy.get("last_legacy_call_at"), now)}</b>'),
+        ("last absorbed", f'<b id="legacy-last-absorbed">{_when(legacy.get("last_absorbed_at"), now)}</b>'),
+        ("manual adjustments", f'<b id="manual-calls">{escape(str(legacy.get("manual_calls", 0)))}</b>'),
+    )
+    facts_html = "".join(
+        f'<div><span class="muted">{label}</span><br>{value}</div>' for label, value in facts
+    )
+    rows = "".join(
+        f'<tr><td class="when">{escape(str(a["called_at"])[:19])}</td>'
+        f"<td><code>{'use_session' if a['kind'] == 'use' else 'release_session'}</code></td>"
+        f'<td class="id">{escape(str(a["purchase_id"]))}</td><td class="id">{escape(str(a["booking_id"]))}</td>'
+        f'<td class="caused-by">{_caused_by(a["by_role"], a["by_uid"], a["trace"])}</td></tr>'
+        for a in absorbed
+    )
+    return (
+        '<section id="legacy-section"><h2>Legacy calls: the app\'s old use_session and release_session</h2>'
+        f'<div class="facts">{facts_html}</div>'
+        '<p class="muted">A call of <code>use_session(pack)</code> or <code>release_session(pack)</code> by the '
+        "same role and user, on the same pack, just after a booking write the ledger already charges or releases, "
+        "is absorbed instead of moving the pack a second time. Once no legacy call comes after the app is "
+        "redeployed, the old code is gone: "
+        "<code>UPDATE session_ledger.config SET absorb_legacy_calls = false</code>.</p>"
+        '<table id="absorbed-table"><tr><th>when (UTC)</th><th>call</th><th>pack</th>'
+        f"<th>booking it echoed</th><th>by</th></tr>{rows or '<tr><td colspan=5>none</td></tr>'}"
+        "</table></section>"
+    )
+
+
+def _caused_by(role: str | None, uid: str | None, trace: str | None) -> str:
+    """Who caused a change: role, then the signed-in user and the trace id shortened, each whole in its title."""
+    if not (role or uid or trace):
+        return '<span class="muted">unknown</span>'
+    parts = [escape(role or "?")]
+    if uid:
+        parts.append(f'<code class="uid" title="user {escape(uid)}">{escape(uid[:_SHORT_ID])}</code>')
+    if trace:
+        match = _TRACEPARENT.match(trace)
+        trace_id = match["trace"] if match else trace
+        parts.append(
+            f'<code class="trace" title="traceparent {escape(trace)}">trace {escape(trace_id[:_SHORT_ID])}</code>'
+        )
+    return " ".join(parts)
+
+
+def _when(value: object, now: datetime) -> str:
+    """A timestamp from status() as UTC to the second, with how long ago; "never" when there is none."""
+    if value is None:
+        return "never"
+    try:
+        at = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    except ValueError:
+        return escape(str(value))
+    ago = max((now - at).total_seconds(), 0.0)
+    if ago < 120:
+        age = f"{ago:.0f}s"
+    elif ago < 7200:
+        age = f"{ago / 60:.0f} min"
+    elif ago < 172800:
+        age = f"{ago / 3600:.0f} h"
+    else:
+        age = f"{ago / 86400:.0f} days"
+    return f"{at.astimezone(UTC):%Y-%m-%d %H:%M:%S}, {age} ago"
 
 
 def _nonce(nonce: str) -> str:

@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from listener.core.events import RawMessage
-from listener.core.store import Outcome
+from listener.core.store import OUTCOME_NAMES, Outcome, OutcomeName
 from listener.core.worker import Worker
 from listener.http.snapshot import Snapshot
 
-OUTCOMES = ("paid", "released", "moved", "unfunded", "no-op", "dead-lettered")
+OUTCOMES = OUTCOME_NAMES
 
 # Gauges of the cheap, once-a-second queue_depths() read: (metric, key, help).
 QUEUE_GAUGES = (
@@ -65,7 +66,7 @@ class Metrics:
 
     def observe_batch(self, batch: Sequence[RawMessage], outcomes: Sequence[Outcome], seconds: float) -> None:
         """Record one handled batch."""
-        counts: dict[str, int] = {}
+        counts: dict[OutcomeName, int] = {}
         for o in outcomes:
             counts[o.outcome] = counts.get(o.outcome, 0) + 1
         booking_outcomes = sum(v for k, v in counts.items() if k != "dead-lettered")
@@ -89,9 +90,13 @@ class DatabaseCollector(Collector):
         self._snapshot = snapshot
         self._worker = worker
 
-    def collect(self) -> Iterable[GaugeMetricFamily]:
-        """Yield this listener's own gauges, then the database's while its snapshot is fresh."""
-        reconnects = GaugeMetricFamily("session_ledger_reconnects", "Reconnects of this listener")
+    def collect(self) -> Iterable[Metric]:
+        """Yield this listener's own metrics, then the database's while its snapshot is fresh."""
+        # Counts up for the life of the process and starts again at 0 with it: a counter, so
+        # increase() and rate() see a restart as a reset rather than a drop.
+        reconnects = CounterMetricFamily(
+            "session_ledger_reconnects", "Reconnects of this listener's database connections"
+        )
         reconnects.add_metric([], self._worker.stats.reconnects + self._worker.wakeup.reconnects)
         yield reconnects
         ready = GaugeMetricFamily("session_ledger_ready", "1 when this listener answers /readyz with 200")
@@ -153,6 +158,7 @@ class DatabaseCollector(Collector):
         for reason in status.get("dead_letter_reasons") or []:
             reasons.add_metric([str(reason["reason"])[:100]], float(reason["count"]))
         yield reasons
+        yield from _legacy_calls(status.get("legacy_calls") or {})
         yield _gauge(
             "session_ledger_status_age_seconds",
             "Seconds since session_ledger.status() was last read",
@@ -160,7 +166,59 @@ class DatabaseCollector(Collector):
         )
 
 
+def _legacy_calls(legacy: Mapping[str, object]) -> Iterable[Metric]:
+    """The app's old use_session / release_session calls, from status()'s legacy_calls."""
+    if not legacy:
+        return
+    # Totals of session_ledger.pack_calls, the same in every listener's scrape: aggregate with max().
+    yield _counter(
+        "session_ledger_legacy_calls",
+        "Calls of the app's old use_session(uuid) / release_session(uuid), absorbed or not",
+        legacy.get("legacy_calls"),
+    )
+    yield _counter(
+        "session_ledger_legacy_calls_absorbed",
+        "Old use_session / release_session calls absorbed as the echo of a booking write the ledger handles",
+        legacy.get("absorbed"),
+    )
+    yield _counter(
+        "session_ledger_manual_calls",
+        "Manual adjustments: use_session / release_session called with a reason",
+        legacy.get("manual_calls"),
+    )
+    yield _gauge(
+        "session_ledger_legacy_absorbing",
+        "1 while the old code's use_session / release_session echoes are absorbed (config.absorb_legacy_calls)",
+        1 if legacy.get("absorbing") else 0,
+    )
+    # 0 until the old code first calls, so the series always exists; then "time() - this" is
+    # how long the old code has been quiet.
+    yield _gauge(
+        "session_ledger_last_legacy_call_timestamp_seconds",
+        "Unix time of the app's old code's latest use_session / release_session call; 0 before the first",
+        _timestamp(legacy.get("last_legacy_call_at")),
+    )
+
+
+def _timestamp(value: object) -> float | None:
+    """Seconds since the epoch of a timestamptz as status() writes it in JSON; None when absent or unreadable."""
+    if isinstance(value, datetime):
+        return value.timestamp()
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value).timestamp()
+    except ValueError:
+        return None
+
+
 def _gauge(name: str, text: str, value: object) -> GaugeMetricFamily:
     family = GaugeMetricFamily(name, text)
+    family.add_metric([], float(value or 0))  # type: ignore[arg-type]
+    return family
+
+
+def _counter(name: str, text: str, value: object) -> CounterMetricFamily:
+    family = CounterMetricFamily(name, text)
     family.add_metric([], float(value or 0))  # type: ignore[arg-type]
     return family

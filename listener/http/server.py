@@ -296,7 +296,7 @@ class _App:
             if not self.worker.ready:
                 return _Reply(503, b"not ready\n")
             # A paused ledger never reads as ready: charging has stopped everywhere.
-            paused = (self.snapshot.status() or {}).get("paused")
+            paused = self.snapshot.paused()
             if paused:
                 why = f": {paused['reason']}" if paused.get("reason") else ""
                 line = f"charging paused since {paused['paused_at']} by {paused['paused_by']}{why}\n"
@@ -348,7 +348,17 @@ class _App:
     def _dashboard_get(self, path: str, params: dict[str, list[str]]) -> _Reply:
         try:
             if path == "/":
-                data = dashboard_store.read_dashboard(self.snapshot)
+                before_text = params.get("before", [""])[0]
+                before = dashboard_store.parse_cursor(before_text)
+                if before_text and before is None:
+                    return _html(
+                        400,
+                        dashboard.render_message(
+                            "bad request",
+                            "That page of recent changes does not exist; start from the newest.",
+                        ),
+                    )
+                data = dashboard_store.read_dashboard(self.snapshot, before=before)
                 page = dashboard.render_page(data, ready=self.worker.ready, listener_id=str(self.worker.id))
                 return _html(200, page)
             if path == "/redrive":

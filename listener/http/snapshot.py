@@ -50,6 +50,19 @@ class Snapshot:
         self._status: dict[str, Any] | None = None
         self._status_tried = float("-inf")
         self._status_at = float("-inf")
+        self._paused: dict[str, Any] | None = None
+        self._paused_at = float("-inf")
+
+    def paused(self) -> dict[str, Any] | None:
+        """Who paused charging, when and why (session_ledger.pause_state()), at most a second old; None when
+        charging runs or the database cannot be read."""
+        with self._lock:
+            now = time.monotonic()
+            if now - self._paused_at >= DEPTHS_EVERY_S:
+                self._paused_at = now
+                row = self._read(lambda c: c.execute(query("pause_state")).fetchone())
+                self._paused = row["paused"] if row is not None else None
+            return self._paused
 
     def depths(self) -> dict[str, Any] | None:
         """queue_depths(), at most a second old; None while the database cannot be read."""
@@ -67,14 +80,28 @@ class Snapshot:
         with self._lock:
             now = time.monotonic()
             if now - self._status_tried >= max(max_age_s, DEPTHS_EVERY_S):
-                self._status_tried = now
-                row = self._read(lambda c: c.execute(query("status")).fetchone())
-                if row is not None:
-                    self._status = row["status"]
-                    self._status_at = now
+                self._read_status(now)
             if now - self._status_at > STATUS_STALE_S:
                 return None
             return self._status
+
+    def status_now(self) -> dict[str, Any] | None:
+        """session_ledger.status() read now, refreshing the cache; for a page that shows it beside rows it reads now."""
+        # A person loads the dashboard; a scrape or probe never comes here, so this needs no throttle.
+        with self._lock:
+            now = time.monotonic()
+            self._read_status(now)
+            if now - self._status_at > STATUS_STALE_S:
+                return None
+            return self._status
+
+    def _read_status(self, now: float) -> None:
+        """Read status() into the cache; a failed read leaves the last good one."""
+        self._status_tried = now
+        row = self._read(lambda c: c.execute(query("status")).fetchone())
+        if row is not None:
+            self._status = row["status"]
+            self._status_at = now
 
     def status_age_s(self) -> float:
         """Seconds since status() was last read successfully."""

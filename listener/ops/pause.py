@@ -16,7 +16,7 @@ from listener.core.sql_files import query
 def pause(dsn: str, *, reason: str | None) -> dict[str, Any]:
     """Pause charging; return who paused, when and why."""
     with connect(dsn, purpose="pause") as conn:
-        require_ledger(conn)
+        require_ledger(conn, owner_action="pause charging")
         row = conn.execute(query("pause_charging"), {"reason": reason}).fetchone()
         assert row is not None
         paused: dict[str, Any] = row["paused"]
@@ -26,7 +26,7 @@ def pause(dsn: str, *, reason: str | None) -> dict[str, Any]:
 def resume(dsn: str) -> dict[str, Any] | None:
     """Resume charging; return the pause it ended, or None when charging was not paused."""
     with connect(dsn, purpose="resume") as conn:
-        require_ledger(conn)
+        require_ledger(conn, owner_action="resume charging")
         row = conn.execute(query("resume_charging")).fetchone()
         assert row is not None
         ended: dict[str, Any] | None = row["ended"]

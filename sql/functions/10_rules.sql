@@ -100,7 +100,10 @@ BEGIN
     END IF;
     RETURN pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
         'role', session_ledger.caller(),
-        'uid', CASE WHEN session_ledger.is_canonical_uuid(pg_catalog.lower(v_uid)) THEN pg_catalog.lower(v_uid) END,
+        -- the canonical-uuid pattern, written out: this runs in every signed-in booking write
+        'uid', CASE WHEN pg_catalog.lower(v_uid)
+                         OPERATOR(pg_catalog.~) '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'
+                    THEN pg_catalog.lower(v_uid) END,
         'trace', CASE WHEN v_trace OPERATOR(pg_catalog.~) '^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$'
                       THEN v_trace END));
 END

@@ -435,6 +435,15 @@ BEGIN
 END
 $$;
 
+-- Who paused charging, when and why; NULL while charging runs. Cheap enough for every probe.
+CREATE OR REPLACE FUNCTION session_ledger.pause_state() RETURNS jsonb
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE WHEN c.paused_at IS NOT NULL THEN pg_catalog.jsonb_build_object(
+               'paused_at', c.paused_at, 'paused_by', c.paused_by, 'reason', c.pause_reason) END
+    FROM session_ledger.config c
+$$;
+
 -- Queue and dead-letter depth, cheap enough for every metrics scrape.
 CREATE OR REPLACE FUNCTION session_ledger.queue_depths()
 RETURNS TABLE (queue_depth bigint, queue_visible bigint, oldest_event_age_s double precision, dead_letter_depth bigint)

@@ -63,16 +63,56 @@ AS $$
     LIMIT least(greatest(p_limit, 0), 1000)
 $$;
 
--- The ledger's most recent changes.
-CREATE OR REPLACE FUNCTION session_ledger.dashboard_recent_charges(p_limit int)
-RETURNS TABLE (booking_id uuid, purchase_id uuid, state text, reason text, source text,
-               updated_at timestamptz)
+-- The dead letters among p_msg_ids, whatever their age: what the redrive confirm
+-- step shows, so a letter older than the page's newest ones can still be redriven.
+CREATE OR REPLACE FUNCTION session_ledger.dashboard_dead_letters_by_id(p_msg_ids bigint[])
+RETURNS TABLE (msg_id bigint, enqueued_at timestamptz, reason text, payload jsonb)
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT l.booking_id, l.purchase_id, l.state, l.reason, l.source, l.updated_at
+    SELECT d.msg_id, d.enqueued_at, d.message OPERATOR(pg_catalog.->>) 'reason',
+           d.message OPERATOR(pg_catalog.->) 'message'
+    FROM pgmq.q_booking_events_dlq d
+    WHERE d.msg_id OPERATOR(pg_catalog.=) ANY (p_msg_ids)
+    ORDER BY d.msg_id
+    LIMIT 1000
+$$;
+
+-- One page of the ledger's changes, newest first, with who caused each row's last
+-- change (charges.caused_by). Keyset-paged: a page starts after the row
+-- (p_before_at, p_before_booking) that ended the previous one, so rows written
+-- meanwhile never shift a page; NULL p_before_at is the newest page.
+CREATE OR REPLACE FUNCTION session_ledger.dashboard_recent_changes(
+    p_limit int, p_before_at timestamptz, p_before_booking uuid
+)
+RETURNS TABLE (booking_id uuid, purchase_id uuid, state text, reason text, source text,
+               updated_at timestamptz, by_role text, by_uid text, trace text)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT l.booking_id, l.purchase_id, l.state, l.reason, l.source, l.updated_at,
+           l.caused_by OPERATOR(pg_catalog.->>) 'role', l.caused_by OPERATOR(pg_catalog.->>) 'uid',
+           l.caused_by OPERATOR(pg_catalog.->>) 'trace'
     FROM session_ledger.charges l
-    ORDER BY l.updated_at DESC, l.booking_id
-    LIMIT least(greatest(p_limit, 0), 1000)
+    WHERE p_before_at IS NULL
+       OR l.updated_at OPERATOR(pg_catalog.<) p_before_at
+       OR (l.updated_at OPERATOR(pg_catalog.=) p_before_at AND l.booking_id OPERATOR(pg_catalog.<) p_before_booking)
+    ORDER BY l.updated_at DESC, l.booking_id DESC
+    LIMIT pg_catalog.int4larger(pg_catalog.int4smaller(p_limit, 1000), 0)
+$$;
+
+-- The app's old use_session / release_session calls most recently absorbed as the
+-- echo of a booking write: who made each, when, on which pack, and the booking it matched.
+CREATE OR REPLACE FUNCTION session_ledger.dashboard_absorbed_calls(p_limit int)
+RETURNS TABLE (id bigint, called_at timestamptz, kind text, purchase_id uuid, booking_id uuid,
+               by_role text, by_uid text, trace text)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT pc.id, pc.called_at, pc.kind, pc.purchase_id, pc.booking_id,
+           pc.caused_by OPERATOR(pg_catalog.->>) 'role', pc.caused_by OPERATOR(pg_catalog.->>) 'uid',
+           pc.caused_by OPERATOR(pg_catalog.->>) 'trace'
+    FROM session_ledger.pack_calls pc
+    WHERE pc.outcome OPERATOR(pg_catalog.=) 'absorbed'
+    ORDER BY pc.id DESC
+    LIMIT pg_catalog.int4larger(pg_catalog.int4smaller(p_limit, 1000), 0)
 $$;
 
 -- Action: move these dead letters back onto the queue (`listener replay --dead-letter --id ...`).

@@ -67,6 +67,7 @@ BEGIN
         session_ledger.stop_listener(uuid),
         session_ledger.status(),
         session_ledger.queue_depths(),
+        session_ledger.pause_state(),
         session_ledger.drain(int),
         session_ledger.installed_schema(),
         session_ledger.complete_past_bookings(int, interval),
@@ -75,7 +76,9 @@ BEGIN
         session_ledger.dashboard_dead_letters(int),
         session_ledger.dashboard_unfunded(int),
         session_ledger.dashboard_out_of_sync(int),
-        session_ledger.dashboard_recent_charges(int),
+        session_ledger.dashboard_recent_changes(int, timestamptz, uuid),
+        session_ledger.dashboard_dead_letters_by_id(bigint[]),
+        session_ledger.dashboard_absorbed_calls(int),
         session_ledger.dashboard_redrive(bigint[]),
         session_ledger.dashboard_replay(uuid)
     TO session_ledger_listener;

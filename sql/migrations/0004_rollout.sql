@@ -16,6 +16,8 @@ DROP FUNCTION IF EXISTS session_ledger.booking_event(uuid, text);
 DROP FUNCTION IF EXISTS session_ledger.apply_bookings(uuid[], timestamptz[]);
 -- now in chunks, with the chunk size and time budget as optional arguments
 DROP FUNCTION IF EXISTS session_ledger.complete_past_bookings();
+-- the dashboard's recent changes are paged now (dashboard_recent_changes)
+DROP FUNCTION IF EXISTS session_ledger.dashboard_recent_charges(int);
 
 -- Absorbing the app's old use_session / release_session calls that echo a booking
 -- write the ledger already charges or releases (session_ledger.absorb_legacy_call).
@@ -34,6 +36,8 @@ ALTER TABLE session_ledger.config
 
 -- Who caused a ledger row's last change: {"role", "uid", "trace"} (current_cause()).
 ALTER TABLE session_ledger.charges ADD COLUMN caused_by jsonb;
+-- The dashboard's recent changes, newest first, a page at a time.
+CREATE INDEX charges_updated_idx ON session_ledger.charges (updated_at DESC, booking_id DESC);
 
 -- The bookings trigger's record of each write that leaves bookings consuming a pack
 -- ('use') or stops them consuming one ('release'), per statement and pack, with

@@ -98,7 +98,7 @@ class World:
     def login(self, prefix: str, member_of: str) -> str:
         """A login role in member_of that may create temporary objects (dropped by the fixture); its DSN."""
         dsn = self.logins.enter_context(roles.login_role(self.db.admin_dsn, member_of, prefix=prefix))
-        name = conninfo_to_dict(dsn)["user"]
+        name = str(conninfo_to_dict(dsn)["user"])
         self.owner.execute(
             sql.SQL("GRANT TEMPORARY ON DATABASE {} TO {}").format(
                 sql.Identifier(self.db.name), sql.Identifier(name)
@@ -207,9 +207,14 @@ def test_a_temporary_type_runs_nothing_as_the_owner_from_the_listeners_login(wor
         "session_ledger.dashboard_dead_letters(integer)": "SELECT * FROM session_ledger.dashboard_dead_letters(10)",
         "session_ledger.dashboard_unfunded(integer)": "SELECT * FROM session_ledger.dashboard_unfunded(10)",
         "session_ledger.dashboard_out_of_sync(integer)": "SELECT * FROM session_ledger.dashboard_out_of_sync(10)",
-        "session_ledger.dashboard_recent_charges(integer)": "SELECT * FROM session_ledger.dashboard_recent_charges(10)",
         "session_ledger.dashboard_redrive(bigint[])": "SELECT session_ledger.dashboard_redrive(ARRAY[1]::bigint[])",
         "session_ledger.dashboard_replay(uuid)": "SELECT session_ledger.dashboard_replay(%(b)s)",
+        "session_ledger.dashboard_recent_changes(integer,timestamp with time zone,uuid)":
+            "SELECT * FROM session_ledger.dashboard_recent_changes(10, now(), %(b)s)",
+        "session_ledger.dashboard_dead_letters_by_id(bigint[])":
+            "SELECT * FROM session_ledger.dashboard_dead_letters_by_id(ARRAY[1]::bigint[])",
+        "session_ledger.dashboard_absorbed_calls(integer)": "SELECT * FROM session_ledger.dashboard_absorbed_calls(10)",
+        "session_ledger.pause_state()": "SELECT session_ledger.pause_state()",
     }  # fmt: skip
     with connect(dsn, purpose="tests") as evil:
         executable = {

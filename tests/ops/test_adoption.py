@@ -85,6 +85,8 @@ def test_rollout_charges_every_booking_exactly_once(app_dsn: str) -> None:
     # 1. Install with the listener stopped: completed bookings are adopted as paid.
     migrate(app_dsn)
     assert _source(conn, a1) == ("paid", "adoption")
+    # The old choreography: nothing absorbs the old code's calls, a cut-over comes later.
+    conn.execute("UPDATE session_ledger.config SET absorb_legacy_calls = false")
 
     # The old app is still deployed and still deducting; its writes now also enqueue events.
     old.complete(a4, a)
@@ -122,6 +124,9 @@ def test_rollout_charges_every_booking_exactly_once(app_dsn: str) -> None:
 def test_cutover_refuses_without_a_ledger_or_with_a_running_listener(app_dsn: str, ledger_dsn: str) -> None:
     with pytest.raises(SchemaOutOfDate, match="run `listener migrate` first"):
         cutover(app_dsn)
+    with connect(ledger_dsn) as conn:
+        installed = conn.execute("SELECT adopt_until FROM session_ledger.config").fetchone()
+    assert installed is not None and installed["adopt_until"] is not None  # the install is the cut-over
     listener = ListenerThread(ledger_dsn).start()
     try:
         with pytest.raises(ListenerError, match=r"a listener is running .*: stop it first, then cut over"):
@@ -130,11 +135,12 @@ def test_cutover_refuses_without_a_ledger_or_with_a_running_listener(app_dsn: st
         listener.stop()
     with connect(ledger_dsn) as conn:
         row = conn.execute("SELECT adopt_until FROM session_ledger.config").fetchone()
-    assert row is not None and row["adopt_until"] is None
+    assert row == installed
 
 
 def test_cutover_at_the_deploy_time_settles_old_events_and_names_straddlers(ledger_dsn: str) -> None:
     conn = connect(ledger_dsn)
+    conn.execute("UPDATE session_ledger.config SET absorb_legacy_calls = false")  # the old choreography
     old = OldApp(conn)
     org = demo_data.create_org(conn)
     pack = demo_data.create_pack(conn, org, sessions_total=10)

@@ -69,6 +69,8 @@ OWNER_ONLY = (
     "cutover",
     "migrate",
     "uninstall",
+    "pause",
+    "resume",
 )
 # Connection problems are the same for every command that connects.
 CONNECTING = {**DB_COMMANDS, "doctor": ("doctor",), "uninstall": ("uninstall", "--yes")}

@@ -16,10 +16,23 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.wait import WebDriverWait
 
-from support import ROOT
-from support.http import listener_login, request, running
+from support import ROOT, old_app
+from support.http import request, running
+from support.roles import listener_login
 from support.world import World
 
+# What needs an operator first, then the ledger's health and history.
+SECTIONS = [
+    "cards",
+    "dead-letters-section",
+    "unfunded-section",
+    "out-of-sync-section",
+    "replay-section",
+    "legacy-section",
+    "listeners-section",
+    "lag-section",
+    "recent-section",
+]
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 # The README shows docs/dashboard.png; LISTENER_UPDATE_SCREENSHOT=1 refreshes it, else it goes to tmp_path.
@@ -102,8 +115,11 @@ def test_dashboard_shows_what_the_database_holds(
 ) -> None:
     pack = world.pack(sessions_total=2)
     bookings = world.bookings(pack, count=3)
+    trace = old_app.new_trace()
     with listener_login(world.ledger.dsn) as dsn, running(dsn, token=TOKEN) as proc:
-        for b in bookings:
+        # An old calendar tab completes one booking and echoes it with use_session (absorbed).
+        assert old_app.complete_then_use_session(world, bookings[0], pack, trace=trace)
+        for b in bookings[1:]:
             world.set_status(b, "completed")
         world.send_raw("'\"not an event\"'::jsonb")
         world.ledger.drain(listener_running=True)
@@ -147,7 +163,43 @@ def test_dashboard_shows_what_the_database_holds(
         )
         assert archived > 3 and minutes > 50
         assert f"({archived} in all)" in browser.find_element(By.TAG_NAME, "main").text
-        assert len(browser.find_elements(By.CSS_SELECTOR, "#lag-chart rect")) == minutes
+        assert len(browser.find_elements(By.CSS_SELECTOR, "#lag-chart rect.bar")) == minutes
+        # p50 and p99 each as a line with a marker per minute, across the card's whole width.
+        assert len(browser.find_elements(By.CSS_SELECTOR, "#lag-chart polyline")) == 2
+        for quantile in ("p50", "p99"):
+            assert len(browser.find_elements(By.CSS_SELECTOR, f"#lag-chart circle.{quantile}")) == minutes
+        chart = browser.find_element(By.ID, "lag-chart").size["width"]
+        card = browser.execute_script(
+            "const s = getComputedStyle(arguments[0]);"
+            "return arguments[0].clientWidth - parseFloat(s.paddingLeft) - parseFloat(s.paddingRight);",
+            browser.find_element(By.ID, "lag-section"),
+        )
+        assert abs(chart - card) <= 1, (chart, card)
+
+        # What needs acting on comes first, and every top card links to its section.
+        order = [e.get_attribute("id") for e in browser.find_elements(By.CSS_SELECTOR, "main > section")]
+        assert order == SECTIONS
+        cards = browser.find_elements(By.CSS_SELECTOR, "a.card")
+        assert len(cards) == 9
+        for card_link in cards:
+            anchor = str(card_link.get_attribute("href")).split("#", 1)[1]
+            assert anchor in SECTIONS[1:], anchor
+
+        # The app's old calls, and who caused each ledger row.
+        absorbed = world.conn.execute(
+            "SELECT booking_id FROM session_ledger.pack_calls WHERE outcome = 'absorbed'"
+        ).fetchall()
+        assert absorbed == [{"booking_id": bookings[0]}]
+        assert _text(browser, "legacy-absorbed-total") == "1" == _text(browser, "legacy-absorbed")
+        assert _text(browser, "legacy-absorbing") == "on"
+        assert str(bookings[0]) in _text(browser, "absorbed-table")
+        [by] = [
+            row.find_element(By.CSS_SELECTOR, "td.caused-by").text
+            for row in browser.find_elements(By.CSS_SELECTOR, "#recent tr")
+            if str(bookings[0]) in row.text
+        ]
+        short_uid = str(world.org.trainer_user_id)[:8]
+        assert by == f"authenticated {short_uid} trace {trace.split('-')[1][:8]}"
 
         height = int(browser.execute_script("return document.documentElement.scrollHeight"))
         # The window's frame takes some of its height; leave room so the whole page fits.
@@ -157,6 +209,13 @@ def test_dashboard_shows_what_the_database_holds(
         )
         assert browser.save_screenshot(str(shot))
         assert shot.stat().st_size > 10_000
+
+        # A card's link takes the reader to its section, further down than the window shows.
+        browser.set_window_size(1280, 1000)
+        assert browser.execute_script("return window.scrollY") == 0
+        browser.find_element(By.CSS_SELECTOR, 'a.card[href="#recent-section"]').click()
+        assert browser.execute_script("return location.hash") == "#recent-section"
+        assert browser.execute_script("return window.scrollY") > 0
 
         # Redrive through the page: select, review, confirm.
         browser.find_element(By.CSS_SELECTOR, f'input[name="id"][value="{letter["msg_id"]}"]').click()

@@ -31,9 +31,9 @@ def test_the_logged_dead_letter_id_is_the_one_replay_takes(
     assert len(logged) == 3 and all(
         r.levelno == logging.WARNING for r in caplog.records if "dead_letter=" in r.getMessage()
     )
-    pairs = [
-        tuple(int(x) for x in re.search(r"message=(\d+) dead_letter=(\d+)", line).groups()) for line in logged
-    ]  # type: ignore[union-attr]
+    found = [re.search(r"message=(\d+) dead_letter=(\d+)", line) for line in logged]
+    pairs = [(int(m.group(1)), int(m.group(2))) for m in found if m is not None]
+    assert len(pairs) == 3
     letters = {r["msg_id"]: r["source_msg_id"] for r in world.dead_letters()}
     assert {dead: source for source, dead in pairs} == letters
     assert all(source != dead for source, dead in pairs)

@@ -19,10 +19,9 @@ def test_uuid_ossp_is_available_and_right() -> None:
             " uuid_nil() AS nil, uuid_ns_dns() AS dns"
         ).fetchone()
         assert row is not None
-        assert (
-            row["v4"].version == 4
-            and row["v4"] != conn.execute("SELECT uuid_generate_v4() AS u").fetchone()["u"]
-        )  # type: ignore[index]
+        again = conn.execute("SELECT uuid_generate_v4() AS u").fetchone()
+        assert again is not None
+        assert row["v4"].version == 4 and row["v4"] != again["u"]
         assert row["v3"] == uuid.uuid3(uuid.NAMESPACE_URL, "https://example.com/a")
         assert row["nil"] == uuid.UUID(int=0) and row["dns"] == uuid.NAMESPACE_DNS
         # Version 1 needs the host's MAC address: absent, never faked.

@@ -251,7 +251,7 @@ def test_dashboard_functions_are_definer_pinned_and_for_the_listener_only(world:
            FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
            WHERE n.nspname = 'session_ledger' AND p.proname LIKE 'dashboard%'"""
     ).fetchall()
-    assert len(rows) == 7
+    assert len(rows) == 9
     for r in rows:
         assert r["prosecdef"] and r["proconfig"] == ["search_path=pg_catalog, pg_temp"], r
         assert r["listener"] and not (r["anon"] or r["authenticated"] or r["service_role"]), r

@@ -1,4 +1,4 @@
-"""The benchmark runs end to end on tiny sizes and reports every figure issue 5 names (no timing checked)."""
+"""The benchmark runs end to end on tiny sizes and reports every figure it names (no timing checked)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ import math
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
+from bench import table
 from bench.run import TARGETS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -20,6 +22,11 @@ NEW_FIGURES = (
     "guard_bulk_trusted_pct",
     "guard_untrusted_pct",
     "browser_guard_cost_pct",
+    "browser_tps_no_echo",
+    "browser_tps_v020",
+    "browser_echo_cost_pct",
+    "browser_quiet_vs_v020",
+    "browser_no_echo_vs_v020",
 )
 
 REQUIRED_KEYS = {
@@ -44,10 +51,9 @@ REQUIRED_KEYS = {
 } | set(NEW_FIGURES)
 
 
-def test_quick_benchmark_reports_every_figure(ledger_server: str, tmp_path: Path) -> None:
-    out = tmp_path / "bench.json"
+def _bench(dsn: str, out: Path, *extra: str) -> dict[str, Any]:
     run = subprocess.run(
-        [sys.executable, "-m", "bench.run", "--quick", "--dsn", ledger_server, "--json", str(out)],
+        [sys.executable, "-m", "bench.run", "--quick", "--dsn", dsn, "--json", str(out), *extra],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -55,7 +61,26 @@ def test_quick_benchmark_reports_every_figure(ledger_server: str, tmp_path: Path
         check=False,
     )
     assert run.returncode == 0, run.stderr[-3000:]
-    figures = json.loads(out.read_text())
+    figures: dict[str, Any] = json.loads(out.read_text())
+    return figures
+
+
+def _assert_browser_arms_ran_their_trigger(figures: dict[str, Any]) -> None:
+    """What each ledger arm's last run left in the queue and in booking_writes."""
+    per = figures["browser_completions_per_arm_run"]
+    assert per > 0
+    evidence = figures["browser_arm_evidence"]
+    assert evidence["off"] == {"events": 0, "events_with_cause": 0, "echo_records": 0}
+    # today's trigger: every event says who caused it, and one echo record per completion
+    assert evidence["quiet"] == {"events": per, "events_with_cause": per, "echo_records": per}
+    # absorb_legacy_calls off: the same events, no echo records
+    assert evidence["no_echo"] == {"events": per, "events_with_cause": per, "echo_records": 0}
+    # 0.2.0's trigger: the events without their cause, and no echo records
+    assert evidence["v020"] == {"events": per, "events_with_cause": 0, "echo_records": 0}
+
+
+def test_quick_benchmark_reports_every_figure(ledger_server: str, tmp_path: Path) -> None:
+    figures = _bench(ledger_server, tmp_path / "bench.json")
     missing = REQUIRED_KEYS - figures.keys()
     assert not missing, f"figures missing from the JSON: {sorted(missing)}"
     assert set(figures["scale_rates"]) == {"1", "2", "4"}
@@ -74,3 +99,22 @@ def test_quick_benchmark_reports_every_figure(ledger_server: str, tmp_path: Path
     assert figures["browser_legacy_sessions_used"] == figures["browser_legacy_completions"] > 0
     assert figures["drain_exactly_once"] is True
     assert figures["drain_calls"] >= 2  # the last call finds the queue empty
+    _assert_browser_arms_ran_their_trigger(figures)
+
+
+def test_only_browser_runs_the_browser_arms_alone(ledger_server: str, tmp_path: Path) -> None:
+    figures = _bench(ledger_server, tmp_path / "browser.json", "--only", "browser")
+    assert figures["steps"] == ["browser"]
+    # no other step ran: none of their figures is there
+    assert not {"listener_rate", "drain_vs_listener", "scale_rates", "lag_p50_ms"} & figures.keys()
+    for key in ("browser_quiet_vs_v020", "browser_echo_cost_pct", "browser_quiet_vs_legacy"):
+        value = figures[key]
+        assert isinstance(value, float) and math.isfinite(value), (key, value)
+    _assert_browser_arms_ran_their_trigger(figures)
+    # the README's table of such a run has the browser rows and counts only the browser targets
+    rendered = table.render(figures)
+    assert "(`browser_echo_cost_pct`)" in rendered
+    assert "| `browser_quiet_vs_v020` | ≥ 0.9 |" in rendered
+    assert "`throughput_vs_inline`" not in rendered
+    browser_targets = [key for key, _, _ in TARGETS if key.startswith("browser_")]
+    assert rendered.rstrip().endswith(f"of {len(browser_targets)} targets met.")

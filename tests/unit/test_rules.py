@@ -9,10 +9,10 @@ from listener.core.sql_files import repeatables
 
 
 def test_the_listener_and_the_database_check_uuids_with_the_same_pattern() -> None:
-    rules = next(f for f in repeatables() if f.name == "10_rules.sql").sql
-    body = rules[rules.index("FUNCTION session_ledger.is_canonical_uuid") :]
-    patterns = re.findall(r"'(\^\[0-9a-f\][^']*\$)'", body)
-    assert patterns[0] == CANONICAL_UUID
+    everything = "".join(f.sql for f in repeatables())
+    # is_canonical_uuid, and current_cause() where it is written out for speed
+    patterns = re.findall(r"'(\^\[0-9a-f\]\{8\}[^']*\$)'", everything)
+    assert len(patterns) == 2 and set(patterns) == {CANONICAL_UUID}
     assert re.fullmatch(CANONICAL_UUID, "0b6b3f1e-8d5c-4a3e-9f00-1a2b3c4d5e6f")
     assert not re.fullmatch(CANONICAL_UUID, "0B6B3F1E-8D5C-4A3E-9F00-1A2B3C4D5E6F")
 
