@@ -344,6 +344,7 @@ def _complete_past(args: argparse.Namespace, settings: Settings) -> int:
 def _replay(args: argparse.Namespace, settings: Settings) -> int:
     from rich.console import Console
 
+    from listener.cli.progress import progress_callback
     from listener.cli.render import render_dead_letters
     from listener.ops.replay import redrive_dead_letters, replay_archive
 
@@ -351,14 +352,15 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
     if args.from_archive:
         if args.id or args.all:
             raise ConfigError("--id and --all apply to --dead-letter, not --from-archive")
-        report = replay_archive(
-            settings.require_dsn(),
-            since=args.since,
-            until=args.until,
-            bookings=args.booking,
-            dry_run=args.dry_run,
-            quiet=args.json,
-        )
+        with progress_callback(quiet=args.json) as progress:
+            report = replay_archive(
+                settings.require_dsn(),
+                since=args.since,
+                until=args.until,
+                bookings=args.booking,
+                dry_run=args.dry_run,
+                progress=progress,
+            )
         if args.json:
             print(json.dumps(report.as_json(), indent=2))
         else:
@@ -383,9 +385,11 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
 def _reconcile(args: argparse.Namespace, settings: Settings) -> int:
     from rich.console import Console
 
+    from listener.cli.progress import progress_callback
     from listener.ops.reconcile import reconcile
 
-    report = reconcile(settings.require_dsn(), dry_run=args.dry_run, quiet=args.json)
+    with progress_callback(quiet=args.json) as progress:
+        report = reconcile(settings.require_dsn(), dry_run=args.dry_run, progress=progress)
     if args.json:
         print(json.dumps(report.as_json(), indent=2))
         return 0

@@ -12,12 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from listener.cli.progress import progress_bar
 from listener.core.db import connect
 from listener.core.schema import require_ledger
 from listener.ops.converge import Converged, converge
 from listener.ops.pack_changes import PackChanges, summarise
-from listener.ops.walk import chunks, count_rows, stream
+from listener.ops.walk import Progress, chunks, count_rows, no_progress, stream
 
 
 @dataclass
@@ -41,7 +40,7 @@ class ReconcileReport:
         }
 
 
-def reconcile(dsn: str, *, dry_run: bool = False, quiet: bool = False) -> ReconcileReport:
+def reconcile(dsn: str, *, dry_run: bool = False, progress: Progress = no_progress) -> ReconcileReport:
     """Converge every out-of-sync booking, streaming the bookings table in chunks."""
     report = ReconcileReport(dry_run=dry_run)
     changes = PackChanges()
@@ -52,17 +51,17 @@ def reconcile(dsn: str, *, dry_run: bool = False, quiet: bool = False) -> Reconc
     ):
         require_ledger(conn, owner_action="read or repair the ledger")
         total = count_rows(conn, "out_of_sync_count", {})
-        with progress_bar(quiet=quiet) as bar:
-            task = bar.add_task("checking" if dry_run else "repairing", total=total)
-            for chunk in chunks(stream(reader, "out_of_sync_bookings", {})):
-                # Each chunk commits on its own: an interrupted run keeps what it repaired.
-                for r in converge(conn, chunk, dry_run=dry_run):
-                    seen.append(r.outcome)
-                    changes.add(r.outcome, r.purchase_id, r.previous_purchase_id)
-                    if len(report.examples) < 20 and r.outcome != "no-op":
-                        report.examples.append(_example(r))
-                report.out_of_sync += len(chunk)
-                bar.advance(task, len(chunk))
+        what = "checking" if dry_run else "repairing"
+        progress(what, 0, total)
+        for chunk in chunks(stream(reader, "out_of_sync_bookings", {})):
+            # Each chunk commits on its own: an interrupted run keeps what it repaired.
+            for r in converge(conn, chunk, dry_run=dry_run):
+                seen.append(r.outcome)
+                changes.add(r.outcome, r.purchase_id, r.previous_purchase_id)
+                if len(report.examples) < 20 and r.outcome != "no-op":
+                    report.examples.append(_example(r))
+            report.out_of_sync += len(chunk)
+            progress(what, report.out_of_sync, total)
     report.outcomes = summarise(seen)
     report.packs = changes.as_json()
     return report

@@ -12,14 +12,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from listener.cli.progress import progress_bar
 from listener.core.db import connect
 from listener.core.schema import require_ledger
 from listener.core.sql_files import query
 from listener.errors import ConfigError, ListenerError
 from listener.ops.converge import converge
 from listener.ops.pack_changes import PackChanges, summarise
-from listener.ops.walk import chunks, count_rows, stream
+from listener.ops.walk import Progress, chunks, count_rows, no_progress, stream
 
 
 class NothingMatched(ListenerError):
@@ -54,7 +53,7 @@ def replay_archive(
     until: datetime | None = None,
     bookings: Sequence[uuid.UUID] = (),
     dry_run: bool = False,
-    quiet: bool = False,
+    progress: Progress = no_progress,
 ) -> ReplayReport:
     """Enqueue one event per booking found in the archive within the filters."""
     if since is not None and until is not None and since >= until:
@@ -78,20 +77,20 @@ def replay_archive(
                 raise NothingMatched(
                     "no archived events for booking(s) " + ", ".join(unknown) + "; nothing was replayed"
                 )
-        with progress_bar(quiet=quiet) as bar:
-            task = bar.add_task("planning" if dry_run else "replaying", total=total)
-            for chunk in chunks(stream(reader, "archived_bookings", params)):
-                # What converging them does now, found by doing it and rolling it back.
-                for r in converge(conn, chunk, dry_run=True):
-                    actions.append(r.outcome)
-                    changes.add(r.outcome, r.purchase_id, r.previous_purchase_id)
-                if not dry_run:
-                    row = conn.execute(
-                        query("enqueue_bookings"), {"booking_ids": chunk, "source": "replay"}
-                    ).fetchone()
-                    report.enqueued += int(row["enqueued"]) if row else 0
-                report.bookings += len(chunk)
-                bar.advance(task, len(chunk))
+        what = "planning" if dry_run else "replaying"
+        progress(what, 0, total)
+        for chunk in chunks(stream(reader, "archived_bookings", params)):
+            # What converging them does now, found by doing it and rolling it back.
+            for r in converge(conn, chunk, dry_run=True):
+                actions.append(r.outcome)
+                changes.add(r.outcome, r.purchase_id, r.previous_purchase_id)
+            if not dry_run:
+                row = conn.execute(
+                    query("enqueue_bookings"), {"booking_ids": chunk, "source": "replay"}
+                ).fetchone()
+                report.enqueued += int(row["enqueued"]) if row else 0
+            report.bookings += len(chunk)
+            progress(what, report.bookings, total)
     report.actions = summarise(actions)
     report.packs = changes.as_json()
     return report

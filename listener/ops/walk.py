@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from listener.core.db import Conn
 from listener.core.sql_files import query
 
 CHUNK = 1000
+
+
+# What an operator command reports as it walks: (what it is doing, rows done, rows in all).
+# The CLI draws it as a progress bar; ops never draw anything.
+Progress = Callable[[str, int, int], None]
+
+
+def no_progress(_what: str, _done: int, _total: int) -> None:
+    """Report nothing."""
 
 
 def count_rows(conn: Conn, name: str, params: dict[str, Any]) -> int:
