@@ -80,11 +80,13 @@ SELECT count(*) AS n FROM session_ledger.out_of_sync;
 SELECT booking_id FROM session_ledger.out_of_sync;
 
 -- name: archived_bookings_count
-SELECT count(DISTINCT a.message ->> 'booking_id') AS n
+-- The same rows archived_bookings streams, counted.
+SELECT count(DISTINCT session_ledger.event_booking_id(a.message)) AS n
 FROM pgmq.a_booking_events a
 WHERE (%(since)s::timestamptz IS NULL OR a.enqueued_at >= %(since)s)
   AND (%(until)s::timestamptz IS NULL OR a.enqueued_at < %(until)s)
-  AND (%(bookings)s::text[] IS NULL OR a.message ->> 'booking_id' = ANY (%(bookings)s::text[]));
+  AND (%(bookings)s::text[] IS NULL OR a.message ->> 'booking_id' = ANY (%(bookings)s::text[]))
+  AND session_ledger.event_booking_id(a.message) IS NOT NULL;
 
 -- name: archived_bookings
 SELECT DISTINCT session_ledger.event_booking_id(a.message) AS booking_id
@@ -551,3 +553,24 @@ FROM session_ledger.dashboard_absorbed_calls(%(limit)s);
 -- name: dashboard_dead_letters_by_id
 SELECT msg_id, enqueued_at, reason, payload
 FROM session_ledger.dashboard_dead_letters_by_id(%(msg_ids)s);
+
+-- name: archived_causes
+-- Who caused each booking's latest archived event.
+SELECT DISTINCT ON (a.message ->> 'booking_id') (a.message ->> 'booking_id')::uuid AS booking_id,
+       a.message -> 'cause' AS caused_by
+FROM pgmq.a_booking_events a
+WHERE a.message ->> 'booking_id' = ANY (%(bookings)s::text[])
+ORDER BY a.message ->> 'booking_id', a.msg_id DESC;
+
+-- name: audit_pack_calls
+-- Per pack, the direct calls that moved it or were absorbed: the app's old calls and manual adjustments.
+SELECT c.purchase_id,
+       count(*) FILTER (WHERE c.outcome = 'absorbed')::int AS absorbed,
+       count(*) FILTER (WHERE c.legacy AND c.outcome IN ('charged', 'released'))::int AS legacy_moved,
+       count(*) FILTER (WHERE NOT c.legacy AND c.outcome IN ('charged', 'released'))::int AS manual_moved,
+       max(c.called_at) AS last_call_at
+FROM session_ledger.pack_calls c
+JOIN public.client_purchases p ON p.id = c.purchase_id
+WHERE %(org)s::uuid IS NULL OR p.org_id = %(org)s::uuid
+GROUP BY c.purchase_id
+ORDER BY c.purchase_id;

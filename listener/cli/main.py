@@ -156,6 +156,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     charge.add_argument("--charge-all", action="store_true", help="take every pack's given-away sessions")
     p.add_argument("--yes", action="store_true", help="really charge (without it: a dry run)")
+    p.add_argument("--wide", action="store_true", help="whole ids and the ledger's paid bookings by source")
 
     p = with_dsn(
         sub.add_parser(
@@ -345,7 +346,7 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
     from rich.console import Console
 
     from listener.cli.progress import progress_callback
-    from listener.cli.render import render_dead_letters
+    from listener.cli.render import render_dead_letters, render_replay_examples
     from listener.ops.replay import redrive_dead_letters, replay_archive
 
     console = Console()
@@ -368,6 +369,7 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
             count = report.bookings if args.dry_run else report.enqueued
             console.print(f"{report.bookings} booking(s) in the archive match; {verb} {count} event(s)")
             console.print("what converging them does now: " + _counts(report.actions))
+            render_replay_examples(report.examples, console)
             _render_packs(console, report.packs, "expected pack changes")
         return 0
     if args.since or args.until or args.booking:
@@ -421,7 +423,7 @@ def _audit(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         print(json.dumps(report.as_json(), indent=2))
     else:
-        render_audit(report, Console())
+        render_audit(report, Console(), wide=args.wide)
     return 0
 
 

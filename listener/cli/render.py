@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -24,35 +25,45 @@ def render_pack_changes(console: Console, rows: list[dict[str, Any]], title: str
     console.print(table)
 
 
-def render_audit(report: AuditReport, console: Console) -> None:
-    """Print the packs that gave sessions away and those with manual deductions, side by side with the ledger."""
+def short(value: object) -> str:
+    """An id shortened as git shortens hashes: its first 8 characters (`--json` keeps the whole)."""
+    return str(value)[:8]
+
+
+def cause_text(cause: dict[str, Any] | None) -> str:
+    """Who caused a change, in a few words: role, user and trace id, each shortened."""
+    if not cause:
+        return "unknown"
+    parts = [str(cause.get("role") or "?")]
+    if cause.get("uid"):
+        parts.append(f"user {short(cause['uid'])}")
+    if cause.get("trace"):
+        parts.append(f"trace {str(cause['trace']).split('-')[1][:8]}")
+    return " ".join(parts)
+
+
+def render_audit(report: AuditReport, console: Console, *, wide: bool = False) -> None:
+    """Print the packs that gave sessions away and those with manual deductions, side by side with the ledger.
+
+    At 80 columns the table shows what to act on; `wide` adds the ledger's paid bookings by source.
+    """
     named = report.given_away + report.manual
     if named:
-        table = Table(title="packs whose balance disagrees with their bookings")
-        columns: tuple[str, ...] = ("pack", "kind", "total", "used", "consuming", "given away", "manual")
-        columns += ("to charge", "paid: adoption", "cut-over", "listener", "audit", "unfunded")
+        table = Table(title="packs whose balance disagrees with their bookings", box=box.SIMPLE_HEAD)
+        columns: tuple[str, ...] = ("pack", "kind", "used", "bookings", "given away", "manual", "to charge")
+        if wide:
+            columns += ("paid: adoption", "cut-over", "listener", "audit", "unfunded")
         for col in columns:
             table.add_column(col, justify="left" if col in ("pack", "kind") else "right")
         for p in named:
+            values: list[object] = [p.consuming, p.given_away, p.manual, p.to_charge]
+            if wide:
+                values += [p.paid_adoption, p.paid_cutover, p.paid_listener, p.paid_audit, p.unfunded]
             table.add_row(
-                str(p.purchase_id),
-                p.kind,
-                "-" if p.sessions_total is None else str(p.sessions_total),
-                *(
-                    str(v)
-                    for v in (
-                        p.sessions_used,
-                        p.consuming,
-                        p.given_away,
-                        p.manual,
-                        p.to_charge,
-                        p.paid_adoption,
-                        p.paid_cutover,
-                        p.paid_listener,
-                        p.paid_audit,
-                        p.unfunded,
-                    )
-                ),
+                str(p.purchase_id) if wide else short(p.purchase_id),
+                p.kind.replace("-", " "),
+                f"{p.sessions_used}/{'-' if p.sessions_total is None else p.sessions_total}",
+                *(str(v) for v in values),
             )
         console.print(table)
     summary = report.as_json()
@@ -61,8 +72,38 @@ def render_audit(report: AuditReport, console: Console) -> None:
         f"{summary['sessions_given_away']} session(s), {summary['sessions_to_charge']} of them still to charge; "
         f"{summary['manual_deduction_packs']} with manual deductions"
     )
+    if report.calls:
+        absorbed = sum(c["absorbed"] for c in report.calls)
+        legacy = sum(c["legacy_moved"] for c in report.calls)
+        manual = sum(c["manual_moved"] for c in report.calls)
+        console.print(
+            f"direct calls on {len(report.calls)} pack(s): {absorbed} of the app's old calls absorbed as echoes "
+            f"of booking writes, {legacy} moved a balance, {manual} manual adjustment(s) with a reason"
+        )
     if summary["sessions_to_charge"]:
         console.print("next: `listener audit --charge-all` shows what charging would do; add --yes to do it")
+    if named and not wide:
+        console.print(
+            "ids are shortened; `--wide` shows them whole with the ledger's paid bookings by source"
+        )
+
+
+def render_replay_examples(examples: list[dict[str, Any]], console: Console) -> None:
+    """The first bookings a replay moves: what it does to each, and who caused its archived event."""
+    if not examples:
+        return
+    table = Table(title="bookings it moves (first few)")
+    for col in ("booking", "action", "pack", "from pack", "caused by"):
+        table.add_column(col)
+    for e in examples:
+        table.add_row(
+            short(e["booking_id"]),
+            e["action"],
+            short(e["purchase_id"]) if e["purchase_id"] else "-",
+            short(e["previous_purchase_id"]) if e["previous_purchase_id"] else "-",
+            cause_text(e["caused_by"]),
+        )
+    console.print(table)
 
 
 def render_charge(report: ChargeReport, console: Console) -> None:
@@ -73,7 +114,7 @@ def render_charge(report: ChargeReport, console: Console) -> None:
             table.add_column(col)
         for o in report.outcomes:
             outcome = "charged" if o.charged else f"unfunded: {o.reason}"
-            table.add_row(str(o.purchase_id), str(o.booking_id), o.start_time.isoformat()[:19], outcome)
+            table.add_row(short(o.purchase_id), short(o.booking_id), o.start_time.isoformat()[:16], outcome)
         console.print(table)
     verb = "would charge" if report.dry_run else "charged"
     console.print(

@@ -91,6 +91,9 @@ class AuditReport:
 
     org_id: uuid.UUID | None
     packs: list[PackAudit] = field(default_factory=list)
+    # Per pack, the direct calls on record (session_ledger.pack_calls): the app's old
+    # use_session / release_session absorbed as echoes or moving the balance, and manual adjustments.
+    calls: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def given_away(self) -> list[PackAudit]:
@@ -112,6 +115,7 @@ class AuditReport:
             "sessions_to_charge": sum(p.to_charge for p in self.packs),
             "manual_deduction_packs": len(self.manual),
             "packs": [p.as_json() for p in self.packs],
+            "calls": [{k: _plain(v) for k, v in c.items()} for c in self.calls],
         }
 
 
@@ -177,7 +181,8 @@ def audit(dsn: str, *, org: uuid.UUID | None = None) -> AuditReport:
     with connect(dsn, purpose="audit") as conn:
         require_ledger(conn, owner_action="read the audit")
         rows = conn.execute(query("audit_packs"), {"org": org}).fetchall()
-    return AuditReport(org_id=org, packs=[PackAudit(**r) for r in rows])
+        calls = conn.execute(query("audit_pack_calls"), {"org": org}).fetchall()
+    return AuditReport(org_id=org, packs=[PackAudit(**r) for r in rows], calls=[dict(c) for c in calls])
 
 
 def charge(

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from listener.core.db import connect
+from listener.core.db import Conn, connect
 from listener.core.schema import require_ledger
 from listener.core.sql_files import query
 from listener.errors import ConfigError, ListenerError
@@ -34,6 +34,8 @@ class ReplayReport:
     enqueued: int = 0
     actions: dict[str, int] = field(default_factory=dict)
     packs: list[dict[str, Any]] = field(default_factory=list)
+    # The first bookings whose replay moves a session: what it does, and who caused the archived event.
+    examples: list[dict[str, Any]] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
         """The machine-readable summary."""
@@ -43,6 +45,7 @@ class ReplayReport:
             "enqueued": self.enqueued,
             "actions": self.actions,
             "packs": self.packs,
+            "examples": self.examples,
         }
 
 
@@ -84,6 +87,10 @@ def replay_archive(
             for r in converge(conn, chunk, dry_run=True):
                 actions.append(r.outcome)
                 changes.add(r.outcome, r.purchase_id, r.previous_purchase_id)
+                if len(report.examples) < EXAMPLES and r.outcome != "no-op":
+                    report.examples.append(
+                        _example(r.booking_id, r.outcome, r.purchase_id, r.previous_purchase_id)
+                    )
             if not dry_run:
                 row = conn.execute(
                     query("enqueue_bookings"), {"booking_ids": chunk, "source": "replay"}
@@ -91,9 +98,36 @@ def replay_archive(
                 report.enqueued += int(row["enqueued"]) if row else 0
             report.bookings += len(chunk)
             progress(what, report.bookings, total)
+        _add_causes(conn, report.examples)
     report.actions = summarise(actions)
     report.packs = changes.as_json()
     return report
+
+
+# How many of the bookings a replay would move are named, with who caused them.
+EXAMPLES = 20
+
+
+def _example(booking: object, action: str, pack: object, previous: object) -> dict[str, Any]:
+    return {
+        "booking_id": str(booking),
+        "action": action,
+        "purchase_id": str(pack) if pack else None,
+        "previous_purchase_id": str(previous) if previous else None,
+        "caused_by": None,
+    }
+
+
+def _add_causes(conn: Conn, examples: list[dict[str, Any]]) -> None:
+    """Who caused each example's latest archived event (role, signed-in user, trace), when it says."""
+    if not examples:
+        return
+    rows = conn.execute(
+        query("archived_causes"), {"bookings": [e["booking_id"] for e in examples]}
+    ).fetchall()
+    causes = {str(r["booking_id"]): r["caused_by"] for r in rows}
+    for e in examples:
+        e["caused_by"] = causes.get(e["booking_id"])
 
 
 @dataclass

@@ -164,7 +164,8 @@ BEGIN
     UPDATE session_ledger.charges l
        SET state = CASE WHEN s.ok THEN 'paid' ELSE 'unfunded' END,
            reason = CASE WHEN s.ok THEN NULL ELSE s.reason END,
-           source = 'audit', updated_at = pg_catalog.now(), client_id = s.client, org_id = s.org
+           source = 'audit', updated_at = pg_catalog.now(), client_id = s.client, org_id = s.org,
+           caused_by = session_ledger.current_cause()
       FROM unnest(q_booking, s_ok, s_reason, q_client, q_org) AS s(booking, ok, reason, client, org)
      WHERE l.booking_id = s.booking;
 

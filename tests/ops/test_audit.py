@@ -149,12 +149,20 @@ def test_audit_names_given_away_and_manual_packs(history: History) -> None:
     narrowed = _cli_json("audit", "--dsn", h.dsn, "--json", "--org", str(h.org_b.id))
     assert [p["purchase_id"] for p in narrowed["packs"]] == [str(h.other)]
 
-    table = run_cli("audit", "--dsn", h.dsn, env={"COLUMNS": "250"})
+    table = run_cli("audit", "--dsn", h.dsn, "--wide", env={"COLUMNS": "250"})
     assert table.returncode == 0, table.stderr
     for pack in (h.given, h.exhausted, h.expiring, h.manual, h.other):
         assert str(pack) in table.stdout
     assert str(h.balanced) not in table.stdout
     assert "10 session(s), 10 of them still to charge" in table.stdout
+    # At 80 columns: every line fits, nothing is cut to an ellipsis, ids are shortened as git does.
+    narrow = run_cli("audit", "--dsn", h.dsn, env={"COLUMNS": "80"})
+    assert narrow.returncode == 0, narrow.stderr
+    assert max(len(line) for line in narrow.stdout.splitlines()) <= 80
+    assert "…" not in narrow.stdout
+    for pack in (h.given, h.exhausted, h.expiring, h.manual, h.other):
+        assert str(pack)[:8] in narrow.stdout and str(pack) not in narrow.stdout
+    assert "`--wide` shows them whole" in narrow.stdout
 
 
 def test_an_unfunded_judgement_after_the_cut_over_is_not_a_session_given_away(history: History) -> None:
