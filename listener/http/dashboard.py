@@ -56,6 +56,14 @@ def render_page(data: DashboardData, *, ready: bool, listener_id: str, notice: s
     parts = []
     if notice:
         parts.append(f'<section id="notice"><b>{escape(notice)}</b></section>')
+    paused = status.get("paused")
+    if paused:
+        why = f": {paused['reason']}" if paused.get("reason") else ""
+        parts.append(
+            '<section id="paused"><b>Charging is paused</b> since '
+            f"{escape(str(paused['paused_at'])[:19])} by {escape(str(paused['paused_by']))}{escape(why)}. "
+            "Events keep queuing; <code>listener resume</code> starts charging again.</section>"
+        )
     parts.append(_cards(status))
     parts.append(_dead_letters(data.dead_letters, status))
     parts.append(_unfunded(data.unfunded, status))

@@ -159,6 +159,17 @@ class DatabaseCollector(Collector):
             reasons.add_metric([str(reason["reason"])[:100]], float(reason["count"]))
         yield reasons
         yield from _legacy_calls(status.get("legacy_calls") or {})
+        paused = status.get("paused") or {}
+        yield _gauge(
+            "session_ledger_paused",
+            "1 while charging is paused (`listener pause`): no listener or drain() claims an event",
+            1 if paused else 0,
+        )
+        yield _gauge(
+            "session_ledger_paused_since_timestamp_seconds",
+            "Unix time charging was paused; 0 while it runs",
+            _timestamp(paused.get("paused_at")) or 0,
+        )
         yield _gauge(
             "session_ledger_status_age_seconds",
             "Seconds since session_ledger.status() was last read",

@@ -11,7 +11,7 @@ from listener.core.db import connect
 from listener.core.worker import Worker
 from listener.settings import Settings
 
-from support.http import request, running
+from support.http import metric, request, running
 from support.world import World, run_cli
 
 
@@ -63,6 +63,11 @@ def test_a_paused_listener_is_not_ready(world: World) -> None:
             reply = request(f"{proc.base}/readyz")
         assert reply.status == 503
         assert "charging paused since" in reply.body and "incident 42" in reply.body
+        # /metrics says so too (from the status it caches): an alert rule watches session_ledger_paused.
+        while metric(request(f"{proc.base}/metrics").body, "session_ledger_paused") != 1:
+            assert time.monotonic() < deadline, "session_ledger_paused never became 1"
+            time.sleep(0.2)
+        assert metric(request(f"{proc.base}/metrics").body, "session_ledger_paused_since_timestamp_seconds") > 0
         assert run_cli("resume", "--dsn", dsn).returncode == 0
         deadline = time.monotonic() + 30
         while request(f"{proc.base}/readyz").status != 200:
