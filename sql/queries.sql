@@ -38,20 +38,11 @@ SELECT version, name, checksum, applied_at
 FROM session_ledger.migrations
 ORDER BY version;
 
--- name: migrations_table_exists
-SELECT to_regclass('session_ledger.migrations') IS NOT NULL AS present;
-
 -- name: pgmq_installed
 SELECT to_regclass('pgmq.meta') IS NOT NULL AS present;
 
 -- name: pgmq_extension_available
 SELECT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'pgmq') AS available;
-
--- name: host_tables
-SELECT c.table_name, c.column_name
-FROM information_schema.columns c
-WHERE c.table_schema = 'public'
-  AND c.table_name IN ('bookings', 'client_purchases');
 
 -- name: host_function
 SELECT to_regprocedure(%(signature)s) IS NOT NULL AS present;
@@ -239,21 +230,6 @@ JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 WHERE n.nspname = 'public' AND c.relname = 'bookings'
 ORDER BY p.polname;
 
--- name: doctor_guard_triggers
--- The ledger's bookings triggers, where their function carries the guard (schema 2 and later).
-SELECT t.tgname::text AS name, t.tgenabled <> 'D' AS enabled
-FROM pg_catalog.pg_trigger t
-JOIN pg_catalog.pg_class c ON c.oid = t.tgrelid
-JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-JOIN pg_catalog.pg_proc f ON f.oid = t.tgfoid
-JOIN pg_catalog.pg_namespace fn ON fn.oid = f.pronamespace
-WHERE n.nspname = 'public' AND c.relname = 'bookings' AND NOT t.tgisinternal
-  AND fn.nspname = 'session_ledger' AND f.proname = 'enqueue_booking_changes'
-  AND EXISTS (SELECT 1 FROM pg_catalog.pg_proc g
-              JOIN pg_catalog.pg_namespace gn ON gn.oid = g.pronamespace
-              WHERE gn.nspname = 'session_ledger' AND g.proname = 'may_write_booking')
-ORDER BY 1;
-
 -- name: doctor_views_over_money
 -- Views (and materialized views) that read bookings or client_purchases,
 -- directly or through other views, with the API roles that may select them.
@@ -344,22 +320,6 @@ SELECT ARRAY(
        ) AS users
 FROM pg_catalog.pg_namespace n
 WHERE n.nspname = 'pgmq_public';
-
--- name: doctor_unpinned_definers
--- SECURITY DEFINER functions with no search_path setting whose body touches packs.
-SELECT pg_catalog.quote_ident(n.nspname) || '.' || pg_catalog.quote_ident(p.proname)
-           || '(' || pg_catalog.oidvectortypes(p.proargtypes) || ')' AS name
-FROM pg_catalog.pg_proc p
-JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
-WHERE p.prosecdef AND p.prokind IN ('f', 'p')
-  AND n.nspname NOT IN ('pg_catalog', 'information_schema')
-  AND NOT EXISTS (
-      SELECT 1 FROM unnest(coalesce(p.proconfig, '{}')) AS s(setting)
-      WHERE split_part(s.setting, '=', 1) = 'search_path'
-  )
-  AND (p.prosrc ~* '(client_purchases|sessions_used)'
-       OR (p.prosqlbody IS NOT NULL AND pg_catalog.pg_get_functiondef(p.oid) ~* '(client_purchases|sessions_used)'))
-ORDER BY 1;
 
 -- name: doctor_connected_role
 -- The role this connection runs as, and whether it is, or may become, the
@@ -456,7 +416,7 @@ WHERE p.prosecdef
 ORDER BY 1;
 
 -- name: doctor_guard_trigger_events
--- The ledger's bookings triggers that carry the guard (as doctor_guard_triggers), with
+-- The ledger's bookings triggers that carry the guard, with
 -- the writes each fires on (pg_trigger.tgtype bits: 4 INSERT, 8 DELETE, 16 UPDATE).
 SELECT t.tgname::text AS name, t.tgenabled <> 'D' AS enabled,
        pg_catalog.array_remove(ARRAY[
@@ -574,3 +534,58 @@ JOIN public.client_purchases p ON p.id = c.purchase_id
 WHERE %(org)s::uuid IS NULL OR p.org_id = %(org)s::uuid
 GROUP BY c.purchase_id
 ORDER BY c.purchase_id;
+
+-- name: relation_exists
+-- The catalogs, not to_regclass(): that fails on a schema the role has no USAGE on.
+SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_class c
+               JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+               WHERE n.nspname = %(schema)s AND c.relname = %(name)s) AS present;
+
+-- name: replaced_functions
+SELECT signature FROM session_ledger.replaced_functions WHERE definition IS NOT NULL ORDER BY signature;
+
+-- name: lock_bookings
+-- No booking write may slip in while the ledger is cut over or removed.
+LOCK TABLE public.bookings IN SHARE ROW EXCLUSIVE MODE;
+
+-- name: uninstall_keep_grants
+SELECT set_config('session_ledger.uninstall_keep_grants', %(keep)s, true);
+
+-- name: migration_lock
+SELECT pg_advisory_lock(%(key)s);
+
+-- name: migration_unlock
+SELECT pg_advisory_unlock(%(key)s);
+
+-- name: record_schema_version
+INSERT INTO session_ledger.schema_info (version, package_version) VALUES (%(version)s, %(package)s)
+ON CONFLICT (singleton) DO UPDATE SET version = excluded.version,
+    package_version = excluded.package_version, migrated_at = now();
+
+-- name: record_migration
+INSERT INTO session_ledger.migrations (version, name, checksum) VALUES (%(version)s, %(name)s, %(checksum)s);
+
+-- name: recorded_schema_version
+SELECT version FROM session_ledger.schema_info;
+
+-- name: recorded_repeatables
+SELECT name, checksum FROM session_ledger.repeatables;
+
+-- name: record_repeatables
+-- Exactly these files, with these checksums: rows of files no longer shipped go.
+INSERT INTO session_ledger.repeatables AS r (name, checksum)
+SELECT u.name, u.checksum FROM unnest(%(names)s::text[], %(checksums)s::text[]) AS u(name, checksum)
+ON CONFLICT (name) DO UPDATE SET checksum = excluded.checksum, applied_at = now();
+
+-- name: forget_repeatables
+DELETE FROM session_ledger.repeatables WHERE name <> ALL (%(names)s::text[]);
+
+-- name: create_pgmq_extension
+CREATE EXTENSION IF NOT EXISTS pgmq;
+
+-- name: pool_mode
+SHOW pool_mode;
+
+-- name: doctor_read_only
+SET TRANSACTION READ ONLY;
+SET LOCAL search_path = '';

@@ -10,6 +10,7 @@ import psycopg
 from psycopg import sql
 
 from listener.core.db import Conn, connect, watchdog
+from listener.core.sql_files import query
 from listener.errors import DatabaseUnreachable
 
 log = logging.getLogger("listener.core.wakeup")
@@ -67,7 +68,7 @@ class Wakeup:
                     pass
             elif time.monotonic() - self._last_ping >= _PING_EVERY_S:
                 with watchdog.guard(self._conn, self._deadline_s):
-                    self._conn.execute("SELECT 1")
+                    self._conn.execute(query("ping"))
                 self._last_ping = time.monotonic()
             return notified
         except (psycopg.OperationalError, DatabaseUnreachable) as exc:

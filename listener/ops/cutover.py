@@ -38,7 +38,7 @@ def cutover(dsn: str, at: datetime | None = None) -> CutoverReport:
         refuse_while_listener_runs(conn, action="cut over, and start it again afterwards")
         with conn.transaction():
             # Writers wait, so no event lands between the cut-over time and the settling.
-            conn.execute("LOCK TABLE public.bookings IN SHARE ROW EXCLUSIVE MODE")
+            conn.execute(query("lock_bookings"))
             row = conn.execute(query("set_cutover"), {"at": at}).fetchone()
             assert row is not None
             report = CutoverReport(adopt_until=row["adopt_until"])

@@ -507,7 +507,7 @@ def dsn_pooler_findings(dsn: str, *, listener: bool = False) -> list[Finding]:
 def probe_pool_mode(conn: Conn) -> str | None:
     """PgBouncer's pool_mode where a pooler answers SHOW pool_mode; None on plain PostgreSQL."""
     try:
-        row = conn.execute("SHOW pool_mode").fetchone()
+        row = conn.execute(query("pool_mode")).fetchone()
     except (errors.ProgrammingError, errors.NotSupportedError):
         # PostgreSQL has no such setting (42704): nothing in between, or a pooler that passes it on.
         return None
@@ -611,9 +611,8 @@ CATALOG_CHECKS: tuple[Callable[[Conn], list[Finding]], ...] = (
 
 
 def _read_only(conn: Conn) -> None:
-    conn.execute("SET TRANSACTION READ ONLY")
     # Deparsed expressions then name every function with its schema.
-    conn.execute("SET LOCAL search_path = ''")
+    conn.execute(query("doctor_read_only"))
 
 
 def audit(conn: Conn, *, listener: Conn | None = None) -> Report:

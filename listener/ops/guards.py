@@ -12,12 +12,7 @@ def relation_exists(conn: Conn, relation: str) -> bool:
     """Whether a table or view exists (relation is schema-qualified), whatever the role may see of its schema."""
     schema, _, name = relation.partition(".")
     # The catalogs, not to_regclass(): that fails on a schema the role has no USAGE on.
-    row = conn.execute(
-        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_class c"
-        " JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
-        " WHERE n.nspname = %s AND c.relname = %s) AS present",
-        [schema, name],
-    ).fetchone()
+    row = conn.execute(query("relation_exists"), {"schema": schema, "name": name}).fetchone()
     return bool(row and row["present"])
 
 

@@ -76,12 +76,12 @@ class MigrateReport:
 @contextlib.contextmanager
 def migration_lock(conn: Conn) -> Iterator[None]:
     """Hold the migration lock for the block: migrate, uninstall and export never interleave."""
-    conn.execute("SELECT pg_advisory_lock(%s)", [LOCK_KEY])
+    conn.execute(query("migration_lock"), {"key": LOCK_KEY})
     try:
         yield
     finally:
         if not conn.closed and not conn.broken:
-            conn.execute("SELECT pg_advisory_unlock(%s)", [LOCK_KEY])
+            conn.execute(query("migration_unlock"), {"key": LOCK_KEY})
 
 
 def migrate(dsn: str, *, with_demo_schema: bool = False) -> MigrateReport:
@@ -116,10 +116,7 @@ def migrate(dsn: str, *, with_demo_schema: bool = False) -> MigrateReport:
             _apply_repeatables(conn, report, force=bool(report.applied))
             if report.applied or report.repeatables:
                 conn.execute(
-                    "INSERT INTO session_ledger.schema_info (version, package_version) VALUES (%s, %s)"
-                    " ON CONFLICT (singleton) DO UPDATE SET version = excluded.version,"
-                    " package_version = excluded.package_version, migrated_at = now()",
-                    [SCHEMA_VERSION, __version__],
+                    query("record_schema_version"), {"version": SCHEMA_VERSION, "package": __version__}
                 )
     return report
 
@@ -144,8 +141,7 @@ def _apply_migrations(conn: Conn, report: MigrateReport) -> None:
             continue
         conn.execute(m.sql)
         conn.execute(
-            "INSERT INTO session_ledger.migrations (version, name, checksum) VALUES (%s, %s, %s)",
-            [m.version, m.name, m.checksum],
+            query("record_migration"), {"version": m.version, "name": m.name, "checksum": m.checksum}
         )
         report.applied.append(f"{m.version:04d}_{m.name}")
         log.info("applied migration %04d_%s", m.version, m.name)
@@ -153,16 +149,13 @@ def _apply_migrations(conn: Conn, report: MigrateReport) -> None:
 
 def _apply_repeatables(conn: Conn, report: MigrateReport, *, force: bool) -> None:
     """Re-apply every repeatable file, in order, when any of them changed (or a migration ran)."""
-    row = conn.execute("SELECT version FROM session_ledger.schema_info").fetchone()
+    row = conn.execute(query("recorded_schema_version")).fetchone()
     if row is not None and row["version"] > SCHEMA_VERSION:
         raise SchemaTooNew(
             f"the database holds schema version {row['version']}, newer than this package "
             f"({__version__}, schema {SCHEMA_VERSION}): upgrade session-ledger-listener"
         )
-    recorded = {
-        r["name"]: r["checksum"]
-        for r in conn.execute("SELECT name, checksum FROM session_ledger.repeatables")
-    }
+    recorded = {r["name"]: r["checksum"] for r in conn.execute(query("recorded_repeatables"))}
     files = repeatables()
     wanted = {f.name: f.checksum for f in files}
     if not force and recorded == wanted:
@@ -171,12 +164,9 @@ def _apply_repeatables(conn: Conn, report: MigrateReport, *, force: bool) -> Non
         conn.execute(f.sql)
         if recorded.get(f.name) != f.checksum:
             report.repeatables.append(f.name)
-    conn.execute("DELETE FROM session_ledger.repeatables")
-    with conn.cursor() as cur:
-        cur.executemany(
-            "INSERT INTO session_ledger.repeatables (name, checksum) VALUES (%s, %s)",
-            [(f.name, f.checksum) for f in files],
-        )
+    names = {"names": [f.name for f in files]}
+    conn.execute(query("forget_repeatables"), names)
+    conn.execute(query("record_repeatables"), {**names, "checksums": [f.checksum for f in files]})
     log.info("applied repeatable files %s", ", ".join(report.repeatables) or "(re-stated)")
 
 
@@ -221,7 +211,7 @@ def ensure_pgmq(conn: Conn) -> str:
         return "present"
     if conn.execute(query("pgmq_extension_available")).fetchone()["available"]:  # type: ignore[index]
         with conn.transaction():
-            conn.execute("CREATE EXTENSION IF NOT EXISTS pgmq")
+            conn.execute(query("create_pgmq_extension"))
         log.info("installed PGMQ as an extension")
         return "extension"
     script, version = pgmq_script()

@@ -37,7 +37,7 @@ def uninstall(dsn: str, *, keep_grants: bool = False, force: bool = False) -> Un
             return UninstallReport(installed=False)
         refuse_while_listener_runs(conn, action="uninstall")
         with conn.transaction():
-            conn.execute("LOCK TABLE public.bookings IN SHARE ROW EXCLUSIVE MODE")
+            conn.execute(query("lock_bookings"))
             # Waiting events are completions nobody has charged yet: dropping them would
             # leave those bookings unpaid with no trace, so they must be handled first.
             depths = conn.execute(query("queue_depths")).fetchone()
@@ -58,20 +58,11 @@ def uninstall(dsn: str, *, keep_grants: bool = False, force: bool = False) -> Un
                     f"or pass --force to drop {them} with the ledger"
                 )
             restored = (
-                tuple(
-                    r["signature"]
-                    for r in conn.execute(
-                        "SELECT signature FROM session_ledger.replaced_functions WHERE definition IS NOT NULL"
-                        " ORDER BY signature"
-                    )
-                )
+                tuple(r["signature"] for r in conn.execute(query("replaced_functions")))
                 if relation_exists(conn, "session_ledger.replaced_functions")
                 else ()
             )
-            conn.execute(
-                "SELECT set_config('session_ledger.uninstall_keep_grants', %s, true)",
-                ["on" if keep_grants else "off"],
-            )
+            conn.execute(query("uninstall_keep_grants"), {"keep": "on" if keep_grants else "off"})
             conn.execute(uninstall_sql())
             executors = {
                 signature: tuple(

@@ -74,7 +74,7 @@ def app_dsn(ledger_dsn: str) -> str:
     """A migrated database carrying the real app's policies, view, function and careless grants."""
     with connect(ledger_dsn, purpose="tests") as conn:
         # A guard the ledger may install later must not hide the unguarded verdict: disable it here.
-        for row in conn.execute(query("doctor_guard_triggers")).fetchall():
+        for row in conn.execute(query("doctor_guard_trigger_events")).fetchall():
             conn.execute(
                 sql.SQL("ALTER TABLE public.bookings DISABLE TRIGGER {}").format(sql.Identifier(row["name"]))
             )
@@ -128,7 +128,7 @@ def test_every_check_reports_the_app_and_goes_quiet_once_fixed(app_dsn: str, lis
     # The ledger's guard (re-enabled) makes the loose policies medium: the money is guarded,
     # the policy still loose.
     with connect(app_dsn, purpose="tests") as conn:
-        names = [row["name"] for row in conn.execute(query("doctor_guard_triggers")).fetchall()]
+        names = [row["name"] for row in conn.execute(query("doctor_guard_trigger_events")).fetchall()]
         assert len(names) == 3, "the guard rides the ledger's three bookings triggers"
         for name in names:
             conn.execute(
