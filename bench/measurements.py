@@ -22,6 +22,7 @@ import psutil
 
 from bench import variants, workload
 from bench.workload import Server
+from faults.observe import percentile
 from listener.core.db import connect
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -443,11 +444,6 @@ class _Observer(threading.Thread):
             time.sleep(0.005)
 
 
-def _percentile(values: Sequence[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
 def latency(server: Server, sizes: Sizes, logs: Path) -> dict[str, Any]:
     """Commit-to-charge lag at a steady completion rate, then the lag of lone completions into a quiet system."""
     steady = int(sizes.lag_rate * sizes.lag_seconds)
@@ -495,9 +491,9 @@ def latency(server: Server, sizes: Sizes, logs: Path) -> dict[str, Any]:
         ledger = workload.check_ledger(conn, n)
     missing = (steady - warmup) - len(lags)
     return {
-        "lag_p50_ms": _percentile(lags, 0.5),
-        "lag_p90_ms": _percentile(lags, 0.9),
-        "lag_p99_ms": _percentile(lags, 0.99),
+        "lag_p50_ms": percentile(lags, 0.5),
+        "lag_p90_ms": percentile(lags, 0.9),
+        "lag_p99_ms": percentile(lags, 0.99),
         "lag_max_ms": max(lags),
         "lag_rate_achieved": achieved,
         "lag_samples": len(lags),
