@@ -18,8 +18,9 @@ from psycopg.conninfo import conninfo_to_dict
 
 from listener.core.db import Conn, connect
 from listener.core.sql_files import demo_schema
-from listener.devtools.embedded import EmbeddedUnavailable, binaries_dir
+from listener.devtools.embedded import binaries_dir
 from listener.devtools.throwaway import create_database, drop_database
+from listener.errors import EmbeddedUnavailable
 from listener.ops.migrate import migrate
 
 ORG = uuid.UUID("00000000-0000-4000-8000-00000000b001")

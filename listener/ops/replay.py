@@ -15,14 +15,10 @@ from typing import Any
 from listener.core.db import Conn, connect
 from listener.core.schema import require_ledger
 from listener.core.sql_files import query
-from listener.errors import ConfigError, ListenerError
+from listener.errors import ConfigError, NothingMatched
 from listener.ops.converge import converge
 from listener.ops.pack_changes import PackChanges, summarise
 from listener.ops.walk import Progress, chunks, count_rows, no_progress, stream
-
-
-class NothingMatched(ListenerError):
-    """Explicitly named events or bookings that do not exist: nothing was changed."""
 
 
 @dataclass

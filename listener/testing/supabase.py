@@ -35,21 +35,13 @@ from psycopg import sql
 from listener.core.db import connect
 from listener.devtools.app_schema import SchemaPath, apply_supabase_base, build_app_database, schema_files
 from listener.devtools.ports import free_port
-from listener.errors import ListenerError
+from listener.errors import ClusterUnavailable, PgCronUnavailable
 from listener.ops.migrate import MigrateReport, migrate
 from listener.testing.postgrest import ApiResult, api_request
 
 SYSTEM_BIN = Path("/usr/lib/postgresql/15/bin")
 ADMIN = "supabase_admin"
 OS_USER = "postgres"
-
-
-class ClusterUnavailable(ListenerError):
-    """The Supabase-shaped test cluster could not be initialised or started."""
-
-
-class PgCronUnavailable(ListenerError):
-    """pg_cron was asked for but the server has no pg_cron library."""
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,8 @@ import pytest
 
 from listener.core.db import connect
 from listener.devtools import app_schema
-from listener.devtools.app_schema import SchemaFileFailed, SchemaFileMissing
 from listener.devtools.throwaway import create_database, drop_database
+from listener.errors import SchemaFileFailed, SchemaFileMissing
 
 from support.supabase_fixtures import APP_SCHEMA
 
