@@ -67,12 +67,16 @@ CREATE TABLE "session_ledger"."config" (
     "listener_live_window" interval DEFAULT '00:00:30'::interval NOT NULL,
     "absorb_legacy_calls" boolean DEFAULT true NOT NULL,
     "legacy_call_window" interval DEFAULT '00:10:00'::interval NOT NULL,
+    "max_reads" integer DEFAULT 10 NOT NULL,
+    "visibility_timeout_s" integer DEFAULT 30 NOT NULL,
     "paused_at" timestamp with time zone,
     "paused_by" text,
     "pause_reason" text,
     CONSTRAINT "config_legacy_call_window_check" CHECK ((legacy_call_window > '00:00:00'::interval)),
+    CONSTRAINT "config_max_reads_check" CHECK ((max_reads >= 2)),
     CONSTRAINT "config_pause_check" CHECK (((paused_at IS NULL) = (paused_by IS NULL))),
     CONSTRAINT "config_singleton_check" CHECK (singleton),
+    CONSTRAINT "config_visibility_timeout_s_check" CHECK ((visibility_timeout_s >= 1)),
     CONSTRAINT "config_pkey" PRIMARY KEY (singleton)
 );
 ALTER TABLE "session_ledger"."config" ENABLE ROW LEVEL SECURITY;

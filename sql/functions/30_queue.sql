@@ -260,8 +260,9 @@ AS $$
 DECLARE
     -- Small batches: each holds its packs' row locks until this statement commits.
     c_batch constant int := 500;
-    -- As the listener's default max_reads: a message read more often is dead-lettered.
-    c_max_reads constant int := 10;
+    -- The consumers' policy (config): a message read more often is dead-lettered.
+    v_max_reads int;
+    v_vt_seconds int;
     v_started timestamptz := pg_catalog.clock_timestamp();
     v_budget interval;
     v_batch_started timestamptz;
@@ -271,18 +272,19 @@ DECLARE
     v_one bigint;
 BEGIN
     v_budget := session_ledger.statement_budget();
+    SELECT c.max_reads, c.visibility_timeout_s INTO v_max_reads, v_vt_seconds FROM session_ledger.config c;
     PERFORM session_ledger.prune_booking_writes();
     LOOP
         -- Stop while one more batch, as slow as the slowest so far, still fits the budget.
         EXIT WHEN v_handled >= p_max_events
                OR pg_catalog.clock_timestamp() - v_started + 2 * v_slowest > v_budget;
         v_batch_started := pg_catalog.clock_timestamp();
-        SELECT array_agg(r.msg_id ORDER BY r.msg_id) FILTER (WHERE r.read_ct <= c_max_reads),
-               array_agg(r.msg_id ORDER BY r.msg_id) FILTER (WHERE r.read_ct > c_max_reads),
+        SELECT array_agg(r.msg_id ORDER BY r.msg_id) FILTER (WHERE r.read_ct <= v_max_reads),
+               array_agg(r.msg_id ORDER BY r.msg_id) FILTER (WHERE r.read_ct > v_max_reads),
                array_agg('read ' || r.read_ct || ' times without being handled' ORDER BY r.msg_id)
-                   FILTER (WHERE r.read_ct > c_max_reads)
+                   FILTER (WHERE r.read_ct > v_max_reads)
           INTO v_ids, v_dead, v_reasons
-        FROM session_ledger.read_events(least(c_batch, p_max_events - v_handled::int), 30) AS r;
+        FROM session_ledger.read_events(least(c_batch, p_max_events - v_handled::int), v_vt_seconds) AS r;
         EXIT WHEN v_ids IS NULL AND v_dead IS NULL;
         BEGIN
             PERFORM session_ledger.handle_batch_v3(NULL, v_ids, v_dead, v_reasons);

@@ -26,6 +26,12 @@ ALTER TABLE session_ledger.config
     ADD COLUMN legacy_call_window interval NOT NULL DEFAULT interval '10 minutes'
         CHECK (legacy_call_window > interval '0');
 
+-- How every consumer claims events: drain() reads these, and so do listeners not told
+-- otherwise (--max-reads, --visibility-timeout); a message read more often is dead-lettered.
+ALTER TABLE session_ledger.config
+    ADD COLUMN max_reads int NOT NULL DEFAULT 10 CHECK (max_reads >= 2),
+    ADD COLUMN visibility_timeout_s int NOT NULL DEFAULT 30 CHECK (visibility_timeout_s >= 1);
+
 -- Charging paused by an operator (`listener pause`): listeners and drain() claim no
 -- event while it is set; the trigger keeps queuing.
 ALTER TABLE session_ledger.config
