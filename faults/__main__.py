@@ -29,6 +29,7 @@ from rich.table import Table
 
 from faults import scenarios
 from faults.cluster import Cluster, own_cluster
+from faults.harness import Result
 from listener.core.db import connect
 from listener.devtools.throwaway import create_database, drop_database
 from listener.ops.migrate import migrate
@@ -266,13 +267,13 @@ def _runner(
     cluster: Cluster | None,
     workdir: Path,
     quick: bool,
-) -> Callable[[], scenarios.Result]:
+) -> Callable[[], Result]:
     """A thunk that runs one scenario on a fresh database."""
     if name == "restarts":
         assert restart_target is not None
         assert cluster is not None
         return lambda: scenarios.restarts(restart_target.fresh(), workdir, quick=quick, cluster=cluster)
-    table: dict[str, Callable[[], scenarios.Result]] = {
+    table: dict[str, Callable[[], Result]] = {
         "kills": lambda: scenarios.kills(target.fresh(), workdir, quick=quick),
         "terminate": lambda: scenarios.terminate_backends(target.fresh(), workdir, quick=quick),
         "kill-mid-batch": lambda: scenarios.kill_mid_batch(target.fresh(), workdir, quick=quick),
