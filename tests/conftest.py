@@ -44,11 +44,13 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 
 
 # The slow tier: tests that start their own cluster, processes under fault injection, the
-# benchmark, a browser, or a fresh virtualenv. `pytest -m "not slow"` is the quick tier.
+# benchmark, a browser, a fresh virtualenv, or the docs site's build. `pytest -m "not slow"` is
+# the quick tier.
 _SLOW_FIXTURES = frozenset({"supabase_cluster", "supabase_app_template", "supabase_app_db"})
 _SLOW_MODULES = frozenset({
     "test_faults_quick.py", "test_bench_smoke.py", "test_dashboard_browser.py", "test_runtime_install.py",
     "test_compose.py", "test_model.py", "test_http_limits.py", "test_embedded_extensions.py",
+    "test_docs_build.py",
 })  # fmt: skip
 
 

@@ -264,8 +264,9 @@ BEGIN
 END
 $$;
 
--- Charge one session, judging the pack's validity at p_session_at; for
--- service_role and the listener's role.
+-- Charge one session, judging the pack's validity at p_session_at. Only the ledger's
+-- owner may call it (its grants are revoked from everyone else): a charge for a
+-- given session time is the ledger's own business.
 CREATE OR REPLACE FUNCTION public.use_session(p_purchase_id uuid, p_session_at timestamptz) RETURNS boolean
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
