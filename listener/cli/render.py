@@ -1,15 +1,46 @@
-"""Rendering of operator reports as tables: the only place commands print rich output."""
+"""Everything the commands print: their reports as lines, tables or JSON, on stdout."""
 
 from __future__ import annotations
 
-from typing import Any
+import json
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from listener.ops.audit import AuditReport, ChargeReport
-from listener.ops.replay import RedriveReport
+from listener.ops.uninstall import REVOKED_FROM
+
+if TYPE_CHECKING:
+    from listener.ops.audit import AuditReport, ChargeReport
+    from listener.ops.cutover import CutoverReport
+    from listener.ops.doctor import Report as DoctorReport
+    from listener.ops.migrate import MigrateReport
+    from listener.ops.prune import PruneReport
+    from listener.ops.reconcile import ReconcileReport
+    from listener.ops.replay import RedriveReport, ReplayReport
+    from listener.ops.uninstall import UninstallReport
+
+# The straddling bookings a cut-over names one by one; the rest are counted.
+STRADDLING_SHOWN = 10
+
+
+def render_error(line: str) -> None:
+    """Print why a command failed, one line on stderr."""
+    print(line, file=sys.stderr)
+
+
+def render_json(report: object) -> None:
+    """Print a report's JSON for scripts (`--json`)."""
+    print(json.dumps(report, indent=2, default=str))
+
+
+def counts_text(counts: Mapping[str, int], *, empty: str = "nothing to do") -> str:
+    """Counts by name in one phrase, e.g. `paid: 3, released: 1`; `empty` when there are none."""
+    return ", ".join(f"{k}: {v}" for k, v in counts.items()) or empty
 
 
 def render_pack_changes(console: Console, rows: list[dict[str, Any]], title: str) -> None:
@@ -42,11 +73,12 @@ def cause_text(cause: dict[str, Any] | None) -> str:
     return " ".join(parts)
 
 
-def render_audit(report: AuditReport, console: Console, *, wide: bool = False) -> None:
+def render_audit(report: AuditReport, console: Console | None = None, *, wide: bool = False) -> None:
     """Print the packs that gave sessions away and those with manual deductions, side by side with the ledger.
 
     At 80 columns the table shows what to act on; `wide` adds the ledger's paid bookings by source.
     """
+    console = console or Console()
     named = report.given_away + report.manual
     if named:
         table = Table(title="packs whose balance disagrees with their bookings", box=box.SIMPLE_HEAD)
@@ -106,8 +138,9 @@ def render_replay_examples(examples: list[dict[str, Any]], console: Console) -> 
     console.print(table)
 
 
-def render_charge(report: ChargeReport, console: Console) -> None:
+def render_charge(report: ChargeReport, console: Console | None = None) -> None:
     """Print each booking a charge run judged, then the totals per pack."""
+    console = console or Console()
     if report.outcomes:
         table = Table(title="given-away sessions" + (" (dry run)" if report.dry_run else ""))
         for col in ("pack", "booking", "session at", "outcome"):
@@ -125,8 +158,9 @@ def render_charge(report: ChargeReport, console: Console) -> None:
         console.print("dry run: nothing changed; add --yes to charge")
 
 
-def render_dead_letters(report: RedriveReport, console: Console) -> None:
+def render_dead_letters(report: RedriveReport, console: Console | None = None) -> None:
     """Print each dead letter with its reason, then what was done."""
+    console = console or Console()
     table = Table(title="dead letters")
     for col in ("id", "dead-lettered at", "reason", "payload"):
         table.add_column(col)
@@ -217,3 +251,140 @@ def render_status(report: dict[str, Any], console: Console | None = None) -> Non
         console.print("[bold red]unhealthy:[/] " + "; ".join(problems))
     else:
         console.print("[bold green]healthy[/]")
+
+
+def render_migrate(report: MigrateReport) -> None:
+    """Print what a migrate run changed, a line a kind, or that nothing needed to."""
+    if report.demo_schema:
+        print("created the demo app schema")
+    if report.pgmq != "present":
+        print(f"installed PGMQ ({report.pgmq})")
+    if report.applied:
+        print("applied " + ", ".join(report.applied))
+    if report.repeatables:
+        print("re-applied functions, triggers and grants: " + ", ".join(report.repeatables))
+    if not report.changed:
+        print(f"already up to date (schema version {report.schema_version})")
+
+
+def render_doctor(report: DoctorReport) -> None:
+    """Print each finding with its fix, the checks skipped and why, the notes, and a count."""
+    for finding in report.findings:
+        print(f"{finding.severity.upper():<6} {finding.check}  {finding.object}")
+        print(f"       {finding.message}")
+        print(f"       fix: {finding.fix}")
+    skipped: dict[str, list[str]] = {}
+    for item in report.not_checked:
+        skipped.setdefault(item.reason, []).append(item.check)
+    for reason, checks in skipped.items():
+        print(f"not checked: {', '.join(checks)}: {reason}")
+    for note in report.notes:
+        print(f"note: {note}")
+    high = sum(f.severity == "high" for f in report.findings)
+    print(f"{len(report.findings)} finding(s), {high} high" if report.findings else "no findings")
+
+
+def render_completed(count: int) -> None:
+    """Print how many past bookings the cron path completed."""
+    print(f"completed {count} past booking{'s' if count != 1 else ''}")
+
+
+def render_replay(report: ReplayReport, console: Console | None = None) -> None:
+    """Print what replaying the archive matched, what converging does now, the first bookings and the packs."""
+    console = console or Console()
+    verb = "would enqueue" if report.dry_run else "enqueued"
+    count = report.bookings if report.dry_run else report.enqueued
+    console.print(f"{report.bookings} booking(s) in the archive match; {verb} {count} event(s)")
+    console.print("what converging them does now: " + counts_text(report.actions))
+    render_replay_examples(report.examples, console)
+    render_pack_changes(console, report.packs, "expected pack changes")
+
+
+def render_reconcile(report: ReconcileReport, console: Console | None = None) -> None:
+    """Print how many bookings were out of sync, what converging them did, and the packs it moved."""
+    console = console or Console()
+    verb = "would change" if report.dry_run else "changed"
+    console.print(f"{report.out_of_sync} booking(s) out of sync; " + counts_text(report.outcomes))
+    render_pack_changes(console, report.packs, f"packs {verb}")
+
+
+def render_pruned(report: PruneReport) -> None:
+    """Print what a prune removed."""
+    print(
+        f"removed {report.archived_events} archived event(s), {report.archived_dead_letters} archived dead "
+        f"letter(s) and {report.stopped_listeners} old listener heartbeat(s)"
+    )
+
+
+def render_paused(paused: dict[str, Any]) -> None:
+    """Print since when, by whom and why charging is paused."""
+    why = f": {paused['reason']}" if paused.get("reason") else ""
+    print(f"charging paused since {paused['paused_at']} by {paused['paused_by']}{why}; events keep queuing")
+
+
+def render_resumed(ended: dict[str, Any] | None) -> None:
+    """Print the pause that resuming ended, or that there was none."""
+    if ended is None:
+        print("charging was not paused")
+    else:
+        print(f"charging resumed; it was paused since {ended['paused_at']} by {ended['paused_by']}")
+
+
+def render_cutover(report: CutoverReport) -> None:
+    """Print the cut-over time, what it settled, the bookings to check by hand, and what to do next."""
+    print(
+        f"cut-over at {report.adopt_until.isoformat()}: events enqueued before it record what the "
+        "app's old code did, without charging or releasing again"
+    )
+    if report.archived_events:
+        print(
+            f"settled {report.settled_bookings} booking(s) from {report.archived_events} waiting event(s) "
+            "as the old code left them (ledger source 'cut-over'; no balance changed)"
+        )
+    if report.straddling:
+        shown = ", ".join(str(b) for b in report.straddling[:STRADDLING_SHOWN])
+        rest = len(report.straddling) - STRADDLING_SHOWN
+        more = f" and {rest} more" if rest > 0 else ""
+        print(
+            f"check by hand: {len(report.straddling)} booking(s) changed both before and after the "
+            f"cut-over time, and the listener will record them without charging: {shown}{more}"
+        )
+    print("next: start the listener (`listener run`)")
+
+
+def render_uninstall(report: UninstallReport) -> None:
+    """Print what an uninstall removed, what it restored and who may call it now, and what it kept."""
+    if not report.installed:
+        print("nothing to uninstall: this database has no session ledger")
+        return
+    print(
+        "removed the bookings triggers, the session_ledger schema and the queues booking_events, booking_events_dlq"
+    )
+    if report.restored:
+        print("restored the app's own " + ", ".join(report.restored) + " with search_path pinned")
+        callers = sorted({role for roles in report.executors.values() for role in roles})
+        may = ", ".join(callers) if callers else "nobody but their owner"
+        if report.kept_grants:
+            print(
+                f"kept their grants (--keep-grants): {may} may execute them; WARNING: their bodies check "
+                "nobody: whoever may call them may move any pack's sessions"
+            )
+        else:
+            print(
+                f"revoked EXECUTE on them from {', '.join(REVOKED_FROM)}: their bodies check nobody; "
+                f"may execute them now: {may}; --keep-grants keeps the grants"
+            )
+    if report.dead_letters:
+        print(f"dropped {report.dead_letters} unresolved dead letter(s) with the dead-letter queue (--force)")
+    print(
+        "kept: the app's tables and every pack's balance; the pgmq schema (other queues may use it); "
+        "the cluster-wide role session_ledger_listener (DROP ROLE it once no database uses it)"
+    )
+
+
+def render_exported(target: Path, written: list[Path]) -> None:
+    """Print each migration file written, or that the directory already held them all."""
+    for path in written:
+        print(path)
+    if not written:
+        print(f"{target} already holds every session ledger migration")

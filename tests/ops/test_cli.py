@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -12,6 +14,10 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
+from listener.cli.main import build_parser, main
+from listener.http.server import TIMEOUT_S
+from listener.settings import Settings
 
 from support.world import LISTENER, World, run_cli
 
@@ -78,7 +84,12 @@ def test_migrate_without_host_tables_names_them(ledger_server: str) -> None:
         assert result.returncode == 1
         assert "missing table public.bookings" in result.stderr
         assert len(result.stderr.strip().splitlines()) == 1
-        assert run_cli("migrate", "--dsn", dsn, "--with-demo-schema").returncode == 0
+        installed = run_cli("migrate", "--dsn", dsn, "--with-demo-schema")
+        assert installed.returncode == 0, installed.stderr
+        # Each fact once: the summary on stdout, and no log line on stderr saying it again.
+        assert installed.stderr == ""
+        said = installed.stdout + installed.stderr
+        assert said.count("0001_session_ledger") == 1 and said.count("PGMQ") == 1, said
         again = run_cli("migrate", "--dsn", dsn)
         assert again.returncode == 0 and "already up to date" in again.stdout
     finally:
@@ -154,13 +165,14 @@ def test_metrics_and_health_endpoints_of_a_running_listener(world: World) -> Non
     )
     try:
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 20
+        # Each poll ends as soon as its condition holds; the deadline only bounds a failure.
+        deadline = time.monotonic() + 60
         while True:
             try:
-                with urllib.request.urlopen(f"{base}/readyz", timeout=2) as r:
+                with urllib.request.urlopen(f"{base}/readyz", timeout=10) as r:
                     if r.status == 200:
                         break
-            except (urllib.error.URLError, ConnectionError):
+            except OSError:  # refused, reset or timed out: not up yet
                 pass
             assert time.monotonic() < deadline, "listener never became ready"
             time.sleep(0.1)
@@ -168,11 +180,18 @@ def test_metrics_and_health_endpoints_of_a_running_listener(world: World) -> Non
         [b] = world.bookings(pack)
         world.set_status(b, "completed")
         world.send_raw("'42'::jsonb")
-        world.ledger.drain(listener_running=True)
-        with urllib.request.urlopen(f"{base}/healthz", timeout=5) as r:
+        world.ledger.drain(listener_running=True, timeout=60)
+        with urllib.request.urlopen(f"{base}/healthz", timeout=10) as r:
             assert r.status == 200
-        with urllib.request.urlopen(f"{base}/metrics", timeout=5) as r:
-            text = r.read().decode()
+        # The listener counts a batch a moment after the commit that emptied the queue.
+        deadline = time.monotonic() + 60
+        while True:
+            with urllib.request.urlopen(f"{base}/metrics", timeout=10) as r:
+                text = r.read().decode()
+            if 'session_ledger_events_total{outcome="dead-lettered"} 1.0' in text:
+                break
+            assert time.monotonic() < deadline, text
+            time.sleep(0.1)
         assert 'session_ledger_events_total{outcome="paid"} 1.0' in text
         assert 'session_ledger_events_total{outcome="dead-lettered"} 1.0' in text
         assert "session_ledger_dead_letter_depth 1.0" in text
@@ -183,5 +202,57 @@ def test_metrics_and_health_endpoints_of_a_running_listener(world: World) -> Non
         assert len(status["listeners"]) == 1
     finally:
         proc.terminate()
-        _, err = proc.communicate(timeout=20)
+        _, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
+
+
+def _subparsers() -> dict[str, argparse.ArgumentParser]:
+    [sub] = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    return dict(sub.choices)
+
+
+def _help_entries(text: str) -> dict[str, str]:
+    """Each option's entry in a --help text (its flags, then its help) by its first flag, whitespace collapsed."""
+    entries: dict[str, str] = {}
+    flag = None
+    for line in text.splitlines():
+        match = re.match(r"^  (-[-\w]+)", line)
+        if match:
+            flag = match.group(1)
+            entries[flag] = line
+        elif flag is not None and line.startswith("   "):
+            entries[flag] += " " + line
+        else:
+            flag = None
+    return {f: " ".join(entry.split()) for f, entry in entries.items()}
+
+
+@pytest.mark.parametrize("name", sorted(_subparsers()))
+def test_each_subcommand_help_has_a_description_and_shows_its_defaults(
+    name: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "80")
+    with pytest.raises(SystemExit) as exited:
+        main([name, "--help"])
+    assert exited.value.code == 0
+    out = capsys.readouterr().out
+    parser = _subparsers()[name]
+    # The paragraph after the usage is the command's one-sentence description.
+    usage, description, *_ = out.split("\n\n")
+    assert usage.startswith(f"usage: listener {name}")
+    sentence = " ".join(description.split())
+    assert sentence == parser.description, out
+    assert sentence[0].isupper() and sentence.endswith(".") and sentence.count(". ") == 0, sentence
+    entries = _help_entries(out)
+    for action in parser._actions:
+        if not action.option_strings or action.nargs == 0:
+            continue  # a flag is off unless given; --help has nothing to default
+        entry = entries[action.option_strings[0]]
+        if action.default is not None:
+            shown = "" if isinstance(action.default, list) else str(action.default)
+            assert f"(default: {shown}" in entry, entry
+        if action.dest in Settings.model_fields and Settings.model_fields[action.dest].default is not None:
+            # An option that overrides a setting names the setting's default, whatever argparse's is.
+            assert f"else {Settings.model_fields[action.dest].default})" in entry, entry
+    if name == "run":
+        assert f"(default: {TIMEOUT_S})" in entries["--http-timeout"]

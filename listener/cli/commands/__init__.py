@@ -1,0 +1,20 @@
+"""The subcommands, a module per group: each module adds its parsers beside their handlers.
+
+Handlers import the operations they call when they run, so `listener --help` and a
+usage error stay quick.
+"""
+
+from __future__ import annotations
+
+from listener.cli.args import Subparsers
+
+from . import audit, dev, doctor, install, operate, repair, run, status
+
+# In the order `listener --help` lists them: install, run, watch, operate, repair, try out.
+GROUPS = (install, run, status, doctor, operate, repair, audit, dev)
+
+
+def register(subparsers: Subparsers) -> None:
+    """Add every subcommand."""
+    for group in GROUPS:
+        group.register(subparsers)

@@ -1,0 +1,101 @@
+"""Putting the ledger in and taking it out: `migrate`, `export-migrations`, `cutover`, `uninstall`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from listener.cli.args import Subparsers, command, timestamp
+from listener.errors import ConfigError
+from listener.settings import Settings
+
+
+def register(subparsers: Subparsers) -> None:
+    """Add `migrate`, `export-migrations`, `cutover` and `uninstall`."""
+    p = command(subparsers, "migrate", "install or upgrade the ledger, queue and trigger", _migrate)
+    p.add_argument(
+        "--with-demo-schema",
+        action="store_true",
+        help="first create the coaching app's tables on a blank database",
+    )
+
+    p = command(
+        subparsers,
+        "export-migrations",
+        "write the install as SQL files for supabase/migrations",
+        _export_migrations,
+        dsn=False,
+    )
+    p.add_argument("directory", help="where to write the files (created if missing)")
+    p.add_argument(
+        "--pgmq",
+        choices=["extension", "script"],
+        default="extension",
+        help="PGMQ as `CREATE EXTENSION` (Supabase Queues) or as the bundled SQL-only script "
+        "(default: %(default)s)",
+    )
+
+    p = command(subparsers, "cutover", "from now on the listener charges, not the app's old code", _cutover)
+    p.add_argument("--at", type=timestamp, metavar="TIME", help="the cut-over time, ISO 8601 (default: now)")
+
+    p = command(
+        subparsers, "uninstall", "remove trigger, ledger and queues; keep the app's tables", _uninstall
+    )
+    p.add_argument("--yes", action="store_true", help="really remove it")
+    p.add_argument(
+        "--keep-grants",
+        action="store_true",
+        help="leave EXECUTE on the restored use_session/release_session as it is "
+        "(default: revoke it from PUBLIC, anon and authenticated; service_role keeps it)",
+    )
+    p.add_argument("--force", action="store_true", help="drop unresolved dead letters with the ledger")
+
+
+def _migrate(args: argparse.Namespace, settings: Settings) -> int:
+    """Install or upgrade the ledger, then say what changed."""
+    from listener.cli.render import render_migrate
+    from listener.ops.migrate import log as migrate_log
+    from listener.ops.migrate import migrate
+
+    # The summary on stdout states each fact migrate logs at INFO; logged as well, each would show twice.
+    migrate_log.setLevel(logging.WARNING)
+    render_migrate(migrate(settings.require_dsn(), with_demo_schema=args.with_demo_schema))
+    return 0
+
+
+def _export_migrations(args: argparse.Namespace, settings: Settings) -> int:
+    """Write the migration files, then list them."""
+    from pathlib import Path
+
+    from listener.cli.render import render_exported
+    from listener.ops.export import export_migrations
+
+    if not args.directory.strip():
+        # Path("") is the working directory: an empty argument is a slip, not a choice.
+        raise ConfigError("no directory given: name where to write the files, e.g. supabase/migrations")
+    target = Path(args.directory)
+    render_exported(target, export_migrations(target, pgmq=args.pgmq))
+    return 0
+
+
+def _cutover(args: argparse.Namespace, settings: Settings) -> int:
+    """Set the cut-over time, then say what it settled and what comes next."""
+    from listener.cli.render import render_cutover
+    from listener.ops.cutover import cutover
+
+    render_cutover(cutover(settings.require_dsn(), args.at))
+    return 0
+
+
+def _uninstall(args: argparse.Namespace, settings: Settings) -> int:
+    """Remove the ledger (only with --yes), then say what went and what stayed."""
+    from listener.cli.render import render_uninstall
+    from listener.ops.uninstall import uninstall
+
+    if not args.yes:
+        raise ConfigError(
+            "this removes the bookings trigger, the session ledger and its queues; "
+            "run `listener uninstall --yes` to do it"
+        )
+    render_uninstall(uninstall(settings.require_dsn(), keep_grants=args.keep_grants, force=args.force))
+    return 0
