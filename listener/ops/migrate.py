@@ -144,7 +144,7 @@ def _apply_migrations(conn: Conn, report: MigrateReport) -> None:
             query("record_migration"), {"version": m.version, "name": m.name, "checksum": m.checksum}
         )
         report.applied.append(f"{m.version:04d}_{m.name}")
-        log.info("applied migration %04d_%s", m.version, m.name)
+        log.debug("applied migration %04d_%s", m.version, m.name)
 
 
 def _apply_repeatables(conn: Conn, report: MigrateReport, *, force: bool) -> None:
@@ -167,7 +167,7 @@ def _apply_repeatables(conn: Conn, report: MigrateReport, *, force: bool) -> Non
     names = {"names": [f.name for f in files]}
     conn.execute(query("forget_repeatables"), names)
     conn.execute(query("record_repeatables"), {**names, "checksums": [f.checksum for f in files]})
-    log.info("applied repeatable files %s", ", ".join(report.repeatables) or "(re-stated)")
+    log.debug("applied repeatable files %s", ", ".join(report.repeatables) or "(re-stated)")
 
 
 def missing_host_objects(conn: Conn) -> list[str]:
@@ -212,12 +212,12 @@ def ensure_pgmq(conn: Conn) -> str:
     if conn.execute(query("pgmq_extension_available")).fetchone()["available"]:  # type: ignore[index]
         with conn.transaction():
             conn.execute(query("create_pgmq_extension"))
-        log.info("installed PGMQ as an extension")
+        log.debug("installed PGMQ as an extension")
         return "extension"
     script, version = pgmq_script()
     with conn.transaction():
         conn.execute(script)
-    log.info("installed PGMQ %s from the SQL-only script", version)
+    log.debug("installed PGMQ %s from the SQL-only script", version)
     return f"sql-only {version}"
 
 

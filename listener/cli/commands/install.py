@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 
 from listener.cli.args import Subparsers, command, timestamp
 from listener.errors import ConfigError
@@ -54,11 +53,8 @@ def register(subparsers: Subparsers) -> None:
 def _migrate(args: argparse.Namespace, settings: Settings) -> int:
     """Install or upgrade the ledger, then say what changed."""
     from listener.cli.render import render_migrate
-    from listener.ops.migrate import log as migrate_log
     from listener.ops.migrate import migrate
 
-    # The summary on stdout states each fact migrate logs at INFO; logged as well, each would show twice.
-    migrate_log.setLevel(logging.WARNING)
     render_migrate(migrate(settings.require_dsn(), with_demo_schema=args.with_demo_schema))
     return 0
 

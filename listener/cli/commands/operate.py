@@ -41,33 +41,10 @@ def register(subparsers: Subparsers) -> None:
 def _complete_past(args: argparse.Namespace, settings: Settings) -> int:
     """Complete the confirmed bookings that have ended, as the app's cron does, and say how many."""
     from listener.cli.render import render_completed
+    from listener.ops.complete_past import complete_past
 
-    render_completed(_completed_past_bookings(settings.require_dsn()))
+    render_completed(complete_past(settings.require_dsn()))
     return 0
-
-
-def _completed_past_bookings(dsn: str) -> int:
-    """Complete the past confirmed bookings through the ledger; how many it completed."""
-    from psycopg.errors import InsufficientPrivilege
-
-    from listener.core.db import connect
-    from listener.core.schema import NO_LEDGER, ledger_state
-    from listener.core.store import Store
-    from listener.errors import LedgerAccessDenied, LedgerMissing
-
-    with connect(dsn, purpose="complete-past") as conn:
-        # Not require_ledger(): the cron's own login (service_role) may complete bookings
-        # without reading the ledger's version.
-        state = ledger_state(conn)
-        if not state.installed:
-            raise LedgerMissing(NO_LEDGER)
-        try:
-            return Store(conn).complete_past()
-        except InsufficientPrivilege:
-            raise LedgerAccessDenied(
-                f"role {state.role} may not complete bookings through the ledger: connect as the "
-                f"listener's login, service_role or the ledger's owner, {state.owner}"
-            ) from None
 
 
 def _pause(args: argparse.Namespace, settings: Settings) -> int:
