@@ -1,0 +1,538 @@
+"""The mutants: one broken rule each, in sql/functions, and the tests expected to notice.
+
+A mutant replaces one snippet of one file, found there exactly once; the runner refuses
+a catalogue whose snippet is gone or ambiguous. `hint` names the tests (node ids or
+files) or `hint_k` a -k expression that should kill the mutant fast; the runner falls
+back on the whole fast tier when they do not. A mutant that cannot change behaviour
+carries `equivalent`, the argument why; the runner reports it and does not run it
+(unless asked to, to check the argument).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+PINNED = "tests/db/test_rules_pinned.py"
+TRANSITIONS = "tests/db/test_transitions.py"
+
+
+@dataclass(frozen=True)
+class Mutant:
+    """One rule broken in one place."""
+
+    id: str
+    rule: str
+    file: str
+    original: str
+    replacement: str
+    hint: tuple[str, ...] = ()
+    hint_k: str = ""
+    equivalent: str = ""
+
+
+def _pinned(*names: str) -> tuple[str, ...]:
+    return tuple(f"{PINNED}::{name}" for name in names)
+
+
+def _transitions(*names: str) -> tuple[str, ...]:
+    return tuple(f"{TRANSITIONS}::{name}" for name in names)
+
+
+# ---------------------------------------------------------------------------------------
+# 10_rules.sql: what a booking consumes, what the ledger holds, what a pack may pay for,
+# which messages are events, and who may move a session (the guard itself excepted, below)
+# ---------------------------------------------------------------------------------------
+RULES = (
+    Mutant(
+        id="consumed-any-status",
+        rule="a booking consumes its pack only while its status is a consuming status",
+        file="10_rules.sql",
+        original="ANY (p_consuming) THEN p_purchase_id END",
+        replacement="ANY (p_consuming) OR true THEN p_purchase_id END",
+        hint=_transitions("test_cancel_releases_and_recomplete_charges_again"),
+    ),
+    Mutant(
+        id="consumed-ignores-config",
+        rule="the consuming statuses are config.consuming_statuses, not a fixed list",
+        file="10_rules.sql",
+        original="ANY (p_consuming) THEN p_purchase_id END",
+        replacement="ANY ('{completed}'::text[]) THEN p_purchase_id END",
+        hint=_transitions("test_no_show_consumes_when_configured"),
+    ),
+    Mutant(
+        id="held-counts-unfunded",
+        rule="only a paid ledger row holds a session of its pack",
+        file="10_rules.sql",
+        original="SELECT CASE WHEN p_state OPERATOR(pg_catalog.=) 'paid' THEN p_purchase_id END",
+        replacement="SELECT CASE WHEN p_state OPERATOR(pg_catalog.=) ANY ('{paid,unfunded}'::text[]) THEN p_purchase_id END",
+        hint=_pinned("test_an_unfunded_booking_holds_no_session"),
+    ),
+    Mutant(
+        id="judged-ignores-unfunded",
+        rule="an unfunded ledger row is a judgement by its pack, as a paid one is",
+        file="10_rules.sql",
+        original="ANY ('{paid,unfunded}'::text[]) THEN p_purchase_id END",
+        replacement="ANY ('{paid}'::text[]) THEN p_purchase_id END",
+        hint=_transitions("test_exhausted_pack_records_unfunded_and_does_not_retry"),
+    ),
+    Mutant(
+        id="out-of-sync-counts-unfunded",
+        rule="a booking the ledger judged unfunded is in sync (reconcile leaves it alone)",
+        file="10_rules.sql",
+        original="      IS DISTINCT FROM session_ledger.judged_pack(l.state, l.purchase_id);",
+        replacement="      IS DISTINCT FROM session_ledger.held_pack(l.state, l.purchase_id);",
+        hint=_pinned("test_the_ledger_is_out_of_sync_only_where_it_has_not_judged_a_booking_as_it_stands"),
+    ),
+    Mutant(
+        id="non-pack-funds",
+        rule="a purchase without sessions_total is not a session pack and pays for nothing",
+        file="10_rules.sql",
+        original="        WHEN p_sessions_total IS NULL THEN 'purchase is not a session pack'\n",
+        replacement="",
+        hint=_transitions("test_refunded_and_non_pack_purchases_are_unfunded"),
+    ),
+    Mutant(
+        id="refund-funds",
+        rule="a refunded pack pays for nothing",
+        file="10_rules.sql",
+        original="ANY ('{refunded,failed}'::text[])",
+        replacement="ANY ('{failed}'::text[])",
+        hint=_transitions("test_refunded_and_non_pack_purchases_are_unfunded"),
+    ),
+    Mutant(
+        id="failed-payment-funds",
+        rule="a pack whose payment failed pays for nothing",
+        file="10_rules.sql",
+        original="ANY ('{refunded,failed}'::text[])",
+        replacement="ANY ('{refunded}'::text[])",
+        hint=_pinned("test_a_pack_whose_payment_failed_pays_for_nothing"),
+    ),
+    Mutant(
+        id="expiry-strict",
+        rule="a pack has expired for a session that starts at its expiry instant",
+        file="10_rules.sql",
+        original="p_expires_at OPERATOR(pg_catalog.<=) p_at",
+        replacement="p_expires_at OPERATOR(pg_catalog.<) p_at",
+        hint=_pinned("test_a_pack_has_expired_for_a_session_starting_at_its_expiry"),
+    ),
+    Mutant(
+        id="expiry-judged-now",
+        rule="expiry is judged at the session's start, not when the event is processed",
+        file="10_rules.sql",
+        original="p_expires_at OPERATOR(pg_catalog.<=) p_at",
+        replacement="p_expires_at OPERATOR(pg_catalog.<=) pg_catalog.now()",
+        hint=_transitions("test_expiry_is_judged_at_the_sessions_start_not_at_processing"),
+    ),
+    Mutant(
+        id="event-any-version",
+        rule="the database handles only version 1 of the event",
+        file="10_rules.sql",
+        original="             AND p_message OPERATOR(pg_catalog.->>) 'v' OPERATOR(pg_catalog.=) '1'\n",
+        replacement="",
+        hint=_pinned("test_the_database_dead_letters_what_is_not_exactly_our_event"),
+    ),
+    Mutant(
+        id="event-uuid-any-case",
+        rule="an event names its booking by the canonical (lowercase) uuid only",
+        file="10_rules.sql",
+        original="coalesce(p_text OPERATOR(pg_catalog.~) '^[0-9a-f]",
+        replacement="coalesce(p_text OPERATOR(pg_catalog.~*) '^[0-9a-f]",
+        hint=_pinned("test_the_database_dead_letters_what_is_not_exactly_our_event"),
+    ),
+    Mutant(
+        id="trusted-without-owner",
+        rule="the ledger's owner and the roles that are members of it are trusted",
+        file="10_rules.sql",
+        original="RETURN coalesce(pg_catalog.pg_has_role(v_who, v_owner, 'MEMBER'), false)\n        OR ",
+        replacement="RETURN ",
+        hint=_pinned("test_the_ledgers_owner_and_its_members_are_trusted"),
+    ),
+    Mutant(
+        id="trusted-without-service-role",
+        rule="service_role and its members (the cron) are trusted",
+        file="10_rules.sql",
+        original="        OR coalesce(pg_catalog.pg_has_role(v_who, pg_catalog.to_regrole('service_role'), 'MEMBER'), false)\n",
+        replacement="",
+        hint=_transitions("test_bulk_completion_enqueues_one_event_per_booking_and_charges_each"),
+    ),
+    Mutant(
+        id="trusted-without-listener-role",
+        rule="the listener's role is trusted",
+        file="10_rules.sql",
+        original="\n        OR coalesce(pg_catalog.pg_has_role(v_who, pg_catalog.to_regrole('session_ledger_listener'), 'MEMBER'), false);",
+        replacement=";",
+        hint=_pinned("test_the_listeners_role_is_trusted"),
+    ),
+    Mutant(
+        id="may-move-without-authenticated",
+        rule="only a signed-in user (a member of authenticated) may move the sessions of their organisation",
+        file="10_rules.sql",
+        original="\n                    AND pg_catalog.pg_has_role(session_ledger.caller(), pg_catalog.to_regrole('authenticated'), 'MEMBER')",
+        replacement="",
+        hint=_pinned("test_only_a_signed_in_member_of_the_packs_organisation_may_move_its_sessions"),
+    ),
+    Mutant(
+        id="may-move-unknown-passes",
+        rule="an unknown answer about a caller's membership is a refusal",
+        file="10_rules.sql",
+        original="AND public.is_org_member(p_org),\n                    false);",
+        replacement="AND public.is_org_member(p_org),\n                    true);",
+        hint=_pinned("test_an_unknown_membership_is_a_refusal"),
+    ),
+    Mutant(
+        id="ghost-pack-open",
+        rule="of a pack that does not exist, only a trusted caller hears so",
+        file="10_rules.sql",
+        original="        RETURN coalesce(p_trusted, session_ledger.caller_is_trusted());\n    END IF;\n    RETURN session_ledger.may_move_sessions(v_org, p_trusted);",
+        replacement="        RETURN true;\n    END IF;\n    RETURN session_ledger.may_move_sessions(v_org, p_trusted);",
+        hint=_pinned("test_only_a_trusted_caller_learns_that_a_pack_does_not_exist"),
+    ),
+    Mutant(
+        id="assert-refuses-only-false",
+        rule="assert_may_move_pack refuses whatever is not a yes",
+        file="10_rules.sql",
+        original="IF session_ledger.may_move_pack(p_purchase_id) IS NOT TRUE THEN",
+        replacement="IF session_ledger.may_move_pack(p_purchase_id) IS FALSE THEN",
+        equivalent=(
+            "may_move_pack never returns NULL: for a missing pack it returns coalesce(p_trusted,"
+            " caller_is_trusted()) with p_trusted NULL here, and caller_is_trusted() ORs three"
+            " coalesce(..., false); otherwise may_move_sessions returns true or coalesce(..., false)."
+            " IS NOT TRUE is the fail-closed spelling, kept for any future NULL."
+        ),
+    ),
+)
+
+# ---------------------------------------------------------------------------------------
+# 20_charge.sql: settle_packs (the one balance change) and apply_bookings (what to ask of it)
+# ---------------------------------------------------------------------------------------
+CHARGE = (
+    Mutant(
+        id="release-at-zero",
+        rule="a pack at zero has nothing to give back",
+        file="20_charge.sql",
+        original="p.id IS NOT NULL AND r.rn <= p.sessions_used AS ok",
+        replacement="p.id IS NOT NULL AS ok",
+        hint=_pinned("test_a_pack_gives_back_no_more_sessions_than_it_used"),
+    ),
+    Mutant(
+        id="release-counts-one",
+        rule="releases of one pack in one batch give back at most what it used, each counted",
+        file="20_charge.sql",
+        original="p.id IS NOT NULL AND r.rn <= p.sessions_used AS ok",
+        replacement="p.id IS NOT NULL AND 1 <= p.sessions_used AS ok",
+        hint=_pinned("test_a_pack_gives_back_no_more_sessions_than_it_used"),
+    ),
+    Mutant(
+        id="other-org-charged",
+        rule="a pack never pays for a booking of another organisation",
+        file="20_charge.sql",
+        original="                   WHEN r.org IS NOT NULL AND p.org_id IS DISTINCT FROM r.org THEN 'pack belongs to another organisation'\n",
+        replacement="",
+        hint=_pinned("test_a_pack_pays_only_for_its_own_client_unless_packs_are_shared"),
+    ),
+    Mutant(
+        id="other-client-charged",
+        rule="a pack pays only for its own client's bookings",
+        file="20_charge.sql",
+        original="                   WHEN r.client IS NOT NULL AND NOT v_shared AND p.client_id IS DISTINCT FROM r.client\n                       THEN 'pack belongs to another client'\n",
+        replacement="",
+        hint=_pinned("test_a_pack_pays_only_for_its_own_client_unless_packs_are_shared"),
+    ),
+    Mutant(
+        id="shared-packs-ignored",
+        rule="config.allow_shared_packs lets a pack pay for another client of its organisation",
+        file="20_charge.sql",
+        original="WHEN r.client IS NOT NULL AND NOT v_shared AND p.client_id",
+        replacement="WHEN r.client IS NOT NULL AND p.client_id",
+        hint=_pinned("test_a_pack_pays_only_for_its_own_client_unless_packs_are_shared"),
+    ),
+    Mutant(
+        id="capacity-off-by-one",
+        rule="a pack pays for as many sessions as it has left (rank_in_pack <= total - used)",
+        file="20_charge.sql",
+        original="c.rank_in_pack <= p.sessions_total - p.used_after AS ok",
+        replacement="c.rank_in_pack < p.sessions_total - p.used_after AS ok",
+        hint=_transitions("test_exhausted_pack_records_unfunded_and_does_not_retry"),
+    ),
+    Mutant(
+        id="capacity-before-release",
+        rule="a session released in the same batch is free to pay for another",
+        file="20_charge.sql",
+        original="c.rank_in_pack <= p.sessions_total - p.used_after AS ok",
+        replacement="c.rank_in_pack <= p.sessions_total - p.sessions_used AS ok",
+        hint=_transitions("test_released_session_pays_for_another_in_the_same_batch"),
+    ),
+    Mutant(
+        id="refused-takes-a-place",
+        rule="a session the pack refuses for another reason takes no place within what it has left",
+        file="20_charge.sql",
+        original="PARTITION BY c0.pack, c0.bad IS NULL ORDER BY",
+        replacement="PARTITION BY c0.pack ORDER BY",
+        hint=_pinned("test_a_refused_session_takes_no_place_in_the_pack"),
+    ),
+    Mutant(
+        id="latest-sessions-first",
+        rule="an exhausted pack pays for its earliest sessions",
+        file="20_charge.sql",
+        original="ORDER BY c0.at, c0.ord) AS rank_in_pack",
+        replacement="ORDER BY c0.at DESC, c0.ord) AS rank_in_pack",
+        hint=_transitions("test_exhausted_pack_records_unfunded_and_does_not_retry"),
+    ),
+    Mutant(
+        id="request-order-first",
+        rule="an exhausted pack pays for its earliest sessions, whatever order they were asked in",
+        file="20_charge.sql",
+        original="ORDER BY c0.at, c0.ord) AS rank_in_pack",
+        replacement="ORDER BY c0.ord) AS rank_in_pack",
+        hint=_pinned("test_an_exhausted_pack_pays_for_the_earliest_sessions_whatever_the_order_asked"),
+    ),
+    Mutant(
+        id="balance-write-unguarded",
+        rule="a balance is written only over the balance it was decided on",
+        file="20_charge.sql",
+        original="WHERE p.id = u.pack AND p.sessions_used = u.expected;",
+        replacement="WHERE p.id = u.pack;",
+        equivalent=(
+            "settle_packs locks every pack it will write (FOR NO KEY UPDATE) in a statement before"
+            " the one that reads the balances: under READ COMMITTED that read takes a new snapshot"
+            " and sees every change committed before the lock was granted, and under REPEATABLE"
+            " READ or SERIALIZABLE the lock itself fails with 40001 on a row changed since the"
+            " snapshot. So the guard never finds a row whose balance differs; it is defence in depth."
+        ),
+    ),
+    Mutant(
+        id="adopt-boundary",
+        rule="an event queued at the cut-over instant or later is charged (first_at < adopt_until adopts)",
+        file="20_charge.sql",
+        original="coalesce(i.first_at < v_cfg.adopt_until, false)",
+        replacement="coalesce(i.first_at <= v_cfg.adopt_until, false)",
+        hint=_pinned("test_an_event_queued_at_the_cut_over_instant_is_charged"),
+    ),
+    Mutant(
+        id="adopt-never",
+        rule="a booking whose first event came before the cut-over is recorded without touching a balance",
+        file="20_charge.sql",
+        original="coalesce(i.first_at < v_cfg.adopt_until, false)",
+        replacement="false",
+        hint=("tests/db/test_migrate.py::test_cut_over_records_old_code_charges_without_charging_again",),
+    ),
+    Mutant(
+        id="adopt-latest-event",
+        rule="the cut-over judges a booking by its first queued event, not its latest",
+        file="20_charge.sql",
+        original="min(u.at) AS first_at",
+        replacement="max(u.at) AS first_at",
+        hint=_pinned("test_the_cut_over_judges_a_booking_by_its_first_queued_event"),
+    ),
+    Mutant(
+        id="adopted-release-moves-balance",
+        rule="a release before the cut-over gives nothing back (the app's old code did not charge it)",
+        file="20_charge.sql",
+        original="WHERE d.rel AND NOT d.adopt",
+        replacement="WHERE d.rel",
+        hint=_pinned("test_a_release_before_the_cut_over_moves_no_balance"),
+    ),
+    Mutant(
+        id="adopted-charge-moves-balance",
+        rule="a charge before the cut-over takes nothing (the app's old code charged it)",
+        file="20_charge.sql",
+        original="WHERE d.chg AND NOT d.adopt",
+        replacement="WHERE d.chg",
+        hint=("tests/db/test_migrate.py::test_cut_over_records_old_code_charges_without_charging_again",),
+    ),
+    Mutant(
+        id="cutover-records-unfunded",
+        rule="a booking adopted at the cut-over is recorded as paid",
+        file="20_charge.sql",
+        original="CASE WHEN d.adopt OR d.charge_ok THEN 'paid'",
+        replacement="CASE WHEN d.charge_ok THEN 'paid'",
+        hint=("tests/db/test_migrate.py::test_cut_over_records_old_code_charges_without_charging_again",),
+    ),
+    Mutant(
+        id="other-client-not-judged",
+        rule="a paid booking given to another client is judged again (paid by P for another client: moved)",
+        file="20_charge.sql",
+        original="coalesce(l.client_id, b.client_id) AS l_client",
+        replacement="b.client_id AS l_client",
+        hint=_pinned("test_a_paid_booking_given_to_another_client_is_judged_again"),
+    ),
+    Mutant(
+        id="other-org-not-judged",
+        rule="a paid booking moved to another organisation is judged again (paid by P for another org: moved)",
+        file="20_charge.sql",
+        original="coalesce(l.org_id, b.org_id) AS l_org",
+        replacement="b.org_id AS l_org",
+        hint=_pinned("test_a_paid_booking_moved_to_another_organisation_is_judged_again"),
+    ),
+    Mutant(
+        id="owner-never-judged",
+        rule="the ledger row's client and organisation are part of what it judged",
+        file="20_charge.sql",
+        original="session_ledger.judged_pack(c0.l_state, c0.l_pack), c0.l_client, c0.l_org,",
+        replacement="session_ledger.judged_pack(c0.l_state, c0.l_pack), c0.client, c0.org,",
+        hint=_pinned(
+            "test_a_paid_booking_given_to_another_client_is_judged_again",
+            "test_a_paid_booking_moved_to_another_organisation_is_judged_again",
+        ),
+    ),
+    Mutant(
+        id="ownerless-row-rejudged",
+        rule="a ledger row written before the ledger kept client and organisation was judged for the booking as it is",
+        file="20_charge.sql",
+        original="coalesce(l.client_id, b.client_id) AS l_client",
+        replacement="l.client_id AS l_client",
+        hint=_pinned("test_a_ledger_row_without_client_and_organisation_is_not_judged_again"),
+    ),
+    Mutant(
+        id="unfunded-retried",
+        rule="unfunded is not retried: a booking refused by its pack is not judged again while its key stands",
+        file="20_charge.sql",
+        original="session_ledger.judged_pack(c0.l_state, c0.l_pack), c0.l_client",
+        replacement="session_ledger.held_pack(c0.l_state, c0.l_pack), c0.l_client",
+        hint=_transitions("test_exhausted_pack_records_unfunded_and_does_not_retry"),
+    ),
+    Mutant(
+        id="release-without-holding",
+        rule="only a booking that holds a session releases one",
+        file="20_charge.sql",
+        original="array_agg(c.held IS NOT NULL AND c.changed),",
+        replacement="array_agg(c.changed),",
+        hint=_pinned("test_the_outcome_names_what_happened"),
+    ),
+    Mutant(
+        id="charge-without-wanting",
+        rule="only a booking that consumes a pack asks it for a session",
+        file="20_charge.sql",
+        original="array_agg(c.want IS NOT NULL AND c.changed),",
+        replacement="array_agg(c.changed),",
+        hint=_pinned("test_the_outcome_names_what_happened"),
+    ),
+    Mutant(
+        id="moved-reported-as-paid",
+        rule="a session released by one pack and paid by another is reported as moved",
+        file="20_charge.sql",
+        original="               WHEN d.do_charge AND d.charge_ok AND d.do_release THEN 'moved'\n",
+        replacement="",
+        hint=_pinned("test_the_outcome_names_what_happened"),
+    ),
+    Mutant(
+        id="unfunded-kept-when-not-consuming",
+        rule="an unfunded booking that stops consuming is released, so consuming again is judged again",
+        file="20_charge.sql",
+        original="               WHEN d.want IS NULL AND d.l_state = 'unfunded' THEN 'released'\n",
+        replacement="",
+        hint=_pinned("test_an_unfunded_booking_that_consumes_again_is_judged_again"),
+    ),
+    Mutant(
+        id="use-session-judged-now",
+        rule="use_session(pack, at) judges the pack's validity at the session's time",
+        file="20_charge.sql",
+        original="ARRAY[p_purchase_id], ARRAY[1], ARRAY[p_session_at],",
+        replacement="ARRAY[p_purchase_id], ARRAY[1], ARRAY[pg_catalog.now()],",
+        hint=_pinned("test_use_session_judges_the_pack_at_the_sessions_time"),
+    ),
+)
+
+# ---------------------------------------------------------------------------------------
+# 30_queue.sql: the claim, the ack, dead letters
+# ---------------------------------------------------------------------------------------
+QUEUE = (
+    Mutant(
+        id="claim-in-flight",
+        rule="a claimed message stays invisible to other readers until its visibility timeout",
+        file="30_queue.sql",
+        original="WHERE q.vt <= pg_catalog.clock_timestamp()",
+        replacement="WHERE true",
+        hint=_pinned("test_a_claimed_message_is_invisible_until_its_visibility_timeout"),
+    ),
+    Mutant(
+        id="handled-not-acked",
+        rule="the handled messages are acked (archived) in the transaction that applies them",
+        file="30_queue.sql",
+        original="        PERFORM session_ledger.archive_events('booking_events', v_ids);\n",
+        replacement="",
+        hint=_pinned("test_a_handled_message_is_archived_with_its_charge"),
+    ),
+    Mutant(
+        id="ack-without-archive",
+        rule="an acked message is kept in the archive, not just deleted",
+        file="30_queue.sql",
+        original="SELECT g.msg_id, g.read_ct, g.enqueued_at, g.vt, g.message FROM gone g;\n    ELSIF p_queue OPERATOR(pg_catalog.=) 'booking_events_dlq'",
+        replacement="SELECT g.msg_id, g.read_ct, g.enqueued_at, g.vt, g.message FROM gone g WHERE false;\n    ELSIF p_queue OPERATOR(pg_catalog.=) 'booking_events_dlq'",
+        hint=_pinned("test_a_handled_message_is_archived_with_its_charge"),
+    ),
+    Mutant(
+        id="non-events-stay-queued",
+        rule="the database dead-letters a message that is not exactly our event",
+        file="30_queue.sql",
+        original="array_agg(q.msg_id ORDER BY q.msg_id) FILTER (WHERE b.id IS NULL)",
+        replacement="array_agg(q.msg_id ORDER BY q.msg_id) FILTER (WHERE false)",
+        hint=_pinned("test_the_database_dead_letters_what_is_not_exactly_our_event"),
+    ),
+    Mutant(
+        id="max-reads-boundary",
+        rule="drain() dead-letters a message read more than max_reads times, and handles one read exactly max_reads",
+        file="30_queue.sql",
+        original="FILTER (WHERE r.read_ct <= v_max_reads),\n               array_agg(r.msg_id ORDER BY r.msg_id) FILTER (WHERE r.read_ct > v_max_reads),",
+        replacement="FILTER (WHERE r.read_ct < v_max_reads),\n               array_agg(r.msg_id ORDER BY r.msg_id) FILTER (WHERE r.read_ct >= v_max_reads),",
+        hint=_pinned("test_drain_dead_letters_a_message_read_more_than_max_reads_times"),
+    ),
+    Mutant(
+        id="max-reads-applied",
+        rule="drain() never applies a message read more than max_reads times",
+        file="30_queue.sql",
+        original="FILTER (WHERE r.read_ct <= v_max_reads),\n               array_agg(r.msg_id ORDER BY r.msg_id) FILTER (WHERE r.read_ct > v_max_reads),",
+        replacement="FILTER (WHERE true),\n               array_agg(r.msg_id ORDER BY r.msg_id) FILTER (WHERE false),",
+        hint=_pinned("test_drain_dead_letters_a_message_read_more_than_max_reads_times"),
+    ),
+)
+
+# ---------------------------------------------------------------------------------------
+# 60_audit.sql: which sessions the app's old code gave away, and taking them
+# ---------------------------------------------------------------------------------------
+AUDIT = (
+    Mutant(
+        id="audit-ignores-certain",
+        rule="a pack's balance covers its adopted bookings only after the bookings certainly charged",
+        file="60_audit.sql",
+        original="a.rn > greatest(p.sessions_used - coalesce(k.n, 0), 0)",
+        replacement="a.rn > p.sessions_used",
+        hint=_pinned("test_audit_finds_the_sessions_a_packs_balance_does_not_cover"),
+    ),
+    Mutant(
+        id="audit-latest-covered",
+        rule="a pack's balance covers its earliest adopted bookings",
+        file="60_audit.sql",
+        original="ORDER BY x.start_time, x.id) AS rn",
+        replacement="ORDER BY x.start_time DESC, x.id) AS rn",
+        hint=_pinned("test_audit_finds_the_sessions_a_packs_balance_does_not_cover"),
+    ),
+    Mutant(
+        id="audit-charges-uncertain",
+        rule="a session audit charged is certainly charged",
+        file="60_audit.sql",
+        original="WHERE x.paid_by IN ('listener', 'audit')",
+        replacement="WHERE x.paid_by IN ('listener')",
+        hint=_pinned("test_audit_finds_the_sessions_a_packs_balance_does_not_cover"),
+    ),
+    Mutant(
+        id="audit-charge-any-client",
+        rule="audit charges a pack only for its own client's bookings",
+        file="60_audit.sql",
+        original="q_at, q_client, q_org) AS s;",
+        replacement="q_at, NULL, NULL) AS s;",
+        hint=_pinned("test_audit_charges_a_pack_only_for_its_own_clients_bookings"),
+    ),
+)
+
+# ---------------------------------------------------------------------------------------
+# Reserved: sql/functions/40_trigger.sql and the guard in 10_rules.sql
+# (session_ledger.may_write_booking, and charge_key_changed with it) are being rewritten.
+# Their mutants go here once the rewrite has landed: the trigger's charge key and each
+# event branch (INSERT, UPDATE, DELETE, a changed primary key), the NOTIFY condition, the
+# trust check once per statement, and each branch of may_write_booking (a pack it stops
+# consuming, one it starts consuming, one it detaches, one a client attaches).
+# ---------------------------------------------------------------------------------------
+TRIGGER_AND_GUARD: tuple[Mutant, ...] = ()
+
+CATALOGUE: tuple[Mutant, ...] = RULES + CHARGE + QUEUE + AUDIT + TRIGGER_AND_GUARD
