@@ -526,13 +526,201 @@ AUDIT = (
 )
 
 # ---------------------------------------------------------------------------------------
-# Reserved: sql/functions/40_trigger.sql and the guard in 10_rules.sql
-# (session_ledger.may_write_booking, and charge_key_changed with it) are being rewritten.
-# Their mutants go here once the rewrite has landed: the trigger's charge key and each
-# event branch (INSERT, UPDATE, DELETE, a changed primary key), the NOTIFY condition, the
-# trust check once per statement, and each branch of may_write_booking (a pack it stops
-# consuming, one it starts consuming, one it detaches, one a client attaches).
+# 40_trigger.sql and the guard in 10_rules.sql: what the trigger judges and enqueues, and
+# who may change what a booking charges; 20_charge.sql's absorbing of the app's old calls
 # ---------------------------------------------------------------------------------------
-TRIGGER_AND_GUARD: tuple[Mutant, ...] = ()
+GUARD = "tests/db/test_guard.py"
+LEGACY = "tests/db/test_legacy_calls.py"
+
+
+def _guard(*names: str) -> tuple[str, ...]:
+    return tuple(f"{GUARD}::{name}" for name in names)
+
+
+def _legacy(*names: str) -> tuple[str, ...]:
+    return tuple(f"{LEGACY}::{name}" for name in names)
+
+
+TRIGGER_AND_GUARD: tuple[Mutant, ...] = (
+    Mutant(
+        id="trigger-trusts-everyone",
+        rule="the trigger judges every write of an untrusted writer",
+        file="40_trigger.sql",
+        original="    IF NOT v_trusted THEN",
+        replacement="    IF false THEN",
+        hint=_guard("test_the_trigger_refuses_a_member_pointing_a_booking_at_another_orgs_pack"),
+    ),
+    Mutant(
+        id="guard-pairs-only-same-ids",
+        rule="for the guard, a changed id is the old booking deleted and a new one inserted",
+        file="40_trigger.sql",
+        original="            SELECT coalesce(o.id, n.id) INTO v_refused\n            FROM new_rows n FULL JOIN old_rows o",
+        replacement="            SELECT coalesce(o.id, n.id) INTO v_refused\n            FROM new_rows n JOIN old_rows o",
+        hint=_guard("test_the_trigger_refuses_a_member_pointing_a_booking_at_another_orgs_pack"),
+    ),
+    Mutant(
+        id="events-pair-only-same-ids",
+        rule="both ids of a changed booking id get an event",
+        file="40_trigger.sql",
+        original="            FROM new_rows n FULL JOIN old_rows o ON o.id = n.id\n        ), echoes AS (",
+        replacement="            FROM new_rows n JOIN old_rows o ON o.id = n.id\n        ), echoes AS (",
+        hint=_guard("test_an_id_change_is_the_old_booking_deleted_and_a_new_one_inserted"),
+    ),
+    Mutant(
+        id="insert-enqueues-nothing",
+        rule="a booking inserted consuming a pack gets an event",
+        file="40_trigger.sql",
+        original="        FROM k WHERE k.now_pack IS NOT NULL;",
+        replacement="        FROM k WHERE false;",
+        hint_k="insert",
+    ),
+    Mutant(
+        id="delete-enqueues-nothing",
+        rule="a deleted booking that consumed a pack gets an event",
+        file="40_trigger.sql",
+        original="        FROM k WHERE k.was_pack IS NOT NULL;",
+        replacement="        FROM k WHERE false;",
+        hint_k="delete",
+    ),
+    Mutant(
+        id="trigger-key-ignores-owner",
+        rule="a consuming booking handed to another client or organisation gets an event",
+        file="40_trigger.sql",
+        original="          AND session_ledger.charge_key_changed(k.was_pack, k.was_client, k.was_org,\n"
+        "                                                k.now_pack, k.now_client, k.now_org);",
+        replacement="          AND k.was_pack IS DISTINCT FROM k.now_pack;",
+        hint=(PINNED,),
+    ),
+    Mutant(
+        id="no-use-echo",
+        rule="a completion (or a write that leaves a booking completed) is echoed for the old code's use_session",
+        file="40_trigger.sql",
+        original="FROM k WHERE k.now_pack IS NOT NULL AND (k.was_pack IS NULL OR k.was_pack = k.now_pack)",
+        replacement="FROM k WHERE false AND (k.was_pack IS NULL OR k.was_pack = k.now_pack)",
+        hint=_legacy("test_a_completion_then_use_session_by_the_same_caller_charges_once"),
+    ),
+    Mutant(
+        id="second-tab-not-echoed",
+        rule="a write that changes nothing of a completed booking is echoed too (a second browser tab)",
+        file="40_trigger.sql",
+        original="FROM k WHERE k.now_pack IS NOT NULL AND (k.was_pack IS NULL OR k.was_pack = k.now_pack)",
+        replacement="FROM k WHERE k.now_pack IS NOT NULL AND k.was_pack IS NULL",
+        hint=_legacy("test_a_completion_then_use_session_by_the_same_caller_charges_once"),
+    ),
+    Mutant(
+        id="move-echoed-as-use",
+        rule="a move to another pack is no completion: it echoes no use_session",
+        file="40_trigger.sql",
+        original="FROM k WHERE k.now_pack IS NOT NULL AND (k.was_pack IS NULL OR k.was_pack = k.now_pack)",
+        replacement="FROM k WHERE k.now_pack IS NOT NULL",
+        hint=_legacy("test_a_move_to_another_pack_is_no_echo_and_manual_adjustments_are_never_absorbed"),
+    ),
+    Mutant(
+        id="no-release-echo",
+        rule="a cancellation is echoed for the old code's release_session",
+        file="40_trigger.sql",
+        original="FROM k WHERE k.was_pack IS NOT NULL AND k.now_pack IS NULL) AS e",
+        replacement="FROM k WHERE false) AS e",
+        hint=_legacy("test_a_cancel_then_reinstate_releases_once"),
+    ),
+    Mutant(
+        id="guard-lets-consumption-stop",
+        rule="only a writer who may move the pack's sessions may stop a booking consuming it",
+        file="10_rules.sql",
+        original="    IF o_c IS NOT NULL AND session_ledger.charge_key_changed(o_c, o_client, o_org, n_c, n_client, n_org)",
+        replacement="    IF false AND session_ledger.charge_key_changed(o_c, o_client, o_org, n_c, n_client, n_org)",
+        hint=_guard("test_a_member_may_change_what_a_booking_charges_and_a_client_may_not"),
+    ),
+    Mutant(
+        id="guard-lets-consumption-start",
+        rule="only a writer who may move the pack's sessions may make a booking consume it",
+        file="10_rules.sql",
+        original="    IF n_c IS NOT NULL AND session_ledger.charge_key_changed(o_c, o_client, o_org, n_c, n_client, n_org)",
+        replacement="    IF false AND session_ledger.charge_key_changed(o_c, o_client, o_org, n_c, n_client, n_org)",
+        hint=_guard("test_a_member_may_change_what_a_booking_charges_and_a_client_may_not"),
+    ),
+    Mutant(
+        id="guard-lets-pack-detach",
+        rule="only a writer who may move the pack's sessions may detach or switch it",
+        file="10_rules.sql",
+        original="    IF o_pack IS NOT NULL AND session_ledger.charge_key_changed(o_pack, o_client, o_org, n_pack, n_client, n_org)",
+        replacement="    IF false AND session_ledger.charge_key_changed(o_pack, o_client, o_org, n_pack, n_client, n_org)",
+        hint=_guard("test_a_member_may_change_what_a_booking_charges_and_a_client_may_not"),
+    ),
+    Mutant(
+        id="guard-attach-any-clients-pack",
+        rule="a client may attach only their own pack",
+        file="10_rules.sql",
+        original="                                          AND p.client_id OPERATOR(pg_catalog.=) n_client",
+        replacement="",
+        hint=_guard("test_a_client_may_attach_only_their_own_live_pack_to_a_booking_that_has_none"),
+    ),
+    Mutant(
+        id="guard-attach-dead-pack",
+        rule="a client may attach only a pack that can still pay",
+        file="10_rules.sql",
+        original="                                              IS NULL)),",
+        replacement="                                              IS NULL OR true)),",
+        hint=_guard("test_a_client_may_attach_only_their_own_live_pack_to_a_booking_that_has_none"),
+    ),
+    Mutant(
+        id="guard-attach-over-another-pack",
+        rule="a client may attach a pack only to a booking that has none",
+        file="10_rules.sql",
+        original="                        OR (o_pack IS NULL",
+        replacement="                        OR (true",
+        hint=_guard("test_a_client_may_attach_only_their_own_live_pack_to_a_booking_that_has_none"),
+    ),
+    Mutant(
+        id="absorb-when-off",
+        rule="with absorbing switched off, every old call moves the balance",
+        file="20_charge.sql",
+        original="    IF NOT v_on THEN",
+        replacement="    IF false THEN",
+        hint=_legacy("test_an_echo_outside_the_window_or_with_absorbing_off_is_not_absorbed"),
+    ),
+    Mutant(
+        id="absorb-any-age",
+        rule="only an echo within the window absorbs a call",
+        file="20_charge.sql",
+        original="      AND w.written_at > pg_catalog.clock_timestamp() - v_window",
+        replacement="",
+        hint=_legacy("test_an_echo_outside_the_window_or_with_absorbing_off_is_not_absorbed"),
+    ),
+    Mutant(
+        id="absorb-any-role",
+        rule="only the writer's own role's call is absorbed",
+        file="20_charge.sql",
+        original="      AND (w.caused_by ->> 'role') IS NOT DISTINCT FROM (p_cause ->> 'role')",
+        replacement="",
+        hint=_legacy("test_each_write_absorbs_one_call_and_only_its_own_callers"),
+    ),
+    Mutant(
+        id="absorb-any-user",
+        rule="only the writer's own signed-in user's call is absorbed",
+        file="20_charge.sql",
+        original="      AND (w.caused_by ->> 'uid') IS NOT DISTINCT FROM (p_cause ->> 'uid')",
+        replacement="",
+        hint=_legacy("test_each_write_absorbs_one_call_and_only_its_own_callers"),
+    ),
+    Mutant(
+        id="absorb-without-limit",
+        rule="each booking of a write absorbs one call, no more",
+        file="20_charge.sql",
+        original="      AND w.absorbed < pg_catalog.cardinality(w.booking_ids)",
+        replacement="",
+        hint=_legacy("test_each_write_absorbs_one_call_and_only_its_own_callers"),
+    ),
+    Mutant(
+        id="absorbed-call-adopted",
+        rule="a booking whose old call was absorbed is never adopted by a late cut-over",
+        file="20_charge.sql",
+        original="WHERE pc.booking_id = i.id AND pc.outcome = 'absorbed') AS adopt,",
+        replacement="WHERE false) AS adopt,",
+        hint=(
+            "tests/db/test_migrate.py::test_a_late_cut_over_never_adopts_a_booking_whose_old_call_was_absorbed",
+        ),
+    ),
+)
 
 CATALOGUE: tuple[Mutant, ...] = RULES + CHARGE + QUEUE + AUDIT + TRIGGER_AND_GUARD

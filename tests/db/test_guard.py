@@ -1,0 +1,124 @@
+"""The guard's rule, branch by branch, on the demo schema (the quick tier): who may change what a booking
+charges. The same rule on the real app's schema and policies, as PostgREST sends the writes, is in
+tests/db/test_trust_boundary.py."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import datetime, timedelta
+
+import pytest
+from psycopg import errors
+
+from listener.core.db import Conn
+from listener.devtools import demo_data
+
+from support.world import World
+
+CONSUMING = "{completed}"
+
+
+def _as(conn: Conn, user: uuid.UUID) -> None:
+    conn.execute("SELECT set_config('request.jwt.claims', %s, false)", [json.dumps({"sub": str(user)})])
+
+
+def _may(conn: Conn, old: tuple[object, ...] | None, new: tuple[object, ...] | None) -> bool:
+    """may_write_booking for an untrusted writer; old and new are (status, pack, client, org), None for absent."""
+    o = old or (None, None, None, None)
+    n = new or (None, None, None, None)
+    row = conn.execute(
+        "SELECT session_ledger.may_write_booking(%s, %s, %s, %s, %s, %s, %s, %s, %s, false) AS ok",
+        [*o, *n, CONSUMING],
+    ).fetchone()
+    assert row is not None
+    return bool(row["ok"])
+
+
+@pytest.fixture
+def client_user(world: World) -> uuid.UUID:
+    """The org's client as a signed-in user, who is no member of the org."""
+    user = uuid.uuid4()
+    world.conn.execute(
+        "UPDATE public.clients SET auth_user_id = %s WHERE id = %s", [user, world.org.client_id]
+    )
+    return user
+
+
+def test_a_member_may_change_what_a_booking_charges_and_a_client_may_not(
+    world: World, client_user: uuid.UUID
+) -> None:
+    pack, other = world.pack(sessions_total=5), world.pack(sessions_total=5)
+    c, o = world.org.client_id, world.org.id
+    changes = {
+        "stop consuming": (("completed", pack, c, o), ("cancelled", pack, c, o)),
+        "start consuming": (("confirmed", pack, c, o), ("completed", pack, c, o)),
+        "consume for another client": (("completed", pack, c, o), ("completed", pack, uuid.uuid4(), o)),
+        "detach": (("confirmed", pack, c, o), ("confirmed", None, c, o)),
+        "switch": (("confirmed", pack, c, o), ("confirmed", other, c, o)),
+        "delete a booking with a pack": (("confirmed", pack, c, o), None),
+        "insert a completed booking": (None, ("completed", pack, c, o)),
+    }
+    _as(world.conn, world.org.trainer_user_id)
+    assert {name: _may(world.conn, *change) for name, change in changes.items()} == dict.fromkeys(
+        changes, True
+    )
+    _as(world.conn, client_user)
+    assert {name: _may(world.conn, *change) for name, change in changes.items()} == dict.fromkeys(
+        changes, False
+    )
+    # What moves no session stays open to anyone: notes, times, a booking without a pack.
+    assert _may(world.conn, ("confirmed", pack, c, o), ("confirmed", pack, c, o))
+    assert _may(world.conn, ("confirmed", None, c, o), ("cancelled", None, c, o))
+
+
+def test_a_client_may_attach_only_their_own_live_pack_to_a_booking_that_has_none(
+    world: World, client_user: uuid.UUID
+) -> None:
+    c, o = world.org.client_id, world.org.id
+    own = world.pack(sessions_total=5)
+    expired = world.pack(sessions_total=5, expires_at=datetime.now().astimezone() - timedelta(days=1))
+    refunded = world.pack(sessions_total=5, payment_status="refunded")
+    _as(world.conn, client_user)
+    bare = ("confirmed", None, c, o)
+    assert _may(world.conn, bare, ("confirmed", own, c, o))
+    assert _may(world.conn, None, ("confirmed", own, c, o))  # booking with it
+    assert not _may(world.conn, bare, ("confirmed", expired, c, o))
+    assert not _may(world.conn, bare, ("confirmed", refunded, c, o))
+    assert not _may(world.conn, bare, ("confirmed", uuid.uuid4(), c, o))  # no such pack
+    # a booking that had another pack: that is a switch, not an attach
+    assert not _may(world.conn, ("confirmed", expired, c, o), ("confirmed", own, c, o))
+    # handed to another client along the way
+    assert not _may(world.conn, bare, ("confirmed", own, uuid.uuid4(), o))
+
+
+def test_the_trigger_refuses_a_member_pointing_a_booking_at_another_orgs_pack(world: World) -> None:
+    elsewhere = demo_data.create_org(world.conn, "Studio B")
+    theirs = demo_data.create_pack(world.conn, elsewhere, sessions_total=5)
+    [mine] = world.bookings(world.pack(sessions_total=5))
+    conn = world.conn
+    _as(conn, world.org.trainer_user_id)
+    for statement in (
+        "UPDATE public.bookings SET purchase_id = %s WHERE id = %s",
+        # under a new id too: the old booking's pack detached, the new one's attached
+        "UPDATE public.bookings SET id = gen_random_uuid(), purchase_id = %s WHERE id = %s",
+    ):
+        with conn.transaction():
+            conn.execute("SET LOCAL ROLE authenticated")
+            with pytest.raises(errors.InsufficientPrivilege, match=r"booking .*: role authenticated may not"):
+                conn.execute(statement, [theirs, mine])
+    row = conn.execute("SELECT purchase_id FROM public.bookings WHERE id = %s", [mine]).fetchone()
+    assert row is not None and row["purchase_id"] != theirs
+
+
+def test_an_id_change_is_the_old_booking_deleted_and_a_new_one_inserted(world: World) -> None:
+    pack = world.pack(sessions_total=5)
+    [booking] = world.bookings(pack)
+    world.set_status(booking, "completed")
+    world.drain()
+    renamed = uuid.uuid4()
+    world.conn.execute("UPDATE public.bookings SET id = %s WHERE id = %s", [renamed, booking])
+    assert {str(m["message"]["booking_id"]) for m in world.queue()} == {str(booking), str(renamed)}  # type: ignore[index]
+    world.drain()
+    assert world.used(pack) == 1
+    assert (world.ledger_state(booking), world.ledger_state(renamed)) == (("released", pack), ("paid", pack))
