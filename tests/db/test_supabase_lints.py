@@ -111,7 +111,7 @@ def test_the_ledger_adds_no_supabase_security_lint(supabase_cluster: SupabaseClu
             ("authenticated_security_definer_function_executable",
              "public.use_session(p_purchase_id uuid, p_reason text)"),
         ]  # fmt: skip
-        # Hardened in place: the app's functions no longer trip the search_path lint.
-        assert ("function_search_path_mutable", "public.use_session(p_purchase_id uuid)") not in after
+        # Hardened in place: the app's use_session, unpinned before, now pins pg_temp last.
+        assert "search_path=pg_catalog, pg_temp" in configs["public.use_session(p_purchase_id uuid)"]
     finally:
         supabase.drop_app_database(supabase_cluster, name)
