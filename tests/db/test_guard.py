@@ -122,3 +122,24 @@ def test_an_id_change_is_the_old_booking_deleted_and_a_new_one_inserted(world: W
     world.drain()
     assert world.used(pack) == 1
     assert (world.ledger_state(booking), world.ledger_state(renamed)) == (("released", pack), ("paid", pack))
+
+
+def test_a_paid_booking_handed_to_another_client_is_judged_again(world: World) -> None:
+    pack = world.pack(sessions_total=5)
+    [booking] = world.bookings(pack)
+    world.set_status(booking, "completed")
+    world.drain()
+    assert world.used(pack) == 1
+    other = world.conn.execute(
+        "INSERT INTO public.clients (org_id, full_name) VALUES (%s, 'someone else') RETURNING id",
+        [world.org.id],
+    ).fetchone()
+    assert other is not None
+    world.conn.execute("UPDATE public.bookings SET client_id = %s WHERE id = %s", [other["id"], booking])
+    assert len(world.queue()) == 1  # the charge key changed: same pack, another client
+    world.drain()
+    assert world.used(pack) == 0  # the pack pays only its own client's sessions
+    row = world.conn.execute(
+        "SELECT state, reason FROM session_ledger.charges WHERE booking_id = %s", [booking]
+    ).fetchone()
+    assert row == {"state": "unfunded", "reason": "pack belongs to another client"}

@@ -589,7 +589,7 @@ TRIGGER_AND_GUARD: tuple[Mutant, ...] = (
         original="          AND session_ledger.charge_key_changed(k.was_pack, k.was_client, k.was_org,\n"
         "                                                k.now_pack, k.now_client, k.now_org);",
         replacement="          AND k.was_pack IS DISTINCT FROM k.now_pack;",
-        hint=(PINNED,),
+        hint=_guard("test_a_paid_booking_handed_to_another_client_is_judged_again"),
     ),
     Mutant(
         id="no-use-echo",
