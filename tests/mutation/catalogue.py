@@ -572,7 +572,7 @@ TRIGGER_AND_GUARD: tuple[Mutant, ...] = (
         file="40_trigger.sql",
         original="        FROM k WHERE k.now_pack IS NOT NULL;",
         replacement="        FROM k WHERE false;",
-        hint_k="insert",
+        hint=_transitions("test_inserting_a_completed_booking_charges"),
     ),
     Mutant(
         id="delete-enqueues-nothing",
@@ -580,7 +580,7 @@ TRIGGER_AND_GUARD: tuple[Mutant, ...] = (
         file="40_trigger.sql",
         original="        FROM k WHERE k.was_pack IS NOT NULL;",
         replacement="        FROM k WHERE false;",
-        hint_k="delete",
+        hint=_transitions("test_deleting_a_completed_booking_releases"),
     ),
     Mutant(
         id="trigger-key-ignores-owner",
