@@ -86,6 +86,16 @@ def test_a_client_may_attach_only_their_own_live_pack_to_a_booking_that_has_none
     assert not _may(world.conn, bare, ("confirmed", expired, c, o))
     assert not _may(world.conn, bare, ("confirmed", refunded, c, o))
     assert not _may(world.conn, bare, ("confirmed", uuid.uuid4(), c, o))  # no such pack
+    # another client's pack in the same organisation
+    someone = world.conn.execute(
+        "INSERT INTO public.clients (org_id, full_name) VALUES (%s, 'someone else') RETURNING id", [o]
+    ).fetchone()
+    assert someone is not None
+    theirs = world.pack(sessions_total=5)
+    world.conn.execute(
+        "UPDATE public.client_purchases SET client_id = %s WHERE id = %s", [someone["id"], theirs]
+    )
+    assert not _may(world.conn, bare, ("confirmed", theirs, c, o))
     # a booking that had another pack: that is a switch, not an attach
     assert not _may(world.conn, ("confirmed", expired, c, o), ("confirmed", own, c, o))
     # handed to another client along the way
