@@ -153,3 +153,16 @@ def test_a_paid_booking_handed_to_another_client_is_judged_again(world: World) -
         "SELECT state, reason FROM session_ledger.charges WHERE booking_id = %s", [booking]
     ).fetchone()
     assert row == {"state": "unfunded", "reason": "pack belongs to another client"}
+
+
+def test_a_pack_attached_over_another_needs_the_right_to_move_both(world: World) -> None:
+    # A booking of this organisation carrying another organisation's pack (as a trusted writer
+    # may leave it); that organisation's trainer may take their pack off, but not put on one of
+    # this organisation's, even the client's own.
+    elsewhere = demo_data.create_org(world.conn, "Studio B")
+    theirs = demo_data.create_pack(world.conn, elsewhere, sessions_total=5)
+    own = world.pack(sessions_total=5)
+    c, o = world.org.client_id, world.org.id
+    _as(world.conn, elsewhere.trainer_user_id)
+    assert _may(world.conn, ("confirmed", theirs, c, o), ("confirmed", None, c, o))
+    assert not _may(world.conn, ("confirmed", theirs, c, o), ("confirmed", own, c, o))

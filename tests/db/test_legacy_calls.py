@@ -111,8 +111,9 @@ def test_an_echo_outside_the_window_or_with_absorbing_off_is_not_absorbed(world:
     world.set_status(late, "completed")
     conn.execute("UPDATE session_ledger.booking_writes SET written_at = written_at - interval '11 minutes'")
     assert _call(conn, "SELECT public.use_session(%s) AS r", pack) is True  # the window is 10 minutes
-    conn.execute("UPDATE session_ledger.config SET absorb_legacy_calls = false")
+    # Written while absorbing was on, called after it was switched off: the call charges.
     world.set_status(off, "completed")
+    conn.execute("UPDATE session_ledger.config SET absorb_legacy_calls = false")
     assert _call(conn, "SELECT public.use_session(%s) AS r", pack) is True
     world.drain()
     assert world.used(pack) == 4

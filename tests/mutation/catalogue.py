@@ -669,7 +669,7 @@ TRIGGER_AND_GUARD: tuple[Mutant, ...] = (
         file="10_rules.sql",
         original="                        OR (o_pack IS NULL",
         replacement="                        OR (true",
-        hint=_guard("test_a_client_may_attach_only_their_own_live_pack_to_a_booking_that_has_none"),
+        hint=_guard("test_a_pack_attached_over_another_needs_the_right_to_move_both"),
     ),
     Mutant(
         id="absorb-when-off",

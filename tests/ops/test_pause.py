@@ -67,7 +67,9 @@ def test_a_paused_listener_is_not_ready(world: World) -> None:
         while metric(request(f"{proc.base}/metrics").body, "session_ledger_paused") != 1:
             assert time.monotonic() < deadline, "session_ledger_paused never became 1"
             time.sleep(0.2)
-        assert metric(request(f"{proc.base}/metrics").body, "session_ledger_paused_since_timestamp_seconds") > 0
+        assert (
+            metric(request(f"{proc.base}/metrics").body, "session_ledger_paused_since_timestamp_seconds") > 0
+        )
         assert run_cli("resume", "--dsn", dsn).returncode == 0
         deadline = time.monotonic() + 30
         while request(f"{proc.base}/readyz").status != 200:
