@@ -30,6 +30,15 @@ def app_dsn(ledger_server: str) -> Iterator[str]:
     drop_database(ledger_server, dsn)
 
 
+def _charging(ledger: Ledger, pid: int) -> bool:
+    """Whether the listener process `pid` has registered and some listener has charged a booking."""
+    row = ledger.conn.execute(
+        "SELECT bool_or(pid = %s) AS registered, coalesce(sum(paid), 0) AS paid FROM session_ledger.listeners",
+        [pid],
+    ).fetchone()
+    return row is not None and bool(row["registered"]) and row["paid"] > 0
+
+
 def test_history_rls_roles_racing_writers_and_a_killed_listener(app_dsn: str) -> None:
     # The app as it runs today: RLS, Supabase's roles, and bookings the old code already charged.
     with connect(app_dsn) as conn:
@@ -70,7 +79,11 @@ def test_history_rls_roles_racing_writers_and_a_killed_listener(app_dsn: str) ->
         writers = [threading.Thread(target=browser) for _ in range(2)]
         for w in writers:
             w.start()
-        time.sleep(0.2)
+        # Mid-run: it has registered, and the listeners are charging the browsers' completions.
+        deadline = time.monotonic() + 60
+        while not _charging(ledger, listeners[0].pid):
+            assert time.monotonic() < deadline, "the listeners never started charging"
+            time.sleep(0.02)
         listeners[0].send_signal(signal.SIGKILL)  # one of two listeners dies mid-run
         listeners[0].wait()
         ledger.bulk_complete()  # the cron, as service_role, racing the browsers
@@ -82,7 +95,7 @@ def test_history_rls_roles_racing_writers_and_a_killed_listener(app_dsn: str) ->
         for proc in listeners:
             proc.send_signal(signal.SIGTERM)
         for proc in listeners:
-            proc.wait(timeout=20)
+            proc.wait(timeout=60)
 
     verdict = check(ledger.conn, start)
     assert verdict.ok, verdict.examples

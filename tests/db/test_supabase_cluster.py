@@ -205,7 +205,8 @@ def test_a_pg_cron_job_scheduled_by_postgres_completes_and_is_charged(supabase_a
         job = row["job"]
         owner = cron.execute("SELECT username FROM cron.job WHERE jobid = %s", [job]).fetchone()
         assert owner == {"username": "postgres"}
-        deadline = time.monotonic() + 75
+        # The next minute boundary, and room for a loaded machine; ends as soon as the job has run.
+        deadline = time.monotonic() + 150
         while True:
             run = cron.execute(
                 "SELECT status, return_message FROM cron.job_run_details WHERE jobid = %s"
@@ -214,7 +215,7 @@ def test_a_pg_cron_job_scheduled_by_postgres_completes_and_is_charged(supabase_a
             ).fetchone()
             if run is not None:
                 break
-            assert time.monotonic() < deadline, "the pg_cron job did not run within 75 s"
+            assert time.monotonic() < deadline, "the pg_cron job did not run within 150 s"
             time.sleep(0.5)
         assert run["status"] == "succeeded", run["return_message"]
         ledger.drain()

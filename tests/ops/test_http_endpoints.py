@@ -11,6 +11,7 @@ import psycopg
 import pytest
 
 from listener.core.db import connect
+from listener.http import snapshot as snapshot_module
 from listener.http.snapshot import DEPTHS_EVERY_S, STATUS_EVERY_S, Snapshot
 from listener.settings import Settings
 
@@ -24,6 +25,9 @@ from support.roles import listener_login
 from support.world import World, run_cli
 
 TOKEN = "s3cret-dashboard-token-" + uuid.uuid4().hex
+# Every poll below ends as soon as its condition holds; the deadline only bounds a failure,
+# so it is generous enough for a loaded two-core machine.
+WAIT_S = 60.0
 
 
 def _metrics_backends(dsn: str) -> int:
@@ -83,7 +87,7 @@ def test_scrapes_share_one_long_lived_connection_that_reconnects(world: World) -
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
             " WHERE datname = current_database() AND application_name = 'session-ledger metrics'"
         )
-        deadline = time.monotonic() + 15
+        deadline = time.monotonic() + WAIT_S
         while True:
             time.sleep(0.3)
             text = request(f"{proc.base}/metrics").body
@@ -106,10 +110,18 @@ def test_gauges_follow_session_ledger_status(world: World) -> None:
         # A ledger row the booking no longer matches: out of sync until reconciled.
         world.conn.execute("DELETE FROM session_ledger.charges WHERE booking_id = %s", [paid])
         status = world.conn.execute("SELECT session_ledger.status() AS s").fetchone()["s"]  # type: ignore[index]
-        deadline = time.monotonic() + 25  # status() is re-read every 15 s at most
+        deadline = time.monotonic() + WAIT_S  # status() is re-read every 15 s at most
         while True:
             text = request(f"{proc.base}/metrics").body
-            if metric(text, "session_ledger_bookings_out_of_sync") == status["bookings_out_of_sync"]:
+            # The listener counts a batch a moment after the commit that emptied the queue.
+            counted = all(
+                f'session_ledger_events_total{{outcome="{outcome}"}} 1.0' in text
+                for outcome in ("unfunded", "dead-lettered")
+            )
+            if (
+                counted
+                and metric(text, "session_ledger_bookings_out_of_sync") == status["bookings_out_of_sync"]
+            ):
                 break
             assert time.monotonic() < deadline, text
             time.sleep(0.5)
@@ -206,9 +218,9 @@ def test_redrive_needs_the_confirm_form_of_this_origin(world: World) -> None:
         done = request(f"{proc.base}/redrive", token=TOKEN, data=body, headers={"Origin": f"http://{host}"})
         assert done.status == 200 and "Moved 1 dead letter(s)" in done.body
         # Redriven, read again by the listener, and dead-lettered anew with the same reason.
-        deadline = time.monotonic() + 15
+        deadline = time.monotonic() + WAIT_S
         while not any(d["msg_id"] != msg_id for d in world.dead_letters()):
-            assert time.monotonic() < deadline
+            assert time.monotonic() < deadline, "the redriven message was never dead-lettered again"
             time.sleep(0.1)
         [again] = world.dead_letters()
         assert again["reason"] == letter["reason"]
@@ -272,7 +284,24 @@ def test_run_http_host_flag_parses_and_bad_port_is_one_line(ledger_dsn: str) -> 
     assert len(result.stderr.strip().splitlines()) == 1 and "http_port" in result.stderr
 
 
-def test_snapshot_reads_at_most_once_a_second_and_status_less_often(world: World) -> None:
+class _Clock:
+    """A monotonic clock that moves only when the test says so."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        """The time the test has set."""
+        return self.now
+
+
+def test_snapshot_reads_at_most_once_a_second_and_status_less_often(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The snapshot's clock is the test's: what is read again depends on the ages the test sets,
+    # never on how long this machine took between two calls.
+    clock = _Clock()
+    monkeypatch.setattr(snapshot_module, "time", clock)
     snapshot = Snapshot(world.ledger.dsn)
     try:
         first = snapshot.depths()
@@ -280,19 +309,27 @@ def test_snapshot_reads_at_most_once_a_second_and_status_less_often(world: World
         assert first is not None and first["queue_depth"] == 0
         assert status is not None and status["queue_depth"] == 0
         world.send_raw('\'{"type": "booking.changed", "v": 1}\'::jsonb')
+        clock.now += DEPTHS_EVERY_S / 2
         cached = snapshot.depths()
         assert cached is not None and cached["queue_depth"] == 0, "read again within the second"
-        time.sleep(DEPTHS_EVERY_S + 0.1)
+        clock.now += DEPTHS_EVERY_S / 2
         fresh = snapshot.depths()
-        assert fresh is not None and fresh["queue_depth"] == 1
+        assert fresh is not None and fresh["queue_depth"] == 1, "not read again after a second"
         later = snapshot.status()
         assert later is not None and later["queue_depth"] == 0, "status() is re-read every STATUS_EVERY_S"
         assert STATUS_EVERY_S > 5
         now = snapshot.status(max_age_s=1.0)
         assert now is not None and now["queue_depth"] == 1
+        world.send_raw('\'{"type": "booking.changed", "v": 1}\'::jsonb')
+        clock.now += STATUS_EVERY_S - DEPTHS_EVERY_S
+        kept = snapshot.status()
+        assert kept is not None and kept["queue_depth"] == 1, "read again before STATUS_EVERY_S"
+        clock.now += DEPTHS_EVERY_S
+        renewed = snapshot.status()
+        assert renewed is not None and renewed["queue_depth"] == 2, "not read again after STATUS_EVERY_S"
     finally:
         snapshot.close()
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + WAIT_S
     while _metrics_backends(world.ledger.dsn):  # the backend exits a moment after the close
         assert time.monotonic() < deadline, "close() left the connection open"
         time.sleep(0.05)

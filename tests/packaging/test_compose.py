@@ -180,7 +180,7 @@ def test_dockerfile_healthcheck_passes_against_a_running_listener(ledger_dsn: st
 
     def healthcheck() -> int:
         return subprocess.run(
-            [sys.executable, *argv[1:]], env=env, capture_output=True, timeout=10, check=False
+            [sys.executable, *argv[1:]], env=env, capture_output=True, timeout=60, check=False
         ).returncode
 
     assert healthcheck() != 0, "nothing is listening yet, so the check must fail"
@@ -190,11 +190,11 @@ def test_dockerfile_healthcheck_passes_against_a_running_listener(ledger_dsn: st
         stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 60  # ends as soon as the check passes
         while healthcheck() != 0:
             assert proc.poll() is None, "the listener exited"
             assert time.monotonic() < deadline, "/readyz never answered 200"
             time.sleep(0.2)
     finally:
         proc.terminate()
-        assert proc.wait(timeout=20) == 0
+        assert proc.wait(timeout=60) == 0

@@ -60,7 +60,7 @@ def request(
         url, data=data, headers=all_headers, method="POST" if data is not None else "GET"
     )
     try:
-        with urllib.request.urlopen(req, timeout=10) as r:
+        with urllib.request.urlopen(req, timeout=30) as r:
             return Response(r.status, Headers(r.headers.items()), r.read().decode())
     except urllib.error.HTTPError as e:
         return Response(e.code, Headers(e.headers.items()), e.read().decode())
@@ -86,7 +86,7 @@ class ListenerProcess:
         self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=self._stderr, env=env)
         self.base = f"http://{host}:{self.port}"
 
-    def wait_ready(self, timeout: float = 30) -> ListenerProcess:
+    def wait_ready(self, timeout: float = 60) -> ListenerProcess:
         """Block until /readyz answers 200."""
         deadline = time.monotonic() + timeout
         while True:
@@ -94,7 +94,7 @@ class ListenerProcess:
             try:
                 if request(f"{self.base}/readyz").status == 200:
                     return self
-            except (urllib.error.URLError, ConnectionError):
+            except OSError:  # refused, reset or timed out: not up yet
                 pass
             assert time.monotonic() < deadline, f"listener never became ready: {self.log.read_text()}"
             time.sleep(0.1)
@@ -103,7 +103,7 @@ class ListenerProcess:
         """Stop it; return what it logged."""
         self.proc.terminate()
         try:
-            code = self.proc.wait(timeout=20)
+            code = self.proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             code = self.proc.wait(timeout=10)
