@@ -253,8 +253,11 @@ $$;
 -- or one more batch would not fit in half the statement_timeout. Everything it does commits with the
 -- calling statement. A batch the database rejects is retried one message at a
 -- time, and the one that fails is dead-lettered with its error, so one bad message
--- cannot wedge every later run.
-CREATE OR REPLACE FUNCTION session_ledger.drain(p_max_events int DEFAULT 10000) RETURNS bigint
+-- cannot wedge every later run. p_max_events stays in the low thousands: every
+-- booking handled holds a transaction-scoped advisory lock until the call commits,
+-- and the server's lock table (max_locks_per_transaction x max_connections, 6,400
+-- slots by default) is shared by every session.
+CREATE OR REPLACE FUNCTION session_ledger.drain(p_max_events int DEFAULT 2000) RETURNS bigint
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
