@@ -208,7 +208,7 @@ BEGIN
         SELECT s.booking, s.delta, s.ok, s.reason
         FROM unnest(q_booking, q_delta, s_ok, s_reason) AS s(booking, delta, ok, reason)
     ), d AS (
-        SELECT x.*, rel.ok AS release_ok, ch.ok AS charge_ok, ch.reason AS why_not
+        SELECT x.*, rel.ok AS release_ok, rel.reason AS release_why_not, ch.ok AS charge_ok, ch.reason AS why_not
         FROM unnest(d_id, d_adopt, d_client, d_org, d_want, d_held, d_state, d_pack, d_release, d_charge, d_cause)
              AS x(id, adopt, client, org, want, held, l_state, l_pack, do_release, do_charge, cause)
         LEFT JOIN settled rel ON rel.booking = x.id AND rel.delta < 0
@@ -233,7 +233,7 @@ BEGIN
                WHEN d.adopt AND (d.do_charge OR d.do_release)
                    THEN 'before the cut-over: the app''s old code moved this session'
                WHEN d.do_charge AND NOT d.charge_ok THEN d.why_not
-               WHEN d.do_release AND NOT d.release_ok THEN 'pack had nothing to give back'
+               WHEN d.do_release AND NOT d.release_ok THEN d.release_why_not
                WHEN NOT (d.do_charge OR d.do_release) THEN
                    CASE
                        WHEN d.want IS NULL AND d.l_state = 'unfunded' THEN 'no longer consuming; nothing was charged'
