@@ -51,6 +51,10 @@ _SLOW_MODULES = frozenset({
     "test_faults_quick.py", "test_bench_smoke.py", "test_dashboard_browser.py", "test_runtime_install.py",
     "test_compose.py", "test_model.py", "test_http_limits.py", "test_embedded_extensions.py",
     "test_docs_build.py",
+    # every case a CLI subprocess, a promtool run, an embedded or HTTP server of their own
+    "test_bad_inputs.py", "test_cli.py", "test_alert_rules.py", "test_http_endpoints.py", "test_dev.py",
+    "test_dev_schema.py", "test_pause.py", "test_dashboard_legacy.py", "test_dashboard_paging.py",
+    "test_metrics_legacy.py",
 })  # fmt: skip
 
 
