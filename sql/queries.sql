@@ -17,10 +17,6 @@ FROM session_ledger.handle_batch_v3(
     %(dead_msg_ids)s, %(dead_reasons)s
 );
 
--- name: ledger_installed
-SELECT to_regclass('session_ledger.migrations') IS NOT NULL AS installed,
-       to_regprocedure('session_ledger.installed_schema()') IS NOT NULL AS versioned;
-
 -- name: installed_schema
 SELECT session_ledger.installed_schema() AS version;
 

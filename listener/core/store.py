@@ -90,13 +90,6 @@ class Store:
         """Record a clean stop."""
         self._rows("stop_listener", {"listener": listener})
 
-    def schema_version(self) -> tuple[bool, int | None]:
-        """Whether a ledger is installed, and the schema version it records (None before 0.2.0)."""
-        row = self._rows("ledger_installed")[0]
-        if not row["versioned"]:
-            return bool(row["installed"]), None
-        return True, self._rows("installed_schema")[0]["version"]
-
     def complete_past(self) -> int:
         """Run the cron path once; return how many bookings it completed."""
         return int(self._rows("complete_past")[0]["completed"])

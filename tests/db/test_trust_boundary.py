@@ -80,6 +80,16 @@ class App:
         assert row is not None
         return row["id"], user
 
+    def pack_of(self, studio: app_data.Studio, client: uuid.UUID) -> uuid.UUID:
+        """A paid 5-session pack of the studio's offer, bought by this client."""
+        row = self.owner.execute(
+            "INSERT INTO public.client_purchases (org_id, client_id, offer_id, sessions_total, payment_status)"
+            " VALUES (%s, %s, %s, 5, 'succeeded') RETURNING id",
+            [studio.org_id, client, studio.offer_id],
+        ).fetchone()
+        assert row is not None
+        return uuid.UUID(str(row["id"]))
+
     def future_booking(
         self, studio: app_data.Studio, pack: uuid.UUID | None, client: uuid.UUID | None = None
     ) -> uuid.UUID:
@@ -151,11 +161,7 @@ def test_a_client_cannot_cancel_a_held_session_back_onto_their_pack(app: App) ->
 def test_a_client_cannot_point_a_booking_at_another_clients_pack(app: App) -> None:
     mine = app_data.create_pack(app.owner, app.a, sessions_total=5)
     other_client, _ = app.second_client(app.a)
-    theirs = app.owner.execute(
-        "INSERT INTO public.client_purchases (org_id, client_id, offer_id, sessions_total, payment_status)"
-        " VALUES (%s, %s, %s, 5, 'succeeded') RETURNING id",
-        [app.a.org_id, other_client, app.a.offer_id],
-    ).fetchone()["id"]  # type: ignore[index]
+    theirs = app.pack_of(app.a, other_client)
     elsewhere = app_data.create_pack(app.owner, app.b, sessions_total=5)
     booking = app.future_booking(app.a, mine)
     before = app.balances()
@@ -196,11 +202,7 @@ def test_a_client_cannot_point_a_booking_at_another_clients_pack(app: App) -> No
 
 def test_a_pack_pays_only_for_its_own_clients_bookings(app: App) -> None:
     other_client, _ = app.second_client(app.a)
-    theirs = app.owner.execute(
-        "INSERT INTO public.client_purchases (org_id, client_id, offer_id, sessions_total, payment_status)"
-        " VALUES (%s, %s, %s, 5, 'succeeded') RETURNING id",
-        [app.a.org_id, other_client, app.a.offer_id],
-    ).fetchone()["id"]  # type: ignore[index]
+    theirs = app.pack_of(app.a, other_client)
     # Even a trusted writer (the owner) charging a pack for another client's booking: unfunded.
     [booking] = app_data.create_bookings(app.owner, app.a, theirs, status="completed")
     app.drain()
@@ -444,11 +446,7 @@ def test_no_api_role_holds_any_privilege_on_pgmq_even_under_wide_default_privile
 def test_a_client_cannot_hide_a_write_behind_a_new_booking_id(app: App) -> None:
     mine = app_data.create_pack(app.owner, app.a, sessions_total=5)
     other_client, _ = app.second_client(app.a)
-    theirs = app.owner.execute(
-        "INSERT INTO public.client_purchases (org_id, client_id, offer_id, sessions_total, payment_status)"
-        " VALUES (%s, %s, %s, 5, 'succeeded') RETURNING id",
-        [app.a.org_id, other_client, app.a.offer_id],
-    ).fetchone()["id"]  # type: ignore[index]
+    theirs = app.pack_of(app.a, other_client)
     [paid] = _held(app, app.a, mine)
     future = app.future_booking(app.a, mine)
     bare = app.future_booking(app.a, None)
