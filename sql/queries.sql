@@ -399,7 +399,15 @@ SELECT pg_catalog.quote_ident(n.nspname) || '.' || pg_catalog.quote_ident(p.pron
         WHERE pg_catalog.starts_with(s.setting, 'search_path=')) AS search_path,
        (p.prosrc ~* '\m(bookings|client_purchases)\M'
         OR (p.prosqlbody IS NOT NULL
-            AND pg_catalog.pg_get_functiondef(p.oid) ~* '\m(bookings|client_purchases)\M')) AS touches_money
+            AND pg_catalog.pg_get_functiondef(p.oid) ~* '\m(bookings|client_purchases)\M')) AS touches_money,
+       -- a row security policy of the bookings or the packs calls it
+       (SELECT pg_catalog.string_agg(DISTINCT pc.relname::text, ', ')
+        FROM pg_catalog.pg_depend d
+        JOIN pg_catalog.pg_policy pol ON d.classid = 'pg_catalog.pg_policy'::pg_catalog.regclass AND pol.oid = d.objid
+        JOIN pg_catalog.pg_class pc ON pc.oid = pol.polrelid
+        WHERE d.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND d.refobjid = p.oid
+          AND pol.polrelid IN (pg_catalog.to_regclass('public.bookings'), pg_catalog.to_regclass('public.client_purchases')))
+           AS policy_of
 FROM pg_catalog.pg_proc p
 JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
 WHERE p.prosecdef
@@ -410,6 +418,38 @@ WHERE p.prosecdef
       WHERE d.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND d.objid = p.oid AND d.deptype = 'e'
   )
 ORDER BY 1;
+
+-- name: doctor_app_table_triggers
+-- Triggers on the app's bookings and packs whose function's owner could not already act
+-- as the table's owner: the ledger's writes as the owner would run that role's code.
+SELECT t.tgname::text AS trigger, 'public.' || pg_catalog.quote_ident(c.relname) AS table_name,
+       pg_catalog.quote_ident(fn.nspname) || '.' || pg_catalog.quote_ident(p.proname)
+           || '(' || pg_catalog.oidvectortypes(p.proargtypes) || ')' AS function,
+       p.proowner::pg_catalog.regrole::text AS function_owner,
+       c.relowner::pg_catalog.regrole::text AS table_owner
+FROM pg_catalog.pg_trigger t
+JOIN pg_catalog.pg_class c ON c.oid = t.tgrelid
+JOIN pg_catalog.pg_proc p ON p.oid = t.tgfoid
+JOIN pg_catalog.pg_namespace fn ON fn.oid = p.pronamespace
+WHERE t.tgrelid IN (pg_catalog.to_regclass('public.bookings'), pg_catalog.to_regclass('public.client_purchases'))
+  AND t.tgenabled <> 'D'
+  AND NOT pg_catalog.pg_has_role(p.proowner, c.relowner, 'MEMBER')
+ORDER BY 2, 1;
+
+-- name: doctor_app_table_grants
+-- TRIGGER, TRUNCATE and REFERENCES that PUBLIC, anon or authenticated hold on the app's
+-- bookings and packs: no app flow needs them (Supabase's default privileges hand them out).
+SELECT 'public.' || pg_catalog.quote_ident(c.relname) AS table_name,
+       CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE r.rolname::text END AS grantee,
+       pg_catalog.array_agg(a.privilege_type::text ORDER BY a.privilege_type) AS privileges
+FROM pg_catalog.pg_class c
+CROSS JOIN LATERAL pg_catalog.aclexplode(coalesce(c.relacl, pg_catalog.acldefault('r', c.relowner))) AS a
+LEFT JOIN pg_catalog.pg_roles r ON r.oid = a.grantee
+WHERE c.oid IN (pg_catalog.to_regclass('public.bookings'), pg_catalog.to_regclass('public.client_purchases'))
+  AND a.privilege_type IN ('TRIGGER', 'TRUNCATE', 'REFERENCES')
+  AND (a.grantee = 0 OR r.rolname IN ('anon', 'authenticated'))
+GROUP BY 1, 2
+ORDER BY 1, 2;
 
 -- name: doctor_guard_trigger_events
 -- The ledger's bookings triggers that carry the guard, with
@@ -585,3 +625,6 @@ SHOW pool_mode;
 -- name: doctor_read_only
 SET TRANSACTION READ ONLY;
 SET LOCAL search_path = '';
+
+-- name: mark_app_deployed
+SELECT session_ledger.mark_app_deployed(%(at)s) AS app_deployed_at;

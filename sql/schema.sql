@@ -30,6 +30,7 @@ CREATE TABLE "session_ledger"."booking_writes" (
     "caused_by" jsonb NOT NULL,
     "booking_ids" uuid[] NOT NULL,
     "absorbed" integer DEFAULT 0 NOT NULL,
+    "last_absorbed_at" timestamp with time zone,
     CONSTRAINT "booking_writes_check" CHECK (((absorbed >= 0) AND (absorbed <= cardinality(booking_ids)))),
     CONSTRAINT "booking_writes_kind_check" CHECK ((kind = ANY (ARRAY['use'::text, 'release'::text]))),
     CONSTRAINT "booking_writes_pkey" PRIMARY KEY (id)
@@ -66,12 +67,13 @@ CREATE TABLE "session_ledger"."config" (
     "allow_shared_packs" boolean DEFAULT false NOT NULL,
     "listener_live_window" interval DEFAULT '00:00:30'::interval NOT NULL,
     "absorb_legacy_calls" boolean DEFAULT true NOT NULL,
-    "legacy_call_window" interval DEFAULT '00:10:00'::interval NOT NULL,
+    "legacy_call_window" interval DEFAULT '00:00:15'::interval NOT NULL,
     "max_reads" integer DEFAULT 10 NOT NULL,
     "visibility_timeout_s" integer DEFAULT 30 NOT NULL,
     "paused_at" timestamp with time zone,
     "paused_by" text,
     "pause_reason" text,
+    "app_deployed_at" timestamp with time zone,
     CONSTRAINT "config_legacy_call_window_check" CHECK ((legacy_call_window > '00:00:00'::interval)),
     CONSTRAINT "config_max_reads_check" CHECK ((max_reads >= 2)),
     CONSTRAINT "config_pause_check" CHECK (((paused_at IS NULL) = (paused_by IS NULL))),
@@ -162,6 +164,16 @@ CREATE TABLE "session_ledger"."replaced_functions" (
 );
 ALTER TABLE "session_ledger"."replaced_functions" ENABLE ROW LEVEL SECURITY;
 CREATE POLICY "owner_only" ON "session_ledger"."replaced_functions" AS RESTRICTIVE FOR ALL TO PUBLIC USING (false);
+
+CREATE TABLE "session_ledger"."revoked_app_grants" (
+    "table_name" text NOT NULL,
+    "grantee" text NOT NULL,
+    "privilege" text NOT NULL,
+    "revoked_at" timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT "revoked_app_grants_pkey" PRIMARY KEY (table_name, grantee, privilege)
+);
+ALTER TABLE "session_ledger"."revoked_app_grants" ENABLE ROW LEVEL SECURITY;
+CREATE POLICY "owner_only" ON "session_ledger"."revoked_app_grants" AS RESTRICTIVE FOR ALL TO PUBLIC USING (false);
 
 CREATE TABLE "session_ledger"."schema_info" (
     "singleton" boolean DEFAULT true NOT NULL,

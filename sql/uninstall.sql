@@ -8,7 +8,8 @@
 -- The restored functions check nobody, so EXECUTE on them is revoked from PUBLIC,
 -- anon and authenticated, and only service_role (the server side) keeps it. To
 -- keep the grants they hold instead, set session_ledger.uninstall_keep_grants to
--- on in the same transaction first (`listener uninstall --keep-grants` does).
+-- on in the same transaction first (`listener uninstall --keep-grants` does); it
+-- also gives back the table privileges migrate revoked from the API roles.
 -- The app's tables and every pack's balance are left untouched. The pgmq schema
 -- stays (other queues may live in it), and so does the cluster-wide role
 -- session_ledger_listener (other databases of the cluster may use it).
@@ -19,6 +20,28 @@ LOCK TABLE public.bookings IN SHARE ROW EXCLUSIVE MODE;
 DROP TRIGGER IF EXISTS session_ledger_enqueue_insert ON public.bookings;
 DROP TRIGGER IF EXISTS session_ledger_enqueue_update ON public.bookings;
 DROP TRIGGER IF EXISTS session_ledger_enqueue_delete ON public.bookings;
+DROP TRIGGER IF EXISTS session_ledger_refuse_truncate ON public.bookings;
+DROP TRIGGER IF EXISTS session_ledger_refuse_truncate ON public.client_purchases;
+
+-- The TRIGGER, TRUNCATE and REFERENCES privileges migrate revoked from the API roles
+-- stay revoked: no app flow needs them. `--keep-grants` gives back what was held.
+DO $$
+DECLARE
+    g record;
+BEGIN
+    IF pg_catalog.to_regclass('session_ledger.revoked_app_grants') IS NOT NULL
+       AND pg_catalog.current_setting('session_ledger.uninstall_keep_grants', true) IS NOT DISTINCT FROM 'on' THEN
+        FOR g IN SELECT r.table_name, r.grantee, r.privilege FROM session_ledger.revoked_app_grants r
+                 WHERE pg_catalog.to_regclass(r.table_name) IS NOT NULL
+                   AND (r.grantee OPERATOR(pg_catalog.=) 'PUBLIC' OR pg_catalog.to_regrole(r.grantee) IS NOT NULL)
+                 ORDER BY 1, 2, 3 LOOP
+            EXECUTE pg_catalog.format('GRANT %s ON %s TO %s', g.privilege, pg_catalog.to_regclass(g.table_name),
+                                      CASE WHEN g.grantee OPERATOR(pg_catalog.=) 'PUBLIC' THEN 'PUBLIC'
+                                           ELSE pg_catalog.quote_ident(g.grantee) END);
+        END LOOP;
+    END IF;
+END
+$$;
 
 DO $$
 DECLARE

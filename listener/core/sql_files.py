@@ -15,7 +15,7 @@ _REPEATABLE = re.compile(r"^\d{2}_[a-z0-9_]+\.sql$")
 # The schema this package installs and expects. Bump it with every release whose
 # SQL (a migration or a repeatable file) changes: a listener refuses a database
 # whose schema is newer than it knows, and asks for `listener migrate` on an older one.
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 
 @cache

@@ -192,6 +192,25 @@ def _legacy_calls(legacy: Mapping[str, object]) -> Iterable[Metric]:
         "Old use_session / release_session calls absorbed as the echo of a booking write the ledger handles",
         legacy.get("absorbed"),
     )
+    by_kind = CounterMetricFamily(
+        "session_ledger_legacy_calls_absorbed_by_kind",
+        "Old calls absorbed, by kind: 'use' echoes a completion, 'release' a cancellation",
+        labels=["kind"],
+    )
+    kinds = legacy.get("absorbed_by_kind")
+    for kind in ("use", "release"):
+        by_kind.add_metric([kind], float(kinds.get(kind) or 0) if isinstance(kinds, Mapping) else 0.0)
+    yield by_kind
+    yield _gauge(
+        "session_ledger_legacy_calls_absorbed_since_app_deployed",
+        "Old calls absorbed after `listener app-deployed`: old code still running; 0 before it is recorded",
+        legacy.get("absorbed_since_app_deployed"),
+    )
+    yield _gauge(
+        "session_ledger_app_deployed_timestamp_seconds",
+        "Unix time `listener app-deployed` recorded for the new app; 0 before it is recorded",
+        _timestamp(legacy.get("app_deployed_at")),
+    )
     yield _counter(
         "session_ledger_manual_calls",
         "Manual adjustments: use_session / release_session called with a reason",

@@ -298,6 +298,9 @@ class _App:
             # A paused ledger never reads as ready: charging has stopped everywhere.
             paused = self.snapshot.paused()
             if paused:
+                # Who paused and why is for operators (the dashboard token), not for any prober.
+                if self.auth.scheme(environ.get("HTTP_AUTHORIZATION")) is None:
+                    return _Reply(503, b"charging paused\n")
                 why = f": {paused['reason']}" if paused.get("reason") else ""
                 line = f"charging paused since {paused['paused_at']} by {paused['paused_by']}{why}\n"
                 return _Reply(503, line.encode())

@@ -55,3 +55,13 @@ def cutover(dsn: str, at: datetime | None = None) -> CutoverReport:
                 report.settled_bookings = len(settled)
                 report.archived_events = len(msg_ids)
     return report
+
+
+def mark_app_deployed(dsn: str, at: datetime | None = None) -> datetime:
+    """Record when the new app was deployed (default: now); returns the time recorded."""
+    with connect(dsn, autocommit=True, purpose="app-deployed") as conn:
+        require_ledger(conn, owner_action="record the app's deployment")
+        row = conn.execute(query("mark_app_deployed"), {"at": at}).fetchone()
+        assert row is not None
+        deployed: datetime = row["app_deployed_at"]
+        return deployed

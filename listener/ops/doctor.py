@@ -426,6 +426,8 @@ def judge_definer_search_paths(functions: Iterable[Row]) -> list[Finding]:
             severity, stake = "high", "; the ledger's guard calls it with the ledger owner's rights"
         elif row["touches_money"]:
             severity, stake = "high", "; its body touches bookings or client_purchases"
+        elif row.get("policy_of"):
+            severity, stake = "high", f"; a row security policy of {row['policy_of']} calls it"
         findings.append(
             Finding(
                 check="security_definer_search_path",
@@ -444,6 +446,58 @@ def judge_definer_search_paths(functions: Iterable[Row]) -> list[Finding]:
 def check_definers(conn: Conn) -> list[Finding]:
     """Check 4: the app's SECURITY DEFINER functions whose search path lets pg_temp come first."""
     return judge_definer_search_paths(conn.execute(query("doctor_definer_search_path")).fetchall())
+
+
+# --- 4b. code and privileges on the app's tables that the ledger writes as their owner -----------
+
+
+def judge_app_table_triggers(triggers: Iterable[Row]) -> list[Finding]:
+    """Triggers on bookings or client_purchases whose function a role below the table's owner owns."""
+    return [
+        Finding(
+            check="foreign_trigger",
+            severity="high",
+            object=f"{row['trigger']} on {row['table_name']}",
+            message=(
+                f"trigger {row['trigger']} on {row['table_name']} runs {row['function']}, owned by "
+                f"{row['function_owner']}: every write the ledger makes as {row['table_owner']} would run it "
+                "with the owner's rights, so the ledger refuses to write that table until it is gone"
+            ),
+            fix=f"DROP TRIGGER {_quote_ident(row['trigger'])} ON {row['table_name']}",
+        )
+        for row in triggers
+    ]
+
+
+def judge_app_table_grants(grants: Iterable[Row]) -> list[Finding]:
+    """TRIGGER, TRUNCATE or REFERENCES held by PUBLIC or an API role on bookings or client_purchases."""
+    findings = []
+    for row in grants:
+        privileges = list(row["privileges"])
+        dangerous = [p for p in privileges if p in ("TRIGGER", "TRUNCATE")]
+        why = (
+            "TRIGGER lets it attach code the ledger then runs as the owner; TRUNCATE goes around every row trigger"
+            if dangerous
+            else "no app flow needs it"
+        )
+        findings.append(
+            Finding(
+                check="app_table_privilege",
+                severity="high" if dangerous else "medium",
+                object=row["table_name"],
+                message=f"{row['grantee']} holds {', '.join(privileges)} on {row['table_name']}: {why}",
+                fix=f"REVOKE {', '.join(privileges)} ON {row['table_name']} FROM {_grantee(row['grantee'])}"
+                " (`listener migrate` does)",
+            )
+        )
+    return findings
+
+
+def check_app_tables(conn: Conn) -> list[Finding]:
+    """Check 4b: foreign triggers on, and API roles' TRIGGER/TRUNCATE/REFERENCES on, bookings and packs."""
+    return judge_app_table_triggers(
+        conn.execute(query("doctor_app_table_triggers")).fetchall()
+    ) + judge_app_table_grants(conn.execute(query("doctor_app_table_grants")).fetchall())
 
 
 # --- 5. transaction-mode pooler -----------------------------------------------------------------
@@ -607,6 +661,7 @@ CATALOG_CHECKS: tuple[Callable[[Conn], list[Finding]], ...] = (
     check_views,
     api_role_exposure,
     check_definers,
+    check_app_tables,
 )
 
 
@@ -687,3 +742,7 @@ def _quote(name: str) -> str:
 
 def _grantee(name: str) -> str:
     return name if name == "PUBLIC" or re.fullmatch(r"[a-z_][a-z0-9_]*", name) else _quote(name)
+
+
+def _quote_ident(name: str) -> str:
+    return name if re.fullmatch(r"[a-z_][a-z0-9_]*", name) else _quote(name)

@@ -79,10 +79,13 @@ AS $$
 $$;
 
 -- Who is writing, for provenance and for matching the app's old calls to its own
--- booking writes: the role the statement runs for, the signed-in user (the JWT's
--- `sub`, as auth.uid() reads it) and the request's W3C `traceparent` header, which
--- PostgREST puts in request.headers. Values that are not what they claim to be are
--- left out rather than trusted.
+-- booking writes: the role the statement runs for, the login (session user) it
+-- came through, the signed-in user (the JWT's `sub`, as auth.uid() reads it) and
+-- the request's W3C `traceparent` header, which PostgREST puts in request.headers.
+-- Any session may set the claims, so the uid is what the login claims: through
+-- PostgREST's login (authenticator) a JWT was checked for it, through any other
+-- login it is only a claim, and the login beside it says so. Values that are not
+-- what they claim to be are left out rather than trusted.
 CREATE OR REPLACE FUNCTION session_ledger.current_cause() RETURNS jsonb
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp
 AS $$
@@ -100,6 +103,8 @@ BEGIN
     END IF;
     RETURN pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
         'role', session_ledger.caller(),
+        -- the login the claims came through: only PostgREST's (authenticator) checked a JWT for them
+        'login', session_user,
         -- the canonical-uuid pattern, written out: this runs in every signed-in booking write
         'uid', CASE WHEN pg_catalog.lower(v_uid)
                          OPERATOR(pg_catalog.~) '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'
@@ -235,14 +240,24 @@ $$;
 -- Whether a writer may change a booking from (o_*) to (n_*); NULLs for the side
 -- an INSERT or DELETE lacks (an UPDATE that changes a booking's id is the old
 -- booking deleted and a new one inserted). Applied by the bookings trigger to
--- writers who are not trusted. A write may not, unless its writer may move the
--- pack's sessions: change the booking's charge key (session_ledger.charge_key_changed)
--- for a pack it consumed or consumes, or detach or switch the pack it names. A
--- client may attach their own live pack to their own booking that has none and
--- does not consume yet (booking a future session).
+-- writers who are not trusted, on every booking whose judged columns (status,
+-- purchase_id, client_id, org_id, start_time, end_time) the write changes. A write may not,
+-- unless its writer may move the sessions of the pack concerned:
+--   1. change the booking's charge key (session_ledger.charge_key_changed) for a
+--      pack it consumed or consumes;
+--   2. detach or switch the pack it names, or name it for another client or organisation;
+--   3. change anything judged (its status, times, client, organisation or pack) of a
+--      booking that names a pack once its session has started, or delete a booking
+--      that names a pack: what happened is the pack's business, not the client's (a
+--      cancel after the fact is a free session);
+--   4. move the times of a booking that names a pack (or attach a pack while moving
+--      them): the cron completes by end_time and the charge is judged at start_time.
+-- A client may attach their own live pack to their own booking that has none, does
+-- not consume, and has not started, without moving its times (booking a future
+-- session), and cancel or re-confirm their own future booking.
 CREATE OR REPLACE FUNCTION session_ledger.may_write_booking(
-    o_status text, o_pack uuid, o_client uuid, o_org uuid,
-    n_status text, n_pack uuid, n_client uuid, n_org uuid,
+    o_status text, o_pack uuid, o_client uuid, o_org uuid, o_start timestamptz, o_end timestamptz,
+    n_status text, n_pack uuid, n_client uuid, n_org uuid, n_start timestamptz, n_end timestamptz,
     p_consuming text[], p_trusted boolean DEFAULT NULL
 ) RETURNS boolean
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -250,30 +265,46 @@ AS $$
 DECLARE
     o_c uuid := session_ledger.consumed_pack(o_status, o_pack, p_consuming);
     n_c uuid := session_ledger.consumed_pack(n_status, n_pack, p_consuming);
+    -- an INSERT has no old side to have started; a DELETE (or an id change's old side) moves its times away
+    v_started boolean := o_start IS NOT NULL AND o_start OPERATOR(pg_catalog.<=) pg_catalog.now();
+    v_moved boolean := o_status IS NOT NULL AND n_status IS NOT NULL
+                       AND (o_start, o_end) IS DISTINCT FROM (n_start, n_end);
 BEGIN
     -- IS NOT TRUE: an unknown is a refusal, never a pass.
-    -- A pack it stops consuming (or consumes for another client or organisation).
+    -- 1. A pack it stops consuming (or consumes for another client or organisation).
     IF o_c IS NOT NULL AND session_ledger.charge_key_changed(o_c, o_client, o_org, n_c, n_client, n_org)
        AND session_ledger.may_move_pack(o_c, p_trusted) IS NOT TRUE THEN
         RETURN false;
     END IF;
-    -- A pack it starts consuming (or consumes for another client or organisation).
+    -- 1. A pack it starts consuming (or consumes for another client or organisation).
     IF n_c IS NOT NULL AND session_ledger.charge_key_changed(o_c, o_client, o_org, n_c, n_client, n_org)
        AND session_ledger.may_move_pack(n_c, p_trusted) IS NOT TRUE THEN
         RETURN false;
     END IF;
-    -- A pack it names no longer, or names for another client or organisation: a
+    -- 2. A pack it names no longer, or names for another client or organisation: a
     -- detached pack is one the cron can no longer charge.
     IF o_pack IS NOT NULL AND session_ledger.charge_key_changed(o_pack, o_client, o_org, n_pack, n_client, n_org)
        AND session_ledger.may_move_pack(o_pack, p_trusted) IS NOT TRUE THEN
         RETURN false;
     END IF;
+    -- 3. A booking that names a pack: its session has started, or it is deleted.
+    IF o_pack IS NOT NULL AND (v_started OR n_status IS NULL)
+       AND session_ledger.may_move_pack(o_pack, p_trusted) IS NOT TRUE THEN
+        RETURN false;
+    END IF;
+    -- 4. Times moved on a booking that names a pack, before or after.
+    IF v_moved AND o_pack IS NOT NULL AND session_ledger.may_move_pack(o_pack, p_trusted) IS NOT TRUE THEN
+        RETURN false;
+    END IF;
+    IF v_moved AND n_pack IS NOT NULL AND session_ledger.may_move_pack(n_pack, p_trusted) IS NOT TRUE THEN
+        RETURN false;
+    END IF;
     -- A pack it attaches without consuming: allowed too when it is the client's own
-    -- and live, on a booking that had no pack.
+    -- and live, on a future booking that had no pack.
     IF n_c IS NULL AND n_pack IS NOT NULL
        AND session_ledger.charge_key_changed(o_pack, o_client, o_org, n_pack, n_client, n_org) THEN
         RETURN coalesce(session_ledger.may_move_pack(n_pack, p_trusted)
-                        OR (o_pack IS NULL
+                        OR (o_pack IS NULL AND NOT v_started
                             AND (o_client IS NULL
                                  OR (o_client IS NOT DISTINCT FROM n_client AND o_org IS NOT DISTINCT FROM n_org))
                             AND EXISTS (SELECT 1 FROM public.client_purchases p
@@ -287,4 +318,77 @@ BEGIN
     END IF;
     RETURN true;
 END
+$$;
+
+------------------------------------------------------------------------------
+-- Code the ledger runs as the owner on the app's tables
+------------------------------------------------------------------------------
+
+-- The ledger writes the app's tables as their owner (settle_packs on the packs,
+-- complete_past_bookings on the bookings), and every trigger on them fires with
+-- the owner's rights. A trigger whose function belongs to a role that could not
+-- already act as the ledger's owner would run that role's code as the owner: the
+-- write is refused instead, naming the trigger, until the app drops it
+-- (`listener doctor` says how). Supabase hands out TRIGGER on public tables to
+-- its API roles; `listener migrate` revokes it, and this catches what was
+-- attached before.
+CREATE OR REPLACE FUNCTION session_ledger.assert_no_foreign_triggers(p_table regclass) RETURNS void
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_found text;
+BEGIN
+    SELECT pg_catalog.format('trigger %I runs %s, owned by %s', t.tgname, p.oid::regprocedure, p.proowner::regrole)
+      INTO v_found
+    FROM pg_catalog.pg_trigger t
+    JOIN pg_catalog.pg_proc p ON p.oid OPERATOR(pg_catalog.=) t.tgfoid
+    WHERE t.tgrelid OPERATOR(pg_catalog.=) p_table
+      AND t.tgenabled OPERATOR(pg_catalog.<>) 'D'
+      AND NOT pg_catalog.pg_has_role(p.proowner, current_user, 'MEMBER')
+    ORDER BY t.tgname
+    LIMIT 1;
+    IF v_found IS NOT NULL THEN
+        RAISE EXCEPTION 'refusing to write % as its owner: %', p_table, v_found
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'Drop that trigger, or have the table''s owner own its function; `listener doctor` lists them.';
+    END IF;
+END
+$$;
+
+-- A TRUNCATE fires no UPDATE or DELETE trigger, so it would go around the guard:
+-- only a trusted caller may truncate the app's bookings or packs.
+CREATE OR REPLACE FUNCTION session_ledger.refuse_untrusted_truncate() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NOT session_ledger.caller_is_trusted() THEN
+        RAISE EXCEPTION 'role % may not truncate %.%', session_ledger.caller(), TG_TABLE_SCHEMA, TG_TABLE_NAME
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'Only service_role and the ledger''s owner may: every booking and pack is money.';
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+------------------------------------------------------------------------------
+-- The app's old code: which calls are echoes of a booking write
+------------------------------------------------------------------------------
+
+-- Whether an echo recorded by the bookings trigger (session_ledger.booking_writes)
+-- may still absorb one of the old code's calls: within p_window of its booking
+-- write, or of the last call that absorbed an echo of the same write (same
+-- written_at and writer: the old cron's edge function calls booking after
+-- booking, so a long run stays live while its calls keep coming). absorb_legacy_call
+-- and prune_booking_writes both ask this, so nothing still live is ever pruned.
+CREATE OR REPLACE FUNCTION session_ledger.booking_write_live(
+    p_written_at timestamptz, p_caused_by jsonb, p_window interval
+) RETURNS boolean
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT p_written_at OPERATOR(pg_catalog.>) (pg_catalog.clock_timestamp() OPERATOR(pg_catalog.-) p_window)
+        OR EXISTS (SELECT 1 FROM session_ledger.booking_writes s
+                   WHERE s.written_at OPERATOR(pg_catalog.=) p_written_at
+                     AND s.caused_by OPERATOR(pg_catalog.=) p_caused_by
+                     AND s.last_absorbed_at OPERATOR(pg_catalog.>)
+                         (pg_catalog.clock_timestamp() OPERATOR(pg_catalog.-) p_window))
 $$;

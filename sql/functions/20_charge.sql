@@ -27,6 +27,8 @@ DECLARE
     v_updated int;
 BEGIN
     SELECT c.allow_shared_packs INTO v_shared FROM session_ledger.config c;
+    -- The UPDATE below runs as the owner and fires every trigger on the packs.
+    PERFORM session_ledger.assert_no_foreign_triggers('public.client_purchases'::regclass);
 
     -- NO KEY UPDATE: it does not conflict with the key-share locks of foreign-key checks.
     PERFORM 1 FROM public.client_purchases p
@@ -278,12 +280,13 @@ END
 $$;
 
 -- The app's old code calls use_session / release_session right after its own
--- booking write (the calendar page, the cron edge function), or out of habit after
--- a cancel (the clients page's "Reinstate"). The ledger already charges or releases
--- that booking, so such a call is absorbed: it consumes one echo of a booking write
--- by the same caller (role and signed-in user) for the same pack within
--- config.legacy_call_window, recorded by the bookings trigger. Returns the booking
--- the call echoed, or NULL when it echoes none and is a real adjustment.
+-- booking write (the calendar page, the cron edge function), or out of habit right
+-- after a cancel (the clients page's "Reinstate"). The ledger already charges or
+-- releases that booking, so such a call is absorbed: it consumes one live echo
+-- (session_ledger.booking_write_live) of a booking write by the same caller (role,
+-- login and signed-in user) for the same pack, recorded by the bookings trigger.
+-- Returns the booking the call echoed, or NULL when it echoes none and is a real
+-- adjustment.
 CREATE OR REPLACE FUNCTION session_ledger.absorb_legacy_call(p_kind text, p_purchase_id uuid, p_cause jsonb)
 RETURNS uuid
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -304,16 +307,19 @@ BEGIN
     WHERE w.purchase_id = p_purchase_id
       AND w.kind = p_kind
       AND w.absorbed < pg_catalog.cardinality(w.booking_ids)
-      AND w.written_at > pg_catalog.clock_timestamp() - v_window
       AND (w.caused_by ->> 'role') IS NOT DISTINCT FROM (p_cause ->> 'role')
+      AND (w.caused_by ->> 'login') IS NOT DISTINCT FROM (p_cause ->> 'login')
       AND (w.caused_by ->> 'uid') IS NOT DISTINCT FROM (p_cause ->> 'uid')
+      AND session_ledger.booking_write_live(w.written_at, w.caused_by, v_window)
     ORDER BY w.id
     LIMIT 1
     FOR UPDATE;
     IF v_write IS NULL THEN
         RETURN NULL;
     END IF;
-    UPDATE session_ledger.booking_writes w SET absorbed = w.absorbed + 1 WHERE w.id = v_write;
+    UPDATE session_ledger.booking_writes w
+       SET absorbed = w.absorbed + 1, last_absorbed_at = pg_catalog.clock_timestamp()
+     WHERE w.id = v_write;
     RETURN v_booking;
 END
 $$;

@@ -95,6 +95,15 @@ DECLARE
     v_dead jsonb[]; v_dead_reasons text[]; v_dead_sources bigint[]; v_dead_ids bigint[];
     o_booking uuid[]; o_outcome text[]; o_pack uuid[]; o_prev uuid[]; o_reason text[]; o_cause jsonb[];
 BEGIN
+    -- Paused: nothing is charged, released or dead-lettered, whoever calls and whatever
+    -- they claimed before the pause. The messages go back to the queue as they are,
+    -- for after resume_charging().
+    IF EXISTS (SELECT 1 FROM session_ledger.config c WHERE c.paused_at IS NOT NULL) THEN
+        UPDATE pgmq.q_booking_events q SET vt = pg_catalog.clock_timestamp()
+         WHERE q.msg_id = ANY (coalesce(p_msg_ids, '{}') || coalesce(p_dead_msg_ids, '{}'));
+        RETURN;
+    END IF;
+
     -- The queue rows, locked: two listeners holding the same redelivered message
     -- serialise here, and the second finds it gone.
     SELECT array_agg(q.msg_id ORDER BY q.msg_id) FILTER (WHERE b.id IS NOT NULL),
@@ -207,13 +216,15 @@ AS $$
     SELECT s.version FROM session_ledger.schema_info s
 $$;
 
--- Echoes of booking writes older than the legacy-call window can absorb nothing:
--- every listener's heartbeat and every drain() sweeps them away.
+-- Echoes of booking writes that are no longer live can absorb nothing: every
+-- listener's heartbeat and every drain() sweeps them away.
 CREATE OR REPLACE FUNCTION session_ledger.prune_booking_writes() RETURNS void
 LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
     DELETE FROM session_ledger.booking_writes w
-    WHERE w.written_at < pg_catalog.clock_timestamp() - (SELECT c.legacy_call_window FROM session_ledger.config c)
+    WHERE w.written_at <= pg_catalog.clock_timestamp() - (SELECT c.legacy_call_window FROM session_ledger.config c)
+      AND NOT session_ledger.booking_write_live(w.written_at, w.caused_by,
+                                                (SELECT c.legacy_call_window FROM session_ledger.config c))
 $$;
 
 -- How long one call of drain() or complete_past_bookings() may work before it
@@ -345,6 +356,8 @@ BEGIN
     IF p_chunk IS NULL OR p_chunk < 1 THEN
         RAISE EXCEPTION 'chunk size must be at least 1' USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    -- The UPDATE below runs as the owner and fires every trigger on the bookings.
+    PERFORM session_ledger.assert_no_foreign_triggers('public.bookings'::regclass);
     LOOP
         v_chunk_started := pg_catalog.clock_timestamp();
         -- SKIP LOCKED: a booking a writer holds right now is left for the next call.
@@ -438,6 +451,17 @@ BEGIN
     UPDATE session_ledger.config SET paused_at = NULL, paused_by = NULL, pause_reason = NULL;
     RETURN v_ended;
 END
+$$;
+
+-- Record when the new app, which calls nothing after its own booking writes, was
+-- deployed (default: now). Absorbed calls that keep coming after it are old code still
+-- running (an open tab, an edge function not redeployed): status, /metrics and the
+-- SessionLedgerOldCodeStillRunning alert show them. Returns the time recorded.
+CREATE OR REPLACE FUNCTION session_ledger.mark_app_deployed(p_at timestamptz DEFAULT NULL) RETURNS timestamptz
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+    UPDATE session_ledger.config SET app_deployed_at = coalesce(p_at, pg_catalog.clock_timestamp())
+    RETURNING app_deployed_at
 $$;
 
 -- Who paused charging, when and why; NULL while charging runs. Cheap enough for every probe.
@@ -539,7 +563,16 @@ AS $$
                                                           AND pc.called_at > pg_catalog.now() - interval '1 hour'),
                    'last_absorbed_at', max(pc.called_at) FILTER (WHERE pc.outcome = 'absorbed'),
                    'last_legacy_call_at', max(pc.called_at) FILTER (WHERE pc.legacy),
-                   'manual_calls', count(*) FILTER (WHERE NOT pc.legacy)
+                   'manual_calls', count(*) FILTER (WHERE NOT pc.legacy),
+                   -- per kind: 'use' echoes a completion, 'release' a cancellation
+                   'absorbed_by_kind', jsonb_build_object(
+                       'use', count(*) FILTER (WHERE pc.outcome = 'absorbed' AND pc.kind = 'use'),
+                       'release', count(*) FILTER (WHERE pc.outcome = 'absorbed' AND pc.kind = 'release')),
+                   -- old code still running after the new app was deployed (`listener app-deployed`)
+                   'app_deployed_at', (SELECT c.app_deployed_at FROM session_ledger.config c),
+                   'absorbed_since_app_deployed',
+                       count(*) FILTER (WHERE pc.outcome = 'absorbed'
+                                          AND pc.called_at > (SELECT c.app_deployed_at FROM session_ledger.config c))
                ) AS summary
         FROM session_ledger.pack_calls pc
     ),

@@ -9,57 +9,69 @@
 -- is keyed by booking id, so both ids are judged and both get an event.
 --
 -- The guard: a writer who is not trusted (session_ledger.caller_is_trusted(), one
--- check per statement) may not change what a booking charges, nor detach or switch
--- its pack, unless they may move that pack's sessions (session_ledger.may_write_booking).
+-- check per statement) may not change what the ledger judges a booking by (its
+-- status, pack, client, organisation and times) where that moves a session, unless
+-- they may move that pack's sessions (session_ledger.may_write_booking has the rule).
 -- The whole statement fails with insufficient_privilege, naming the booking.
 --
 -- The event: one per booking whose charge key changed (session_ledger.charge_key_changed),
 -- carrying who caused it (session_ledger.current_cause()). An UPDATE that changes
 -- nothing relevant inserts no event, so it cannot fail.
 --
--- The echoes: while config.absorb_legacy_calls is on, every write that leaves a
--- booking consuming a pack (even one that changed nothing, as a second browser tab's
--- does), and every write that stops a booking consuming one, is recorded per pack
--- in session_ledger.booking_writes with its writer, so the app's old code calling
+-- The echoes: while config.absorb_legacy_calls is on, every write that makes a
+-- booking start or stop consuming a pack is recorded per pack in
+-- session_ledger.booking_writes with its writer, so the app's old code calling
 -- use_session / release_session right after its own booking write is absorbed
 -- instead of moving the balance a second time (session_ledger.absorb_legacy_call).
+-- A write that repeats such a transition within the legacy-call window (a second
+-- browser tab's page load completing a booking the first tab just completed) is
+-- recorded too; any other write (a notes edit, an id change, a write long after)
+-- records nothing, so a genuine press after it is charged.
 CREATE OR REPLACE FUNCTION session_ledger.enqueue_booking_changes() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_consuming text[];
     v_echo boolean;
+    v_window interval;
     v_trusted boolean;
     v_refused uuid;
     v_cause jsonb;
     v_sent bigint;
+    -- one time for every echo of this write: absorbing keeps a write's echoes live together
+    v_now timestamptz := pg_catalog.clock_timestamp();
 BEGIN
-    SELECT c.consuming_statuses, c.absorb_legacy_calls INTO v_consuming, v_echo FROM session_ledger.config c;
+    SELECT c.consuming_statuses, c.absorb_legacy_calls, c.legacy_call_window INTO v_consuming, v_echo, v_window
+    FROM session_ledger.config c;
     v_trusted := session_ledger.caller_is_trusted();
 
     IF NOT v_trusted THEN
         IF TG_OP = 'INSERT' THEN
             SELECT n.id INTO v_refused FROM new_rows n
-            WHERE NOT session_ledger.may_write_booking(NULL, NULL, NULL, NULL,
-                                                       n.status, n.purchase_id, n.client_id, n.org_id, v_consuming, v_trusted)
+            WHERE NOT session_ledger.may_write_booking(NULL, NULL, NULL, NULL, NULL, NULL,
+                                                       n.status, n.purchase_id, n.client_id, n.org_id,
+                                                       n.start_time, n.end_time, v_consuming, v_trusted)
             LIMIT 1;
         ELSIF TG_OP = 'UPDATE' THEN
             SELECT coalesce(o.id, n.id) INTO v_refused
             FROM new_rows n FULL JOIN old_rows o ON o.id = n.id
             WHERE (o.id IS NULL OR n.id IS NULL
-                   OR (n.status, n.purchase_id, n.client_id, n.org_id) IS DISTINCT FROM
-                      (o.status, o.purchase_id, o.client_id, o.org_id))
+                   OR (n.status, n.purchase_id, n.client_id, n.org_id, n.start_time, n.end_time) IS DISTINCT FROM
+                      (o.status, o.purchase_id, o.client_id, o.org_id, o.start_time, o.end_time))
               AND NOT session_ledger.may_write_booking(o.status, o.purchase_id, o.client_id, o.org_id,
-                                                       n.status, n.purchase_id, n.client_id, n.org_id, v_consuming, v_trusted)
+                                                       o.start_time, o.end_time,
+                                                       n.status, n.purchase_id, n.client_id, n.org_id,
+                                                       n.start_time, n.end_time, v_consuming, v_trusted)
             LIMIT 1;
         ELSE
             SELECT o.id INTO v_refused FROM old_rows o
             WHERE NOT session_ledger.may_write_booking(o.status, o.purchase_id, o.client_id, o.org_id,
-                                                       NULL, NULL, NULL, NULL, v_consuming, v_trusted)
+                                                       o.start_time, o.end_time,
+                                                       NULL, NULL, NULL, NULL, NULL, NULL, v_consuming, v_trusted)
             LIMIT 1;
         END IF;
         IF v_refused IS NOT NULL THEN
-            RAISE EXCEPTION 'booking %: role % may not change which session pack it charges',
+            RAISE EXCEPTION 'booking %: role % may not change which session pack it charges, nor when',
                             v_refused, session_ledger.caller()
                 USING ERRCODE = 'insufficient_privilege',
                       HINT = 'Only members of the pack''s organisation, service_role and the ledger''s owner may.';
@@ -76,8 +88,8 @@ BEGIN
             SELECT n.id, n.start_time, session_ledger.consumed_pack(n.status, n.purchase_id, v_consuming) AS now_pack
             FROM new_rows n
         ), echoes AS (
-            INSERT INTO session_ledger.booking_writes (kind, purchase_id, caused_by, booking_ids)
-            SELECT 'use', k.now_pack, v_cause, array_agg(k.id ORDER BY k.start_time, k.id)
+            INSERT INTO session_ledger.booking_writes (written_at, kind, purchase_id, caused_by, booking_ids)
+            SELECT v_now, 'use', k.now_pack, v_cause, array_agg(k.id ORDER BY k.start_time, k.id)
             FROM k WHERE v_echo AND k.now_pack IS NOT NULL
             GROUP BY k.now_pack
         )
@@ -87,23 +99,40 @@ BEGIN
     ELSIF TG_OP = 'UPDATE' THEN
         WITH k AS (
             SELECT coalesce(n.id, o.id) AS id, coalesce(n.start_time, o.start_time) AS start_time,
+                   -- an UPDATE creates no booking: an unpaired row is an id change, which moves no money
+                   o.id IS NOT NULL AND n.id IS NOT NULL AS paired,
                    o.id IS NULL OR n.id IS NULL
                        OR (n.status, n.purchase_id, n.client_id, n.org_id) IS DISTINCT FROM
                           (o.status, o.purchase_id, o.client_id, o.org_id) AS touched,
+                   o.purchase_id AS was_named,
                    o.client_id AS was_client, o.org_id AS was_org, n.client_id AS now_client, n.org_id AS now_org,
                    session_ledger.consumed_pack(o.status, o.purchase_id, v_consuming) AS was_pack,
                    session_ledger.consumed_pack(n.status, n.purchase_id, v_consuming) AS now_pack
             FROM new_rows n FULL JOIN old_rows o ON o.id = n.id
         ), echoes AS (
-            INSERT INTO session_ledger.booking_writes (kind, purchase_id, caused_by, booking_ids)
-            SELECT e.kind, e.pack, v_cause, array_agg(e.id ORDER BY e.start_time, e.id)
-            -- completions (and writes that leave a completed booking as it was), and
-            -- cancellations; a move from one pack to another is neither
-            FROM (SELECT 'use' AS kind, k.now_pack AS pack, k.id, k.start_time
-                  FROM k WHERE k.now_pack IS NOT NULL AND (k.was_pack IS NULL OR k.was_pack = k.now_pack)
+            INSERT INTO session_ledger.booking_writes (written_at, kind, purchase_id, caused_by, booking_ids)
+            SELECT v_now, e.kind, e.pack, v_cause, array_agg(e.id ORDER BY e.start_time, e.id)
+            FROM (-- started consuming, or a repeat of a recent start (a second tab)
+                  SELECT 'use' AS kind, k.now_pack AS pack, k.id, k.start_time
+                  FROM k
+                  WHERE k.paired AND k.now_pack IS NOT NULL
+                    AND (k.was_pack IS NULL
+                         OR (k.was_pack = k.now_pack
+                             AND EXISTS (SELECT 1 FROM session_ledger.booking_writes w
+                                         WHERE w.purchase_id = k.now_pack AND w.kind = 'use'
+                                           AND k.id = ANY (w.booking_ids)
+                                           AND w.written_at > v_now - v_window)))
                   UNION ALL
-                  SELECT 'release', k.was_pack, k.id, k.start_time
-                  FROM k WHERE k.was_pack IS NOT NULL AND k.now_pack IS NULL) AS e
+                  -- stopped consuming, or a repeat of a recent stop
+                  SELECT 'release', coalesce(k.was_pack, k.was_named), k.id, k.start_time
+                  FROM k
+                  WHERE k.paired AND k.now_pack IS NULL
+                    AND (k.was_pack IS NOT NULL
+                         OR (k.was_named IS NOT NULL
+                             AND EXISTS (SELECT 1 FROM session_ledger.booking_writes w
+                                         WHERE w.purchase_id = k.was_named AND w.kind = 'release'
+                                           AND k.id = ANY (w.booking_ids)
+                                           AND w.written_at > v_now - v_window)))) AS e
             WHERE v_echo
             GROUP BY e.kind, e.pack
         )
@@ -118,8 +147,8 @@ BEGIN
             SELECT o.id, o.start_time, session_ledger.consumed_pack(o.status, o.purchase_id, v_consuming) AS was_pack
             FROM old_rows o
         ), echoes AS (
-            INSERT INTO session_ledger.booking_writes (kind, purchase_id, caused_by, booking_ids)
-            SELECT 'release', k.was_pack, v_cause, array_agg(k.id ORDER BY k.start_time, k.id)
+            INSERT INTO session_ledger.booking_writes (written_at, kind, purchase_id, caused_by, booking_ids)
+            SELECT v_now, 'release', k.was_pack, v_cause, array_agg(k.id ORDER BY k.start_time, k.id)
             FROM k WHERE v_echo AND k.was_pack IS NOT NULL
             GROUP BY k.was_pack
         )
@@ -154,3 +183,13 @@ CREATE TRIGGER session_ledger_enqueue_delete
     AFTER DELETE ON public.bookings
     REFERENCING OLD TABLE AS old_rows
     FOR EACH STATEMENT EXECUTE FUNCTION session_ledger.enqueue_booking_changes();
+
+-- TRUNCATE goes around the statement triggers above: refused unless trusted.
+DROP TRIGGER IF EXISTS session_ledger_refuse_truncate ON public.bookings;
+DROP TRIGGER IF EXISTS session_ledger_refuse_truncate ON public.client_purchases;
+CREATE TRIGGER session_ledger_refuse_truncate
+    BEFORE TRUNCATE ON public.bookings
+    FOR EACH STATEMENT EXECUTE FUNCTION session_ledger.refuse_untrusted_truncate();
+CREATE TRIGGER session_ledger_refuse_truncate
+    BEFORE TRUNCATE ON public.client_purchases
+    FOR EACH STATEMENT EXECUTE FUNCTION session_ledger.refuse_untrusted_truncate();

@@ -56,6 +56,32 @@ BEGIN
                                   'public.release_session(uuid, text) FROM %I', r);
     END LOOP;
 
+    -- The app's tables the ledger reads and writes: no API role needs TRIGGER (a
+    -- trigger of its own would run as the owner whenever the ledger writes the
+    -- table), TRUNCATE (it fires no row trigger, so it goes around the guard) or
+    -- REFERENCES. Supabase's default privileges grant all three to anon and
+    -- authenticated. What is revoked is recorded, for `listener uninstall --keep-grants`.
+    WITH held AS (
+        SELECT 'public.' || c.relname AS table_name,
+               CASE WHEN a.grantee = 0 THEN 'PUBLIC'
+                    ELSE (SELECT r.rolname FROM pg_catalog.pg_roles r WHERE r.oid = a.grantee) END AS grantee,
+               a.privilege_type AS privilege
+        FROM pg_catalog.pg_class c
+        CROSS JOIN LATERAL pg_catalog.aclexplode(c.relacl) AS a
+        WHERE c.oid IN ('public.bookings'::regclass, 'public.client_purchases'::regclass)
+          AND a.privilege_type IN ('TRIGGER', 'TRUNCATE', 'REFERENCES')
+          AND (a.grantee = 0 OR a.grantee IN (SELECT r.oid FROM pg_catalog.pg_roles r
+                                              WHERE r.rolname IN ('anon', 'authenticated')))
+    )
+    INSERT INTO session_ledger.revoked_app_grants (table_name, grantee, privilege)
+    SELECT h.table_name, h.grantee, h.privilege FROM held h
+    ON CONFLICT DO NOTHING;
+    REVOKE TRIGGER, TRUNCATE, REFERENCES ON public.bookings, public.client_purchases FROM PUBLIC;
+    FOREACH r IN ARRAY ARRAY['anon', 'authenticated'] LOOP
+        CONTINUE WHEN NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = r);
+        EXECUTE pg_catalog.format('REVOKE TRIGGER, TRUNCATE, REFERENCES ON public.bookings, public.client_purchases FROM %I', r);
+    END LOOP;
+
     -- The listener's role: its own entry points, and the tables check_schema reads.
     GRANT USAGE ON SCHEMA session_ledger TO session_ledger_listener;
     GRANT EXECUTE ON FUNCTION

@@ -23,12 +23,24 @@ def _as(conn: Conn, user: uuid.UUID) -> None:
     conn.execute("SELECT set_config('request.jwt.claims', %s, false)", [json.dumps({"sub": str(user)})])
 
 
+# A session next week: what a booking's times are unless a case says otherwise.
+NEXT_WEEK = (
+    datetime.now().astimezone() + timedelta(days=7),
+    datetime.now().astimezone() + timedelta(days=7, hours=1),
+)
+YESTERDAY = (
+    datetime.now().astimezone() - timedelta(days=1),
+    datetime.now().astimezone() - timedelta(hours=23),
+)
+
+
 def _may(conn: Conn, old: tuple[object, ...] | None, new: tuple[object, ...] | None) -> bool:
-    """may_write_booking for an untrusted writer; old and new are (status, pack, client, org), None for absent."""
-    o = old or (None, None, None, None)
-    n = new or (None, None, None, None)
+    """may_write_booking for an untrusted writer; old and new are (status, pack, client, org[, start, end]),
+    None for absent; the times default to a session next week."""
+    o = (*old, *NEXT_WEEK[len(old) - 4 :]) if old else (None,) * 6
+    n = (*new, *NEXT_WEEK[len(new) - 4 :]) if new else (None,) * 6
     row = conn.execute(
-        "SELECT session_ledger.may_write_booking(%s, %s, %s, %s, %s, %s, %s, %s, %s, false) AS ok",
+        "SELECT session_ledger.may_write_booking(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, false) AS ok",
         [*o, *n, CONSUMING],
     ).fetchone()
     assert row is not None
@@ -166,3 +178,40 @@ def test_a_pack_attached_over_another_needs_the_right_to_move_both(world: World)
     _as(world.conn, elsewhere.trainer_user_id)
     assert _may(world.conn, ("confirmed", theirs, c, o), ("confirmed", None, c, o))
     assert not _may(world.conn, ("confirmed", theirs, c, o), ("confirmed", own, c, o))
+
+
+def test_what_a_session_is_judged_by_is_the_packs_business_once_it_started_or_for_its_times(
+    world: World, client_user: uuid.UUID
+) -> None:
+    pack = world.pack(sessions_total=5)
+    c, o = world.org.client_id, world.org.id
+    later = (NEXT_WEEK[0] + timedelta(days=365 * 100), NEXT_WEEK[1] + timedelta(days=365 * 100))
+    changes = {
+        "cancel a session that already happened": (
+            ("confirmed", pack, c, o, *YESTERDAY), ("cancelled", pack, c, o, *YESTERDAY)),
+        "move a past session's start": (
+            ("confirmed", pack, c, o, *YESTERDAY), ("confirmed", pack, c, o, later[0], YESTERDAY[1])),
+        "move a past session's end out of the cron's reach": (
+            ("confirmed", pack, c, o, *YESTERDAY), ("confirmed", pack, c, o, YESTERDAY[0], later[1])),
+        "move a future session's start past its pack's expiry": (
+            ("confirmed", pack, c, o), ("confirmed", pack, c, o, later[0], NEXT_WEEK[1])),
+        "move a future session's end": (("confirmed", pack, c, o), ("confirmed", pack, c, o, NEXT_WEEK[0], later[1])),
+        "attach a pack while moving the times": (("confirmed", None, c, o), ("confirmed", pack, c, o, *later)),
+        "attach a pack to a past session": (
+            ("confirmed", None, c, o, *YESTERDAY), ("confirmed", pack, c, o, *YESTERDAY)),
+        "delete a future booking that names a pack": (("confirmed", pack, c, o), None),
+    }  # fmt: skip
+    _as(world.conn, world.org.trainer_user_id)
+    assert {name: _may(world.conn, *change) for name, change in changes.items()} == dict.fromkeys(
+        changes, True
+    )
+    _as(world.conn, client_user)
+    assert {name: _may(world.conn, *change) for name, change in changes.items()} == dict.fromkeys(
+        changes, False
+    )
+    # The client app's own flows: cancel and re-confirm a future booking, book one with their
+    # own pack, and any write to a booking with no pack (no session can move).
+    assert _may(world.conn, ("confirmed", pack, c, o), ("cancelled", pack, c, o))
+    assert _may(world.conn, ("cancelled", pack, c, o), ("confirmed", pack, c, o))
+    assert _may(world.conn, ("confirmed", None, c, o), ("confirmed", pack, c, o))
+    assert _may(world.conn, ("confirmed", None, c, o, *YESTERDAY), ("cancelled", None, c, o, *later))

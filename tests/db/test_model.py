@@ -210,6 +210,8 @@ class Harness:
         self.conn.execute(
             """UPDATE session_ledger.config
                   SET consuming_statuses = %s, allow_shared_packs = %s, absorb_legacy_calls = %s,
+                      -- longer than any sequence: the window's edges are pinned in test_legacy_calls
+                      legacy_call_window = interval '1 hour',
                       adopt_until = NULL, paused_at = NULL, paused_by = NULL, pause_reason = NULL""",
             [consuming, shared, absorb],
         )

@@ -276,5 +276,10 @@ def test_a_trace_header_reaches_the_ledger_row(supabase_app_db: SupabaseAppDb) -
             "SELECT caused_by FROM session_ledger.charges WHERE booking_id = %s", [booking]
         ).fetchone()
         assert row == {
-            "caused_by": {"role": "authenticated", "uid": str(studio.trainer_user_id), "trace": trace}
+            "caused_by": {
+                "role": "authenticated",
+                "login": "authenticator",
+                "uid": str(studio.trainer_user_id),
+                "trace": trace,
+            }
         }

@@ -634,3 +634,82 @@ def test_audit_charges_a_pack_only_for_its_own_clients_bookings(world: World) ->
     assert world.used(pack) == 0
     row = _ledger(world, theirs)
     assert (row["state"], row["source"]) == ("unfunded", "audit")
+
+
+def test_a_pause_holds_back_the_backlog_queued_before_it_whoever_calls(world: World) -> None:
+    pack = world.pack(sessions_total=5)
+    bookings = world.bookings(pack, count=2)
+    for b in bookings:
+        world.set_status(b, "completed")
+    queued = [int(m["msg_id"]) for m in world.queue()]  # type: ignore[call-overload]
+    assert len(queued) == 2
+    world.conn.execute("SELECT session_ledger.pause_charging('investigation')")
+    assert _drain(world) == 0
+    # The listener's own entry point, called with the ids it guessed: nothing moves.
+    rows = world.conn.execute(
+        "SELECT * FROM session_ledger.handle_batch_v3(NULL, %s, NULL, NULL)", [queued]
+    ).fetchall()
+    assert rows == []
+    assert world.used(pack) == 0
+    assert [int(m["msg_id"]) for m in world.queue()] == queued  # type: ignore[call-overload]
+    assert world.conn.execute("SELECT count(*) AS n FROM session_ledger.charges").fetchone() == {"n": 0}
+    world.conn.execute("SELECT session_ledger.resume_charging()")
+    assert _drain(world) == 2
+    assert world.used(pack) == 2
+
+
+def test_complete_past_bookings_takes_the_oldest_first_and_chunks_while_its_budget_lasts(
+    world: World,
+) -> None:
+    pack = world.pack(sessions_total=10)
+    # Created newest first, so neither insertion nor physical order is the age order.
+    newest = world.bookings(pack, count=1, start=_now() - timedelta(days=1))
+    middle = world.bookings(pack, count=1, start=_now() - timedelta(days=5))
+    oldest = world.bookings(pack, count=2, start=_now() - timedelta(days=20))
+    status = "SELECT id FROM public.bookings WHERE status = 'completed' ORDER BY id"
+    # No budget left after the first chunk: one chunk, the oldest two.
+    row = world.conn.execute("SELECT session_ledger.complete_past_bookings(2, interval '0') AS n").fetchone()
+    assert row == {"n": 2}
+    assert {r["id"] for r in world.conn.execute(status)} == set(oldest)
+    # With a budget, chunk after chunk until nothing is left.
+    world.conn.execute("UPDATE public.bookings SET status = 'confirmed'")
+    row = world.conn.execute(
+        "SELECT session_ledger.complete_past_bookings(1, interval '1 minute') AS n"
+    ).fetchone()
+    assert row == {"n": 4}
+    assert {r["id"] for r in world.conn.execute(status)} == {*oldest, *middle, *newest}
+
+
+def test_a_ledger_row_records_the_cause_of_its_latest_change(world: World) -> None:
+    pack = world.pack(sessions_total=5)
+    [booking] = world.bookings(pack)
+    first, last = uuid.uuid4(), uuid.uuid4()
+    for user, status in ((first, "completed"), (uuid.uuid4(), "cancelled"), (last, "completed")):
+        world.conn.execute("SELECT set_config('request.jwt.claim.sub', %s, false)", [str(user)])
+        world.set_status(booking, status)
+    assert len(world.queue()) == 3
+    _drain(world)  # one batch
+    assert _ledger(world, booking)["caused_by"]["uid"] == str(last)
+
+
+def test_switching_a_consuming_bookings_pack_needs_the_right_to_move_both(world: World) -> None:
+    elsewhere = demo_data.create_org(world.conn, "Studio B")
+    mine, theirs = (
+        world.pack(sessions_total=5),
+        demo_data.create_pack(world.conn, elsewhere, sessions_total=5),
+    )
+    c, o = world.org.client_id, world.org.id
+    ask = (
+        "SELECT session_ledger.may_write_booking('completed', %(old)s, %(c)s, %(o)s, NULL, NULL,"
+        " 'completed', %(new)s, %(c)s, %(o)s, NULL, NULL, '{completed}', false) AS ok"
+    )
+    for trainer in (world.org.trainer_user_id, elsewhere.trainer_user_id):
+        # untrusted (p_trusted false): the signed-in trainer's memberships decide
+        world.conn.execute("SELECT set_config('request.jwt.claim.sub', %s, false)", [str(trainer)])
+        for old, new in ((mine, theirs), (theirs, mine)):
+            row = world.conn.execute(ask, {"old": old, "new": new, "c": c, "o": o}).fetchone()
+            assert row == {"ok": False}, (trainer, old, new)
+        row = world.conn.execute(ask, {"old": mine if trainer == world.org.trainer_user_id else theirs,
+                                       "new": mine if trainer == world.org.trainer_user_id else theirs,
+                                       "c": c, "o": o}).fetchone()  # fmt: skip
+        assert row == {"ok": True}  # the same pack of their own organisation: nothing moves

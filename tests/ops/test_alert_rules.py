@@ -68,6 +68,7 @@ def test_every_alert_has_a_summary_a_runbook_command_and_both_kinds_of_case() ->
         "SessionLedgerChargeLagHigh",
         "SessionLedgerReconnectStorm",
         "SessionLedgerPaused",
+        "SessionLedgerOldCodeStillRunning",
     }
     for rule in rules:
         assert rule["annotations"]["summary"].strip(), rule["alert"]

@@ -483,9 +483,10 @@ def test_doctor_flags_the_apps_is_org_member_on_supabase_until_fixed(supabase_ap
     assert member.fix == "ALTER FUNCTION public.is_org_member(uuid) SET search_path = public, pg_temp"
     assert "has search_path public, which does not name pg_temp" in member.message
     assert "the ledger's guard calls it" in member.message
-    # The app's other definer reads only the JWT: worth fixing, not high.
+    # The app's other definer reads only the JWT, but the SELECT policies of bookings and packs call it.
     admin = definers["public.is_platform_admin()"]
-    assert admin.severity == "medium"
+    assert admin.severity == "high"
+    assert "a row security policy of bookings calls it" in admin.message
     assert admin.fix == "ALTER FUNCTION public.is_platform_admin() SET search_path = public, pg_temp"
     # The ledger's own functions, and the app's use_session/release_session it replaced, are pinned.
     assert set(definers) == {"public.is_org_member(uuid)", "public.is_platform_admin()"}

@@ -52,7 +52,7 @@ def test_a_pause_stops_every_consumer_while_events_keep_queuing(world: World) ->
 
 def test_a_paused_listener_is_not_ready(world: World) -> None:
     dsn = world.ledger.dsn
-    with running(dsn) as proc:
+    with running(dsn, token="ops-token") as proc:
         assert request(f"{proc.base}/readyz").status == 200
         assert run_cli("pause", "--dsn", dsn, "--reason", "incident 42").returncode == 0
         # /readyz reads the status the port caches; it turns within a few of its refreshes.
@@ -62,7 +62,11 @@ def test_a_paused_listener_is_not_ready(world: World) -> None:
             time.sleep(0.2)
             reply = request(f"{proc.base}/readyz")
         assert reply.status == 503
-        assert "charging paused since" in reply.body and "incident 42" in reply.body
+        # An unauthenticated probe hears only that charging is paused; the operator's token shows who and why.
+        assert reply.body == "charging paused\n"
+        told = request(f"{proc.base}/readyz", token="ops-token")
+        assert told.status == 503
+        assert "charging paused since" in told.body and "incident 42" in told.body
         # /metrics says so too (from the status it caches): an alert rule watches session_ledger_paused.
         while metric(request(f"{proc.base}/metrics").body, "session_ledger_paused") != 1:
             assert time.monotonic() < deadline, "session_ledger_paused never became 1"

@@ -30,7 +30,8 @@ def _installed_objects(conn: Conn) -> dict[str, Any]:
         "schema": _one(conn, "SELECT to_regnamespace('session_ledger') IS NOT NULL"),
         "triggers": _one(
             conn,
-            "SELECT count(*) FROM pg_trigger WHERE tgrelid = 'public.bookings'::regclass"
+            "SELECT count(*) FROM pg_trigger"
+            " WHERE tgrelid IN ('public.bookings'::regclass, 'public.client_purchases'::regclass)"
             " AND tgname LIKE 'session_ledger%%'",
         ),
         "queues": _one(
@@ -127,7 +128,7 @@ def test_uninstall_keeps_balances_restores_functions_and_migrate_reinstalls(worl
     assert report.applied == [f"{m.version:04d}_{m.name}" for m in migrations()]
     assert _installed_objects(conn) == {
         "schema": True,
-        "triggers": 3,
+        "triggers": 5,
         "queues": 2,
         "two_arg_use_session": True,
     }
@@ -166,7 +167,7 @@ def test_uninstall_refuses_without_yes_with_waiting_events_or_a_running_listener
     assert running.returncode == 1
     assert "a listener is running" in running.stderr and "stop it first, then uninstall" in running.stderr
     assert "Traceback" not in running.stderr
-    assert _installed_objects(conn)["triggers"] == 3
+    assert _installed_objects(conn)["triggers"] == 5
     assert world.used(pack) == 1
 
 

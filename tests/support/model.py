@@ -231,9 +231,10 @@ class LedgerModel:
         """One statement's rows, (old, new) each (None: the side an INSERT or DELETE lacks).
 
         An event for each booking whose charge key changed. While legacy calls are
-        absorbed, an echo per kind and pack: of every row left consuming a pack it
-        consumed already or newly (even one the statement did not change), and of every
-        row that stopped consuming one.
+        absorbed, an echo per kind and pack: of every row that started consuming a pack
+        ('use') or stopped consuming one ('release'), and of every row of an UPDATE that
+        repeats such a transition of the same booking and pack recorded before (the
+        window is longer than any sequence). Nothing else records an echo.
         """
         events: list[uuid.UUID] = []
         echoes: dict[tuple[str, uuid.UUID], list[Booking]] = {}
@@ -247,15 +248,31 @@ class LedgerModel:
             if self.charge_key(old) != self.charge_key(new):
                 events.append(row.id)
             was, now = self.consumes(old), self.consumes(new)
-            if now is not None and was in (None, now):
+            paired = old is not None and new is not None
+            if now is not None and (
+                was is None or (paired and was == now and self._echoed("use", now, row.id))
+            ):
                 echoes.setdefault(("use", now), []).append(row)
             if was is not None and now is None:
                 echoes.setdefault(("release", was), []).append(row)
+            elif (
+                paired
+                and was is None
+                and now is None
+                and old is not None
+                and old.pack is not None
+                and self._echoed("release", old.pack, row.id)
+            ):
+                echoes.setdefault(("release", old.pack), []).append(row)
         if self.absorb:
             for (kind, pack), bs in echoes.items():
                 ordered = [b.id for b in sorted(bs, key=lambda b: (b.start, b.id))]
                 self.echoes.append(Echo(kind, pack, ordered, caller))
         return events
+
+    def _echoed(self, kind: str, pack: uuid.UUID, booking: uuid.UUID) -> bool:
+        """Whether a write recorded this booking's transition of this kind for this pack."""
+        return any(e.kind == kind and e.pack == pack and booking in e.bookings for e in self.echoes)
 
     def insert(self, booking: Booking, caller: str) -> list[uuid.UUID]:
         """A new booking row."""

@@ -10,7 +10,7 @@ from listener.settings import Settings
 
 
 def register(subparsers: Subparsers) -> None:
-    """Add `migrate`, `export-migrations`, `cutover` and `uninstall`."""
+    """Add `migrate`, `export-migrations`, `cutover`, `app-deployed` and `uninstall`."""
     p = command(subparsers, "migrate", "install or upgrade the ledger, queue and trigger", _migrate)
     p.add_argument(
         "--with-demo-schema",
@@ -38,14 +38,29 @@ def register(subparsers: Subparsers) -> None:
     p.add_argument("--at", type=timestamp, metavar="TIME", help="the cut-over time, ISO 8601 (default: now)")
 
     p = command(
+        subparsers,
+        "app-deployed",
+        "record that the new app (which calls no use_session after its own writes) is deployed",
+        _app_deployed,
+        description="Record when the new app was deployed. Old use_session / release_session calls that "
+        "are still absorbed after it come from old code still running; status, /metrics and the "
+        "SessionLedgerOldCodeStillRunning alert show them, and once none come, absorbing can be switched off.",
+    )
+    p.add_argument(
+        "--at", type=timestamp, metavar="TIME", help="when it was deployed, ISO 8601 (default: now)"
+    )
+
+    p = command(
         subparsers, "uninstall", "remove trigger, ledger and queues; keep the app's tables", _uninstall
     )
     p.add_argument("--yes", action="store_true", help="really remove it")
     p.add_argument(
         "--keep-grants",
         action="store_true",
-        help="leave EXECUTE on the restored use_session/release_session as it is "
-        "(default: revoke it from PUBLIC, anon and authenticated; service_role keeps it)",
+        help="leave EXECUTE on the restored use_session/release_session as it is, and give back the "
+        "TRIGGER, TRUNCATE and REFERENCES privileges on bookings and client_purchases that migrate revoked "
+        "(default: revoke EXECUTE from PUBLIC, anon and authenticated, service_role keeps it; the table "
+        "privileges stay revoked)",
     )
     p.add_argument("--force", action="store_true", help="drop unresolved dead letters with the ledger")
 
@@ -80,6 +95,18 @@ def _cutover(args: argparse.Namespace, settings: Settings) -> int:
     from listener.ops.cutover import cutover
 
     render_cutover(cutover(settings.require_dsn(), args.at))
+    return 0
+
+
+def _app_deployed(args: argparse.Namespace, settings: Settings) -> int:
+    """Record the new app's deployment time, then say what watches for old code."""
+    from listener.ops.cutover import mark_app_deployed
+
+    at = mark_app_deployed(settings.require_dsn(), args.at)
+    print(
+        f"new app deployed at {at.isoformat()}: absorbed calls after it are old code still running "
+        "(`listener status`, alert SessionLedgerOldCodeStillRunning)"
+    )
     return 0
 
 
