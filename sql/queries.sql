@@ -628,3 +628,12 @@ SET LOCAL search_path = '';
 
 -- name: mark_app_deployed
 SELECT session_ledger.mark_app_deployed(%(at)s) AS app_deployed_at;
+
+-- name: app_grants_revoked_now
+-- The privileges on the app's tables this migrate run revoked from PUBLIC and the API roles
+-- (sql/functions/90_grants.sql records them with the transaction's time).
+SELECT r.grantee, r.table_name, pg_catalog.array_agg(r.privilege ORDER BY r.privilege) AS privileges
+FROM session_ledger.revoked_app_grants r
+WHERE r.revoked_at = pg_catalog.now()
+GROUP BY r.grantee, r.table_name
+ORDER BY r.table_name, r.grantee;

@@ -236,10 +236,16 @@ def render_status(report: dict[str, Any], console: Console | None = None) -> Non
     if legacy:
         console.print(
             f"the app's old calls: {legacy['legacy_calls']} in all, {legacy['absorbed']} absorbed as echoes "
-            f"({legacy['absorbed_last_hour']} in the last hour), last absorbed {legacy['last_absorbed_at'] or 'never'}; "
+            f"({_by_kind(legacy.get('absorbed_by_kind'))}; {legacy['absorbed_last_hour']} in the last hour), "
+            f"last absorbed {legacy['last_absorbed_at'] or 'never'}; "
             + ("absorbing" if legacy["absorbing"] else "not absorbing")
             + f" within {legacy['window_s']}s; {legacy['manual_calls']} manual adjustment(s)"
         )
+        if legacy.get("app_deployed_at"):
+            console.print(
+                f"new app deployed at {legacy['app_deployed_at']}: "
+                f"{legacy.get('absorbed_since_app_deployed', 0)} old call(s) absorbed since"
+            )
     if report.get("paused"):
         p = report["paused"]
         why = f": {p['reason']}" if p.get("reason") else ""
@@ -263,6 +269,8 @@ def render_migrate(report: MigrateReport) -> None:
         print("applied " + ", ".join(report.applied))
     if report.repeatables:
         print("re-applied functions, triggers and grants: " + ", ".join(report.repeatables))
+    for revoked in report.revoked:
+        print(f"revoked {revoked}: no app flow needs it, and it would let a caller go around the ledger")
     if not report.changed:
         print(f"already up to date (schema version {report.schema_version})")
 
@@ -388,3 +396,10 @@ def render_exported(target: Path, written: list[Path]) -> None:
         print(path)
     if not written:
         print(f"{target} already holds every session ledger migration")
+
+
+def _by_kind(kinds: object) -> str:
+    """Absorbed calls per kind, as status() counts them: 'use' echoes a completion, 'release' a cancel."""
+    if not isinstance(kinds, dict):
+        return "by kind: unknown"
+    return f"{kinds.get('use', 0)} use_session, {kinds.get('release', 0)} release_session"

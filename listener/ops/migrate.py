@@ -65,6 +65,9 @@ class MigrateReport:
     pgmq: str = "present"
     applied: list[str] = field(default_factory=list)
     repeatables: list[str] = field(default_factory=list)
+    # privileges on the app's tables taken from PUBLIC and the API roles, e.g. "TRIGGER, TRUNCATE on
+    # public.bookings from authenticated"
+    revoked: list[str] = field(default_factory=list)
     schema_version: int = SCHEMA_VERSION
 
     @property
@@ -114,6 +117,10 @@ def migrate(dsn: str, *, with_demo_schema: bool = False) -> MigrateReport:
             conn.execute(BOOTSTRAP)
             _apply_migrations(conn, report)
             _apply_repeatables(conn, report, force=bool(report.applied))
+            report.revoked = [
+                f"{', '.join(r['privileges'])} on {r['table_name']} from {r['grantee']}"
+                for r in conn.execute(query("app_grants_revoked_now"))
+            ]
             if report.applied or report.repeatables:
                 conn.execute(
                     query("record_schema_version"), {"version": SCHEMA_VERSION, "package": __version__}

@@ -388,3 +388,103 @@ def test_doctor_reports_the_platforms_grants_before_migrate_and_only_the_apps_ow
         }
     finally:
         supabase.drop_app_database(supabase_cluster, name)
+
+
+def _holds(dsn: str, role: str, table: str, privilege: str) -> bool:
+    with connect(dsn, purpose="tests") as conn:
+        row = conn.execute(
+            "SELECT has_table_privilege(%s, %s, %s) AS has", [role, table, privilege]
+        ).fetchone()
+    assert row is not None
+    return bool(row["has"])
+
+
+@pytest.mark.parametrize("keep_grants", [False, True])
+def test_migrate_says_what_it_revoked_and_uninstall_gives_it_back_only_with_keep_grants(
+    supabase_cluster: SupabaseCluster, keep_grants: bool
+) -> None:
+    from listener.ops.uninstall import uninstall
+
+    name = supabase.create_app_database(supabase_cluster, schema=[APP_SCHEMA], ledger=False)
+    try:
+        dsn = supabase_cluster.postgres_dsn(name)
+        assert _holds(dsn, "authenticated", "public.bookings", "TRIGGER")
+        report = supabase.migrate_as_postgres(supabase_cluster, name)
+        assert "REFERENCES, TRIGGER, TRUNCATE on public.bookings from authenticated" in report.revoked
+        assert "REFERENCES, TRIGGER, TRUNCATE on public.client_purchases from anon" in report.revoked
+        assert not _holds(dsn, "authenticated", "public.bookings", "TRIGGER")
+        assert supabase.migrate_as_postgres(supabase_cluster, name).revoked == []  # nothing left to take
+        uninstall(dsn, keep_grants=keep_grants, force=False)
+        for role in ("anon", "authenticated"):
+            for privilege in ("TRIGGER", "TRUNCATE", "REFERENCES"):
+                assert _holds(dsn, role, "public.client_purchases", privilege) is keep_grants
+    finally:
+        supabase.drop_app_database(supabase_cluster, name)
+
+
+def test_the_trainers_genuine_old_buttons_are_charged_and_the_old_pages_own_calls_absorbed(
+    world: World,
+) -> None:
+    pack = app_data.create_pack(world.owner, world.studio, sessions_total=30)
+    old = app_data.create_bookings(world.owner, world.studio, pack, count=8, status="completed")
+    fresh, quick, cancelled = app_data.create_bookings(world.owner, world.studio, pack, count=3)
+    world.owner.execute("UPDATE public.client_purchases SET sessions_used = 8 WHERE id = %s", [pack])
+    world.drain()
+    world.owner.execute("DELETE FROM session_ledger.booking_writes")
+    trainer = world.studio.trainer_user_id
+
+    def press(function: str) -> Any:
+        return world.db.request(
+            f"SELECT public.{function}(%s) AS r", [pack], role="authenticated", user_id=trainer
+        )
+
+    def age(seconds: int) -> None:
+        world.owner.execute(
+            "UPDATE session_ledger.booking_writes SET written_at = written_at - make_interval(secs => %s)",
+            [seconds],
+        )
+
+    used = world.used(pack)
+    # The new calendar code completes and calls nothing; a press half a minute later is genuine.
+    world.complete(fresh)
+    age(30)
+    press("use_session")
+    # A notes edit of a month-old booking, then a press; an edit of all eight, then three presses.
+    world.db.request(
+        "UPDATE public.bookings SET notes = 'towel' WHERE id = %s",
+        [old[0]],
+        role="authenticated",
+        user_id=trainer,
+    )
+    press("use_session")
+    world.db.request(
+        "UPDATE public.bookings SET notes = 'studio 2' WHERE id = ANY (%s)",
+        [old],
+        role="authenticated",
+        user_id=trainer,
+    )
+    for _ in range(3):
+        press("use_session")
+    # A cancel, then a genuine "Reinstate" half a minute later.
+    world.complete(cancelled)
+    world.drain()
+    world.db.request(
+        "UPDATE public.bookings SET status = 'cancelled' WHERE id = %s",
+        [cancelled],
+        role="authenticated",
+        user_id=trainer,
+    )
+    age(30)
+    press("release_session")
+    # The old calendar page's own sequence: its write, then its call a round trip later: absorbed.
+    world.complete(quick)
+    press("use_session")
+    world.drain()
+    # fresh + 5 presses + quick charged; cancelled charged then released by the ledger, and one reinstate.
+    assert world.used(pack) == used + 1 + 5 + 1 - 1
+    outcomes = [
+        r["outcome"] for r in world.owner.execute("SELECT outcome FROM session_ledger.pack_calls ORDER BY id")
+    ]
+    assert outcomes == ["charged"] * 5 + ["released", "absorbed"]
+    status = world.owner.execute("SELECT session_ledger.status() -> 'legacy_calls' AS l").fetchone()
+    assert status is not None and status["l"]["absorbed_by_kind"] == {"use": 1, "release": 0}

@@ -215,3 +215,30 @@ def test_what_a_session_is_judged_by_is_the_packs_business_once_it_started_or_fo
     assert _may(world.conn, ("cancelled", pack, c, o), ("confirmed", pack, c, o))
     assert _may(world.conn, ("confirmed", None, c, o), ("confirmed", pack, c, o))
     assert _may(world.conn, ("confirmed", None, c, o, *YESTERDAY), ("cancelled", None, c, o, *later))
+
+
+def test_the_trigger_refuses_a_client_moving_a_sessions_times(world: World, client_user: uuid.UUID) -> None:
+    pack = world.pack(sessions_total=5)
+    [booking] = world.bookings(pack)
+    conn = world.conn
+    # The real app's "bookings update by client" policy: a client may rewrite any column of their own booking.
+    conn.execute("CREATE POLICY client_reads ON public.bookings FOR SELECT TO authenticated USING (true)")
+    conn.execute("CREATE POLICY client_rewrites ON public.bookings FOR UPDATE TO authenticated USING (true)")
+    _as(conn, client_user)
+    for column in ("start_time", "end_time"):
+        with conn.transaction():
+            conn.execute("SET LOCAL ROLE authenticated")
+            with pytest.raises(
+                errors.InsufficientPrivilege, match=f"booking {booking}: role authenticated may not"
+            ):
+                conn.execute(
+                    f"UPDATE public.bookings SET {column} = 'infinity' WHERE id = %s",
+                    [booking],
+                )
+    # The trainer may.
+    _as(conn, world.org.trainer_user_id)
+    with conn.transaction():
+        conn.execute("SET LOCAL ROLE authenticated")
+        conn.execute(
+            "UPDATE public.bookings SET end_time = end_time + interval '5 minutes' WHERE id = %s", [booking]
+        )

@@ -645,6 +645,9 @@ def test_a_pause_holds_back_the_backlog_queued_before_it_whoever_calls(world: Wo
     assert len(queued) == 2
     world.conn.execute("SELECT session_ledger.pause_charging('investigation')")
     assert _drain(world) == 0
+    # Nothing was even claimed: a paused ledger spends none of a message's reads.
+    reads = world.conn.execute("SELECT read_ct FROM pgmq.q_booking_events ORDER BY msg_id").fetchall()
+    assert [r["read_ct"] for r in reads] == [0, 0]
     # The listener's own entry point, called with the ids it guessed: nothing moves.
     rows = world.conn.execute(
         "SELECT * FROM session_ledger.handle_batch_v3(NULL, %s, NULL, NULL)", [queued]
@@ -713,3 +716,53 @@ def test_switching_a_consuming_bookings_pack_needs_the_right_to_move_both(world:
                                        "new": mine if trainer == world.org.trainer_user_id else theirs,
                                        "c": c, "o": o}).fetchone()  # fmt: skip
         assert row == {"ok": True}  # the same pack of their own organisation: nothing moves
+
+
+def test_the_ledger_never_writes_a_table_as_its_owner_while_a_foreign_trigger_is_on_it(
+    world: World, scratch_role: str
+) -> None:
+    pack = world.pack(sessions_total=5)
+    done, waiting = world.bookings(pack, count=2)
+    conn = world.conn
+    # A trigger whose function belongs to a role that could not act as the owner (as a login in
+    # authenticated attaches one with a grant of TRIGGER).
+    conn.execute(
+        "CREATE FUNCTION public.foreign_trap() RETURNS trigger LANGUAGE plpgsql"
+        " AS $$ BEGIN PERFORM set_config('attack.ran_as', current_user::text, false); RETURN NULL; END $$"
+    )
+    conn.execute(
+        sql.SQL("ALTER FUNCTION public.foreign_trap() OWNER TO {}").format(sql.Identifier(scratch_role))
+    )
+    for table in ("client_purchases", "bookings"):
+        conn.execute(
+            sql.SQL(
+                "CREATE TRIGGER zz AFTER UPDATE ON public.{} FOR EACH STATEMENT EXECUTE FUNCTION public.foreign_trap()"
+            ).format(sql.Identifier(table))
+        )
+    world.set_status(done, "completed")
+    conn.execute("SELECT set_config('attack.ran_as', '', false)")
+    _drain(world)
+    assert world.used(pack) == 0
+    [letter] = world.dead_letters()
+    assert "refusing to write public.client_purchases as its owner: trigger zz" in str(letter)
+    with pytest.raises(REFUSED, match=r"refusing to write public\.bookings as its owner"):
+        conn.execute("SELECT session_ledger.complete_past_bookings()")
+    with pytest.raises(REFUSED):
+        conn.execute("SELECT public.use_session(%s, 'by hand')", [pack])
+    row = conn.execute("SELECT status FROM public.bookings WHERE id = %s", [waiting]).fetchone()
+    assert row == {"status": "confirmed"}
+    # The app's owner's own triggers are the app's business: owned by the owner, they run.
+    conn.execute(sql.SQL("ALTER FUNCTION public.foreign_trap() OWNER TO CURRENT_USER"))
+    assert conn.execute("SELECT session_ledger.complete_past_bookings() AS n").fetchone() == {"n": 1}
+
+
+def test_only_a_trusted_caller_may_truncate_the_bookings_or_the_packs(world: World) -> None:
+    world.bookings(world.pack(sessions_total=5))
+    conn = world.conn
+    conn.execute("GRANT TRUNCATE ON public.bookings, public.client_purchases TO authenticated")
+    for table in ("bookings", "client_purchases"):
+        with conn.transaction():
+            conn.execute("SET LOCAL ROLE authenticated")
+            with pytest.raises(REFUSED, match=f"role authenticated may not truncate public.{table}"):
+                conn.execute(sql.SQL("TRUNCATE public.{} CASCADE").format(sql.Identifier(table)))
+    assert conn.execute("SELECT count(*) AS n FROM public.bookings").fetchone() == {"n": 1}
