@@ -116,7 +116,7 @@ CREATE TRIGGER bookings_touch_updated_at
     FOR EACH ROW EXECUTE FUNCTION public.touch_updated_at();
 
 CREATE FUNCTION public.is_org_member(_org uuid) RETURNS boolean
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path = ''
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT EXISTS (
         SELECT 1 FROM public.org_members m

@@ -485,9 +485,9 @@ def judge_app_table_grants(grants: Iterable[Row]) -> list[Finding]:
                 check="app_table_privilege",
                 severity="high" if dangerous else "medium",
                 object=row["table_name"],
-                message=f"{row['grantee']} holds {', '.join(privileges)} on {row['table_name']}: {why}",
-                fix=f"REVOKE {', '.join(privileges)} ON {row['table_name']} FROM {_grantee(row['grantee'])}"
-                " (`listener migrate` does)",
+                message=f"{row['grantee']} holds {', '.join(privileges)} on {row['table_name']}: {why} "
+                "(`listener migrate` revokes it)",
+                fix=f"REVOKE {', '.join(privileges)} ON {row['table_name']} FROM {_grantee(row['grantee'])}",
             )
         )
     return findings

@@ -292,10 +292,7 @@ BEGIN
        AND session_ledger.may_move_pack(o_pack, p_trusted) IS NOT TRUE THEN
         RETURN false;
     END IF;
-    -- 4. Times moved on a booking that names a pack, before or after.
-    IF v_moved AND o_pack IS NOT NULL AND session_ledger.may_move_pack(o_pack, p_trusted) IS NOT TRUE THEN
-        RETURN false;
-    END IF;
+    -- 4. Times moved on a booking that names a pack (one it no longer names is rule 2's).
     IF v_moved AND n_pack IS NOT NULL AND session_ledger.may_move_pack(n_pack, p_trusted) IS NOT TRUE THEN
         RETURN false;
     END IF;

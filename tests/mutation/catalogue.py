@@ -743,16 +743,6 @@ TRIGGER_AND_GUARD: tuple[Mutant, ...] = (
         id="guard-times-open",
         rule="only a writer who may move the pack's sessions may move the times of a booking that names it",
         file="10_rules.sql",
-        original="    IF v_moved AND o_pack IS NOT NULL AND",
-        replacement="    IF false AND o_pack IS NOT NULL AND",
-        hint=_guard(
-            "test_what_a_session_is_judged_by_is_the_packs_business_once_it_started_or_for_its_times"
-        ),
-    ),
-    Mutant(
-        id="guard-attach-while-moving",
-        rule="attaching a pack while moving the times needs the right to move the pack",
-        file="10_rules.sql",
         original="    IF v_moved AND n_pack IS NOT NULL AND",
         replacement="    IF false AND n_pack IS NOT NULL AND",
         hint=_guard(

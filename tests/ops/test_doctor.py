@@ -50,8 +50,8 @@ EXPECTED = {
     ("view_without_security_invoker", "public.next_bookings"): "high",
     ("security_definer_search_path", "public.pack_balance(uuid)"): "high",
     ("security_definer_search_path", "public.pack_used(uuid)"): "high",
-    # The demo schema's is_org_member sets search_path '', which still searches pg_temp first.
-    ("security_definer_search_path", "public.is_org_member(uuid)"): "high",
+    # Supabase's default privileges, re-granted after migrate revoked them.
+    ("app_table_privilege", "public.bookings"): "high",
     ("api_role_privilege", "pgmq.q_booking_events"): "high",
     ("api_role_privilege", "pgmq.q_booking_events_msg_id_seq"): "high",
     ("api_role_privilege", "pgmq"): "high",
@@ -160,6 +160,7 @@ def test_every_check_reports_the_app_and_goes_quiet_once_fixed(app_dsn: str, lis
                 "view_without_security_invoker",
                 "security_definer_search_path",
                 "api_role_privilege",
+                "app_table_privilege",
             }:
                 conn.execute(finding.fix)
         conn.execute('DROP POLICY "bookings insert by client" ON public.bookings')
@@ -262,7 +263,6 @@ def test_rls_off_and_a_readable_materialized_view_are_high_until_fixed(ledger_ds
     assert {k: f.severity for k, f in found.items()} == {
         ("bookings_rls_disabled", "public.bookings"): "high",
         ("view_without_security_invoker", "public.pack_totals"): "high",
-        ("security_definer_search_path", "public.is_org_member(uuid)"): "high",
     }
     assert "anon, authenticated may write it" in found[("bookings_rls_disabled", "public.bookings")].message
     with connect(ledger_dsn, purpose="tests") as conn:
@@ -518,3 +518,9 @@ def test_doctor_flags_the_apps_is_org_member_on_supabase_until_fixed(supabase_ap
         ledger.close()
         with connect(supabase_app_db.admin_dsn, purpose="tests") as admin_conn:
             admin_conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(mallory)))
+
+
+def test_doctor_finds_nothing_high_on_a_fresh_install_with_the_demo_schema(ledger_dsn: str) -> None:
+    report = doctor(ledger_dsn)
+    assert not report.has_high, [f"{f.check} {f.object}" for f in report.findings]
+    assert not [f for f in report.findings if f.check == "security_definer_search_path"]

@@ -49,6 +49,8 @@ BEGIN ATOMIC
 END;
 
 -- API roles on the queue, PGMQ, and the ledger.
+-- Supabase's default privileges on public tables, granted again after migrate revoked them.
+GRANT TRIGGER, TRUNCATE ON public.bookings TO authenticated;
 GRANT SELECT, INSERT ON pgmq.q_booking_events TO authenticated;
 GRANT USAGE ON SEQUENCE pgmq.q_booking_events_msg_id_seq TO authenticated;
 GRANT USAGE ON SCHEMA pgmq TO anon;
