@@ -46,8 +46,8 @@ button{padding:4px 12px}.muted{color:#6b7280}
 .facts{display:flex;flex-wrap:wrap;gap:8px 32px;margin:0 0 8px}
 .when{white-space:nowrap}.id{font:12px/1.6 ui-monospace,monospace;white-space:nowrap}
 .pager{display:flex;gap:16px;margin:8px 0 0}
-header form{margin-left:auto}header input{width:260px}
-#auto-refresh a,header a{color:#9cc3ff}
+header h1,#auto-refresh{white-space:nowrap}header form{margin-left:auto;display:flex;gap:6px}
+header input{width:220px}header a{color:#9cc3ff}
 """
 
 _PAYLOAD_CHARS = 400
