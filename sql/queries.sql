@@ -353,6 +353,12 @@ SELECT * FROM session_ledger.audit_packs(%(org)s::uuid);
 -- The packs holding given-away sessions not yet judged, in id order.
 SELECT DISTINCT purchase_id FROM session_ledger.audit_uncharged(%(org)s::uuid, NULL) ORDER BY purchase_id;
 
+-- name: audit_org_known
+-- Whether any pack or booking belongs to this organisation (the ledger knows
+-- organisations only through them).
+SELECT EXISTS (SELECT 1 FROM public.client_purchases WHERE org_id = %(org)s::uuid)
+    OR EXISTS (SELECT 1 FROM public.bookings WHERE org_id = %(org)s::uuid) AS known;
+
 -- name: audit_existing_packs
 -- Which of these purchase ids exist.
 SELECT id FROM public.client_purchases WHERE id = ANY (%(packs)s::uuid[]);
