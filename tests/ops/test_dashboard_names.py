@@ -9,11 +9,14 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from listener.core.db import connect
 from listener.http.dashboard import REFRESH_S, render_pack, render_page, render_search
 from listener.http.dashboard_store import read_dashboard, read_pack, search
 from listener.http.snapshot import Snapshot
+from listener.testing import app_data
+from listener.testing.supabase import SupabaseAppDb
 
-from support import old_app
+from support import old_app, roles
 from support.http import ListenerProcess, Response, request, running
 from support.page import Cell, Page
 from support.roles import listener_login
@@ -304,3 +307,33 @@ def test_replaying_an_id_no_booking_has_says_so_and_enqueues_nothing(world: Worl
         f"booking status completed, pack {_pack_label(world, pack)}; "
         f"ledger paid on pack {_pack_label(world, pack)}."
     )
+
+
+def test_on_the_real_apps_schema_a_pack_is_named_by_its_offer_and_found_by_it(
+    supabase_app_db: SupabaseAppDb,
+) -> None:
+    with connect(supabase_app_db.postgres_dsn, purpose="tests") as owner:
+        studio = app_data.create_studio(owner, "Harbour")
+        pack = app_data.create_pack(owner, studio, sessions_total=10)
+        [booking] = app_data.create_bookings(owner, studio, pack, count=1)
+        bought = owner.execute(
+            "SELECT to_char(purchased_at, 'YYYY-MM-DD') AS day FROM public.client_purchases WHERE id = %s",
+            [pack],
+        ).fetchone()
+    assert bought is not None
+    with roles.login_role(supabase_app_db.admin_dsn, "session_ledger_listener") as dsn:
+        snapshot = Snapshot(dsn)
+        try:
+            by_offer = search(snapshot, "10 SESS")
+            by_client = search(snapshot, "client of harbour")
+            by_booking = search(snapshot, str(booking))
+        finally:
+            snapshot.close()
+    assert [p["id"] for p in by_offer.packs] == [pack] and by_offer.clients == []
+    assert by_client.clients == [studio.client_id] and [p["id"] for p in by_client.packs] == [pack]
+    page = Page(render_search(by_offer))
+    [row] = page.rows("search-packs")
+    _named(row[0], f"10 sessions · client of Harbour · {bought['day']}", f"pack {pack}")
+    _named(row[1], "client of Harbour", f"client {studio.client_id}")
+    [found] = by_booking.bookings
+    assert (found["in_app"], found["booking_status"], found["ledger_state"]) == (True, "confirmed", None)
