@@ -66,6 +66,10 @@ class UnknownPack(ListenerError):
     """A pack named on the command line does not exist."""
 
 
+class UnknownOrg(ListenerError):
+    """An organisation named on the command line owns no pack and no booking."""
+
+
 class ListenerRunning(ListenerError):
     """A live listener forbids what was asked (cut-over, uninstall)."""
 

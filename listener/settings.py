@@ -45,5 +45,5 @@ class Settings(BaseSettings):
     def require_dsn(self) -> str:
         """Return the DSN, or fail with a message saying how to give one."""
         if self.dsn is None or not self.dsn.get_secret_value().strip():
-            raise ConfigError("no database given: pass --dsn or set DATABASE_URL")
+            raise ConfigError("no database given: pass --dsn or set LISTENER_DSN (or DATABASE_URL)")
         return self.dsn.get_secret_value()

@@ -353,6 +353,12 @@ SELECT * FROM session_ledger.audit_packs(%(org)s::uuid);
 -- The packs holding given-away sessions not yet judged, in id order.
 SELECT DISTINCT purchase_id FROM session_ledger.audit_uncharged(%(org)s::uuid, NULL) ORDER BY purchase_id;
 
+-- name: audit_org_known
+-- Whether any pack or booking belongs to this organisation (the ledger knows
+-- organisations only through them).
+SELECT EXISTS (SELECT 1 FROM public.client_purchases WHERE org_id = %(org)s::uuid)
+    OR EXISTS (SELECT 1 FROM public.bookings WHERE org_id = %(org)s::uuid) AS known;
+
 -- name: audit_existing_packs
 -- Which of these purchase ids exist.
 SELECT id FROM public.client_purchases WHERE id = ANY (%(packs)s::uuid[]);
@@ -385,6 +391,35 @@ SELECT session_ledger.dashboard_redrive(%(msg_ids)s) AS moved;
 
 -- name: dashboard_replay
 SELECT session_ledger.dashboard_replay(%(booking_id)s) AS enqueued;
+
+-- name: dashboard_discard
+SELECT session_ledger.dashboard_discard(%(msg_ids)s, %(reason)s) AS discarded;
+
+-- name: dashboard_names
+SELECT id, kind, client_id, name, at
+FROM session_ledger.dashboard_names(%(ids)s::uuid[]);
+
+-- name: dashboard_search
+SELECT kind, id
+FROM session_ledger.dashboard_search(%(query)s, %(limit)s);
+
+-- name: dashboard_packs
+SELECT id, client_id, sessions_total, sessions_used, expires_at, payment_status, purchased_at,
+       paid, unfunded, released, calls
+FROM session_ledger.dashboard_packs(%(pack_ids)s::uuid[], %(client_ids)s::uuid[], %(limit)s);
+
+-- name: dashboard_pack_charges
+SELECT booking_id, state, reason, source, updated_at, start_time, booking_status, by_role, by_uid, trace
+FROM session_ledger.dashboard_pack_charges(%(purchase_id)s, %(state)s, %(limit)s);
+
+-- name: dashboard_pack_calls
+SELECT id, called_at, kind, legacy, outcome, reason, booking_id, by_role, by_uid, trace
+FROM session_ledger.dashboard_pack_calls(%(purchase_id)s, %(limit)s);
+
+-- name: dashboard_bookings
+SELECT booking_id, in_app, booking_status, purchase_id, client_id, start_time, ledger_state,
+       ledger_purchase_id, ledger_reason, updated_at, out_of_sync
+FROM session_ledger.dashboard_bookings(%(booking_ids)s::uuid[]);
 
 -- name: doctor_definer_search_path
 -- The app's SECURITY DEFINER functions: not the ledger's, PGMQ's, the system's or an

@@ -54,7 +54,7 @@ _SLOW_MODULES = frozenset({
     # every case a CLI subprocess, a promtool run, an embedded or HTTP server of their own
     "test_bad_inputs.py", "test_cli.py", "test_alert_rules.py", "test_http_endpoints.py", "test_dev.py",
     "test_dev_schema.py", "test_pause.py", "test_dashboard_legacy.py", "test_dashboard_paging.py",
-    "test_metrics_legacy.py",
+    "test_metrics_legacy.py", "test_dashboard_names.py",
 })  # fmt: skip
 
 

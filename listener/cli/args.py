@@ -76,6 +76,17 @@ def uuid_of(noun: str) -> Callable[[str], uuid.UUID]:
     return parse
 
 
+def seconds(text: str) -> float:
+    """A length of time in seconds: a finite number, 0 or more."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"not a number of seconds (0 or more): {text!r}")
+    return value
+
+
 def message_id(text: str) -> int:
     """A queue message id: a positive bigint."""
     try:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from rich import box
 from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
 
 from listener.ops.uninstall import REVOKED_FROM
@@ -97,7 +98,21 @@ def render_audit(report: AuditReport, console: Console | None = None, *, wide: b
                 f"{p.sessions_used}/{'-' if p.sessions_total is None else p.sessions_total}",
                 *(str(v) for v in values),
             )
-        console.print(table)
+        if wide:
+            # Asked for width: never squeezed to the terminal, where it would show less than the
+            # default view; lines longer than the terminal wrap instead.
+            needed = Measurement.get(console, console.options.update_width(10_000), table).maximum
+            if needed > console.width:
+                Console(
+                    file=console.file,
+                    width=needed,
+                    force_terminal=console.is_terminal,
+                    no_color=console.no_color,
+                ).print(table)
+            else:
+                console.print(table)
+        else:
+            console.print(table)
     summary = report.as_json()
     console.print(
         f"{summary['packs_checked']} pack(s) checked: {summary['given_away_packs']} gave away "
@@ -313,6 +328,20 @@ def render_reconcile(report: ReconcileReport, console: Console | None = None) ->
     console = console or Console()
     verb = "would change" if report.dry_run else "changed"
     console.print(f"{report.out_of_sync} booking(s) out of sync; " + counts_text(report.outcomes))
+    if report.bookings:
+        shown = len(report.bookings)
+        which = f"the first {shown} of {report.out_of_sync}" if shown < report.out_of_sync else "each"
+        table = Table(title=f"bookings out of sync ({which}): what reconcile {verb}", box=box.SIMPLE_HEAD)
+        for col in ("booking", "action", "pack", "from pack"):
+            table.add_column(col, no_wrap=col == "booking")
+        for b in report.bookings:
+            table.add_row(
+                b["booking_id"],
+                b["action"] if b["action"] != "no-op" else f"no-op: {b['detail']}",
+                short(b["purchase_id"]) if b["purchase_id"] else "-",
+                short(b["previous_purchase_id"]) if b["previous_purchase_id"] else "-",
+            )
+        console.print(table)
     render_pack_changes(console, report.packs, f"packs {verb}")
 
 

@@ -247,4 +247,7 @@ def build_app_database(
     apply_supabase_base(dsn)
     for path in files:
         apply_sql_file(dsn, path)
-    return migrate(ledger_dsn or dsn) if ledger else None
+    if not ledger:
+        return None
+    # The files stand for the app's whole schema: the demo schema is not on offer here.
+    return migrate(ledger_dsn or dsn, missing_hint="the app's schema files must create them")

@@ -3,6 +3,8 @@
 For apps written in other languages: point the app (or psql) at the printed DSN,
 complete bookings, and watch the listener charge them in this terminal. Ctrl-C
 stops the listener and the server and deletes the data directory unless --keep.
+With --http-port the dashboard is served too, so an app's developer sees what the
+ledger did; its password is $LISTENER_DASHBOARD_TOKEN or one made for the session.
 The app's schema is the demo schema, or with --schema the app's own SQL files on a
 Supabase-shaped base (listener.devtools.app_schema states the rule).
 """
@@ -10,6 +12,7 @@ Supabase-shaped base (listener.devtools.app_schema states the rule).
 from __future__ import annotations
 
 import logging
+import secrets
 import signal
 import sys
 from collections.abc import Sequence
@@ -54,9 +57,11 @@ def run_dev(
     port: int | None = None,
     out: TextIO | None = None,
     schema_files: Sequence[SchemaPath] = (),
+    http_port: int | None = None,
 ) -> None:
     """Start everything, print how to connect, and run the listener until SIGINT or SIGTERM."""
     from listener.core.worker import Worker
+    from listener.http.server import HttpServer, serve
 
     out = out or sys.stdout
     check_port(port)
@@ -85,12 +90,23 @@ def run_dev(
             say(f"TCP_DATABASE_URL={tcp}")
         say(f'connect:  psql "{tcp or dsn}"')
         say(f"data:     {server.data_dir} ({'kept' if keep else 'deleted'} on exit)")
+        http: HttpServer | None = None
+        if http_port is not None:
+            given = settings.dashboard_token
+            token = given or SecretStr(secrets.token_urlsafe(16))
+            http = serve(worker, port=http_port, host=settings.http_host, dashboard_token=token)
+            host, bound = http.server_address
+            password = "$LISTENER_DASHBOARD_TOKEN" if given else token.get_secret_value()
+            say(f"dashboard: http://{host}:{bound}/ (HTTP Basic, any user name, password {password})")
         say("the listener is running: complete a booking and watch it charged here; Ctrl-C stops everything")
         try:
             worker.run()
         finally:
             for s, handler in previous.items():
                 signal.signal(s, handler)
+            if http is not None:
+                http.shutdown()
+                http.server_close()
     say("stopped the listener and the server" + ("" if keep else "; deleted the data directory"))
     if keep:
         say(f"data directory kept at {server.data_dir}")

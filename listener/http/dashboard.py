@@ -1,14 +1,23 @@
-"""The operator dashboard's HTML: server-rendered, no script, no external asset, so it works offline."""
+"""The operator dashboard's HTML: server-rendered, no script, no external asset, so it works offline.
+
+Auto-refresh is a `<meta http-equiv="refresh">`, not a script: the page keeps its
+script-free CSP, refreshes the same with JavaScript off, and the switch that turns it
+off is a plain link whose state travels in the URL (`?refresh=off`), so it survives
+reloads, bookmarks and every link the page renders. Only the overview and a pack's
+page refresh; a confirm step, a search and a result never do.
+"""
 
 from __future__ import annotations
 
 import json
 import re
+import uuid
 from datetime import UTC, datetime, timedelta
 from html import escape
 from typing import Any
+from urllib.parse import urlencode
 
-from listener.http.dashboard_store import LAG_MINUTES, DashboardData
+from listener.http.dashboard_store import LAG_MINUTES, DashboardData, Names, PackView, SearchResult
 
 # The page loads nothing from anywhere and runs no script; forms post to this origin only.
 CSP = (
@@ -37,6 +46,8 @@ button{padding:4px 12px}.muted{color:#6b7280}
 .facts{display:flex;flex-wrap:wrap;gap:8px 32px;margin:0 0 8px}
 .when{white-space:nowrap}.id{font:12px/1.6 ui-monospace,monospace;white-space:nowrap}
 .pager{display:flex;gap:16px;margin:8px 0 0}
+header h1,#auto-refresh{white-space:nowrap}header form{margin-left:auto;display:flex;gap:6px}
+header input{width:220px}header a{color:#9cc3ff}
 """
 
 _PAYLOAD_CHARS = 400
@@ -46,13 +57,28 @@ _SHORT_ID = 8
 _P50 = "#1b7f3b"
 _P99 = "#b3261e"
 _TRACEPARENT = re.compile(r"^[0-9a-f]{2}-(?P<trace>[0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$")
+# Seconds between automatic reloads of the overview and a pack's page; the status they
+# read is itself cached for 15 s.
+REFRESH_S = 30
+# The longest reason a discard keeps.
+MAX_REASON = 500
 
 
-def render_page(data: DashboardData, *, ready: bool, listener_id: str, notice: str = "") -> str:
+def render_page(
+    data: DashboardData, *, ready: bool, listener_id: str, notice: str = "", refresh: bool = True
+) -> str:
     """The whole dashboard: what needs an operator first, then the ledger's health and history."""
     status = data.status or {}
     now = datetime.now(UTC)
-    header = _header(ready=ready, database=data.status is not None, listener_id=listener_id, now=now)
+    here = _href("/", refresh, before=data.before.token() if data.before is not None else None)
+    header = _header(
+        ready=ready,
+        database=data.status is not None,
+        listener_id=listener_id,
+        now=now,
+        refresh=refresh,
+        here=here,
+    )
     parts = []
     if notice:
         parts.append(f'<section id="notice"><b>{escape(notice)}</b></section>')
@@ -66,14 +92,148 @@ def render_page(data: DashboardData, *, ready: bool, listener_id: str, notice: s
         )
     parts.append(_cards(status))
     parts.append(_dead_letters(data.dead_letters, status))
-    parts.append(_unfunded(data.unfunded, status))
-    parts.append(_out_of_sync(data.out_of_sync, status))
+    parts.append(_unfunded(data.unfunded, status, data.names, refresh))
+    parts.append(_out_of_sync(data.out_of_sync, status, data.names, refresh))
     parts.append(_replay_form())
-    parts.append(_legacy_calls(status.get("legacy_calls") or {}, data.absorbed, now=now))
+    parts.append(_legacy_calls(status.get("legacy_calls") or {}, data.absorbed, data.names, refresh, now=now))
     parts.append(_listeners(status.get("listeners") or []))
     parts.append(_chart(data.lag, now=now))
-    parts.append(_outcomes(status.get("outcomes") or {}, data))
-    return _document("session ledger", "".join(parts), header=header)
+    parts.append(_outcomes(status.get("outcomes") or {}, data, refresh))
+    return _document("session ledger", "".join(parts), header=header, refresh=refresh)
+
+
+def render_pack(view: PackView, *, ready: bool, listener_id: str, refresh: bool = True) -> str:
+    """One pack: its balance, the bookings charged to it, those it could not pay, and its direct calls."""
+    pack = view.pack
+    assert pack is not None
+    names = view.names
+    pack_id: uuid.UUID = pack["id"]
+    now = datetime.now(UTC)
+    header = _header(
+        ready=ready,
+        database=True,
+        listener_id=listener_id,
+        now=now,
+        refresh=refresh,
+        here=_href("/pack", refresh, id=str(pack_id)),
+    )
+    total = pack["sessions_total"]
+    used = int(pack["sessions_used"])
+    left = "-" if total is None else str(int(total) - used)
+    offer = names.packs[pack_id].offer if pack_id in names.packs else None
+    facts = (
+        ("client", f'<span id="pack-client">{_client(names, pack["client_id"])}</span>'),
+        ("offer", escape(offer) if offer else '<span class="muted">-</span>'),
+        (
+            "balance",
+            f'<b id="pack-balance">{used}/{"-" if total is None else int(total)}</b> '
+            f'<span class="muted">used, <span id="pack-left">{left}</span> left</span>',
+        ),
+        ("expires", escape(str(pack["expires_at"])[:19]) if pack["expires_at"] else "never"),
+        ("payment", escape(str(pack["payment_status"]))),
+        ("bought", escape(str(pack["purchased_at"])[:19])),
+        (
+            "ledger",
+            f'<span id="pack-counts">{pack["paid"]} charged, {pack["unfunded"]} unfunded, '
+            f"{pack['released']} released, {pack['calls']} direct call(s)</span>",
+        ),
+    )
+    facts_html = "".join(
+        f'<div><span class="muted">{label}</span><br>{value}</div>' for label, value in facts
+    )
+    charged = "".join(
+        f'<tr><td class="id">{_booking_link(r["booking_id"])}</td>'
+        f'<td class="when">{escape(str(r["start_time"] or "")[:16])}</td>'
+        f"<td>{escape(str(r['booking_status'] or 'deleted'))}</td><td>{escape(str(r['source']))}</td>"
+        f'<td class="when">{escape(str(r["updated_at"])[:19])}</td>'
+        f'<td class="caused-by">{_caused_by(r["by_role"], r["by_uid"], r["trace"])}</td></tr>'
+        for r in view.charged
+    )
+    unfunded = "".join(
+        f'<tr><td class="id">{_booking_link(r["booking_id"])}</td>'
+        f'<td class="when">{escape(str(r["start_time"] or "")[:16])}</td>'
+        f"<td>{escape(str(r['booking_status'] or 'deleted'))}</td><td>{escape(str(r['reason'] or ''))}</td>"
+        f'<td class="when">{escape(str(r["updated_at"])[:19])}</td></tr>'
+        for r in view.unfunded
+    )
+    calls = "".join(
+        f'<tr><td class="when">{escape(str(c["called_at"])[:19])}</td>'
+        f"<td><code>{'use_session' if c['kind'] == 'use' else 'release_session'}</code></td>"
+        f"<td>{'legacy' if c['legacy'] else 'manual'}</td><td>{escape(str(c['outcome']))}</td>"
+        f"<td>{escape(str(c['reason'] or ''))}</td>"
+        f'<td class="id">{_booking_link(c["booking_id"]) if c["booking_id"] else ""}</td>'
+        f'<td class="caused-by">{_caused_by(c["by_role"], c["by_uid"], c["trace"])}</td></tr>'
+        for c in view.calls
+    )
+    body = (
+        f'<section id="pack-section"><h2>Pack {_pack(names, pack_id, refresh, link=False)}</h2>'
+        f'<div class="facts">{facts_html}</div></section>'
+        '<section id="pack-charged-section"><h2>Bookings charged to this pack</h2>'
+        '<table id="pack-charged"><tr><th>booking</th><th>session at</th><th>booking status</th>'
+        f"<th>source</th><th>charged (UTC)</th><th>caused by</th></tr>"
+        f"{charged or '<tr><td colspan=6>none</td></tr>'}</table></section>"
+        '<section id="pack-unfunded-section"><h2>Bookings this pack could not pay</h2>'
+        '<table id="pack-unfunded"><tr><th>booking</th><th>session at</th><th>booking status</th>'
+        f"<th>reason</th><th>since (UTC)</th></tr>{unfunded or '<tr><td colspan=5>none</td></tr>'}</table>"
+        "</section>"
+        '<section id="pack-calls-section"><h2>Direct calls</h2>'
+        '<p class="muted">the app\'s use_session and release_session on this pack, and manual adjustments</p>'
+        '<table id="pack-calls"><tr><th>when (UTC)</th><th>call</th><th>kind</th><th>outcome</th>'
+        f"<th>reason</th><th>booking it echoed</th><th>by</th></tr>"
+        f"{calls or '<tr><td colspan=7>none</td></tr>'}</table></section>"
+    )
+    return _document("pack", body, header=header, refresh=refresh)
+
+
+def render_search(result: SearchResult, *, refresh: bool = True) -> str:
+    """What a search found: bookings with their ledger state, clients, and packs with their balance."""
+    names = result.names
+    header = _header_plain(result.query, refresh)
+    parts = [f'<section id="search-section"><h2>Search: {escape(result.query)}</h2>']
+    if not (result.bookings or result.packs or result.clients):
+        parts.append(
+            f'<p id="no-match">No booking, pack or client matches {escape(result.query)!s}. '
+            "Search takes a booking, pack or client id, or a part of a client's name.</p>"
+        )
+    parts.append("</section>")
+    if result.bookings:
+        rows = "".join(
+            f'<tr><td class="id">{escape(str(b["booking_id"]))}</td>'
+            f"<td>{_client(names, b['client_id'])}</td>"
+            f'<td class="when">{escape(str(b["start_time"] or "")[:16])}</td>'
+            f"<td>{escape(str(b['booking_status'] or 'not in the app'))}</td>"
+            f"<td>{_pack(names, b['purchase_id'], refresh)}</td>"
+            f"<td>{escape(str(b['ledger_state'] or 'no ledger row'))}</td>"
+            f"<td>{_pack(names, b['ledger_purchase_id'], refresh)}</td>"
+            f"<td>{'out of sync' if b['out_of_sync'] else 'in sync'}</td>"
+            f'<td><a href="{_href("/replay", True, booking=str(b["booking_id"]))}">replay…</a></td></tr>'
+            for b in result.bookings
+        )
+        parts.append(
+            '<section id="search-bookings-section"><h2>Bookings</h2><table id="search-bookings"><tr>'
+            "<th>booking</th><th>client</th><th>session at</th><th>status</th><th>booking pack</th>"
+            f"<th>ledger</th><th>ledger pack</th><th>sync</th><th></th></tr>{rows}</table></section>"
+        )
+    if result.clients:
+        items = "".join(f"<li>{_client(names, c)}</li>" for c in result.clients)
+        parts.append(
+            f'<section id="search-clients-section"><h2>Clients</h2><ul id="search-clients">{items}</ul></section>'
+        )
+    if result.packs:
+        rows = "".join(
+            f"<tr><td>{_pack(names, p['id'], refresh)}</td><td>{_client(names, p['client_id'])}</td>"
+            f"<td>{p['sessions_used']}/{'-' if p['sessions_total'] is None else p['sessions_total']}</td>"
+            f"<td>{escape(str(p['expires_at'])[:10]) if p['expires_at'] else 'never'}</td>"
+            f"<td>{escape(str(p['payment_status']))}</td><td>{p['paid']}</td><td>{p['unfunded']}</td>"
+            f"<td>{p['calls']}</td></tr>"
+            for p in result.packs
+        )
+        parts.append(
+            '<section id="search-packs-section"><h2>Packs</h2><table id="search-packs"><tr><th>pack</th>'
+            "<th>client</th><th>used</th><th>expires</th><th>payment</th><th>charged</th><th>unfunded</th>"
+            f"<th>direct calls</th></tr>{rows}</table></section>"
+        )
+    return _document("search", "".join(parts), header=header)
 
 
 def render_redrive_confirm(letters: list[dict[str, Any]], *, nonce: str) -> str:
@@ -100,19 +260,58 @@ def render_redrive_confirm(letters: list[dict[str, Any]], *, nonce: str) -> str:
     return _document("redrive dead letters", body)
 
 
-def render_replay_confirm(booking: str, sync_row: dict[str, Any] | None, *, nonce: str) -> str:
-    """The confirm step before one booking is enqueued again."""
-    state = (
-        "<p>This booking is out of sync: booking status "
-        f"{escape(str(sync_row['booking_status']))}, ledger {escape(str(sync_row['ledger_state']))}.</p>"
-        if sync_row
-        else "<p>This booking is not out of sync; replaying it changes nothing unless its row changed.</p>"
+def render_discard_confirm(letters: list[dict[str, Any]], *, nonce: str) -> str:
+    """The confirm step before dead letters are archived for good: what each carried, and a reason to give."""
+    if not letters:
+        body = '<section><p>None of the selected dead letters is still waiting.</p><a href="/">back</a></section>'
+        return _document("discard dead letters", body)
+    rows = "".join(
+        f"<tr><td>{d['msg_id']}</td><td>{escape(str(d['reason']))}</td>"
+        f"<td><pre>{escape(_payload(d['payload']))}</pre></td></tr>"
+        for d in letters
     )
+    hidden = "".join(f'<input type="hidden" name="id" value="{d["msg_id"]}">' for d in letters)
     body = (
-        f"<section><h2>Replay booking {escape(booking)}?</h2>{state}"
+        f"<section><h2>Discard {len(letters)} dead letter(s)?</h2>"
+        "<p>Each is archived with who discarded it, when and why, and never charged. "
+        "Same as <code>listener discard --dead-letter --id ... --reason ...</code>.</p>"
+        f'<table id="discard-table"><tr><th>id</th><th>reason</th><th>payload</th></tr>{rows}</table>'
+        f'<form method="post" action="/discard">{hidden}{_nonce(nonce)}'
+        '<input type="hidden" name="confirm" value="yes">'
+        f'<p><label>why <input name="reason" id="discard-reason" size="60" maxlength="{MAX_REASON}" required '
+        'placeholder="e.g. malformed by a test producer"></label></p>'
+        f'<p><button type="submit" id="confirm-discard">Discard {len(letters)}</button> '
+        '<a href="/">cancel</a></p></form></section>'
+    )
+    return _document("discard dead letters", body)
+
+
+def render_replay_confirm(booking: dict[str, Any], names: Names, *, nonce: str) -> str:
+    """The confirm step before one booking, which the app or the ledger holds, is enqueued again."""
+    booking_id = str(booking["booking_id"])
+    app = (
+        f"booking status {escape(str(booking['booking_status']))}, pack "
+        f"{_pack(names, booking['purchase_id'], True)}"
+        if booking["in_app"]
+        else "the app no longer has this booking"
+    )
+    ledger = (
+        f"ledger {escape(str(booking['ledger_state']))} on pack {_pack(names, booking['ledger_purchase_id'], True)}"
+        if booking["ledger_state"]
+        else "no ledger row"
+    )
+    verdict = (
+        "This booking is out of sync"
+        if booking["out_of_sync"]
+        else "The ledger agrees with this booking; replaying it changes nothing unless its row changes"
+    )
+    state = f'<p id="replay-state">{verdict}: {app}; {ledger}.</p>'
+    body = (
+        f"<section><h2>Replay booking {escape(booking_id)}?</h2>"
+        f"<p>Client: {_client(names, booking['client_id'])}</p>{state}"
         "<p>An event goes onto the queue as the trigger would send it; the listener converges the "
         "booking's charge to its current row.</p>"
-        f'<form method="post" action="/replay"><input type="hidden" name="booking" value="{escape(booking)}">'
+        f'<form method="post" action="/replay"><input type="hidden" name="booking" value="{escape(booking_id)}">'
         f'{_nonce(nonce)}<input type="hidden" name="confirm" value="yes">'
         '<p><button type="submit" id="confirm-replay">Replay</button> <a href="/">cancel</a></p>'
         "</form></section>"
@@ -125,23 +324,103 @@ def render_message(title: str, text: str) -> str:
     return _document(title, f'<section><p id="message">{escape(text)}</p><a href="/">back</a></section>')
 
 
-def _document(title: str, body: str, *, header: str = "") -> str:
+def _document(title: str, body: str, *, header: str = "", refresh: bool = False) -> str:
+    meta = f'<meta http-equiv="refresh" content="{REFRESH_S}">' if refresh else ""
     return (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
-        '<meta name="viewport" content="width=device-width,initial-scale=1">'
+        f'<meta name="viewport" content="width=device-width,initial-scale=1">{meta}'
         f"<title>{escape(title)}</title><style>{_STYLE}</style></head><body>"
         f"{header}<main>{body}</main></body></html>"
     )
 
 
-def _header(*, ready: bool, database: bool, listener_id: str, now: datetime) -> str:
+def _header(*, ready: bool, database: bool, listener_id: str, now: datetime, refresh: bool, here: str) -> str:
+    """The header of a page that refreshes itself: readiness, the time, the switch, and search."""
     state = '<span class="ok">ready</span>' if ready else '<span class="warn">not ready</span>'
     db = "" if database else ' <span class="warn">database unreadable</span>'
-    return (
-        f'<header><h1>session ledger</h1><span id="readiness">{state}</span>{db}'
-        f'<span class="muted">listener {escape(listener_id)} · {now:%Y-%m-%d %H:%M:%S} UTC</span>'
-        '<a href="/" style="color:#9cc3ff">refresh</a></header>'
+    path, _, query = here.partition("?")
+    params = [p for p in query.split("&") if p and p != "refresh=off"]
+    on = path + ("?" + "&".join(params) if params else "")
+    off = path + "?" + "&".join([*params, "refresh=off"])
+    switch = (
+        f'auto-refresh every {REFRESH_S} s · <a id="refresh-toggle" href="{escape(off)}">turn off</a>'
+        if refresh
+        else f'auto-refresh off · <a id="refresh-toggle" href="{escape(on)}">turn on</a>'
     )
+    return (
+        f'<header><h1><a href="{escape(_href("/", refresh))}" style="color:#fff;text-decoration:none">'
+        f'session ledger</a></h1><span id="readiness">{state}</span>{db}'
+        f'<span class="muted">listener {escape(listener_id)} · {now:%Y-%m-%d %H:%M:%S} UTC</span>'
+        f'<a href="{escape(here)}">reload</a><span id="auto-refresh">{switch}</span>'
+        f"{_search_form('', refresh)}</header>"
+    )
+
+
+def _header_plain(text: str, refresh: bool) -> str:
+    """The header of a page that does not refresh: the way back, and search."""
+    return (
+        f'<header><h1><a href="{escape(_href("/", refresh))}" style="color:#fff;text-decoration:none">'
+        f"session ledger</a></h1>{_search_form(text, refresh)}</header>"
+    )
+
+
+def _search_form(text: str, refresh: bool) -> str:
+    keep = "" if refresh else '<input type="hidden" name="refresh" value="off">'
+    return (
+        '<form method="get" action="/search" role="search">'
+        f'<input name="q" id="search" value="{escape(text)}" placeholder="booking, pack or client: id or name" '
+        f'aria-label="search by booking, pack or client">{keep} <button type="submit" id="search-button">'
+        "Search</button></form>"
+    )
+
+
+def _href(path: str, refresh: bool, **params: str | None) -> str:
+    """A link within the dashboard that keeps auto-refresh as the reader set it."""
+    given = {k: v for k, v in params.items() if v is not None}
+    if not refresh:
+        given["refresh"] = "off"
+    return path + ("?" + urlencode(given) if given else "")
+
+
+def _client(names: Names, client: uuid.UUID | None) -> str:
+    """A client by the app's name for it, the uuid in the title; the uuid itself when the app has no name."""
+    if client is None:
+        return '<span class="muted">-</span>'
+    name = names.clients.get(client)
+    if name is None:
+        return f'<code class="client id" title="client {client}">{client}</code>'
+    return f'<span class="client" title="client {client}">{escape(name)}</span>'
+
+
+def _pack_label(names: Names, pack: uuid.UUID) -> str | None:
+    """A pack as the app names it: its offer, its client and the day it was bought; None without a name."""
+    info = names.packs.get(pack)
+    if info is None:
+        return None
+    client = names.clients.get(info.client_id) if info.client_id is not None else None
+    if not (info.offer or client):
+        return None
+    parts = [info.offer or "pack", *([client] if client else [])]
+    if info.purchased_at is not None:
+        parts.append(f"{info.purchased_at:%Y-%m-%d}")
+    return " · ".join(parts)
+
+
+def _pack(names: Names, pack: uuid.UUID | None, refresh: bool, *, link: bool = True) -> str:
+    """A pack by name, linked to its page, the uuid in the title; the uuid itself when the app has no name."""
+    if pack is None:
+        return '<span class="muted">-</span>'
+    label = _pack_label(names, pack)
+    text = escape(label) if label else str(pack)
+    cls = "pack" if label else "pack id"
+    if not link:
+        return f'<span class="{cls}" title="pack {pack}">{text}</span>'
+    return f'<a class="{cls}" href="{escape(_href("/pack", refresh, id=str(pack)))}" title="pack {pack}">{text}</a>'
+
+
+def _booking_link(booking: uuid.UUID) -> str:
+    """A booking's id, linked to what search knows of it."""
+    return f'<a href="{escape(_href("/search", True, q=str(booking)))}">{booking}</a>'
 
 
 def _cards(status: dict[str, Any]) -> str:
@@ -273,23 +552,27 @@ def _chart(lag: list[dict[str, Any]], *, now: datetime) -> str:
     )
 
 
-def _outcomes(outcomes: dict[str, Any], data: DashboardData) -> str:
+def _outcomes(outcomes: dict[str, Any], data: DashboardData, refresh: bool) -> str:
     head = "".join(f"<th>{escape(k)}</th>" for k in outcomes)
     cells = "".join(f'<td id="outcome-{escape(k)}">{escape(str(v))}</td>' for k, v in outcomes.items())
     rows = "".join(
-        f'<tr><td class="when">{escape(str(r["updated_at"])[:19])}</td><td class="id">{escape(str(r["booking_id"]))}</td>'
+        f'<tr><td class="when">{escape(str(r["updated_at"])[:19])}</td>'
+        f'<td class="id">{_booking_link(r["booking_id"])}</td>'
+        f"<td>{_client(data.names, data.names.client_of(r['booking_id'], r['purchase_id']))}</td>"
+        f"<td>{_pack(data.names, r['purchase_id'], refresh)}</td>"
         f"<td>{escape(str(r['state']))}</td><td>{escape(str(r['reason'] or ''))}</td>"
         f"<td>{escape(str(r['source']))}</td>"
         f'<td class="caused-by">{_caused_by(r["by_role"], r["by_uid"], r["trace"])}</td></tr>'
         for r in data.recent
     )
     if not rows:
-        rows = '<tr><td colspan="6">none</td></tr>'
+        rows = '<tr><td colspan="8">none</td></tr>'
     pager = []
     if data.before is not None:
-        pager.append('<a id="newest" href="/#recent-section">← newest</a>')
+        pager.append(f'<a id="newest" href="{escape(_href("/", refresh))}#recent-section">← newest</a>')
     if data.older is not None:
-        pager.append(f'<a id="older" href="/?before={data.older.token()}#recent-section">older →</a>')
+        older = _href("/", refresh, before=data.older.token())
+        pager.append(f'<a id="older" href="{escape(older)}#recent-section">older →</a>')
     where = (
         f"changes before {data.before.updated_at:%Y-%m-%d %H:%M:%S} UTC"
         if data.before is not None
@@ -301,7 +584,8 @@ def _outcomes(outcomes: dict[str, Any], data: DashboardData) -> str:
         '<h2 style="margin-top:12px">Recent ledger changes</h2>'
         f'<p class="muted">{where}, {len(data.recent)} on this page; caused by: the role, signed-in user '
         "and trace of the booking write (or operator command) behind each row's last change</p>"
-        '<table id="recent"><tr><th>when (UTC)</th><th>booking</th><th>state</th><th>reason</th>'
+        '<table id="recent"><tr><th>when (UTC)</th><th>booking</th><th>client</th><th>pack</th><th>state</th>'
+        "<th>reason</th>"
         f"<th>source</th><th>caused by</th></tr>{rows}</table>"
         f'<p class="pager">{"".join(pager)}</p></section>'
     )
@@ -326,40 +610,47 @@ def _dead_letters(letters: list[dict[str, Any]], status: dict[str, Any]) -> str:
         '<form method="get" action="/redrive"><table id="dead-letter-table"><tr><th></th><th>id</th>'
         f"<th>enqueued</th><th>reason</th><th>payload</th></tr>{rows}</table>"
         '<p><button type="submit" id="redrive">Redrive selected…</button> '
-        '<span class="muted">asks for confirmation first</span></p></form></section>'
+        '<button type="submit" id="discard" formaction="/discard">Discard selected…</button> '
+        '<span class="muted">each asks for confirmation first; the ids are the ones '
+        "<code>listener replay --dead-letter --id</code> and <code>listener discard --dead-letter --id</code> "
+        "take</span></p></form></section>"
     )
 
 
-def _unfunded(unfunded: list[dict[str, Any]], status: dict[str, Any]) -> str:
+def _unfunded(unfunded: list[dict[str, Any]], status: dict[str, Any], names: Names, refresh: bool) -> str:
     reasons = "".join(
         f"<li>{escape(str(r['reason']))}: {escape(str(r['count']))}</li>"
         for r in status.get("unfunded_reasons") or []
     )
     rows = "".join(
-        f'<tr><td class="id">{escape(str(u["booking_id"]))}</td><td class="id">{escape(str(u["purchase_id"]))}</td>'
+        f'<tr><td class="id">{_booking_link(u["booking_id"])}</td>'
+        f"<td>{_client(names, names.client_of(u['booking_id'], u['purchase_id']))}</td>"
+        f"<td>{_pack(names, u['purchase_id'], refresh)}</td>"
         f"<td>{escape(str(u['reason'] or ''))}</td><td>{escape(str(u['updated_at'])[:19])}</td></tr>"
         for u in unfunded
     )
     return (
         f'<section id="unfunded-section"><h2>Unfunded bookings</h2><ul>{reasons}</ul>'
-        '<table id="unfunded-table"><tr><th>booking</th><th>pack</th><th>reason</th><th>since</th></tr>'
-        f"{rows or '<tr><td colspan=4>none</td></tr>'}</table></section>"
+        '<table id="unfunded-table"><tr><th>booking</th><th>client</th><th>pack</th><th>reason</th>'
+        f"<th>since</th></tr>{rows or '<tr><td colspan=5>none</td></tr>'}</table></section>"
     )
 
 
-def _out_of_sync(rows: list[dict[str, Any]], status: dict[str, Any]) -> str:
+def _out_of_sync(rows: list[dict[str, Any]], status: dict[str, Any], names: Names, refresh: bool) -> str:
     body = "".join(
-        f'<tr><td class="id">{escape(str(r["booking_id"]))}</td><td>{escape(str(r["booking_status"]))}</td>'
-        f'<td class="id">{escape(str(r["booking_purchase_id"]))}</td><td>{escape(str(r["ledger_state"]))}</td>'
-        f'<td class="id">{escape(str(r["ledger_purchase_id"]))}</td>'
+        f'<tr><td class="id">{_booking_link(r["booking_id"])}</td>'
+        f"<td>{_client(names, names.client_of(r['booking_id'], r['booking_purchase_id'] or r['ledger_purchase_id']))}</td>"
+        f"<td>{escape(str(r['booking_status']))}</td>"
+        f"<td>{_pack(names, r['booking_purchase_id'], refresh)}</td><td>{escape(str(r['ledger_state']))}</td>"
+        f"<td>{_pack(names, r['ledger_purchase_id'], refresh)}</td>"
         f'<td><a href="/replay?booking={escape(str(r["booking_id"]))}">replay…</a></td></tr>'
         for r in rows
     )
     return (
         '<section id="out-of-sync-section"><h2>Bookings out of sync</h2>'
         '<p class="muted">repair all with <code>listener reconcile --dry-run</code>, then without it</p>'
-        '<table id="out-of-sync-table"><tr><th>booking</th><th>status</th><th>booking pack</th>'
-        f"<th>ledger</th><th>ledger pack</th><th></th></tr>{body or '<tr><td colspan=6>none</td></tr>'}"
+        '<table id="out-of-sync-table"><tr><th>booking</th><th>client</th><th>status</th><th>booking pack</th>'
+        f"<th>ledger</th><th>ledger pack</th><th></th></tr>{body or '<tr><td colspan=7>none</td></tr>'}"
         "</table></section>"
     )
 
@@ -373,7 +664,9 @@ def _replay_form() -> str:
     )
 
 
-def _legacy_calls(legacy: dict[str, Any], absorbed: list[dict[str, Any]], *, now: datetime) -> str:
+def _legacy_calls(
+    legacy: dict[str, Any], absorbed: list[dict[str, Any]], names: Names, refresh: bool, *, now: datetime
+) -> str:
     """The app's old use_session / release_session calls: whether they are absorbed, how many, and the latest."""
     if not legacy:
         return '<section id="legacy-section"><h2>Legacy calls</h2><p>not known yet</p></section>'
@@ -403,7 +696,8 @@ def _legacy_calls(legacy: dict[str, Any], absorbed: list[dict[str, Any]], *, now
     rows = "".join(
         f'<tr><td class="when">{escape(str(a["called_at"])[:19])}</td>'
         f"<td><code>{'use_session' if a['kind'] == 'use' else 'release_session'}</code></td>"
-        f'<td class="id">{escape(str(a["purchase_id"]))}</td><td class="id">{escape(str(a["booking_id"]))}</td>'
+        f"<td>{_pack(names, a['purchase_id'], refresh)}</td>"
+        f'<td class="id">{_booking_link(a["booking_id"])}</td>'
         f'<td class="caused-by">{_caused_by(a["by_role"], a["by_uid"], a["trace"])}</td></tr>'
         for a in absorbed
     )

@@ -1,9 +1,10 @@
-"""Every statement the dashboard runs: reads and the two actions, through session_ledger.dashboard_* functions."""
+"""Every statement the dashboard runs: reads and its actions, through session_ledger.dashboard_* functions."""
 
 from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -48,6 +49,33 @@ def parse_cursor(text: str) -> Cursor | None:
     return Cursor(at, uuid.UUID(match["booking"]))
 
 
+@dataclass(frozen=True)
+class PackName:
+    """What the app knows of a pack: whose it is, when it was bought, and its offer's name if the app has one."""
+
+    client_id: uuid.UUID | None
+    offer: str | None
+    purchased_at: datetime | None
+
+
+@dataclass
+class Names:
+    """The app's names for the ids on a page; an id it has no name for is shown as itself."""
+
+    clients: dict[uuid.UUID, str] = field(default_factory=dict)
+    packs: dict[uuid.UUID, PackName] = field(default_factory=dict)
+    # A booking's client, where the app still has the booking.
+    booking_clients: dict[uuid.UUID, uuid.UUID] = field(default_factory=dict)
+
+    def client_of(self, booking: uuid.UUID | None, pack: uuid.UUID | None = None) -> uuid.UUID | None:
+        """The client of a booking, else of its pack; None when the app knows neither."""
+        if booking is not None and booking in self.booking_clients:
+            return self.booking_clients[booking]
+        if pack is not None and pack in self.packs:
+            return self.packs[pack].client_id
+        return None
+
+
 @dataclass
 class DashboardData:
     """What the page shows, read in one go."""
@@ -59,6 +87,7 @@ class DashboardData:
     out_of_sync: list[dict[str, Any]] = field(default_factory=list)
     recent: list[dict[str, Any]] = field(default_factory=list)
     absorbed: list[dict[str, Any]] = field(default_factory=list)
+    names: Names = field(default_factory=Names)
     # Paging of `recent`: the cursor this page starts after (None: the newest page), and
     # the one its "older" link carries (None: this is the oldest page).
     before: Cursor | None = None
@@ -84,7 +113,7 @@ def read_dashboard(snapshot: Snapshot, *, before: Cursor | None = None) -> Dashb
     if len(recent) > ROWS:
         recent = recent[:ROWS]
         older = Cursor(recent[-1]["updated_at"], recent[-1]["booking_id"])
-    return DashboardData(
+    data = DashboardData(
         status=status,
         lag=rows(query("dashboard_lag"), minutes=LAG_MINUTES),
         dead_letters=rows(query("dashboard_dead_letters"), limit=ROWS),
@@ -95,6 +124,122 @@ def read_dashboard(snapshot: Snapshot, *, before: Cursor | None = None) -> Dashb
         before=before,
         older=older,
     )
+    data.names = read_names(
+        snapshot,
+        _ids(
+            data.unfunded + data.recent + data.absorbed,
+            ("booking_id", "purchase_id"),
+        )
+        + _ids(data.out_of_sync, ("booking_id", "booking_purchase_id", "ledger_purchase_id")),
+    )
+    return data
+
+
+def read_names(snapshot: Snapshot, ids: Iterable[uuid.UUID | None]) -> Names:
+    """The app's names for these bookings, packs and clients, in one read."""
+    wanted = sorted({i for i in ids if i is not None})
+    names = Names()
+    if not wanted:
+        return names
+    for r in snapshot.call(lambda c: c.execute(query("dashboard_names"), {"ids": wanted}).fetchall()):
+        if r["kind"] == "client" and r["name"]:
+            names.clients[r["id"]] = r["name"]
+        elif r["kind"] == "pack":
+            names.packs[r["id"]] = PackName(r["client_id"], r["name"], r["at"])
+        elif r["kind"] == "booking" and r["client_id"] is not None:
+            names.booking_clients[r["id"]] = r["client_id"]
+    return names
+
+
+@dataclass
+class PackView:
+    """One pack: its balance, the bookings charged to it and those it could not pay, and its direct calls."""
+
+    pack: dict[str, Any] | None
+    charged: list[dict[str, Any]] = field(default_factory=list)
+    unfunded: list[dict[str, Any]] = field(default_factory=list)
+    calls: list[dict[str, Any]] = field(default_factory=list)
+    names: Names = field(default_factory=Names)
+
+
+# Rows per table on a pack's page: a pack of a few dozen sessions shows whole.
+PACK_ROWS = 200
+
+
+def read_pack(snapshot: Snapshot, pack: uuid.UUID) -> PackView:
+    """The pack's page; `pack` is None in it when the app has no such pack."""
+
+    def rows(sql: str, **params: Any) -> list[dict[str, Any]]:
+        return snapshot.call(lambda c: c.execute(sql, params).fetchall())
+
+    found = rows(query("dashboard_packs"), pack_ids=[pack], client_ids=[], limit=1)
+    if not found:
+        return PackView(pack=None)
+    view = PackView(
+        pack=found[0],
+        charged=rows(query("dashboard_pack_charges"), purchase_id=pack, state="paid", limit=PACK_ROWS),
+        unfunded=rows(query("dashboard_pack_charges"), purchase_id=pack, state="unfunded", limit=PACK_ROWS),
+        calls=rows(query("dashboard_pack_calls"), purchase_id=pack, limit=PACK_ROWS),
+    )
+    view.names = read_names(
+        snapshot,
+        [pack, found[0]["client_id"], *_ids(view.charged + view.unfunded + view.calls, ("booking_id",))],
+    )
+    return view
+
+
+@dataclass
+class SearchResult:
+    """What a search found: bookings, packs (those named, and every pack of a client found) and clients."""
+
+    query: str
+    bookings: list[dict[str, Any]] = field(default_factory=list)
+    packs: list[dict[str, Any]] = field(default_factory=list)
+    clients: list[uuid.UUID] = field(default_factory=list)
+    names: Names = field(default_factory=Names)
+
+
+# Matches per kind a search shows.
+SEARCH_ROWS = 50
+
+
+def search(snapshot: Snapshot, text: str) -> SearchResult:
+    """Find bookings, packs and clients by id, and clients and packs by name."""
+    result = SearchResult(query=text)
+    found = snapshot.call(
+        lambda c: c.execute(query("dashboard_search"), {"query": text, "limit": SEARCH_ROWS}).fetchall()
+    )
+    bookings = [r["id"] for r in found if r["kind"] == "booking"]
+    packs = [r["id"] for r in found if r["kind"] == "pack"]
+    result.clients = list(dict.fromkeys(r["id"] for r in found if r["kind"] == "client"))
+    if bookings:
+        result.bookings = snapshot.call(
+            lambda c: c.execute(query("dashboard_bookings"), {"booking_ids": bookings}).fetchall()
+        )
+    if packs or result.clients:
+        result.packs = snapshot.call(
+            lambda c: c.execute(
+                query("dashboard_packs"),
+                {"pack_ids": packs, "client_ids": result.clients, "limit": SEARCH_ROWS},
+            ).fetchall()
+        )
+    result.names = read_names(
+        snapshot,
+        [
+            *result.clients,
+            *_ids(result.bookings, ("booking_id", "purchase_id", "ledger_purchase_id", "client_id")),
+            *_ids(result.packs, ("id", "client_id")),
+        ],
+    )
+    return result
+
+
+def find_booking(snapshot: Snapshot, booking_id: uuid.UUID) -> dict[str, Any] | None:
+    """The booking as the app and the ledger hold it; None when neither has it."""
+    rows = snapshot.call(
+        lambda c: c.execute(query("dashboard_bookings"), {"booking_ids": [booking_id]}).fetchall()
+    )
+    return rows[0] if rows else None
 
 
 def dead_letters_by_id(snapshot: Snapshot, ids: list[int]) -> list[dict[str, Any]]:
@@ -116,6 +261,17 @@ def redrive(snapshot: Snapshot, ids: list[int]) -> int:
     return int(row["moved"]) if row else 0
 
 
+def discard(snapshot: Snapshot, ids: list[int], reason: str) -> int:
+    """Archive these dead letters for good, with the reason; how many were archived."""
+    wanted = _msg_ids(ids)
+    if not wanted:
+        return 0
+    row = snapshot.call(
+        lambda c: c.execute(query("dashboard_discard"), {"msg_ids": wanted, "reason": reason}).fetchone()
+    )
+    return int(row["discarded"]) if row else 0
+
+
 def replay(snapshot: Snapshot, booking: uuid.UUID) -> int:
     """Enqueue one booking again; how many events were sent."""
     row = snapshot.call(lambda c: c.execute(query("dashboard_replay"), {"booking_id": booking}).fetchone())
@@ -125,3 +281,7 @@ def replay(snapshot: Snapshot, booking: uuid.UUID) -> int:
 def _msg_ids(ids: list[int]) -> list[int]:
     """The distinct ids a queue message can have (a positive bigint), in order; others name no dead letter."""
     return sorted({i for i in ids if 0 < i < 2**63})
+
+
+def _ids(rows: list[dict[str, Any]], keys: tuple[str, ...]) -> list[uuid.UUID | None]:
+    return [r.get(k) for r in rows for k in keys]

@@ -62,7 +62,10 @@ MAX_CONNECTIONS = 256
 
 _MAX_FORM_BYTES = 65_536
 _MAX_HEADER_BYTES = 65_536
-_DASHBOARD_PATHS = ("/", "/redrive", "/replay")
+_DASHBOARD_PATHS = ("/", "/redrive", "/replay", "/discard", "/pack", "/search")
+_ACTIONS = ("/redrive", "/replay", "/discard")
+# The longest search the dashboard takes: an id or a part of a name, never a document.
+_MAX_SEARCH = 200
 
 
 class _Parser(HTTPRequestParser):
@@ -314,7 +317,7 @@ class _App:
 
     def _post(self, environ: WSGIEnvironment) -> _Reply:
         path = environ["PATH_INFO"]
-        if path not in ("/redrive", "/replay"):
+        if path not in _ACTIONS:
             return _Reply(404, b"not found\n")
         scheme = self._authorized(environ)
         if isinstance(scheme, _Reply):
@@ -335,6 +338,8 @@ class _App:
         try:
             if path == "/redrive":
                 return self._redrive(form, environ)
+            if path == "/discard":
+                return self._discard(form, environ)
             return self._replay(form, environ)
         except DatabaseUnreachable:
             return _html(503, dashboard.render_message("unavailable", "The database could not be reached."))
@@ -349,6 +354,7 @@ class _App:
         return scheme
 
     def _dashboard_get(self, path: str, params: dict[str, list[str]]) -> _Reply:
+        refresh = params.get("refresh", [""])[0] != "off"
         try:
             if path == "/":
                 before_text = params.get("before", [""])[0]
@@ -362,24 +368,91 @@ class _App:
                         ),
                     )
                 data = dashboard_store.read_dashboard(self.snapshot, before=before)
-                page = dashboard.render_page(data, ready=self.worker.ready, listener_id=str(self.worker.id))
+                page = dashboard.render_page(
+                    data, ready=self.worker.ready, listener_id=str(self.worker.id), refresh=refresh
+                )
                 return _html(200, page)
-            if path == "/redrive":
+            if path in ("/redrive", "/discard"):
                 ids = _ints(params.get("id", []))
                 if ids is None:
                     return _html(
                         400, dashboard.render_message("bad request", "Dead-letter ids are integers.")
                     )
                 letters = dashboard_store.dead_letters_by_id(self.snapshot, ids)
-                return _html(200, dashboard.render_redrive_confirm(letters, nonce=self.auth.nonce))
+                confirm = (
+                    dashboard.render_redrive_confirm
+                    if path == "/redrive"
+                    else dashboard.render_discard_confirm
+                )
+                return _html(200, confirm(letters, nonce=self.auth.nonce))
+            if path == "/pack":
+                return self._pack(params, refresh)
+            if path == "/search":
+                text = params.get("q", [""])[0].strip()
+                if len(text) > _MAX_SEARCH:
+                    return _html(
+                        400,
+                        dashboard.render_message(
+                            "bad request", f"A search is at most {_MAX_SEARCH} characters: an id or a name."
+                        ),
+                    )
+                found = dashboard_store.search(self.snapshot, text)
+                return _html(200, dashboard.render_search(found, refresh=refresh))
             booking = _booking(params.get("booking", [""])[0])
             if booking is None:
                 return _html(400, dashboard.render_message("bad request", "A booking id is a UUID."))
-            data = dashboard_store.read_dashboard(self.snapshot)
-            row = next((r for r in data.out_of_sync if r["booking_id"] == booking), None)
-            return _html(200, dashboard.render_replay_confirm(str(booking), row, nonce=self.auth.nonce))
+            row = dashboard_store.find_booking(self.snapshot, booking)
+            if row is None:
+                return _unknown_booking(booking)
+            names = dashboard_store.read_names(
+                self.snapshot, [row["purchase_id"], row["ledger_purchase_id"], row["client_id"]]
+            )
+            return _html(200, dashboard.render_replay_confirm(row, names, nonce=self.auth.nonce))
         except DatabaseUnreachable:
             return _html(503, dashboard.render_message("unavailable", "The database could not be read."))
+
+    def _pack(self, params: dict[str, list[str]], refresh: bool) -> _Reply:
+        pack = _booking(params.get("id", [""])[0])
+        if pack is None:
+            return _html(400, dashboard.render_message("bad request", "A pack id is a UUID."))
+        view = dashboard_store.read_pack(self.snapshot, pack)
+        if view.pack is None:
+            return _html(
+                404, dashboard.render_message("no such pack", f"No pack has id {pack}: the app holds none.")
+            )
+        page = dashboard.render_pack(
+            view, ready=self.worker.ready, listener_id=str(self.worker.id), refresh=refresh
+        )
+        return _html(200, page)
+
+    def _discard(self, form: dict[str, list[str]], environ: WSGIEnvironment) -> _Reply:
+        ids = _ints(form.get("id", []))
+        if not ids:
+            return _html(400, dashboard.render_message("bad request", "No dead letter was selected."))
+        reason = " ".join((form.get("reason") or [""])[0].split())
+        if not reason:
+            return _html(400, dashboard.render_message("bad request", "A discard needs a reason."))
+        if len(reason) > dashboard.MAX_REASON:
+            return _html(
+                400,
+                dashboard.render_message(
+                    "bad request", f"A discard's reason is at most {dashboard.MAX_REASON} characters."
+                ),
+            )
+        discarded = dashboard_store.discard(self.snapshot, ids, reason)
+        log.info(
+            "dashboard: discarded %d of %d dead letter(s) %s at the request of %s",
+            discarded,
+            len(ids),
+            ids,
+            _client(environ),
+        )
+        return _html(
+            200,
+            dashboard.render_message(
+                "discarded", f"Discarded {discarded} dead letter(s); each is archived with who, when and why."
+            ),
+        )
 
     def _redrive(self, form: dict[str, list[str]], environ: WSGIEnvironment) -> _Reply:
         ids = _ints(form.get("id", []))
@@ -401,6 +474,8 @@ class _App:
         booking = _booking((form.get("booking") or [""])[0])
         if booking is None:
             return _html(400, dashboard.render_message("bad request", "A booking id is a UUID."))
+        if dashboard_store.find_booking(self.snapshot, booking) is None:
+            return _unknown_booking(booking)
         sent = dashboard_store.replay(self.snapshot, booking)
         log.info(
             "dashboard: replayed booking %s (%d event) at the request of %s",
@@ -421,6 +496,14 @@ def _form(environ: WSGIEnvironment) -> dict[str, list[str]] | None:
         return None
     body = environ["wsgi.input"].read(length).decode("utf-8", errors="replace")
     return parse_qs(body, max_num_fields=1000)
+
+
+def _unknown_booking(booking: uuid.UUID) -> _Reply:
+    """What replaying an id no booking has answers: nothing was, or will be, enqueued."""
+    text = (
+        f"No booking has id {booking}: neither the app's bookings nor the ledger holds it. Nothing to replay."
+    )
+    return _html(404, dashboard.render_message("no such booking", text))
 
 
 def _html(code: int, page: str) -> _Reply:

@@ -41,7 +41,7 @@ from typing import Any
 from listener.core.db import Conn, connect
 from listener.core.schema import require_ledger
 from listener.core.sql_files import query
-from listener.errors import UnknownPack
+from listener.errors import UnknownOrg, UnknownPack
 
 # Packs per transaction when charging: each commits (or, dry, rolls back) on its own.
 CHUNK = 100
@@ -180,6 +180,7 @@ def audit(dsn: str, *, org: uuid.UUID | None = None) -> AuditReport:
     """Read every pack's bookings, balance and ledger (of one organisation when given)."""
     with connect(dsn, purpose="audit") as conn:
         require_ledger(conn, owner_action="read the audit")
+        _require_org(conn, org)
         rows = conn.execute(query("audit_packs"), {"org": org}).fetchall()
         calls = conn.execute(query("audit_pack_calls"), {"org": org}).fetchall()
     return AuditReport(org_id=org, packs=[PackAudit(**r) for r in rows], calls=[dict(c) for c in calls])
@@ -196,6 +197,7 @@ def charge(
     report = ChargeReport(dry_run=dry_run)
     with connect(dsn, purpose="audit") as conn:
         require_ledger(conn, owner_action="charge packs")
+        _require_org(conn, org)
         report.packs = _packs_to_charge(conn, packs, org)
         for start in range(0, len(report.packs), CHUNK):
             chunk = report.packs[start : start + CHUNK]
@@ -203,6 +205,15 @@ def charge(
                 rows = conn.execute(query("audit_charge"), {"packs": chunk}).fetchall()
             report.outcomes.extend(ChargeOutcome(**r) for r in rows)
     return report
+
+
+def _require_org(conn: Conn, org: uuid.UUID | None) -> None:
+    """Fail when `org` is given and no pack or booking belongs to it: a mistyped id, not an empty audit."""
+    if org is None:
+        return
+    row = conn.execute(query("audit_org_known"), {"org": org}).fetchone()
+    if not (row and row["known"]):
+        raise UnknownOrg(f"no pack or booking belongs to organisation {org}")
 
 
 def _packs_to_charge(conn: Conn, packs: Sequence[uuid.UUID] | None, org: uuid.UUID | None) -> list[uuid.UUID]:

@@ -87,8 +87,14 @@ def migration_lock(conn: Conn) -> Iterator[None]:
             conn.execute(query("migration_unlock"), {"key": LOCK_KEY})
 
 
-def migrate(dsn: str, *, with_demo_schema: bool = False) -> MigrateReport:
-    """Bring the database up to date; safe to re-run and to run twice at once."""
+def migrate(
+    dsn: str,
+    *,
+    with_demo_schema: bool = False,
+    missing_hint: str = "on a blank database, use --with-demo-schema",
+) -> MigrateReport:
+    """Bring the database up to date; safe to re-run and to run twice at once. `missing_hint` ends the
+    error that names missing app tables: what the caller's user can do about them."""
     report = MigrateReport()
     with connect(dsn, autocommit=True, purpose="migrate") as conn, migration_lock(conn):
         state = ledger_state(conn)
@@ -108,9 +114,7 @@ def migrate(dsn: str, *, with_demo_schema: bool = False) -> MigrateReport:
         missing = missing_host_objects(conn)
         if missing:
             raise HostSchemaMissing(
-                "the app's schema is incomplete: missing "
-                + "; ".join(missing)
-                + " (on a blank database, use --with-demo-schema)"
+                "the app's schema is incomplete: missing " + "; ".join(missing) + f" ({missing_hint})"
             )
         report.pgmq = ensure_pgmq(conn)
         with conn.transaction():

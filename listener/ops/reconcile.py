@@ -18,6 +18,9 @@ from listener.ops.converge import Converged, converge
 from listener.ops.pack_changes import PackChanges, summarise
 from listener.ops.walk import Progress, chunks, count_rows, no_progress, stream
 
+# Bookings a run lists one by one (text and JSON); the rest are counted.
+BOOKINGS_SHOWN = 50
+
 
 @dataclass
 class ReconcileReport:
@@ -28,6 +31,8 @@ class ReconcileReport:
     outcomes: dict[str, int] = field(default_factory=dict)
     packs: list[dict[str, Any]] = field(default_factory=list)
     examples: list[dict[str, Any]] = field(default_factory=list)
+    # The out-of-sync bookings in the order found, each with what converging it does; at most BOOKINGS_SHOWN.
+    bookings: list[dict[str, Any]] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
         """The machine-readable summary."""
@@ -37,6 +42,7 @@ class ReconcileReport:
             "outcomes": self.outcomes,
             "packs": self.packs,
             "examples": self.examples,
+            "bookings": self.bookings,
         }
 
 
@@ -60,6 +66,8 @@ def reconcile(dsn: str, *, dry_run: bool = False, progress: Progress = no_progre
                 changes.add(r.outcome, r.purchase_id, r.previous_purchase_id)
                 if len(report.examples) < 20 and r.outcome != "no-op":
                     report.examples.append(_example(r))
+                if len(report.bookings) < BOOKINGS_SHOWN:
+                    report.bookings.append(_example(r))
             report.out_of_sync += len(chunk)
             progress(what, report.out_of_sync, total)
     report.outcomes = summarise(seen)

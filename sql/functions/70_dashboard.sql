@@ -131,5 +131,213 @@ AS $$
     SELECT session_ledger.enqueue_bookings(ARRAY[p_booking_id], 'dashboard')
 $$;
 
+-- Action: archive these dead letters for good, with who, when and why
+-- (`listener discard --dead-letter --id ...`); how many were archived.
+CREATE OR REPLACE FUNCTION session_ledger.dashboard_discard(p_msg_ids bigint[], p_reason text)
+RETURNS bigint
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT session_ledger.discard_dead_letters(p_msg_ids, p_reason)
+$$;
+
+-- The app's names for the bookings, packs and clients among p_ids, so the page shows
+-- what an operator thinks in. One row per id found: a booking with its client and
+-- start, a pack with its client, purchase and offer name (where the app has
+-- public.offers(name) and client_purchases.offer_id), and a client with its
+-- full_name (where the app has public.clients(full_name)). An app without those
+-- columns gets no name, and the page shows the uuid; the branches that read them run
+-- only when they exist, which PL/pgSQL allows because it plans a statement when it
+-- first runs.
+CREATE OR REPLACE FUNCTION session_ledger.dashboard_names(p_ids uuid[])
+RETURNS TABLE (id uuid, kind text, client_id uuid, name text, at timestamptz)
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_ids uuid[] := p_ids[1:3000];
+    v_clients uuid[];
+BEGIN
+    IF session_ledger.app_has_columns('public.client_purchases', ARRAY['offer_id'])
+       AND session_ledger.app_has_columns('public.offers', ARRAY['id', 'name']) THEN
+        RETURN QUERY
+            SELECT p.id, 'pack'::text, p.client_id, o.name::text, p.purchased_at
+            FROM public.client_purchases p
+            LEFT JOIN public.offers o ON o.id OPERATOR(pg_catalog.=) p.offer_id
+            WHERE p.id OPERATOR(pg_catalog.=) ANY (v_ids);
+    ELSE
+        RETURN QUERY
+            SELECT p.id, 'pack'::text, p.client_id, NULL::text, p.purchased_at
+            FROM public.client_purchases p
+            WHERE p.id OPERATOR(pg_catalog.=) ANY (v_ids);
+    END IF;
+    RETURN QUERY
+        SELECT b.id, 'booking'::text, b.client_id, NULL::text, b.start_time
+        FROM public.bookings b
+        WHERE b.id OPERATOR(pg_catalog.=) ANY (v_ids);
+    IF session_ledger.app_has_columns('public.clients', ARRAY['id', 'full_name']) THEN
+        SELECT pg_catalog.array_agg(DISTINCT x) INTO v_clients FROM (
+            SELECT pg_catalog.unnest(v_ids) AS x
+            UNION ALL SELECT p.client_id FROM public.client_purchases p WHERE p.id OPERATOR(pg_catalog.=) ANY (v_ids)
+            UNION ALL SELECT b.client_id FROM public.bookings b WHERE b.id OPERATOR(pg_catalog.=) ANY (v_ids)
+        ) ids;
+        RETURN QUERY
+            SELECT c.id, 'client'::text, c.id, c.full_name::text, NULL::timestamptz
+            FROM public.clients c
+            WHERE c.id OPERATOR(pg_catalog.=) ANY (v_clients);
+    END IF;
+END
+$$;
+
+-- Whether the app's table p_table has every column in p_columns: the dashboard's
+-- names come from columns the ledger does not require.
+CREATE OR REPLACE FUNCTION session_ledger.app_has_columns(p_table text, p_columns text[])
+RETURNS boolean
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT pg_catalog.to_regclass(p_table) IS NOT NULL
+       AND (SELECT pg_catalog.count(*) FROM pg_catalog.pg_attribute a
+            WHERE a.attrelid OPERATOR(pg_catalog.=) pg_catalog.to_regclass(p_table)
+              AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped
+              AND a.attname::text OPERATOR(pg_catalog.=) ANY (p_columns))
+           OPERATOR(pg_catalog.=) pg_catalog.cardinality(p_columns)
+$$;
+
+-- Search by booking, pack or client: an id names whichever it is (a client also by
+-- the bookings and packs that carry it, so an app without public.clients still
+-- finds one); other text is a part of a client's full_name or of a pack's offer
+-- name, case-insensitive, where the app has them. At most p_limit rows per kind.
+CREATE OR REPLACE FUNCTION session_ledger.dashboard_search(p_query text, p_limit int)
+RETURNS TABLE (kind text, id uuid)
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_text text := pg_catalog.btrim(coalesce(p_query, ''));
+    v_limit int := pg_catalog.int4larger(pg_catalog.int4smaller(p_limit, 200), 0);
+    v_id uuid;
+BEGIN
+    IF v_text OPERATOR(pg_catalog.~*) '^\{?[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}\}?$' THEN
+        v_id := v_text::uuid;
+        RETURN QUERY
+            SELECT 'booking'::text, v_id
+            WHERE EXISTS (SELECT 1 FROM public.bookings b WHERE b.id OPERATOR(pg_catalog.=) v_id)
+               OR EXISTS (SELECT 1 FROM session_ledger.charges l WHERE l.booking_id OPERATOR(pg_catalog.=) v_id);
+        RETURN QUERY
+            SELECT 'pack'::text, v_id
+            WHERE EXISTS (SELECT 1 FROM public.client_purchases p WHERE p.id OPERATOR(pg_catalog.=) v_id);
+        RETURN QUERY
+            SELECT 'client'::text, v_id
+            WHERE EXISTS (SELECT 1 FROM public.client_purchases p WHERE p.client_id OPERATOR(pg_catalog.=) v_id)
+               OR EXISTS (SELECT 1 FROM public.bookings b WHERE b.client_id OPERATOR(pg_catalog.=) v_id);
+        IF session_ledger.app_has_columns('public.clients', ARRAY['id']) THEN
+            RETURN QUERY
+                SELECT 'client'::text, v_id
+                WHERE EXISTS (SELECT 1 FROM public.clients c WHERE c.id OPERATOR(pg_catalog.=) v_id)
+                  AND NOT EXISTS (SELECT 1 FROM public.client_purchases p WHERE p.client_id OPERATOR(pg_catalog.=) v_id)
+                  AND NOT EXISTS (SELECT 1 FROM public.bookings b WHERE b.client_id OPERATOR(pg_catalog.=) v_id);
+        END IF;
+        RETURN;
+    END IF;
+    IF v_text OPERATOR(pg_catalog.=) '' THEN
+        RETURN;
+    END IF;
+    IF session_ledger.app_has_columns('public.clients', ARRAY['id', 'full_name']) THEN
+        RETURN QUERY
+            SELECT 'client'::text, c.id
+            FROM public.clients c
+            WHERE pg_catalog.strpos(pg_catalog.lower(c.full_name::text), pg_catalog.lower(v_text)) OPERATOR(pg_catalog.>) 0
+            ORDER BY c.full_name, c.id
+            LIMIT v_limit;
+    END IF;
+    IF session_ledger.app_has_columns('public.client_purchases', ARRAY['offer_id'])
+       AND session_ledger.app_has_columns('public.offers', ARRAY['id', 'name']) THEN
+        RETURN QUERY
+            SELECT 'pack'::text, p.id
+            FROM public.client_purchases p
+            JOIN public.offers o ON o.id OPERATOR(pg_catalog.=) p.offer_id
+            WHERE pg_catalog.strpos(pg_catalog.lower(o.name::text), pg_catalog.lower(v_text)) OPERATOR(pg_catalog.>) 0
+            ORDER BY p.purchased_at DESC, p.id
+            LIMIT v_limit;
+    END IF;
+END
+$$;
+
+-- Packs by id, or every pack of the given clients, newest first: the balance and how
+-- many of the pack's bookings the ledger holds in each state, and its direct calls.
+CREATE OR REPLACE FUNCTION session_ledger.dashboard_packs(p_pack_ids uuid[], p_client_ids uuid[], p_limit int)
+RETURNS TABLE (id uuid, client_id uuid, sessions_total int, sessions_used int, expires_at timestamptz,
+               payment_status text, purchased_at timestamptz, paid bigint, unfunded bigint,
+               released bigint, calls bigint)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT p.id, p.client_id, p.sessions_total, p.sessions_used, p.expires_at, p.payment_status::text,
+           p.purchased_at,
+           (SELECT pg_catalog.count(*) FROM session_ledger.charges l
+            WHERE l.purchase_id OPERATOR(pg_catalog.=) p.id AND l.state OPERATOR(pg_catalog.=) 'paid'),
+           (SELECT pg_catalog.count(*) FROM session_ledger.charges l
+            WHERE l.purchase_id OPERATOR(pg_catalog.=) p.id AND l.state OPERATOR(pg_catalog.=) 'unfunded'),
+           (SELECT pg_catalog.count(*) FROM session_ledger.charges l
+            WHERE l.purchase_id OPERATOR(pg_catalog.=) p.id AND l.state OPERATOR(pg_catalog.=) 'released'),
+           (SELECT pg_catalog.count(*) FROM session_ledger.pack_calls c WHERE c.purchase_id OPERATOR(pg_catalog.=) p.id)
+    FROM public.client_purchases p
+    WHERE p.id OPERATOR(pg_catalog.=) ANY (p_pack_ids) OR p.client_id OPERATOR(pg_catalog.=) ANY (p_client_ids)
+    ORDER BY p.purchased_at DESC, p.id
+    LIMIT pg_catalog.int4larger(pg_catalog.int4smaller(p_limit, 1000), 0)
+$$;
+
+-- A pack's bookings in one ledger state ('paid': charged to it; 'unfunded': it could
+-- not pay), newest change first, with the booking's own row beside the ledger's.
+CREATE OR REPLACE FUNCTION session_ledger.dashboard_pack_charges(p_purchase_id uuid, p_state text, p_limit int)
+RETURNS TABLE (booking_id uuid, state text, reason text, source text, updated_at timestamptz,
+               start_time timestamptz, booking_status text, by_role text, by_uid text, trace text)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT l.booking_id, l.state, l.reason, l.source, l.updated_at, b.start_time, b.status::text,
+           l.caused_by OPERATOR(pg_catalog.->>) 'role', l.caused_by OPERATOR(pg_catalog.->>) 'uid',
+           l.caused_by OPERATOR(pg_catalog.->>) 'trace'
+    FROM session_ledger.charges l
+    LEFT JOIN public.bookings b ON b.id OPERATOR(pg_catalog.=) l.booking_id
+    WHERE l.purchase_id OPERATOR(pg_catalog.=) p_purchase_id AND l.state OPERATOR(pg_catalog.=) p_state
+    ORDER BY l.updated_at DESC, l.booking_id DESC
+    LIMIT pg_catalog.int4larger(pg_catalog.int4smaller(p_limit, 1000), 0)
+$$;
+
+-- A pack's direct calls (session_ledger.pack_calls): the app's use_session and
+-- release_session, absorbed or not, and manual adjustments, newest first.
+CREATE OR REPLACE FUNCTION session_ledger.dashboard_pack_calls(p_purchase_id uuid, p_limit int)
+RETURNS TABLE (id bigint, called_at timestamptz, kind text, legacy boolean, outcome text, reason text,
+               booking_id uuid, by_role text, by_uid text, trace text)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT c.id, c.called_at, c.kind, c.legacy, c.outcome, c.reason, c.booking_id,
+           c.caused_by OPERATOR(pg_catalog.->>) 'role', c.caused_by OPERATOR(pg_catalog.->>) 'uid',
+           c.caused_by OPERATOR(pg_catalog.->>) 'trace'
+    FROM session_ledger.pack_calls c
+    WHERE c.purchase_id OPERATOR(pg_catalog.=) p_purchase_id
+    ORDER BY c.id DESC
+    LIMIT pg_catalog.int4larger(pg_catalog.int4smaller(p_limit, 1000), 0)
+$$;
+
+-- Bookings by id, as the app and the ledger each hold them: in_app is false for a
+-- booking the app no longer has, ledger_state is NULL where the ledger has no row, and
+-- out_of_sync says whether `listener reconcile` would change it.
+-- An id in neither is left out, so the page can say no booking has it.
+CREATE OR REPLACE FUNCTION session_ledger.dashboard_bookings(p_booking_ids uuid[])
+RETURNS TABLE (booking_id uuid, in_app boolean, booking_status text, purchase_id uuid, client_id uuid,
+               start_time timestamptz, ledger_state text, ledger_purchase_id uuid, ledger_reason text,
+               updated_at timestamptz, out_of_sync boolean)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT coalesce(b.id, l.booking_id), b.id IS NOT NULL, b.status::text, b.purchase_id,
+           coalesce(b.client_id, l.client_id), b.start_time, l.state, l.purchase_id, l.reason, l.updated_at,
+           -- session_ledger.out_of_sync's test, for these bookings only
+           session_ledger.consumed_pack(b.status, b.purchase_id, c.consuming_statuses)
+               IS DISTINCT FROM session_ledger.judged_pack(l.state, l.purchase_id)
+    FROM (SELECT b.* FROM public.bookings b WHERE b.id OPERATOR(pg_catalog.=) ANY (p_booking_ids)) b
+    FULL JOIN (SELECT l.* FROM session_ledger.charges l WHERE l.booking_id OPERATOR(pg_catalog.=) ANY (p_booking_ids)) l
+           ON l.booking_id OPERATOR(pg_catalog.=) b.id
+    CROSS JOIN session_ledger.config c
+    ORDER BY 1
+    LIMIT 1000
+$$;
+
 -- EXECUTE on these goes to session_ledger_listener only, in 90_grants.sql, which revokes
 -- everything from PUBLIC and the API roles first and runs after this file on every migrate.

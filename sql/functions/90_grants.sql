@@ -97,7 +97,7 @@ BEGIN
         session_ledger.drain(int),
         session_ledger.installed_schema(),
         session_ledger.complete_past_bookings(int, interval),
-        -- the dashboard's reads and its two actions (70_dashboard.sql)
+        -- the dashboard's reads and its actions (70_dashboard.sql)
         session_ledger.dashboard_lag(int),
         session_ledger.dashboard_dead_letters(int),
         session_ledger.dashboard_unfunded(int),
@@ -106,7 +106,14 @@ BEGIN
         session_ledger.dashboard_dead_letters_by_id(bigint[]),
         session_ledger.dashboard_absorbed_calls(int),
         session_ledger.dashboard_redrive(bigint[]),
-        session_ledger.dashboard_replay(uuid)
+        session_ledger.dashboard_replay(uuid),
+        session_ledger.dashboard_discard(bigint[], text),
+        session_ledger.dashboard_names(uuid[]),
+        session_ledger.dashboard_search(text, int),
+        session_ledger.dashboard_packs(uuid[], uuid[], int),
+        session_ledger.dashboard_pack_charges(uuid, text, int),
+        session_ledger.dashboard_pack_calls(uuid, int),
+        session_ledger.dashboard_bookings(uuid[])
     TO session_ledger_listener;
 
     -- The app: the trainer's buttons (judged at now(), by the one allow-list), old and

@@ -70,7 +70,10 @@ def _arm(conn: Conn) -> None:
             ).format(sql.Identifier(name), sql.Identifier(base))
         )
     # A temporary table named like each of the ledger's tables and the app's, too.
-    for table in ("charges", "config", "bookings", "client_purchases", "org_members", "q_booking_events"):
+    for table in (
+        "charges", "config", "bookings", "client_purchases", "org_members", "q_booking_events", "clients",
+        "offers", "pack_calls", "q_booking_events_dlq",
+    ):  # fmt: skip
         conn.execute(sql.SQL("CREATE TABLE pg_temp.{} (id pg_catalog.uuid)").format(sql.Identifier(table)))
 
 
@@ -214,6 +217,17 @@ def test_a_temporary_type_runs_nothing_as_the_owner_from_the_listeners_login(wor
         "session_ledger.dashboard_dead_letters_by_id(bigint[])":
             "SELECT * FROM session_ledger.dashboard_dead_letters_by_id(ARRAY[1]::bigint[])",
         "session_ledger.dashboard_absorbed_calls(integer)": "SELECT * FROM session_ledger.dashboard_absorbed_calls(10)",
+        "session_ledger.dashboard_discard(bigint[],text)":
+            "SELECT session_ledger.dashboard_discard(ARRAY[1]::bigint[], 'why')",
+        "session_ledger.dashboard_names(uuid[])":
+            "SELECT * FROM session_ledger.dashboard_names(ARRAY[%(b)s, %(p)s, %(c)s]::uuid[])",
+        "session_ledger.dashboard_search(text,integer)": "SELECT * FROM session_ledger.dashboard_search('client', 10)",
+        "session_ledger.dashboard_packs(uuid[],uuid[],integer)":
+            "SELECT * FROM session_ledger.dashboard_packs(ARRAY[%(p)s]::uuid[], ARRAY[%(c)s]::uuid[], 10)",
+        "session_ledger.dashboard_pack_charges(uuid,text,integer)":
+            "SELECT * FROM session_ledger.dashboard_pack_charges(%(p)s, 'paid', 10)",
+        "session_ledger.dashboard_pack_calls(uuid,integer)": "SELECT * FROM session_ledger.dashboard_pack_calls(%(p)s, 10)",
+        "session_ledger.dashboard_bookings(uuid[])": "SELECT * FROM session_ledger.dashboard_bookings(ARRAY[%(b)s]::uuid[])",
         "session_ledger.pause_state()": "SELECT session_ledger.pause_state()",
     }  # fmt: skip
     with connect(dsn, purpose="tests") as evil:
@@ -232,7 +246,10 @@ def test_a_temporary_type_runs_nothing_as_the_owner_from_the_listeners_login(wor
         assert {f for f in executable if f.startswith("session_ledger.")} == normalised
         _arm(evil)
         for fn, statement in calls.items():
-            evil.execute(statement, {"l": listener, "b": world.bookings[0]})
+            evil.execute(
+                statement,
+                {"l": listener, "b": world.bookings[0], "p": world.pack, "c": world.studio.client_id},
+            )
             assert _hijacked(evil) is None, fn
     after = world.balances()
     assert set(after.values()) != {9}

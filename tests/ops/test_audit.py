@@ -163,6 +163,21 @@ def test_audit_names_given_away_and_manual_packs(history: History) -> None:
     for pack in (h.given, h.exhausted, h.expiring, h.manual, h.other):
         assert str(pack)[:8] in narrow.stdout and str(pack) not in narrow.stdout
     assert "`--wide` shows them whole" in narrow.stdout
+    # --wide at 80 columns shows no less than the default: every id whole, every column, nothing cut.
+    wide = run_cli("audit", "--dsn", h.dsn, "--wide", env={"COLUMNS": "80"})
+    assert wide.returncode == 0, wide.stderr
+    assert "…" not in wide.stdout
+    for pack in (h.given, h.exhausted, h.expiring, h.manual, h.other):
+        [row] = [line.split() for line in wide.stdout.splitlines() if str(pack) in line]
+        [short_row] = [line.split() for line in narrow.stdout.splitlines() if str(pack)[:8] in line]
+        # The numbers (a long kind may wrap onto a second line in either view).
+        numbers = [t for t in short_row[1:] if t[0].isdigit()]
+        assert row[0] == str(pack) and [t for t in row[1:] if t[0].isdigit()][: len(numbers)] == numbers, (
+            row,
+            short_row,
+        )
+    for header in ("given away", "to charge", "paid: adoption", "cut-over", "listener", "audit", "unfunded"):
+        assert header in wide.stdout
 
 
 def test_an_unfunded_judgement_after_the_cut_over_is_not_a_session_given_away(history: History) -> None:

@@ -113,7 +113,7 @@ def _cases() -> list[Case]:
             Case(
                 f"no-dsn-{name}",
                 CONNECTING[name],
-                "no database given: pass --dsn or set DATABASE_URL",
+                "no database given: pass --dsn or set LISTENER_DSN (or DATABASE_URL)",
                 None,
                 2,
             )
@@ -203,7 +203,14 @@ def _cases() -> list[Case]:
         ("http-port-too-big", ("run", "--http-port", "99999"), "invalid http_port"),
         ("poll-negative", ("run", "--poll-interval", "-1"), "invalid poll_interval_s"),
         ("log-format", ("run", "--log-format", "xml"), "invalid choice: 'xml'"),
-        ("max-age-word", ("status", "--max-age", "soon"), "invalid float value: 'soon'"),
+        ("max-age-word", ("status", "--max-age", "soon"), "not a number of seconds (0 or more): 'soon'"),
+        ("max-age-negative", ("status", "--max-age", "-1"), "not a number of seconds (0 or more): '-1'"),
+        ("max-age-nan", ("status", "--max-age", "nan"), "not a number of seconds (0 or more): 'nan'"),
+        (
+            "dead-letter-all-and-ids",
+            ("replay", "--dead-letter", "--all", "--id", "1"),
+            "--all and --id contradict each other",
+        ),
         ("pgmq-kind", ("export-migrations", "out", "--pgmq", "rpm"), "invalid choice: 'rpm'"),
     ]
     for name, argv, says in bad_values:
@@ -225,6 +232,15 @@ def _cases() -> list[Case]:
             "ledger",
         )
     )
+    for name, argv in (("audit", ("audit",)), ("audit-charge", ("audit", "--charge-all"))):
+        cases.append(
+            Case(
+                f"bad-unknown-org-{name}",
+                (*argv, "--org", "00000000-0000-0000-0000-000000000000"),
+                "no pack or booking belongs to organisation 00000000-0000-0000-0000-000000000000",
+                "ledger",
+            )
+        )
     cases.append(
         Case(
             "bad-unknown-booking",

@@ -66,7 +66,7 @@ def test_unreachable_dsn_is_one_line_without_the_password() -> None:
 def test_missing_dsn_says_how_to_give_one() -> None:
     result = run_cli("status", env={"DATABASE_URL": "", "LISTENER_DSN": ""})
     assert result.returncode == 2
-    assert "pass --dsn or set DATABASE_URL" in result.stderr
+    assert "pass --dsn or set LISTENER_DSN (or DATABASE_URL)" in result.stderr
 
 
 def test_run_on_an_unmigrated_database_says_run_migrate(ledger_server: str) -> None:

@@ -43,6 +43,16 @@ TOKEN = "browser-test-token-5b1f"
 @pytest.fixture
 def browser(monkeypatch: pytest.MonkeyPatch) -> Iterator[webdriver.Chrome]:
     """Headless Chromium from Debian, driven by its own chromedriver; nothing is downloaded."""
+    yield from _chromium(monkeypatch, javascript=True)
+
+
+@pytest.fixture
+def browser_without_js(monkeypatch: pytest.MonkeyPatch) -> Iterator[webdriver.Chrome]:
+    """The same, with JavaScript turned off for every page, as some operators browse."""
+    yield from _chromium(monkeypatch, javascript=False)
+
+
+def _chromium(monkeypatch: pytest.MonkeyPatch, *, javascript: bool) -> Iterator[webdriver.Chrome]:
     for path in (CHROMIUM, CHROMEDRIVER):
         if not os.access(path, os.X_OK):
             pytest.fail(f"{path} is missing: apt-get install -y chromium chromium-driver")
@@ -65,6 +75,8 @@ def browser(monkeypatch: pytest.MonkeyPatch) -> Iterator[webdriver.Chrome]:
         f"--user-data-dir={profile}",
     ):
         options.add_argument(flag)
+    if not javascript:
+        options.add_experimental_option("prefs", {"profile.managed_default_content_settings.javascript": 2})
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     try:
         yield driver
@@ -246,3 +258,76 @@ def test_no_token_means_no_dashboard_in_the_browser(world: World, browser: webdr
         browser.get(f"{proc.base}/metrics")
         assert "session_ledger_queue_depth" in browser.page_source
         proc.stop()
+
+
+def test_names_search_a_packs_page_refresh_and_discard_without_javascript(
+    world: World, browser_without_js: webdriver.Chrome
+) -> None:
+    browser = browser_without_js
+    # JavaScript is really off: a page's script does not run.
+    browser.get("data:text/html,<title>static</title><script>document.title = 'scripted'</script>")
+    assert browser.title == "static"
+    pack = world.pack(sessions_total=1)
+    bookings = world.bookings(pack, count=2)
+    for b in bookings:
+        world.set_status(b, "completed")
+    world.send_raw("'\"not an event\"'::jsonb")
+    world.drain()
+    [letter] = world.dead_letters()
+    client = world.org.client_id
+    with listener_login(world.ledger.dsn) as dsn, running(dsn, token=TOKEN) as proc:
+        _authenticate(browser, TOKEN)
+        browser.get(f"{proc.base}/")
+        assert browser.title == "session ledger"
+        # The client and the pack by the app's names, each uuid on hover.
+        name = browser.find_element(By.CSS_SELECTOR, "#unfunded-table span.client")
+        assert (name.text, name.get_attribute("title")) == ("client of Studio A", f"client {client}")
+        pack_link = browser.find_element(By.CSS_SELECTOR, "#unfunded-table a.pack")
+        assert pack_link.text.startswith("pack · client of Studio A · ")
+        assert pack_link.get_attribute("title") == f"pack {pack}"
+
+        # Auto-refresh is on, and one click turns it off.
+        assert len(browser.find_elements(By.CSS_SELECTOR, 'meta[http-equiv="refresh"]')) == 1
+        browser.find_element(By.ID, "refresh-toggle").click()
+        _wait_for(browser, "refresh-toggle")
+        assert browser.current_url.endswith("/?refresh=off")
+        assert browser.find_elements(By.CSS_SELECTOR, 'meta[http-equiv="refresh"]') == []
+        assert _text(browser, "auto-refresh") == "auto-refresh off · turn on"
+
+        # Search by a part of the client's name, then follow a pack to its page: still not refreshing.
+        browser.find_element(By.ID, "search").send_keys("STUDIO a")
+        browser.find_element(By.ID, "search-button").click()
+        _wait_for(browser, "search-clients")
+        assert _text(browser, "search-clients") == "client of Studio A"
+        browser.find_element(By.CSS_SELECTOR, "#search-packs a.pack").click()
+        _wait_for(browser, "pack-balance")
+        assert _text(browser, "pack-balance") == "1/1"
+        assert _text(browser, "pack-counts") == "1 charged, 1 unfunded, 0 released, 0 direct call(s)"
+        assert browser.find_elements(By.CSS_SELECTOR, 'meta[http-equiv="refresh"]') == []
+        charged = {r.text.split()[0] for r in browser.find_elements(By.CSS_SELECTOR, "#pack-charged tr")[1:]}
+        unfunded = {
+            r.text.split()[0] for r in browser.find_elements(By.CSS_SELECTOR, "#pack-unfunded tr")[1:]
+        }
+        assert charged | unfunded == {str(b) for b in bookings} and len(charged) == len(unfunded) == 1
+
+        # Discard the dead letter through the page: select, review, give a reason, confirm.
+        browser.get(f"{proc.base}/?refresh=off")
+        browser.find_element(By.CSS_SELECTOR, f'input[name="id"][value="{letter["msg_id"]}"]').click()
+        browser.find_element(By.ID, "discard").click()
+        _wait_for(browser, "confirm-discard")
+        assert "Discard 1 dead letter(s)?" in browser.page_source
+        # Without a reason the browser itself holds the form back.
+        browser.find_element(By.ID, "confirm-discard").click()
+        assert browser.find_elements(By.ID, "confirm-discard") and len(world.dead_letters()) == 1
+        browser.find_element(By.ID, "discard-reason").send_keys("malformed by a test producer")
+        browser.find_element(By.ID, "confirm-discard").click()
+        _wait_for(browser, "message")
+        assert (
+            _text(browser, "message")
+            == "Discarded 1 dead letter(s); each is archived with who, when and why."
+        )
+        assert world.dead_letters() == []
+        browser.get(f"{proc.base}/?refresh=off")
+        assert _text(browser, "dead-letters") == "0"
+        logs = proc.stop()
+    assert f"discarded 1 of 1 dead letter(s) [{letter['msg_id']}]" in logs

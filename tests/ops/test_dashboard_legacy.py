@@ -68,10 +68,17 @@ def test_absorbed_calls_are_listed_with_who_when_pack_and_booking(world: World) 
     assert [a["booking_id"] for a in absorbed] == [second, first]
     rows = page.rows("absorbed-table")
     assert len(rows) == 2
+    # The pack by the app's names (no offers in this schema: its client and the day it was bought).
+    bought = world.conn.execute(
+        "SELECT purchased_at FROM public.client_purchases WHERE id = %s", [pack]
+    ).fetchone()
+    assert bought is not None
+    label = f"pack · client of Studio A · {bought['purchased_at']:%Y-%m-%d}"
     for row, call in zip(rows, absorbed, strict=True):
         when, kind, on_pack, echoed, by = row
         assert when.text == str(call["called_at"])[:19]
-        assert (kind.text, on_pack.text, echoed.text) == ("use_session", str(pack), str(call["booking_id"]))
+        assert (kind.text, on_pack.text, echoed.text) == ("use_session", label, str(call["booking_id"]))
+        assert on_pack.titles == [f"pack {pack}"]
         assert call["caused_by"] == {
             "role": "authenticated",
             "uid": str(world.org.trainer_user_id),
@@ -83,7 +90,7 @@ def test_absorbed_calls_are_listed_with_who_when_pack_and_booking(world: World) 
     recent = {row[1].text: row for row in page.rows("recent")}
     assert set(recent) == {str(first), str(second)}
     for booking in (first, second):
-        cell = recent[str(booking)][5]
+        cell = recent[str(booking)][7]
         _assert_caused_by(
             cell, {"role": "authenticated", "uid": str(world.org.trainer_user_id), "trace": traces[booking]}
         )
@@ -101,7 +108,7 @@ def test_rows_without_provenance_say_unknown_and_absorbing_off_shows(world: Worl
         page = Page(request(f"{proc.base}/", token=TOKEN).body)
         proc.stop()
     [row] = page.rows("recent")
-    assert (row[1].text, row[5].text) == (str(booking), "unknown")
+    assert (row[1].text, row[7].text) == (str(booking), "unknown")
     assert page.text("legacy-absorbing") == "off"
     assert page.text("legacy-last-call") == "never"
     assert [c.text for c in page.rows("absorbed-table")[0]] == ["none"]
@@ -123,4 +130,4 @@ def test_the_owners_own_writes_name_the_owner(world: World) -> None:
     assert role is not None and recent[0]["by_role"] == role["r"] and recent[0]["by_uid"] is None
     page = Page(render_page(DashboardData(status=status["s"], recent=recent), ready=True, listener_id="x"))
     [row] = page.rows("recent")
-    assert row[5].text == role["r"] and row[5].titles == []
+    assert row[7].text == role["r"] and row[7].titles == []

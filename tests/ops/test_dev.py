@@ -18,6 +18,7 @@ from listener.core.db import connect
 from listener.devtools import demo_data
 from listener.devtools.ports import free_port
 
+from support.http import request
 from support.world import LISTENER
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -101,3 +102,48 @@ def test_dev_psql_example_script_completes_a_booking() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     after = result.stdout.split("after:", 1)[1]
     assert " 1 |" in after and "| paid" in after, result.stdout
+
+
+def test_dev_serves_the_dashboard_on_its_http_port() -> None:
+    http_port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "LISTENER_DASHBOARD_TOKEN"}
+    proc = subprocess.Popen(
+        [*LISTENER, "dev", "--http-port", str(http_port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    out: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=_lines, args=(proc.stdout, out), daemon=True).start()
+    lines: list[str] = []
+    try:
+        deadline = time.monotonic() + 90
+        while not lines or "the listener is running" not in lines[-1]:
+            assert proc.poll() is None, f"listener dev exited: {proc.stderr.read() if proc.stderr else ''}"
+            assert time.monotonic() < deadline, f"never ready; got {lines}"
+            try:
+                lines.append(out.get(timeout=0.5))
+            except queue.Empty:
+                continue
+        [line] = [x for x in lines if x.startswith("dashboard: ")]
+        base = f"http://127.0.0.1:{http_port}"
+        assert line.startswith(f"dashboard: {base}/ (HTTP Basic, any user name, password ")
+        token = line.rsplit(" ", 1)[1].rstrip(")")
+        assert len(token) >= 16
+        # Ready once the listener's first poll is done, just after that line.
+        while request(f"{base}/readyz").status != 200:
+            assert time.monotonic() < deadline, "the dev listener never became ready"
+            time.sleep(0.1)
+        assert request(f"{base}/").status == 401
+        page = request(f"{base}/", token=token)
+        assert page.status == 200 and 'id="queue-depth"' in page.body
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert "Traceback" not in (proc.stderr.read() if proc.stderr else "")
+    with socket.socket() as s:
+        assert s.connect_ex(("127.0.0.1", http_port)) != 0, "the HTTP port is closed"

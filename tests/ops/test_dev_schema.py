@@ -105,3 +105,15 @@ def test_dev_with_a_broken_schema_file_names_its_file_and_line(tmp_path: Path) -
     assert lines == [
         f'listener dev: {folder / "002_broken.sql"}:3: ERROR 42704: type "nosuchtype" does not exist'
     ], result.stderr
+
+
+def test_dev_with_a_schema_lacking_the_apps_tables_says_the_files_must_create_them(tmp_path: Path) -> None:
+    schema = tmp_path / "only_orgs.sql"
+    schema.write_text("CREATE TABLE public.orgs (id uuid PRIMARY KEY);\n")
+    result = run_cli("dev", "--schema", str(schema), timeout=120)
+    assert result.returncode != 0
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("listener dev: the app's schema is incomplete: missing "), line
+    assert line.endswith("(the app's schema files must create them)"), line
+    # `listener dev` has no such flag: the hint must not send anyone looking for it.
+    assert "--with-demo-schema" not in line

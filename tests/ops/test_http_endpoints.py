@@ -28,6 +28,15 @@ TOKEN = "s3cret-dashboard-token-" + uuid.uuid4().hex
 # Every poll below ends as soon as its condition holds; the deadline only bounds a failure,
 # so it is generous enough for a loaded two-core machine.
 WAIT_S = 60.0
+# Every page of the dashboard, each behind the token.
+DASHBOARD_GETS = (
+    "/",
+    "/redrive?id=1",
+    "/discard?id=1",
+    "/replay?booking=" + str(uuid.uuid4()),
+    "/pack?id=" + str(uuid.uuid4()),
+    "/search?q=anyone",
+)
 
 
 def _metrics_backends(dsn: str) -> int:
@@ -141,10 +150,11 @@ def test_gauges_follow_session_ledger_status(world: World) -> None:
 
 def test_dashboard_is_not_served_without_a_token(world: World) -> None:
     with running(world.ledger.dsn) as proc:
-        for path in ("/", "/redrive?id=1", "/replay?booking=" + str(uuid.uuid4())):
+        for path in DASHBOARD_GETS:
             assert request(f"{proc.base}{path}").status == 404
             assert request(f"{proc.base}{path}", token="anything").status == 404
-        assert request(f"{proc.base}/redrive", data=b"id=1&confirm=yes").status == 404
+        for action in ("/redrive", "/discard"):
+            assert request(f"{proc.base}{action}", data=b"id=1&confirm=yes").status == 404
         assert request(f"{proc.base}/metrics").status == 200
         proc.stop()
 
@@ -152,12 +162,13 @@ def test_dashboard_is_not_served_without_a_token(world: World) -> None:
 def test_dashboard_needs_the_token_and_never_logs_it(world: World) -> None:
     proc = ListenerProcess(world.ledger.dsn, token=TOKEN, extra=("--log-format", "json")).wait_ready()
     try:
-        for path in ("/", "/redrive?id=1", "/replay?booking=" + str(uuid.uuid4())):
+        for path in DASHBOARD_GETS:
             r = request(f"{proc.base}{path}")
             assert r.status == 401 and r.headers["WWW-Authenticate"].startswith("Basic ")
             assert request(f"{proc.base}{path}", token="wrong").status == 401
             assert request(f"{proc.base}{path}", token=TOKEN[:-1]).status == 401
-        assert request(f"{proc.base}/redrive", data=b"id=1&confirm=yes").status == 401
+        for action in ("/redrive", "/discard"):
+            assert request(f"{proc.base}{action}", data=b"id=1&confirm=yes").status == 401
         basic = request(f"{proc.base}/", token=TOKEN)
         assert basic.status == 200 and 'id="queue-depth"' in basic.body
         assert "default-src 'none'" in basic.headers["Content-Security-Policy"]
@@ -236,7 +247,7 @@ def test_replay_one_booking_with_a_bearer_client(world: World) -> None:
     world.drain()
     with listener_login(world.ledger.dsn) as dsn, running(dsn, token=TOKEN) as proc:
         confirm = request(f"{proc.base}/replay?booking={booking}", token=TOKEN)
-        assert confirm.status == 200 and "not out of sync" in confirm.body
+        assert confirm.status == 200 and "The ledger agrees with this booking" in confirm.body
         assert request(f"{proc.base}/replay?booking=nope", token=TOKEN).status == 400
         body = urllib.parse.urlencode({"booking": str(booking), "confirm": "yes"}).encode()
         r = request(f"{proc.base}/replay", token=TOKEN, bearer=True, data=body)
@@ -263,7 +274,7 @@ def test_dashboard_functions_are_definer_pinned_and_for_the_listener_only(world:
            FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
            WHERE n.nspname = 'session_ledger' AND p.proname LIKE 'dashboard%'"""
     ).fetchall()
-    assert len(rows) == 9
+    assert len(rows) == 16
     for r in rows:
         assert r["prosecdef"] and r["proconfig"] == ["search_path=pg_catalog, pg_temp"], r
         assert r["listener"] and not (r["anon"] or r["authenticated"] or r["service_role"]), r

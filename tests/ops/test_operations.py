@@ -46,6 +46,20 @@ def test_reconcile_repairs_bypassed_completions_cancels_and_moves(world: World) 
     assert plan["out_of_sync"] == 4
     assert plan["outcomes"] == {"paid": 2, "moved": 1, "released": 1}
     assert snapshot_used(world.conn) == before  # a dry run changes nothing
+    # In text too, each booking by its whole id (what `replay` and the dashboard take) and its action.
+    text = run_cli("reconcile", "--dsn", world.ledger.dsn, "--dry-run", env={"COLUMNS": "80"})
+    assert text.returncode == 0, text.stderr
+    actions = {done: "paid", never_seen: "paid", to_cancel: "released", to_move: "moved"}
+    listed = {
+        line.split()[0]: line.split()[1]
+        for line in text.stdout.splitlines()
+        if line.strip()[:36] in map(str, actions)
+    }
+    assert listed == {str(b): a for b, a in actions.items()}, text.stdout
+    assert "bookings out of sync (each): what reconcile would change" in text.stdout
+    assert max(len(line) for line in text.stdout.splitlines()) <= 80
+    assert {b["booking_id"] for b in plan["bookings"]} == {str(b) for b in actions}
+    assert snapshot_used(world.conn) == before
 
     result = run_cli("reconcile", "--dsn", world.ledger.dsn, "--json")
     assert result.returncode == 0, result.stderr

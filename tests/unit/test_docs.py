@@ -333,3 +333,27 @@ def test_every_page_is_in_the_site_nav() -> None:
     listed = pages(config["nav"])
     assert sorted(listed) == sorted(p.name for p in DOCS.glob("*.md"))
     assert listed[0] == "index.md"
+
+
+# How a lab notebook speaks, not the project: the machines a run happened on, the people
+# beside it, numbered findings of an investigation.
+_NOTEBOOK = (
+    re.compile(r"\bthis project's machines?\b", re.IGNORECASE),
+    re.compile(r"\bno Docker engine on\b", re.IGNORECASE),
+    re.compile(r"\bother engineers\b", re.IGNORECASE),
+    re.compile(r"\bengineers?'", re.IGNORECASE),
+    re.compile(r"\(finding \d+\)", re.IGNORECASE),
+    re.compile(r"\bon this machine\b", re.IGNORECASE),
+    re.compile(r"\bnever been run here\b", re.IGNORECASE),
+    re.compile(r"\bthe test suite had just finished\b", re.IGNORECASE),
+)
+
+
+@pytest.mark.parametrize("page", PAGES, ids=[p.name for p in PAGES])
+def test_the_docs_speak_of_the_project_not_of_how_it_was_made(page: Path) -> None:
+    found = [
+        f"{page.name}:{number}: {line.strip()}"
+        for number, line in enumerate(page.read_text(encoding="utf-8").splitlines(), 1)
+        if any(pattern.search(line) for pattern in _NOTEBOOK)
+    ]
+    assert found == []

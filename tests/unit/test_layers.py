@@ -20,7 +20,7 @@ ALLOWED: dict[str, set[str]] = {
     "core": set(),
     "ops": {"core"},
     "http": {"core", "ops"},
-    "devtools": {"core", "ops"},
+    "devtools": {"core", "ops", "http"},
     "testing": {"core", "ops", "devtools"},
     "cli": {"core", "ops", "http", "devtools"},
 }

@@ -24,6 +24,13 @@ def register(subparsers: Subparsers) -> None:
         help="also accept TCP connections on 127.0.0.1:PORT (default: the Unix socket only)",
     )
     p.add_argument(
+        "--http-port",
+        type=int,
+        metavar="PORT",
+        help="serve /metrics, the probes and the dashboard on 127.0.0.1:PORT, with the dashboard's "
+        "password printed ($LISTENER_DASHBOARD_TOKEN, else a fresh one) (default: no HTTP port)",
+    )
+    p.add_argument(
         "--schema",
         action="append",
         default=[],
@@ -43,7 +50,7 @@ def _dev(args: argparse.Namespace, settings: Settings) -> int:
     """Serve an embedded database with a listener until Ctrl-C."""
     from listener.devtools.dev import run_dev
 
-    run_dev(settings, keep=args.keep, port=args.port, schema_files=args.schema)
+    run_dev(settings, keep=args.keep, port=args.port, schema_files=args.schema, http_port=settings.http_port)
     return 0
 
 

@@ -90,6 +90,10 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     if args.since or args.until or args.booking:
         raise ConfigError("--since, --until and --booking apply to --from-archive, not --dead-letter")
+    if args.all and args.id:
+        raise ConfigError(
+            "--all and --id contradict each other: name dead letters with --id, or take every one with --all"
+        )
     redrive = redrive_dead_letters(
         settings.require_dsn(), ids=args.id, all_letters=args.all, dry_run=args.dry_run
     )

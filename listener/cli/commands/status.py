@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from listener.cli.args import Subparsers, command
+from listener.cli.args import Subparsers, command, seconds
 from listener.settings import Settings
 
 # The exit code of a status that is not healthy, so a probe or a script can act on it.
@@ -17,7 +17,7 @@ def register(subparsers: Subparsers) -> None:
     p.add_argument("--json", action="store_true", help="print JSON for scripts")
     p.add_argument(
         "--max-age",
-        type=float,
+        type=seconds,
         default=60.0,
         metavar="SECONDS",
         help="unhealthy when the oldest waiting event is older than this many seconds (default: %(default)s)",
