@@ -11,11 +11,16 @@ schema before and after `listener migrate`; whatever the app already had is its 
 
 from __future__ import annotations
 
+import pytest
+
 from listener.core.db import connect
 from listener.testing import supabase
 from listener.testing.supabase import SupabaseCluster
 
 from support.supabase_fixtures import APP_SCHEMA
+
+# The slow tier: its own Supabase-shaped PostgreSQL 15 cluster.
+pytestmark = pytest.mark.slow
 
 # Schemas the linter leaves alone (Supabase's own), and pgmq where it is an extension.
 _SKIPPED = (

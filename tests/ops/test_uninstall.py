@@ -209,6 +209,7 @@ def test_uninstall_refuses_unresolved_dead_letters_unless_forced(world: World) -
     assert _installed_objects(conn)["schema"] is False
 
 
+@pytest.mark.slow  # its own Supabase-shaped cluster
 def test_after_uninstall_on_supabase_no_api_role_moves_another_orgs_pack(
     supabase_app_db: SupabaseAppDb,
 ) -> None:
