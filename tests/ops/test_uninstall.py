@@ -81,6 +81,8 @@ def test_uninstall_keeps_balances_restores_functions_and_migrate_reinstalls(worl
     }
     assert set(originals) == {"public.use_session(uuid)", "public.release_session(uuid)"}
     assert _functiondef(conn, "public.use_session(uuid)") != originals["public.use_session(uuid)"]
+    described = "SELECT obj_description('public.use_session(uuid)'::regprocedure, 'pg_proc') AS d"
+    assert _one(conn, described), "the ledger describes the app's function while installed"
     bookings_before = conn.execute("SELECT * FROM public.bookings ORDER BY id").fetchall()
     packs_before = conn.execute("SELECT * FROM public.client_purchases ORDER BY id").fetchall()
 
@@ -97,6 +99,7 @@ def test_uninstall_keeps_balances_restores_functions_and_migrate_reinstalls(worl
     assert _one(conn, "SELECT to_regnamespace('pgmq') IS NOT NULL"), "pgmq itself stays for other queues"
     assert conn.execute("SELECT * FROM public.bookings ORDER BY id").fetchall() == bookings_before
     assert conn.execute("SELECT * FROM public.client_purchases ORDER BY id").fetchall() == packs_before
+    assert _one(conn, described) is None, "the ledger's description leaves with it"
     pinned = "\n SET search_path TO 'public', 'extensions', 'pg_temp'\nAS $function$"
     for signature, definition in originals.items():
         # The app's own body, with its search_path pinned so a temporary table cannot shadow a pack.
