@@ -18,7 +18,7 @@ from pydantic import SecretStr
 from listener import logs
 from listener.core.batch import BatchHandler
 from listener.core.events import Accepted, Rejected
-from listener.core.store import Outcome, Store
+from listener.core.store import LedgerStore, Outcome, Store
 from listener.core.worker import Worker
 from listener.settings import Settings
 
@@ -27,8 +27,9 @@ class AckFirstHandler(BatchHandler):
     """Acks before it commits the charges."""
 
     def apply(
-        self, store: Store, accepted: Sequence[Accepted], rejected: Sequence[Rejected]
+        self, store: LedgerStore, accepted: Sequence[Accepted], rejected: Sequence[Rejected]
     ) -> list[Outcome]:
+        assert isinstance(store, Store), "a broken listener runs on the database"
         ids = [a.msg_id for a in accepted]
         if ids:
             store.conn.execute("SELECT pgmq.archive('booking_events', %s::bigint[])", [ids])
@@ -49,8 +50,9 @@ class NoLedgerHandler(BatchHandler):
     """Charges on every event that finds its booking completed, and releases on every other."""
 
     def apply(
-        self, store: Store, accepted: Sequence[Accepted], rejected: Sequence[Rejected]
+        self, store: LedgerStore, accepted: Sequence[Accepted], rejected: Sequence[Rejected]
     ) -> list[Outcome]:
+        assert isinstance(store, Store), "a broken listener runs on the database"
         with store.conn.transaction():
             for a in accepted:
                 row = store.conn.execute(

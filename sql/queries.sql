@@ -672,3 +672,29 @@ FROM session_ledger.revoked_app_grants r
 WHERE r.revoked_at = pg_catalog.now()
 GROUP BY r.grantee, r.table_name
 ORDER BY r.table_name, r.grantee;
+
+-- name: sql_api_objects
+-- The ledger's functions (session_ledger's, and its use_session / release_session
+-- forms in public) and views, with who besides the owner may call or read each and
+-- its COMMENT: what listener/devtools/sql_api.py renders as docs/sql-api.md.
+SELECT 'function' AS kind, n.nspname AS schema, p.proname AS name,
+       n.nspname || '.' || p.proname || '(' || coalesce((
+           SELECT string_agg(pg_catalog.format_type(u.t, NULL), ', ' ORDER BY u.i)
+           FROM unnest(p.proargtypes::oid[]) WITH ORDINALITY AS u(t, i)), '') || ')' AS signature,
+       pg_catalog.pg_get_function_arguments(p.oid) AS arguments,
+       pg_catalog.pg_get_function_result(p.oid) AS result,
+       p.prosecdef AS security_definer,
+       ARRAY(SELECT DISTINCT a.grantee::regrole::text FROM pg_catalog.aclexplode(p.proacl) AS a
+             WHERE a.privilege_type = 'EXECUTE' AND a.grantee NOT IN (0, p.proowner) ORDER BY 1) AS grantees,
+       pg_catalog.obj_description(p.oid, 'pg_proc') AS comment
+FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+WHERE n.nspname = 'session_ledger'
+   OR (n.nspname = 'public' AND p.proname IN ('use_session', 'release_session'))
+UNION ALL
+SELECT 'view', n.nspname, c.relname, n.nspname || '.' || c.relname, NULL, NULL, false,
+       ARRAY(SELECT DISTINCT a.grantee::regrole::text FROM pg_catalog.aclexplode(c.relacl) AS a
+             WHERE a.privilege_type = 'SELECT' AND a.grantee NOT IN (0, c.relowner) ORDER BY 1),
+       pg_catalog.obj_description(c.oid, 'pg_class')
+FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = 'session_ledger' AND c.relkind = 'v'
+ORDER BY kind, schema, name, signature;

@@ -58,6 +58,8 @@ BEGIN
                 -- written for, with pg_temp last, so a temporary table cannot shadow a pack.
                 EXECUTE 'ALTER FUNCTION ' || pg_catalog.to_regprocedure(f.signature)::text
                         || ' SET search_path = public, extensions, pg_temp';
+                -- The ledger's description of it (95_comments.sql) no longer holds.
+                EXECUTE 'COMMENT ON FUNCTION ' || pg_catalog.to_regprocedure(f.signature)::text || ' IS NULL';
                 -- The app's bodies let any caller move any pack's sessions: from the
                 -- browser's roles that is a charge on another organisation's pack.
                 CONTINUE WHEN pg_catalog.current_setting('session_ledger.uninstall_keep_grants', true)

@@ -43,27 +43,29 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     return [f"database: PostgreSQL {version} from --test-dsn/LISTENER_TEST_DSN"]
 
 
-# The slow tier: tests that start their own cluster, processes under fault injection, the
-# benchmark, a browser, a fresh virtualenv, or the docs site's build. `pytest -m "not slow"` is
-# the quick tier.
+# The slow tier is marked beside the tests (`pytestmark = pytest.mark.slow`, or the decorator):
+# those that start their own cluster, processes under fault injection, the benchmark, a browser,
+# a fresh virtualenv, the docs site's build, or a subprocess per case. `pytest -m "not slow"` is
+# the quick tier. A test that asks for a Supabase-shaped cluster and forgets the marker would
+# quietly slow the quick tier down, so collecting one is an error.
 _SLOW_FIXTURES = frozenset({"supabase_cluster", "supabase_app_template", "supabase_app_db"})
-_SLOW_MODULES = frozenset({
-    "test_faults_quick.py", "test_bench_smoke.py", "test_dashboard_browser.py", "test_runtime_install.py",
-    "test_compose.py", "test_model.py", "test_http_limits.py", "test_embedded_extensions.py",
-    "test_docs_build.py",
-    # every case a CLI subprocess, a promtool run, an embedded or HTTP server of their own
-    "test_bad_inputs.py", "test_cli.py", "test_alert_rules.py", "test_http_endpoints.py", "test_dev.py",
-    "test_dev_schema.py", "test_pause.py", "test_dashboard_legacy.py", "test_dashboard_paging.py",
-    "test_metrics_legacy.py", "test_dashboard_names.py",
-})  # fmt: skip
+
+
+def unmarked_slow_tests(items: list[pytest.Item]) -> list[str]:
+    """The tests that use a cluster fixture but carry no slow marker."""
+    return [
+        item.nodeid
+        for item in items
+        if set(getattr(item, "fixturenames", ())) & _SLOW_FIXTURES and item.get_closest_marker("slow") is None
+    ]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark the slow tier (see _SLOW_FIXTURES and _SLOW_MODULES)."""
-    for item in items:
-        fixtures = set(getattr(item, "fixturenames", ()))
-        if fixtures & _SLOW_FIXTURES or item.path.name in _SLOW_MODULES:
-            item.add_marker(pytest.mark.slow)
+    """Refuse a cluster test outside the slow tier."""
+    if unmarked := unmarked_slow_tests(items):
+        raise pytest.UsageError(
+            "mark these tests slow (they start a Supabase-shaped cluster): " + ", ".join(unmarked)
+        )
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import psycopg
 from listener.core.backoff import Backoff
 from listener.core.connection import WorkerConnection
 from listener.core.events import Accepted, RawMessage, Rejected, judge
-from listener.core.store import Outcome, Store
+from listener.core.store import LedgerStore, Outcome
 from listener.errors import TRANSIENT, first_line
 from listener.settings import Settings
 
@@ -55,7 +55,7 @@ class BatchHandler:
                 time.sleep(delay)
         raise AssertionError("unreachable")
 
-    def isolate(self, store: Store, batch: Sequence[RawMessage]) -> list[Outcome]:
+    def isolate(self, store: LedgerStore, batch: Sequence[RawMessage]) -> list[Outcome]:
         """Apply a batch; if the database rejects it, split it until the culprit is alone and dead-letter that."""
         accepted, rejected = self.judge(batch)
         try:
@@ -86,7 +86,7 @@ class BatchHandler:
         return accepted, rejected
 
     def apply(
-        self, store: Store, accepted: Sequence[Accepted], rejected: Sequence[Rejected]
+        self, store: LedgerStore, accepted: Sequence[Accepted], rejected: Sequence[Rejected]
     ) -> list[Outcome]:
         """Charge or release for the accepted messages, dead-letter the rejected ones, ack both: one transaction."""
         return store.handle_batch(listener=self.listener, accepted=accepted, rejected=rejected)

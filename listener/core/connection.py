@@ -6,18 +6,31 @@ import contextlib
 import os
 import socket
 import time
+from collections.abc import Callable
 from uuid import UUID
 
 import psycopg
 
 from listener.core.db import connect
-from listener.core.store import Store
+from listener.core.store import LedgerStore, Store
 
 
 class WorkerConnection:
-    """Holds the worker's Store and its row in the listeners table."""
+    """Holds the worker's store and its row in the listeners table.
 
-    def __init__(self, dsn: str, *, listener: UUID, statement_timeout_s: float, deadline_s: float) -> None:
+    open_store replaces how a store is opened (by default a new autocommit connection to
+    dsn): the worker's unit tests hand it an in-memory one.
+    """
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        listener: UUID,
+        statement_timeout_s: float,
+        deadline_s: float,
+        open_store: Callable[[], LedgerStore] | None = None,
+    ) -> None:
         self.dsn = dsn
         self.listener = listener
         self.host = socket.gethostname()
@@ -27,21 +40,25 @@ class WorkerConnection:
         self.registered = False
         self.waiting = False
         self.last_heartbeat = 0.0
-        self._store: Store | None = None
+        self._open_store = open_store or self._connect
+        self._store: LedgerStore | None = None
+
+    def _connect(self) -> LedgerStore:
+        conn = connect(
+            self.dsn, autocommit=True, purpose="worker", statement_timeout_s=self.statement_timeout_s
+        )
+        return Store(conn, deadline_s=self.deadline_s)
 
     @property
     def lost(self) -> bool:
         """The connection was closed or broke."""
-        return self._store is not None and (self._store.conn.closed or self._store.conn.broken)
+        return self._store is not None and self._store.lost
 
-    def store(self) -> Store:
+    def store(self) -> LedgerStore:
         """The store on a live connection, reconnecting (and re-registering) if it was lost."""
         if self._store is None or self.lost:
             self.drop()
-            conn = connect(
-                self.dsn, autocommit=True, purpose="worker", statement_timeout_s=self.statement_timeout_s
-            )
-            self._store = Store(conn, deadline_s=self.deadline_s)
+            self._store = self._open_store()
             if self.registered:
                 self._heartbeat(self._store, waiting=False)
         return self._store
@@ -60,7 +77,7 @@ class WorkerConnection:
         self.waiting = False
         self.last_heartbeat = time.monotonic()
 
-    def _heartbeat(self, store: Store, *, waiting: bool) -> None:
+    def _heartbeat(self, store: LedgerStore, *, waiting: bool) -> None:
         store.heartbeat(listener=self.listener, host=self.host, pid=self.pid, waiting=waiting)
         self.waiting = waiting
         self.last_heartbeat = time.monotonic()
@@ -68,8 +85,7 @@ class WorkerConnection:
     def drop(self) -> None:
         """Close the connection without a goodbye: it was lost, or is about to be replaced."""
         if self._store is not None:
-            with contextlib.suppress(psycopg.Error):
-                self._store.conn.close()
+            self._store.close()
             self._store = None
 
     def drop_if_lost(self) -> None:
@@ -79,7 +95,7 @@ class WorkerConnection:
 
     def close(self) -> None:
         """Record a clean stop in the listeners table, then close."""
-        if self._store is not None and not self._store.conn.closed:
+        if self._store is not None and not self._store.lost:
             with contextlib.suppress(psycopg.Error):
                 self._store.stop_listener(listener=self.listener)
         self.drop()

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from listener import __version__
 from listener.core.db import Conn
 from listener.core.sql_files import SCHEMA_VERSION, query
-from listener.core.store import Store
 from listener.errors import LedgerAccessDenied, LedgerMissing, NotLedgerOwner, SchemaOutOfDate, SchemaTooNew
 
 NO_LEDGER = "no session ledger here: run `listener migrate` first"
@@ -68,11 +67,6 @@ def require_ledger(conn: Conn, *, owner_action: str | None = None) -> LedgerStat
         )
     _check_version(state.version)
     return state
-
-
-def verify_schema(store: Store) -> None:
-    """Refuse, with one line saying what to run, a database whose schema is not this listener's."""
-    require_ledger(store.conn)
 
 
 def _check_version(version: int | None) -> None:

@@ -1,14 +1,19 @@
-"""The narrow connector: every statement the listener runs, by name. Nothing else touches a cursor."""
+"""The narrow connector: every statement the listener's loop runs, by name, and the protocol the worker
+and the batch handler see it through (a stand-in store for their unit tests fits the same protocol)."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, get_args
+from typing import Any, Literal, Protocol, get_args
 from uuid import UUID
+
+import psycopg
 
 from listener.core.db import Conn, watchdog
 from listener.core.events import Accepted, RawMessage, Rejected
+from listener.core.schema import require_ledger
 from listener.core.sql_files import query
 
 # What handling one message can come to, as handle_batch_v3 names it; the metrics and
@@ -35,12 +40,66 @@ class Outcome:
     dead_letter_id: int | None = None
 
 
+class LedgerStore(Protocol):
+    """What the worker loop and the batch handler need from the ledger, on one connection.
+
+    Store below is the one the listener runs. Errors follow psycopg's: TRANSIENT ones
+    (listener.errors) mean try again, any other psycopg.Error from handle_batch means the
+    database rejected the batch.
+    """
+
+    @property
+    def lost(self) -> bool:
+        """The connection was closed or broke: open another store."""
+        ...
+
+    def close(self) -> None:
+        """Close the connection, quietly if it is already broken."""
+        ...
+
+    def verify_schema(self) -> None:
+        """Refuse, with one line saying what to run, a ledger that is not this listener's."""
+        ...
+
+    def read_events(self, *, qty: int, vt_seconds: int) -> list[RawMessage]:
+        """Claim up to qty messages for vt_seconds; the claim commits at once."""
+        ...
+
+    def handle_batch(
+        self, *, listener: UUID, accepted: Sequence[Accepted], rejected: Sequence[Rejected]
+    ) -> list[Outcome]:
+        """Apply the accepted messages, dead-letter the rejected ones, and ack both, in one transaction."""
+        ...
+
+    def heartbeat(self, *, listener: UUID, host: str, pid: int, waiting: bool) -> None:
+        """Register the listener or refresh its heartbeat."""
+        ...
+
+    def stop_listener(self, *, listener: UUID) -> None:
+        """Record a clean stop."""
+        ...
+
+
 class Store:
     """The listener's statements, each one autocommitted on its own."""
 
     def __init__(self, conn: Conn, *, deadline_s: float = 60.0) -> None:
         self.conn = conn
         self.deadline_s = deadline_s
+
+    @property
+    def lost(self) -> bool:
+        """The connection was closed or broke."""
+        return self.conn.closed or self.conn.broken
+
+    def close(self) -> None:
+        """Close the connection, ignoring errors from an already broken one."""
+        with contextlib.suppress(psycopg.Error):
+            self.conn.close()
+
+    def verify_schema(self) -> None:
+        """Refuse, with one line saying what to run, a database whose schema is not this listener's."""
+        require_ledger(self.conn)
 
     def _rows(self, name: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         with watchdog.guard(self.conn, self.deadline_s):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from typing import Protocol
 
 import psycopg
 from psycopg import sql
@@ -16,6 +17,29 @@ from listener.errors import DatabaseUnreachable
 log = logging.getLogger("listener.core.wakeup")
 
 _PING_EVERY_S = 15.0
+
+
+class Hints(Protocol):
+    """What the worker loop needs from its source of wake-up hints (Wakeup, or a stand-in in tests)."""
+
+    reconnects: int
+
+    @property
+    def alive(self) -> bool:
+        """Whether hints can arrive now."""
+        ...
+
+    def ensure(self) -> bool:
+        """Be ready to receive hints; True means some may have been missed."""
+        ...
+
+    def wait(self, timeout: float) -> bool:
+        """Block up to timeout seconds; True when a hint arrived."""
+        ...
+
+    def close(self) -> None:
+        """Stop receiving hints."""
+        ...
 
 
 class Wakeup:

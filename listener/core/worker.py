@@ -17,9 +17,8 @@ from listener.core.batch import BatchHandler
 from listener.core.connection import WorkerConnection
 from listener.core.db import describe
 from listener.core.events import RawMessage
-from listener.core.schema import verify_schema
-from listener.core.store import Outcome, Store
-from listener.core.wakeup import Wakeup
+from listener.core.store import LedgerStore, Outcome
+from listener.core.wakeup import Hints, Wakeup
 from listener.errors import TRANSIENT, first_line
 from listener.settings import Settings
 
@@ -50,7 +49,11 @@ BatchHook = Callable[[Sequence[RawMessage], Sequence[Outcome], float], None]
 
 
 class Worker:
-    """One listener process's loop over the queue."""
+    """One listener process's loop over the queue.
+
+    open_store and wakeup replace the database under the loop (by default, connections to
+    the settings' DSN): the worker's unit tests run it on an in-memory store.
+    """
 
     def __init__(
         self,
@@ -58,18 +61,21 @@ class Worker:
         *,
         on_batch: BatchHook | None = None,
         handler: type[BatchHandler] = BatchHandler,
+        open_store: Callable[[], LedgerStore] | None = None,
+        wakeup: Hints | None = None,
     ) -> None:
         self.settings = settings
         self.dsn = settings.require_dsn()
         self.id = uuid.uuid4()
         self.stats = Stats()
         self.stop_event = threading.Event()
-        self.wakeup = Wakeup(self.dsn, WAKEUP_CHANNEL, deadline_s=settings.call_deadline_s)
+        self.wakeup: Hints = wakeup or Wakeup(self.dsn, WAKEUP_CHANNEL, deadline_s=settings.call_deadline_s)
         self.connection = WorkerConnection(
             self.dsn,
             listener=self.id,
             statement_timeout_s=settings.statement_timeout_s,
             deadline_s=settings.call_deadline_s,
+            open_store=open_store,
         )
         self.handler = handler(settings, listener=self.id, on_retry=self._count_retry)
         self.on_batch = on_batch
@@ -88,10 +94,10 @@ class Worker:
 
     def check_schema(self) -> None:
         """Refuse to run against a database whose schema is not this listener's, then register."""
-        verify_schema(self.store())
+        self.store().verify_schema()
         self.connection.register()
 
-    def store(self) -> Store:
+    def store(self) -> LedgerStore:
         """The worker connection's store, reconnecting if it was lost."""
         return self.connection.store()
 

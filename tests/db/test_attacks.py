@@ -31,6 +31,9 @@ from listener.testing.supabase import SupabaseAppDb, SupabaseCluster
 from support import roles
 from support.supabase_fixtures import APP_SCHEMA
 
+# Every case starts listeners or a Supabase-shaped cluster of its own.
+pytestmark = pytest.mark.slow
+
 REFUSED = psycopg.errors.InsufficientPrivilege
 
 # The attacker's trigger function: whoever it runs as, it says so; as the owner it would zero

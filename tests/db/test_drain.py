@@ -195,6 +195,7 @@ def test_only_the_owner_and_the_listeners_role_may_drain(world: World) -> None:
     assert [r["run_by"] for r in runs] == [owner["owner"], "session_ledger_listener"]
 
 
+@pytest.mark.slow  # its own Supabase-shaped cluster
 def test_pg_cron_drains_a_completion_within_one_period_with_no_listener(
     supabase_app_db: SupabaseAppDb,
 ) -> None:

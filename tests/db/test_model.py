@@ -92,6 +92,9 @@ from support.model import (
     reason_class,
 )
 
+# The slow tier: a Hypothesis state machine over the real database, hundreds of steps.
+pytestmark = pytest.mark.slow
+
 # Low, so that a few crashed claims are enough to dead-letter a message.
 MAX_READS = 2
 # Settings' minimum; the test never waits it out, it expires claims itself.

@@ -37,6 +37,9 @@ from listener.testing.supabase import SupabaseAppDb, SupabaseCluster
 
 from support.supabase_fixtures import APP_SCHEMA
 
+# The slow tier: its own Supabase-shaped PostgreSQL 15 cluster.
+pytestmark = pytest.mark.slow
+
 
 @dataclass
 class App:

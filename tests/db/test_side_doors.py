@@ -31,6 +31,9 @@ from listener.testing.supabase import SupabaseAppDb
 
 from support import roles
 
+# The slow tier: its own Supabase-shaped PostgreSQL 15 cluster.
+pytestmark = pytest.mark.slow
+
 # Type names a function body may spell without a schema. Keywords (integer, bigint,
 # boolean, numeric, interval, ...) always mean pg_catalog's type; domains named like
 # them are created too, quoted, in case a parser ever treats them as names.

@@ -17,6 +17,9 @@ from listener.testing.supabase import SupabaseAppDb, SupabaseCluster
 
 from support.supabase_fixtures import APP_SCHEMA
 
+# The slow tier: its own Supabase-shaped PostgreSQL 15 cluster.
+pytestmark = pytest.mark.slow
+
 
 def test_postgres_is_demoted_as_on_supabase(supabase_cluster: SupabaseCluster) -> None:
     with connect(supabase_cluster.postgres_dsn(), purpose="tests") as conn:

@@ -28,6 +28,9 @@ from support import roles
 from support.supabase_fixtures import APP_SCHEMA
 from support.world import run_cli
 
+# The slow tier: its own Supabase-shaped PostgreSQL 15 cluster.
+pytestmark = pytest.mark.slow
+
 REFUSED = psycopg.errors.InsufficientPrivilege
 
 

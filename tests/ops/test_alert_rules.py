@@ -17,6 +17,9 @@ from support import ROOT
 from support.http import request, running
 from support.world import World
 
+# The slow tier: every case a CLI subprocess, a promtool run, or an embedded or HTTP server of its own.
+pytestmark = pytest.mark.slow
+
 DEPLOY = ROOT / "deploy"
 ALERTS = DEPLOY / "prometheus" / "alerts.yml"
 ALERTS_TEST = DEPLOY / "prometheus" / "alerts_test.yml"

@@ -27,6 +27,9 @@ from listener.devtools.throwaway import create_database, drop_database
 
 from support.world import LISTENER
 
+# The slow tier: every case a CLI subprocess, a promtool run, or an embedded or HTTP server of its own.
+pytestmark = pytest.mark.slow
+
 PASSWORD = "hunter2secret"
 
 

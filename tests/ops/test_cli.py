@@ -21,6 +21,9 @@ from listener.settings import Settings
 
 from support.world import LISTENER, World, run_cli
 
+# The slow tier: every case a CLI subprocess, a promtool run, or an embedded or HTTP server of its own.
+pytestmark = pytest.mark.slow
+
 
 @pytest.mark.parametrize(
     "args",

@@ -21,6 +21,9 @@ from support.http import request, running
 from support.roles import listener_login
 from support.world import World
 
+# The slow tier: a real browser.
+pytestmark = pytest.mark.slow
+
 # What needs an operator first, then the ledger's health and history.
 SECTIONS = [
     "cards",

@@ -7,6 +7,8 @@ import uuid
 from datetime import UTC
 from typing import Any
 
+import pytest
+
 from listener.http.dashboard import render_page
 from listener.http.dashboard_store import DashboardData
 
@@ -15,6 +17,9 @@ from support.http import request, running
 from support.page import Cell, Page
 from support.roles import listener_login
 from support.world import World
+
+# The slow tier: every case a CLI subprocess, a promtool run, or an embedded or HTTP server of its own.
+pytestmark = pytest.mark.slow
 
 TOKEN = "legacy-dashboard-token-" + uuid.uuid4().hex
 

@@ -9,6 +9,8 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import pytest
+
 from listener.core.db import connect
 from listener.http.dashboard import REFRESH_S, render_pack, render_page, render_search
 from listener.http.dashboard_store import read_dashboard, read_pack, search
@@ -21,6 +23,9 @@ from support.http import ListenerProcess, Response, request, running
 from support.page import Cell, Page
 from support.roles import listener_login
 from support.world import World
+
+# Every case starts listeners or a Supabase-shaped cluster of its own.
+pytestmark = pytest.mark.slow
 
 TOKEN = "names-dashboard-token-" + uuid.uuid4().hex
 CLIENT = "client of Studio A"

@@ -27,6 +27,9 @@ from support.page import Page
 from support.roles import listener_login
 from support.world import World
 
+# The slow tier: every case a CLI subprocess, a promtool run, or an embedded or HTTP server of its own.
+pytestmark = pytest.mark.slow
+
 TOKEN = "paging-dashboard-token-" + uuid.uuid4().hex
 # The functions the dashboard gained for these, with what the listener's role may call them with.
 NEW_FUNCTIONS = {

@@ -14,12 +14,17 @@ import time
 from pathlib import Path
 from typing import IO
 
+import pytest
+
 from listener.core.db import connect
 from listener.devtools import demo_data
 from listener.devtools.ports import free_port
 
 from support.http import request
 from support.world import LISTENER
+
+# The slow tier: every case a CLI subprocess, a promtool run, or an embedded or HTTP server of its own.
+pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -12,10 +12,15 @@ import time
 from pathlib import Path
 from typing import IO
 
+import pytest
+
 from listener.devtools.ports import free_port
 
 from support.supabase_fixtures import APP_SCHEMA
 from support.world import LISTENER, run_cli
+
+# The slow tier: every case a CLI subprocess, a promtool run, or an embedded or HTTP server of its own.
+pytestmark = pytest.mark.slow
 
 APP_SEED = APP_SCHEMA.parent / "seed.sql"
 

@@ -474,6 +474,7 @@ def _hijack_is_org_member(dsn: str) -> None:
         conn.execute("SELECT public.is_org_member(%s)", [uuid.uuid4()])
 
 
+@pytest.mark.slow  # its own Supabase-shaped cluster
 def test_doctor_flags_the_apps_is_org_member_on_supabase_until_fixed(supabase_app_db: SupabaseAppDb) -> None:
     dsn = supabase_app_db.postgres_dsn  # the owner, as ADOPTING.md runs doctor
     report = doctor(dsn)

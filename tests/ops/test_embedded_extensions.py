@@ -10,6 +10,9 @@ import pytest
 from listener.core.db import connect
 from listener.devtools.embedded import embedded_server
 
+# The slow tier: an embedded server of its own.
+pytestmark = pytest.mark.slow
+
 
 def test_uuid_ossp_is_available_and_right() -> None:
     with embedded_server() as server, connect(server.dsn(), purpose="tests") as conn:

@@ -24,6 +24,9 @@ from support.http import (
 from support.roles import listener_login
 from support.world import World, run_cli
 
+# The slow tier: every case a CLI subprocess, a promtool run, or an embedded or HTTP server of its own.
+pytestmark = pytest.mark.slow
+
 TOKEN = "s3cret-dashboard-token-" + uuid.uuid4().hex
 # Every poll below ends as soon as its condition holds; the deadline only bounds a failure,
 # so it is generous enough for a loaded two-core machine.

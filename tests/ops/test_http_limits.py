@@ -10,10 +10,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import psutil
+import pytest
 
 from listener.http.server import MAX_CONNECTIONS, WORKER_THREADS
 
 from support.http import ListenerProcess, request, running
+
+# The slow tier: an HTTP server of its own.
+pytestmark = pytest.mark.slow
 
 # Seconds; short so that the tests that wait for it wait little.
 TIMEOUT = 3

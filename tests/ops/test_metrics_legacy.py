@@ -12,6 +12,9 @@ from support.http import ListenerProcess, request, running
 from support.roles import listener_login
 from support.world import World
 
+# The slow tier: every case a CLI subprocess, a promtool run, or an embedded or HTTP server of its own.
+pytestmark = pytest.mark.slow
+
 
 def _scrape(proc: ListenerProcess) -> tuple[dict[str, str], dict[str, float]]:
     """(type by family name, value by sample name) of one /metrics scrape."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 
+import pytest
 from pydantic import SecretStr
 
 from listener.core.db import connect
@@ -13,6 +14,9 @@ from listener.settings import Settings
 
 from support.http import metric, request, running
 from support.world import World, run_cli
+
+# The slow tier: every case a CLI subprocess, a promtool run, or an embedded or HTTP server of its own.
+pytestmark = pytest.mark.slow
 
 
 def test_a_pause_stops_every_consumer_while_events_keep_queuing(world: World) -> None:

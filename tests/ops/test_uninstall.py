@@ -82,6 +82,8 @@ def test_uninstall_keeps_balances_restores_functions_and_migrate_reinstalls(worl
     }
     assert set(originals) == {"public.use_session(uuid)", "public.release_session(uuid)"}
     assert _functiondef(conn, "public.use_session(uuid)") != originals["public.use_session(uuid)"]
+    described = "SELECT obj_description('public.use_session(uuid)'::regprocedure, 'pg_proc') AS d"
+    assert _one(conn, described), "the ledger describes the app's function while installed"
     bookings_before = conn.execute("SELECT * FROM public.bookings ORDER BY id").fetchall()
     packs_before = conn.execute("SELECT * FROM public.client_purchases ORDER BY id").fetchall()
 
@@ -98,6 +100,7 @@ def test_uninstall_keeps_balances_restores_functions_and_migrate_reinstalls(worl
     assert _one(conn, "SELECT to_regnamespace('pgmq') IS NOT NULL"), "pgmq itself stays for other queues"
     assert conn.execute("SELECT * FROM public.bookings ORDER BY id").fetchall() == bookings_before
     assert conn.execute("SELECT * FROM public.client_purchases ORDER BY id").fetchall() == packs_before
+    assert _one(conn, described) is None, "the ledger's description leaves with it"
     pinned = "\n SET search_path TO 'public', 'extensions', 'pg_temp'\nAS $function$"
     for signature, definition in originals.items():
         # The app's own body, with its search_path pinned so a temporary table cannot shadow a pack.
@@ -210,6 +213,7 @@ def test_uninstall_refuses_unresolved_dead_letters_unless_forced(world: World) -
     assert _installed_objects(conn)["schema"] is False
 
 
+@pytest.mark.slow  # its own Supabase-shaped cluster
 def test_after_uninstall_on_supabase_no_api_role_moves_another_orgs_pack(
     supabase_app_db: SupabaseAppDb,
 ) -> None:

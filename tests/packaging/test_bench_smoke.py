@@ -9,8 +9,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from bench import table
 from bench.run import TARGETS
+
+# The slow tier: the benchmark.
+pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
 

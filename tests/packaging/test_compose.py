@@ -27,6 +27,9 @@ from listener.cli.main import build_parser
 
 from support.world import LISTENER
 
+# The slow tier: images and a fresh virtualenv.
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"

@@ -7,9 +7,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from support import ROOT
+
+# The slow tier: the docs site's build.
+pytestmark = pytest.mark.slow
 
 
 def _nav_pages(node: Any) -> list[str]:

@@ -7,7 +7,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from faults import scenarios
+
+# The slow tier: processes under fault injection.
+pytestmark = pytest.mark.slow
 
 
 def test_kill_9_of_listeners_mid_run_loses_and_doubles_nothing(ledger_dsn: str, tmp_path: Path) -> None:

@@ -14,6 +14,9 @@ from listener.devtools import demo_data
 from support import ROOT
 from support.world import World
 
+# The slow tier: a fresh virtualenv.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def runtime(tmp_path_factory: pytest.TempPathFactory) -> Path:
