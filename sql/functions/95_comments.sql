@@ -114,3 +114,21 @@ Returns how many events were queued.$$;
 COMMENT ON VIEW session_ledger.live_listeners IS $$Listeners that are alive: not stopped, and heard from within the configured window, with what each has handled.$$;
 
 COMMENT ON VIEW session_ledger.out_of_sync IS $$Bookings whose ledger row disagrees with their current row, and ledger rows of bookings that are gone: what `listener reconcile` repairs.$$;
+
+COMMENT ON FUNCTION session_ledger.dashboard_discard(bigint[], text) IS $$The dashboard's action: archive these dead letters for good, with who, when and why, as `listener discard --dead-letter --id` does.
+Returns how many were archived.$$;
+
+COMMENT ON FUNCTION session_ledger.dashboard_names(uuid[]) IS $$The dashboard: the app's names for these ids (a client's full_name, a pack's offer, client and purchase date), where the app has those columns.$$;
+
+COMMENT ON FUNCTION session_ledger.dashboard_search(text, integer) IS $$The dashboard's search: bookings, packs and clients by id, or by part of a client's or an offer's name; at most p_limit of each kind.$$;
+
+COMMENT ON FUNCTION session_ledger.dashboard_packs(uuid[], uuid[], integer) IS $$The dashboard: packs by id, or every pack of these clients, with their balance, the ledger's bookings per state and their direct calls.$$;
+
+COMMENT ON FUNCTION session_ledger.dashboard_pack_charges(uuid, text, integer) IS $$The dashboard's pack page: the pack's bookings in one ledger state ('paid' or 'unfunded'), newest change first.$$;
+
+COMMENT ON FUNCTION session_ledger.dashboard_pack_calls(uuid, integer) IS $$The dashboard's pack page: the pack's direct calls (the app's use_session and release_session, absorbed or not, and manual adjustments), newest first.$$;
+
+COMMENT ON FUNCTION session_ledger.dashboard_bookings(uuid[]) IS $$The dashboard: bookings by id, as the app and the ledger each hold them, and whether `listener reconcile` would change each.$$;
+
+COMMENT ON FUNCTION session_ledger.mark_app_deployed(timestamptz) IS $$Record when the new app, which calls nothing after its own booking writes, was deployed (default: now); `listener app-deployed` calls it.
+Old calls absorbed after it are old code still running: status(), /metrics and the SessionLedgerOldCodeStillRunning alert count them.$$;

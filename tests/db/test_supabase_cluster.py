@@ -81,7 +81,7 @@ def test_migrate_as_postgres_installs_the_ledger_on_the_app_schema(supabase_clus
                 "SELECT count(*) AS n FROM pg_trigger WHERE tgrelid = 'public.bookings'::regclass"
                 " AND tgname LIKE 'session_ledger_%'"
             ).fetchone()
-            assert trigger == {"n": 3}
+            assert trigger == {"n": 4}  # insert, update, delete, and the truncate refusal
     finally:
         supabase.drop_app_database(supabase_cluster, name)
 
