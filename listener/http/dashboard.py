@@ -672,6 +672,7 @@ def _legacy_calls(
         return '<section id="legacy-section"><h2>Legacy calls</h2><p>not known yet</p></section>'
     absorbing = bool(legacy.get("absorbing"))
     window = escape(str(legacy.get("window_s")))
+    kinds = legacy.get("absorbed_by_kind") or {}
     facts = (
         (
             "absorbing",
@@ -684,6 +685,18 @@ def _legacy_calls(
             f'<b id="legacy-absorbed-total">{escape(str(legacy.get("absorbed", 0)))}</b> <span class="muted">'
             f'(<b id="legacy-absorbed-hour">{escape(str(legacy.get("absorbed_last_hour", 0)))}</b> '
             "in the last hour)</span>",
+        ),
+        (
+            "absorbed by kind",
+            f'<b id="legacy-absorbed-use">{escape(str(kinds.get("use", 0)))}</b> use_session, '
+            f'<b id="legacy-absorbed-release">{escape(str(kinds.get("release", 0)))}</b> release_session',
+        ),
+        (
+            "since the new app",
+            f'<b id="legacy-since-deployed">{escape(str(legacy.get("absorbed_since_app_deployed", 0)))}</b> '
+            f'<span class="muted">(deployed {_when(legacy.get("app_deployed_at"), now)})</span>'
+            if legacy.get("app_deployed_at")
+            else '<span class="muted">not recorded: <code>listener app-deployed</code></span>',
         ),
         ("legacy calls", f'<b id="legacy-calls">{escape(str(legacy.get("legacy_calls", 0)))}</b>'),
         ("last legacy call", f'<b id="legacy-last-call">{_when(legacy.get("last_legacy_call_at"), now)}</b>'),

@@ -54,6 +54,7 @@ def test_absorbed_calls_are_listed_with_who_when_pack_and_booking(world: World) 
     assert page.text("legacy-absorbing") == "on"
     assert page.text("legacy-absorbed-total") == "2"
     assert page.text("legacy-absorbed-hour") == "2"
+    assert (page.text("legacy-absorbed-use"), page.text("legacy-absorbed-release")) == ("2", "0")
     assert page.text("legacy-calls") == "3"
     assert page.text("manual-calls") == "0"
     last = world.conn.execute(
