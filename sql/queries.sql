@@ -585,3 +585,53 @@ SHOW pool_mode;
 -- name: doctor_read_only
 SET TRANSACTION READ ONLY;
 SET LOCAL search_path = '';
+
+-- name: discard_dead_letters
+SELECT session_ledger.discard_dead_letters(%(ids)s, %(reason)s) AS discarded;
+
+-- name: status_details
+SELECT session_ledger.status_details(%(limit)s) AS details;
+
+-- name: prune_archive_count
+-- What prune_archive removes, counted: `listener prune --dry-run`.
+SELECT count(*) AS n FROM pgmq.a_booking_events a WHERE a.archived_at < now() - %(older_than)s::interval;
+
+-- name: prune_dead_letter_archive_count
+SELECT count(*) AS n FROM pgmq.a_booking_events_dlq a WHERE a.archived_at < now() - %(older_than)s::interval;
+
+-- name: prune_pack_calls
+-- Direct calls on the packs past retention. An absorbed call whose booking still has an
+-- event waiting (queued or dead-lettered) stays: apply_bookings reads it when it judges
+-- an event from before the cut-over.
+WITH doomed AS (
+    SELECT c.id FROM session_ledger.pack_calls c
+    WHERE c.called_at < now() - %(older_than)s::interval
+      AND NOT (c.outcome = 'absorbed' AND (
+          EXISTS (SELECT 1 FROM pgmq.q_booking_events q WHERE q.message ->> 'booking_id' = c.booking_id::text)
+          OR EXISTS (SELECT 1 FROM pgmq.q_booking_events_dlq d
+                     WHERE d.message -> 'message' ->> 'booking_id' = c.booking_id::text)))
+    ORDER BY c.id
+    LIMIT %(limit)s
+)
+DELETE FROM session_ledger.pack_calls c USING doomed WHERE c.id = doomed.id;
+
+-- name: prune_pack_calls_count
+SELECT count(*) AS n FROM session_ledger.pack_calls c
+WHERE c.called_at < now() - %(older_than)s::interval
+  AND NOT (c.outcome = 'absorbed' AND (
+      EXISTS (SELECT 1 FROM pgmq.q_booking_events q WHERE q.message ->> 'booking_id' = c.booking_id::text)
+      OR EXISTS (SELECT 1 FROM pgmq.q_booking_events_dlq d
+                 WHERE d.message -> 'message' ->> 'booking_id' = c.booking_id::text)));
+
+-- name: prune_listeners_count
+SELECT count(*) AS n FROM session_ledger.listeners l, session_ledger.config c
+WHERE coalesce(l.stopped_at, l.heartbeat_at) < now() - %(older_than)s::interval
+  AND NOT (l.stopped_at IS NULL AND l.heartbeat_at > now() - c.listener_live_window);
+
+-- name: prune_booking_writes
+-- The ledger's own rule for which echoes of booking writes can still absorb a call;
+-- the count is what this transaction deleted, so no second copy of that rule lives here.
+SELECT session_ledger.prune_booking_writes();
+
+-- name: booking_writes_deleted
+SELECT pg_catalog.pg_stat_get_xact_tuples_deleted('session_ledger.booking_writes'::regclass) AS n;

@@ -80,7 +80,10 @@ BEGIN
         session_ledger.dashboard_dead_letters_by_id(bigint[]),
         session_ledger.dashboard_absorbed_calls(int),
         session_ledger.dashboard_redrive(bigint[]),
-        session_ledger.dashboard_replay(uuid)
+        session_ledger.dashboard_replay(uuid),
+        -- the operator's functions (35_operator.sql): the dashboard's discard, status' dead-letter ids
+        session_ledger.discard_dead_letters(bigint[], text),
+        session_ledger.status_details(int)
     TO session_ledger_listener;
 
     -- The app: the trainer's buttons (judged at now(), by the one allow-list), old and
