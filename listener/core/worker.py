@@ -43,6 +43,8 @@ class Stats:
     batches: int = 0
     reconnects: int = 0
     last_poll: float = 0.0
+    # When the loop last went round (a poll, a slice of an idle wait, a retry): liveness.
+    last_tick: float = field(default_factory=time.monotonic)
     started: float = field(default_factory=time.time)
 
 
@@ -81,6 +83,19 @@ class Worker:
         self.stop_event.set()
 
     @property
+    def stalled_s(self) -> float | None:
+        """How long the loop has not gone round, when that is longer than any healthy batch or
+        retry takes (`liveness_window_s`); None while it is alive. A database that is down, or a
+        pause, keeps the loop going round: only a wedged process reads as stalled."""
+        since = time.monotonic() - self.stats.last_tick
+        return since if since > self.liveness_window_s else None
+
+    @property
+    def liveness_window_s(self) -> float:
+        """The longest a healthy loop goes without a round: a batch's calls each end by the call deadline."""
+        return max(60.0, 3 * self.settings.call_deadline_s)
+
+    @property
     def ready(self) -> bool:
         """LISTEN is alive and the queue was polled recently."""
         recent = time.monotonic() - self.stats.last_poll < max(10.0, 3 * self.settings.poll_interval_s)
@@ -105,6 +120,7 @@ class Worker:
         idle_looks = 0
         try:
             while not self.stop_event.is_set():
+                self.stats.last_tick = time.monotonic()
                 try:
                     if self.wakeup.ensure():
                         log.info("listening on channel %r; catching up", WAKEUP_CHANNEL)
@@ -142,6 +158,7 @@ class Worker:
         """Wait for a hint, the poll interval, or a stop request, in short slices."""
         deadline = time.monotonic() + timeout
         while not self.stop_event.is_set():
+            self.stats.last_tick = time.monotonic()
             left = deadline - time.monotonic()
             if left <= 0:
                 return

@@ -46,9 +46,7 @@ def test_prune_removes_old_calls_and_expired_echoes_and_its_dry_run_counts_the_s
     world.set_status(waiting, "completed")
     world.conn.execute("SELECT public.use_session(%s)", [pack])
     world.conn.execute("UPDATE session_ledger.pack_calls SET called_at = called_at - interval '40 days'")
-    world.conn.execute(
-        "UPDATE pgmq.a_booking_events SET archived_at = archived_at - interval '40 days'"
-    )
+    world.conn.execute("UPDATE pgmq.a_booking_events SET archived_at = archived_at - interval '40 days'")
     # An echo long past the legacy-call window, and one inside it.
     world.set_status(expired, "completed")
     world.conn.execute("UPDATE session_ledger.booking_writes SET written_at = written_at - interval '1 hour'")
@@ -81,7 +79,7 @@ def test_a_retention_under_a_day_needs_force_but_its_dry_run_does_not(world: Wor
         world.set_status(booking, "completed")
     world.drain()
     for short in (timedelta(0), timedelta(hours=23, minutes=59)):
-        with pytest.raises(ConfigError, match="a retention under one day .* pass --force"):
+        with pytest.raises(ConfigError, match=r"a retention under one day .* pass --force"):
             prune(world.ledger.dsn, older_than=short)
     assert _count(world, "pgmq.a_booking_events") == 2
     dry = prune(world.ledger.dsn, older_than=timedelta(0), dry_run=True)
