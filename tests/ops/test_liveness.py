@@ -10,9 +10,10 @@ from contextlib import contextmanager
 from listener.devtools.driver import ListenerThread
 from listener.devtools.ports import free_port
 from listener.http.server import serve
+from listener.ops.pause import pause
 
 from support.http import request
-from support.world import World, run_cli
+from support.world import World
 
 WAIT_S = 60.0
 
@@ -44,7 +45,7 @@ def test_a_pause_leaves_the_listener_alive_though_not_ready(world: World) -> Non
         with _served(listener) as base:
             assert request(f"{base}/livez").body == "alive\n"
             _until(f"{base}/readyz", 200)
-            assert run_cli("pause", "--dsn", world.ledger.dsn, "--reason", "incident").returncode == 0
+            pause(world.ledger.dsn, reason="incident")
             _until(f"{base}/readyz", 503)
             reply = request(f"{base}/livez")
             assert (reply.status, reply.body) == (200, "alive\n")
