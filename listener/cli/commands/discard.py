@@ -15,9 +15,9 @@ def register(subparsers: Subparsers) -> None:
         "discard",
         "archive dead letters no fix will make chargeable, recording who, when and why",
         _discard,
-        description="Archive dead letters without handling them, recording who discarded them, when and why; "
-        "they stop counting against `listener status` and `listener uninstall`. The ids are the ones "
-        "`listener status`, the log and the dashboard show, the same `listener replay --dead-letter` takes.",
+        description="Archive dead letters without handling them, recording who discarded them, when and why, "
+        "so they stop counting against `listener status` and `listener uninstall`; the ids are those "
+        "`listener status`, the log and the dashboard show, as for `listener replay --dead-letter`.",
     )
     p.add_argument("--dead-letter", action="store_true", required=True, help="discard dead letters")
     p.add_argument(
