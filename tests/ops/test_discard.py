@@ -15,8 +15,10 @@ import pytest
 from psycopg import errors
 from rich.console import Console
 
+import listener
 from listener.cli.render import render_status
 from listener.core.db import connect
+from listener.core.sql_files import SCHEMA_VERSION
 from listener.errors import ConfigError, NothingMatched
 from listener.ops.discard import discard_dead_letters
 from listener.ops.replay import redrive_dead_letters
@@ -62,6 +64,12 @@ def test_status_lists_the_dead_letter_ids_that_replay_and_discard_take(world: Wo
     ids = _poisoned(world)
     report = fetch_status(world.ledger.dsn)
     assert [d["id"] for d in report["dead_letters"]] == ids
+    assert report["versions"] == {
+        "package": listener.__version__,
+        "schema": SCHEMA_VERSION,
+        "package_schema": SCHEMA_VERSION,
+        "migrated_by": listener.__version__,
+    }
     assert report["dead_letters"][1]["booking_id"] == "NOT-A-UUID"
     assert all(d["reason"] and d["source_msg_id"] not in ids for d in report["dead_letters"])
     out = io.StringIO()
@@ -71,6 +79,7 @@ def test_status_lists_the_dead_letter_ids_that_replay_and_discard_take(world: Wo
     for i in ids:
         assert f"│ {i} " in text
     assert f"listener discard --dead-letter --id {ids[0]}" in text
+    assert f"session-ledger-listener {listener.__version__}, schema version {SCHEMA_VERSION}" in text
     # The same ids work for a redrive.
     assert [d["id"] for d in redrive_dead_letters(world.ledger.dsn, ids=ids, dry_run=True).letters] == ids
 
