@@ -602,14 +602,15 @@ SELECT count(*) AS n FROM pgmq.a_booking_events_dlq a WHERE a.archived_at < now(
 -- name: prune_pack_calls
 -- Direct calls on the packs past retention. An absorbed call whose booking still has an
 -- event waiting (queued or dead-lettered) stays: apply_bookings reads it when it judges
--- an event from before the cut-over.
+-- an event from before the cut-over. NOT IN over the waiting ids is one hashed set.
 WITH doomed AS (
     SELECT c.id FROM session_ledger.pack_calls c
     WHERE c.called_at < now() - %(older_than)s::interval
-      AND NOT (c.outcome = 'absorbed' AND (
-          EXISTS (SELECT 1 FROM pgmq.q_booking_events q WHERE q.message ->> 'booking_id' = c.booking_id::text)
-          OR EXISTS (SELECT 1 FROM pgmq.q_booking_events_dlq d
-                     WHERE d.message -> 'message' ->> 'booking_id' = c.booking_id::text)))
+      AND (c.outcome <> 'absorbed' OR c.booking_id::text NOT IN (
+              SELECT w.id FROM (SELECT q.message ->> 'booking_id' AS id FROM pgmq.q_booking_events q
+                                UNION
+                                SELECT d.message -> 'message' ->> 'booking_id' FROM pgmq.q_booking_events_dlq d) AS w
+              WHERE w.id IS NOT NULL))
     ORDER BY c.id
     LIMIT %(limit)s
 )
@@ -618,10 +619,11 @@ DELETE FROM session_ledger.pack_calls c USING doomed WHERE c.id = doomed.id;
 -- name: prune_pack_calls_count
 SELECT count(*) AS n FROM session_ledger.pack_calls c
 WHERE c.called_at < now() - %(older_than)s::interval
-  AND NOT (c.outcome = 'absorbed' AND (
-      EXISTS (SELECT 1 FROM pgmq.q_booking_events q WHERE q.message ->> 'booking_id' = c.booking_id::text)
-      OR EXISTS (SELECT 1 FROM pgmq.q_booking_events_dlq d
-                 WHERE d.message -> 'message' ->> 'booking_id' = c.booking_id::text)));
+  AND (c.outcome <> 'absorbed' OR c.booking_id::text NOT IN (
+          SELECT w.id FROM (SELECT q.message ->> 'booking_id' AS id FROM pgmq.q_booking_events q
+                            UNION
+                            SELECT d.message -> 'message' ->> 'booking_id' FROM pgmq.q_booking_events_dlq d) AS w
+          WHERE w.id IS NOT NULL));
 
 -- name: prune_listeners_count
 SELECT count(*) AS n FROM session_ledger.listeners l, session_ledger.config c
