@@ -5,23 +5,73 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+from typing import Any
+
+# Structured records. A record logged with extra={FIELDS: {...}} carries those fields as
+# keys of its JSON object; one logged with extra={ITEMS: [{...}, ...]} (a batch's bookings)
+# is followed by a line per item: in JSON an object of the item's fields (its `msg` is
+# the item's "msg", or the record's), in text the item's key=value pairs.
+FIELDS = "fields"
+ITEMS = "items"
+
+# The short names the text log gives an item's fields, in the order it writes them.
+TEXT_NAMES = {
+    "booking_id": "booking",
+    "purchase_id": "pack",
+    "outcome": "outcome",
+    "previous_purchase_id": "from_pack",
+    "msg_id": "message",
+    "dead_letter_id": "dead_letter",
+    "by_role": "by",
+    "by_uid": "uid",
+    "trace": "trace",
+    "reason": "reason",
+}
+
+
+def key_values(fields: Mapping[str, Any]) -> str:
+    """An item's fields as the text log writes them: key=value, unknown ones left out, the reason quoted."""
+    pairs = []
+    for name, short in TEXT_NAMES.items():
+        value = fields.get(name)
+        if value is None or value == "":
+            continue
+        pairs.append(f"{short}={json.dumps(value) if name == 'reason' else value}")
+    return " ".join(pairs)
+
+
+def _items(record: logging.LogRecord) -> Sequence[Mapping[str, Any]]:
+    items = getattr(record, ITEMS, None)
+    return items if isinstance(items, Sequence) else ()
 
 
 class JsonFormatter(logging.Formatter):
     """One JSON object per line."""
 
     def format(self, record: logging.LogRecord) -> str:
-        """Render a record as a JSON line."""
-        entry = {
+        """Render a record as a JSON line, then each of its items as a line of its own."""
+        stamp = {
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "msg": record.getMessage(),
         }
+        entry: dict[str, Any] = {**stamp, "msg": record.getMessage()}
+        fields = getattr(record, FIELDS, None)
+        if isinstance(fields, Mapping):
+            entry.update({k: v for k, v in fields.items() if k not in stamp and k != "msg"})
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
-        return json.dumps(entry)
+        lines = [json.dumps(entry, default=str)]
+        for item in _items(record):
+            msg = item.get("msg", entry["msg"])
+            lines.append(
+                json.dumps(
+                    {**stamp, "msg": msg, **{k: v for k, v in item.items() if k != "msg"}}, default=str
+                )
+            )
+        return "\n".join(lines)
 
 
 class LineFormatter(logging.Formatter):
@@ -32,8 +82,11 @@ class LineFormatter(logging.Formatter):
         super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     def format(self, record: logging.LogRecord) -> str:
-        """Render a record, prefixing each of its lines."""
+        """Render a record and its items, prefixing each of its lines."""
         text = super().format(record)
+        items = _items(record)
+        if items:
+            text = "\n".join([text, *(key_values(item) for item in items)])
         if "\n" not in text:
             return text
         first, *rest = text.split("\n")

@@ -698,3 +698,55 @@ SELECT 'view', n.nspname, c.relname, n.nspname || '.' || c.relname, NULL, NULL, 
 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 WHERE n.nspname = 'session_ledger' AND c.relkind = 'v'
 ORDER BY kind, schema, name, signature;
+
+-- name: discard_dead_letters
+SELECT session_ledger.discard_dead_letters(%(ids)s, %(reason)s) AS discarded;
+
+-- name: status_details
+SELECT session_ledger.status_details(%(limit)s) AS details;
+
+-- name: prune_archive_count
+-- What prune_archive removes, counted: `listener prune --dry-run`.
+SELECT count(*) AS n FROM pgmq.a_booking_events a WHERE a.archived_at < now() - %(older_than)s::interval;
+
+-- name: prune_dead_letter_archive_count
+SELECT count(*) AS n FROM pgmq.a_booking_events_dlq a WHERE a.archived_at < now() - %(older_than)s::interval;
+
+-- name: prune_pack_calls
+-- Direct calls on the packs past retention. An absorbed call whose booking still has an
+-- event waiting (queued or dead-lettered) stays: apply_bookings reads it when it judges
+-- an event from before the cut-over. NOT IN over the waiting ids is one hashed set.
+WITH doomed AS (
+    SELECT c.id FROM session_ledger.pack_calls c
+    WHERE c.called_at < now() - %(older_than)s::interval
+      AND (c.outcome <> 'absorbed' OR c.booking_id::text NOT IN (
+              SELECT w.id FROM (SELECT q.message ->> 'booking_id' AS id FROM pgmq.q_booking_events q
+                                UNION
+                                SELECT d.message -> 'message' ->> 'booking_id' FROM pgmq.q_booking_events_dlq d) AS w
+              WHERE w.id IS NOT NULL))
+    ORDER BY c.id
+    LIMIT %(limit)s
+)
+DELETE FROM session_ledger.pack_calls c USING doomed WHERE c.id = doomed.id;
+
+-- name: prune_pack_calls_count
+SELECT count(*) AS n FROM session_ledger.pack_calls c
+WHERE c.called_at < now() - %(older_than)s::interval
+  AND (c.outcome <> 'absorbed' OR c.booking_id::text NOT IN (
+          SELECT w.id FROM (SELECT q.message ->> 'booking_id' AS id FROM pgmq.q_booking_events q
+                            UNION
+                            SELECT d.message -> 'message' ->> 'booking_id' FROM pgmq.q_booking_events_dlq d) AS w
+          WHERE w.id IS NOT NULL));
+
+-- name: prune_listeners_count
+SELECT count(*) AS n FROM session_ledger.listeners l, session_ledger.config c
+WHERE coalesce(l.stopped_at, l.heartbeat_at) < now() - %(older_than)s::interval
+  AND NOT (l.stopped_at IS NULL AND l.heartbeat_at > now() - c.listener_live_window);
+
+-- name: prune_booking_writes
+-- The ledger's own rule for which echoes of booking writes can still absorb a call;
+-- the count is what this transaction deleted, so no second copy of that rule lives here.
+SELECT session_ledger.prune_booking_writes();
+
+-- name: booking_writes_deleted
+SELECT pg_catalog.pg_stat_get_xact_tuples_deleted('session_ledger.booking_writes'::regclass) AS n;

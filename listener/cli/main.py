@@ -8,9 +8,10 @@ from collections.abc import Sequence
 import psycopg
 from pydantic import ValidationError
 
-from listener import logs
+from listener import __version__, logs
 from listener.cli import commands
 from listener.cli.args import Handler, Parser
+from listener.core.sql_files import SCHEMA_VERSION
 from listener.errors import ConfigError, ListenerError, first_line
 from listener.settings import Settings
 
@@ -18,6 +19,12 @@ from listener.settings import Settings
 def build_parser() -> argparse.ArgumentParser:
     """The CLI's argument parser, for tools and tests that check command lines."""
     parser = Parser(prog="listener", description=__doc__)
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"%(prog)s {__version__} (schema version {SCHEMA_VERSION})",
+        help="print the package's version and the schema version it installs, then exit",
+    )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     commands.register(sub)
     return parser

@@ -18,6 +18,7 @@ from listener.ops.uninstall import REVOKED_FROM
 if TYPE_CHECKING:
     from listener.ops.audit import AuditReport, ChargeReport
     from listener.ops.cutover import CutoverReport
+    from listener.ops.discard import DiscardReport
     from listener.ops.doctor import Report as DoctorReport
     from listener.ops.migrate import MigrateReport
     from listener.ops.prune import PruneReport
@@ -187,9 +188,30 @@ def render_dead_letters(report: RedriveReport, console: Console | None = None) -
     console.print(f"{verb} {count} dead letter(s) back to the queue")
 
 
+def render_discarded(report: DiscardReport, console: Console | None = None) -> None:
+    """Print each dead letter with its reason, then how many were discarded and why."""
+    console = console or Console()
+    table = Table(title="dead letters")
+    for col in ("id", "dead-lettered at", "reason", "payload"):
+        table.add_column(col)
+    for d in report.letters:
+        table.add_row(str(d["id"]), d["dead_lettered_at"][:19], str(d["reason"]), str(d["preview"]))
+    console.print(table)
+    verb = "would discard" if report.dry_run else "discarded"
+    count = len(report.letters) if report.dry_run else report.discarded
+    console.print(f"{verb} {count} dead letter(s), archived with the reason: {report.reason}", markup=False)
+
+
 def render_status(report: dict[str, Any], console: Console | None = None) -> None:
     """Print the status as readable tables."""
     console = console or Console()
+    versions = report.get("versions") or {}
+    if versions:
+        console.print(
+            f"session-ledger-listener {versions['package']}, schema version {versions['schema']}"
+            + (f" (migrated by {versions['migrated_by']})" if versions.get("migrated_by") else ""),
+            markup=False,
+        )
     summary = Table(title="session ledger", show_header=False)
     summary.add_column("what")
     summary.add_column("value", justify="right")
@@ -208,6 +230,7 @@ def render_status(report: dict[str, Any], console: Console | None = None) -> Non
     ):
         summary.add_row(label, str(value))
     console.print(summary)
+    _render_dead_letter_ids(report, console)
 
     outcomes = Table(title="outcomes (all listeners)")
     for name in report["outcomes"]:
@@ -272,6 +295,31 @@ def render_status(report: dict[str, Any], console: Console | None = None) -> Non
         console.print("[bold red]unhealthy:[/] " + "; ".join(problems))
     else:
         console.print("[bold green]healthy[/]")
+
+
+def _render_dead_letter_ids(report: dict[str, Any], console: Console) -> None:
+    """The oldest dead letters, by the id `replay --dead-letter` and `discard --dead-letter` take."""
+    letters = report.get("dead_letters") or []
+    if not letters:
+        return
+    table = Table(title="dead letters (ids for replay and discard)")
+    for col in ("id", "dead-lettered at", "booking", "reason"):
+        table.add_column(col)
+    for d in letters:
+        table.add_row(
+            str(d["id"]), str(d["dead_lettered_at"])[:19], str(d.get("booking_id") or "-"), str(d["reason"])
+        )
+    console.print(table)
+    more = int(report.get("dead_letter_depth") or 0) - len(letters)
+    if more > 0:
+        console.print(
+            f"and {more} more: `listener replay --dead-letter --all --dry-run` lists them all", markup=False
+        )
+    console.print(
+        f"after a fix: `listener replay --dead-letter --id {letters[0]['id']}`; never chargeable: "
+        f"`listener discard --dead-letter --id {letters[0]['id']} --reason TEXT`",
+        markup=False,
+    )
 
 
 def render_migrate(report: MigrateReport) -> None:
@@ -346,10 +394,12 @@ def render_reconcile(report: ReconcileReport, console: Console | None = None) ->
 
 
 def render_pruned(report: PruneReport) -> None:
-    """Print what a prune removed."""
+    """Print what a prune removed, or would remove."""
+    verb = "would remove" if report.dry_run else "removed"
     print(
-        f"removed {report.archived_events} archived event(s), {report.archived_dead_letters} archived dead "
-        f"letter(s) and {report.stopped_listeners} old listener heartbeat(s)"
+        f"{verb} {report.archived_events} archived event(s), {report.archived_dead_letters} archived dead "
+        f"letter(s), {report.pack_calls} old pack call(s), {report.booking_writes} expired booking write "
+        f"echo(es) and {report.stopped_listeners} old listener heartbeat(s)"
     )
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -10,8 +9,9 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
-from listener import WAKEUP_CHANNEL
+from listener import WAKEUP_CHANNEL, logs
 from listener.core.backoff import Backoff
 from listener.core.batch import BatchHandler
 from listener.core.connection import WorkerConnection
@@ -42,6 +42,8 @@ class Stats:
     batches: int = 0
     reconnects: int = 0
     last_poll: float = 0.0
+    # When the loop last went round (a poll, a slice of an idle wait, a retry): liveness.
+    last_tick: float = field(default_factory=time.monotonic)
     started: float = field(default_factory=time.time)
 
 
@@ -87,6 +89,19 @@ class Worker:
         self.stop_event.set()
 
     @property
+    def stalled_s(self) -> float | None:
+        """How long the loop has not gone round, when that is longer than any healthy batch or
+        retry takes (`liveness_window_s`); None while it is alive. A database that is down, or a
+        pause, keeps the loop going round: only a wedged process reads as stalled."""
+        since = time.monotonic() - self.stats.last_tick
+        return since if since > self.liveness_window_s else None
+
+    @property
+    def liveness_window_s(self) -> float:
+        """The longest a healthy loop goes without a round: a batch's calls each end by the call deadline."""
+        return max(60.0, 3 * self.settings.call_deadline_s)
+
+    @property
     def ready(self) -> bool:
         """LISTEN is alive and the queue was polled recently."""
         recent = time.monotonic() - self.stats.last_poll < max(10.0, 3 * self.settings.poll_interval_s)
@@ -111,6 +126,7 @@ class Worker:
         idle_looks = 0
         try:
             while not self.stop_event.is_set():
+                self.stats.last_tick = time.monotonic()
                 try:
                     if self.wakeup.ensure():
                         log.info("listening on channel %r; catching up", WAKEUP_CHANNEL)
@@ -148,6 +164,7 @@ class Worker:
         """Wait for a hint, the poll interval, or a stop request, in short slices."""
         deadline = time.monotonic() + timeout
         while not self.stop_event.is_set():
+            self.stats.last_tick = time.monotonic()
             left = deadline - time.monotonic()
             if left <= 0:
                 return
@@ -196,33 +213,51 @@ class Worker:
 
 
 def _log_outcomes(outcomes: Sequence[Outcome]) -> None:
-    """A batch line, then a line per booking, in one record: per-record overhead would rival the charging
-    itself. The text formatter stamps every line with the time and level; dead letters get a record each."""
+    """A batch record carrying a line per booking: per-record overhead would rival the charging itself.
+    Every line is stamped (text) or an object of its own with the booking's fields (JSON); dead
+    letters get a warning record each."""
     counts: dict[str, int] = {}
-    lines = []
+    items = []
     for o in outcomes:
         counts[o.outcome] = counts.get(o.outcome, 0) + 1
         if o.outcome == "dead-lettered":
-            log.warning("%s", outcome_line(o))
+            fields = outcome_fields(o)
+            log.warning("%s", logs.key_values(fields), extra={logs.FIELDS: fields})
         elif o.outcome != "no-op" or log.isEnabledFor(logging.DEBUG):
-            lines.append(outcome_line(o))
-    if lines and log.isEnabledFor(logging.INFO):
+            items.append(outcome_fields(o))
+    if items and log.isEnabledFor(logging.INFO):
         summary = " ".join(f"{k}={v}" for k, v in sorted(counts.items()))
-        log.info("batch of %d: %s\n%s", len(outcomes), summary, "\n".join(lines))
+        log.info(
+            "batch of %d: %s",
+            len(outcomes),
+            summary,
+            extra={logs.FIELDS: {"batch_size": len(outcomes), "outcomes": counts}, logs.ITEMS: items},
+        )
+
+
+def outcome_fields(o: Outcome) -> dict[str, Any]:
+    """One booking's outcome as a log line's fields: booking_id, outcome, purchase_id and reason
+    always (null when not known), the rest only when known."""
+    fields: dict[str, Any] = {
+        "msg": f"booking {o.outcome}",
+        "booking_id": o.booking_id,
+        "outcome": o.outcome,
+        "purchase_id": o.purchase_id,
+        "reason": o.reason or None,
+    }
+    for name, value in (
+        ("previous_purchase_id", o.previous_purchase_id),
+        ("msg_id", o.msg_id),
+        ("dead_letter_id", o.dead_letter_id),
+        ("by_role", o.by_role),
+        ("by_uid", o.by_uid),
+        ("trace", o.trace),
+    ):
+        if value is not None and value != "":
+            fields[name] = value
+    return fields
 
 
 def outcome_line(o: Outcome) -> str:
     """One booking's outcome as key=value pairs; a field that is not known is left out, never printed as None."""
-    fields = (
-        ("booking", o.booking_id),
-        ("pack", o.purchase_id),
-        ("outcome", o.outcome),
-        ("from_pack", o.previous_purchase_id),
-        ("message", o.msg_id),
-        ("dead_letter", o.dead_letter_id),
-        ("by", o.by_role),
-        ("uid", o.by_uid),
-        ("trace", o.trace),
-        ("reason", json.dumps(o.reason) if o.reason else None),
-    )
-    return " ".join(f"{k}={v}" for k, v in fields if v is not None and v != "")
+    return logs.key_values(outcome_fields(o))

@@ -1,4 +1,8 @@
-"""`listener run --http-port`: /metrics, /healthz and /readyz for machines, and the operator dashboard at /.
+"""`listener run --http-port`: /metrics, /livez, /healthz and /readyz for machines, and the operator dashboard at /.
+
+/livez says the process's loop goes round (container liveness: restart when it fails);
+/readyz that it charges now (LISTEN alive, the queue polled, charging not paused);
+/healthz that the database answers.
 
 Trust boundary: the port binds 127.0.0.1 unless told otherwise. /metrics and the
 probes are unauthenticated, as Prometheus and orchestrators expect, and every one
@@ -235,7 +239,7 @@ def serve(
     server.start()
     bound_host, bound_port = server.server_address
     log.info(
-        "serving /metrics, /healthz and /readyz%s on %s:%d (%d request threads, at most %d connections, %ds timeout)",
+        "serving /metrics, /livez, /healthz and /readyz%s on %s:%d (%d request threads, at most %d connections, %ds timeout)",
         " and the dashboard" if auth.enabled else "",
         bound_host,
         bound_port,
@@ -292,6 +296,12 @@ class _App:
         path = environ["PATH_INFO"]
         if path == "/metrics":
             return _Reply(200, generate_latest(self.registry), "text/plain; version=0.0.4")
+        if path == "/livez":
+            # Nothing but the loop itself: a database outage or a pause is no reason to restart.
+            stalled = self.worker.stalled_s
+            if stalled is not None:
+                return _Reply(503, f"listener loop stalled for {stalled:.0f}s\n".encode())
+            return _Reply(200, b"alive\n")
         if path == "/healthz":
             ok = self.snapshot.depths() is not None
             return _Reply(200 if ok else 503, b"ok\n" if ok else b"database unreachable\n")

@@ -4,19 +4,33 @@ from __future__ import annotations
 
 from typing import Any
 
+from listener import __version__
 from listener.core.db import connect
 from listener.core.schema import require_ledger
-from listener.core.sql_files import query
+from listener.core.sql_files import SCHEMA_VERSION, query
 from listener.ops.doctor import api_role_exposure
+
+# The dead letters status names one by one, oldest first, with the id replay and discard take.
+DEAD_LETTERS_SHOWN = 20
 
 
 def fetch_status(dsn: str) -> dict[str, Any]:
-    """The status document the database computes, with a warning per API-role exposure doctor finds."""
+    """The status document the database computes, with the oldest dead letters' ids, the versions,
+    and a warning per API-role exposure doctor finds."""
     with connect(dsn, purpose="status") as conn:
         require_ledger(conn)
         row = conn.execute(query("status")).fetchone()
         assert row is not None
         report: dict[str, Any] = row["status"]
+        details = conn.execute(query("status_details"), {"limit": DEAD_LETTERS_SHOWN}).fetchone()
+        assert details is not None
+        report["dead_letters"] = details["details"]["dead_letters"]
+        report["versions"] = {
+            "package": __version__,
+            "schema": report.get("schema_version"),
+            "package_schema": SCHEMA_VERSION,
+            "migrated_by": details["details"]["migrated_by"],
+        }
         report["warnings"] = [f"{f.message} (fix: {f.fix})" for f in api_role_exposure(conn)]
     return report
 

@@ -54,7 +54,8 @@ def uninstall(dsn: str, *, keep_grants: bool = False, force: bool = False) -> Un
                 them = "them" if dead != 1 else "it"
                 raise DeadLettersUnresolved(
                     f"{dead} dead letter{'s are' if dead != 1 else ' is'} unresolved: redrive {them} "
-                    "(`listener replay --dead-letter --all`, then `listener run --drain`), "
+                    "(`listener replay --dead-letter --all`, then `listener run --drain`), discard "
+                    f"{them} (`listener discard --dead-letter --all --reason TEXT`), "
                     f"or pass --force to drop {them} with the ledger"
                 )
             restored = (

@@ -113,7 +113,10 @@ BEGIN
         session_ledger.dashboard_packs(uuid[], uuid[], int),
         session_ledger.dashboard_pack_charges(uuid, text, int),
         session_ledger.dashboard_pack_calls(uuid, int),
-        session_ledger.dashboard_bookings(uuid[])
+        session_ledger.dashboard_bookings(uuid[]),
+        -- the operator's functions (35_operator.sql): the dashboard's discard, status' dead-letter ids
+        session_ledger.discard_dead_letters(bigint[], text),
+        session_ledger.status_details(int)
     TO session_ledger_listener;
 
     -- The app: the trainer's buttons (judged at now(), by the one allow-list), old and

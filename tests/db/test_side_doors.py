@@ -232,6 +232,9 @@ def test_a_temporary_type_runs_nothing_as_the_owner_from_the_listeners_login(wor
         "session_ledger.dashboard_pack_calls(uuid,integer)": "SELECT * FROM session_ledger.dashboard_pack_calls(%(p)s, 10)",
         "session_ledger.dashboard_bookings(uuid[])": "SELECT * FROM session_ledger.dashboard_bookings(ARRAY[%(b)s]::uuid[])",
         "session_ledger.pause_state()": "SELECT session_ledger.pause_state()",
+        "session_ledger.discard_dead_letters(bigint[],text)":
+            "SELECT session_ledger.discard_dead_letters(ARRAY[1]::bigint[], 'a reason')",
+        "session_ledger.status_details(integer)": "SELECT session_ledger.status_details(5)",
     }  # fmt: skip
     with connect(dsn, purpose="tests") as evil:
         executable = {

@@ -889,4 +889,45 @@ TRIGGER_AND_GUARD: tuple[Mutant, ...] = (
     ),
 )
 
-CATALOGUE: tuple[Mutant, ...] = RULES + CHARGE + QUEUE + AUDIT + TRIGGER_AND_GUARD
+# ---------------------------------------------------------------------------------------
+# 35_operator.sql: discarding dead letters, and the dead letters status names
+# ---------------------------------------------------------------------------------------
+DISCARD = "tests/ops/test_discard.py"
+OPERATOR = (
+    Mutant(
+        id="discard-without-reason",
+        rule="a discard needs a reason, whoever calls the function",
+        file="35_operator.sql",
+        original="    IF v_reason IS NULL OR v_reason OPERATOR(pg_catalog.=) '' THEN",
+        replacement="    IF false THEN",
+        hint=(f"{DISCARD}::test_the_database_function_requires_a_reason_itself",),
+    ),
+    Mutant(
+        id="discard-records-the-owner",
+        rule="a discard records the login that made it, not the function's owner",
+        file="35_operator.sql",
+        original="        'login', session_user,",
+        replacement="        'login', current_user,",
+        hint=(f"{DISCARD}::test_the_listeners_login_may_discard_and_is_recorded_by_name",),
+    ),
+    Mutant(
+        id="discard-every-letter",
+        rule="a discard archives the letters named, no other",
+        file="35_operator.sql",
+        original="DELETE FROM pgmq.q_booking_events_dlq q WHERE q.msg_id OPERATOR(pg_catalog.=) ANY (v_ids)",
+        replacement="DELETE FROM pgmq.q_booking_events_dlq q WHERE true",
+        hint=(
+            f"{DISCARD}::test_discard_archives_each_letter_with_who_when_and_why_and_status_turns_healthy",
+        ),
+    ),
+    Mutant(
+        id="status-newest-dead-letters",
+        rule="status names the oldest dead letters",
+        file="35_operator.sql",
+        original="                  ORDER BY q.msg_id\n",
+        replacement="                  ORDER BY q.msg_id DESC\n",
+        hint=(f"{DISCARD}::test_status_names_how_many_dead_letters_it_leaves_out",),
+    ),
+)
+
+CATALOGUE: tuple[Mutant, ...] = RULES + CHARGE + QUEUE + AUDIT + TRIGGER_AND_GUARD + OPERATOR

@@ -53,6 +53,7 @@ DB_COMMANDS: dict[str, tuple[str, ...]] = {
     "replay-archive": ("replay", "--from-archive"),
     "replay-dead-letters": ("replay", "--dead-letter", "--all"),
     "prune": ("prune", "--older-than", "30d"),
+    "discard": ("discard", "--dead-letter", "--all", "--reason", "poison"),
     "audit": ("audit",),
     "audit-charge": ("audit", "--charge-all"),
     "cutover": ("cutover",),
@@ -67,6 +68,7 @@ OWNER_ONLY = (
     "replay-archive",
     "replay-dead-letters",
     "prune",
+    "discard",
     "audit",
     "audit-charge",
     "cutover",
@@ -89,6 +91,7 @@ REQUIRED = {
     "export-migrations": ("out",),
     "prune": ("--older-than", "30d"),
     "replay": ("--from-archive",),
+    "discard": ("--dead-letter", "--all", "--reason", "poison"),
 }
 NO_LEDGER = "no session ledger here: run `listener migrate` first"
 NOT_OWNER = "this command needs the ledger's owner (role {login} cannot "
@@ -181,6 +184,41 @@ def _cases() -> list[Case]:
         ("duration-empty", ("prune", "--older-than", ""), "cannot read duration ''"),
         ("duration-huge", ("prune", "--older-than", "9" * 20 + "d"), "is longer than 36600 days"),
         ("duration-missing", ("prune",), "the following arguments are required: --older-than"),
+        (
+            "duration-ambiguous",
+            ("prune", "--older-than", "1m"),
+            "duration '1m' is ambiguous: write 1min for minutes",
+        ),
+        (
+            "duration-under-a-day",
+            ("prune", "--older-than", "0d"),
+            "a retention under one day (0s) removes what",
+        ),
+        (
+            "discard-no-reason",
+            ("discard", "--dead-letter", "--all"),
+            "the following arguments are required: --reason",
+        ),
+        (
+            "discard-blank-reason",
+            ("discard", "--dead-letter", "--all", "--reason", " "),
+            "--reason is required",
+        ),
+        (
+            "discard-which",
+            ("discard", "--dead-letter", "--reason", "x"),
+            "say which dead letters: --id N ... or --all",
+        ),
+        (
+            "discard-id-and-all",
+            ("discard", "--dead-letter", "--all", "--id", "1", "--reason", "x"),
+            "not both",
+        ),
+        (
+            "discard-id-word",
+            ("discard", "--dead-letter", "--id", "five", "--reason", "x"),
+            "not a message id",
+        ),
         ("cutover-at-words", ("cutover", "--at", "yesterday"), "not an ISO 8601 time: 'yesterday'"),
         ("since-month-13", ("replay", "--from-archive", "--since", "2025-13-01"), "not an ISO 8601 time"),
         (
@@ -224,6 +262,14 @@ def _cases() -> list[Case]:
             "bad-unknown-dead-letter",
             ("replay", "--dead-letter", "--id", "424242"),
             "no dead letter with id 424242",
+            "ledger",
+        )
+    )
+    cases.append(
+        Case(
+            "bad-unknown-discard",
+            ("discard", "--dead-letter", "--id", "424242", "--reason", "x"),
+            "no dead letter with id 424242; nothing was discarded",
             "ledger",
         )
     )

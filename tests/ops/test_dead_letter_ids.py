@@ -1,7 +1,10 @@
-"""A dead letter's id is the same in the listener's log, `listener status`, the dashboard and `listener replay`."""
+"""A dead letter's id is the same in the listener's log (text and JSON), `listener status`, the dashboard and
+`listener replay`; in JSON each booking's outcome has fields of its own."""
 
 from __future__ import annotations
 
+import io
+import json
 import logging
 import re
 
@@ -9,6 +12,7 @@ import pytest
 from pydantic import SecretStr
 
 from listener.core.worker import Worker
+from listener.logs import JsonFormatter
 from listener.settings import Settings
 
 from support.world import World, run_cli
@@ -41,3 +45,30 @@ def test_the_logged_dead_letter_id_is_the_one_replay_takes(
     replay = run_cli("replay", "--dead-letter", "--id", str(last), "--dsn", world.ledger.dsn)
     assert replay.returncode == 0, replay.stderr
     assert last not in {r["msg_id"] for r in world.dead_letters()}
+
+
+def test_json_logs_give_each_booking_and_dead_letter_its_own_fields(world: World) -> None:
+    pack = world.pack(sessions_total=5)
+    [booking] = world.bookings(pack, count=1)
+    world.set_status(booking, "completed")
+    world.send_raw("'\"not an event\"'::jsonb")
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    log = logging.getLogger("listener")
+    log.addHandler(handler)
+    level = log.level
+    log.setLevel(logging.INFO)
+    try:
+        Worker(Settings(dsn=SecretStr(world.ledger.dsn), poll_interval_s=0.05)).run(drain=True)
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(level)
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert all("\n" not in str(line["msg"]) and "booking=" not in str(line["msg"]) for line in lines)
+    [paid] = [line for line in lines if line.get("booking_id") == str(booking)]
+    assert paid["outcome"] == "paid" and paid["purchase_id"] == str(pack) and paid["reason"] is None
+    [dead] = [line for line in lines if line.get("outcome") == "dead-lettered"]
+    [letter] = world.dead_letters()
+    assert dead["level"] == "warning" and dead["dead_letter_id"] == letter["msg_id"]
+    assert dead["msg_id"] == letter["source_msg_id"] and dead["reason"] == letter["reason"]

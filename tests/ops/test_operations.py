@@ -309,7 +309,7 @@ def test_prune_never_removes_a_live_listeners_row(world: World) -> None:
             " (gen_random_uuid(), 'crashed', 2, now() - interval '1 day', now() - interval '2 hours', NULL)"
         )
 
-        result = run_cli("prune", "--older-than", "0s", "--dsn", world.ledger.dsn)
+        result = run_cli("prune", "--older-than", "0s", "--force", "--dsn", world.ledger.dsn)
         assert result.returncode == 0, result.stderr
         assert "and 2 old listener heartbeat(s)" in result.stdout
         left = world.conn.execute("SELECT id, started_at, paid FROM session_ledger.listeners").fetchall()
@@ -325,6 +325,6 @@ def test_prune_never_removes_a_live_listeners_row(world: World) -> None:
     finally:
         listener.stop()
     # Stopped now: past a zero retention, its row goes too.
-    result = run_cli("prune", "--older-than", "0s", "--dsn", world.ledger.dsn)
+    result = run_cli("prune", "--older-than", "0s", "--force", "--dsn", world.ledger.dsn)
     assert "and 1 old listener heartbeat(s)" in result.stdout
     assert world.conn.execute("SELECT count(*) AS n FROM session_ledger.listeners").fetchone() == {"n": 0}

@@ -203,7 +203,8 @@ def test_uninstall_refuses_unresolved_dead_letters_unless_forced(world: World) -
     assert refused.returncode == 1
     assert refused.stderr == (
         "listener uninstall: 1 dead letter is unresolved: redrive it (`listener replay --dead-letter --all`, "
-        "then `listener run --drain`), or pass --force to drop it with the ledger\n"
+        "then `listener run --drain`), discard it (`listener discard --dead-letter --all --reason TEXT`), "
+        "or pass --force to drop it with the ledger\n"
     )
     assert _installed_objects(conn)["schema"] and len(world.dead_letters()) == 1, "a refusal removes nothing"
 

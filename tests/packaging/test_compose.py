@@ -2,7 +2,8 @@
 
 The compose file is parsed with PyYAML; every service's command is parsed by the
 listener's own argument parser, and the dependency graph is checked for order and
-conditions. The Dockerfile's HEALTHCHECK command is run against a real listener.
+conditions. The Dockerfile's HEALTHCHECK command and the systemd units' /livez probe are
+run against a real listener.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -171,9 +174,9 @@ def test_dockerfile_is_slim_non_root_with_listener_entrypoint() -> None:
     assert default.command == "run" and default.http_port == 9187
 
 
-def test_dockerfile_healthcheck_passes_against_a_running_listener(ledger_dsn: str) -> None:
+def test_dockerfile_healthcheck_passes_against_a_running_listener_paused_or_not(ledger_dsn: str) -> None:
     check = _dockerfile()["HEALTHCHECK"]
-    assert "/readyz" in check
+    assert "/livez" in check and "/readyz" not in check
     argv = json.loads(check.split("CMD", 1)[1].strip())
     assert argv[:2] == ["python", "-c"]
     with socket.socket() as s:
@@ -196,8 +199,84 @@ def test_dockerfile_healthcheck_passes_against_a_running_listener(ledger_dsn: st
         deadline = time.monotonic() + 60  # ends as soon as the check passes
         while healthcheck() != 0:
             assert proc.poll() is None, "the listener exited"
-            assert time.monotonic() < deadline, "/readyz never answered 200"
+            assert time.monotonic() < deadline, "/livez never answered 200"
             time.sleep(0.2)
+        # A deliberate pause stops charging, not the container: it stays healthy.
+        paused = subprocess.run(
+            [*LISTENER, "pause", "--dsn", ledger_dsn, "--reason", "healthcheck test"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert paused.returncode == 0, paused.stderr
+        while _status(f"http://127.0.0.1:{port}/readyz") != 503:
+            assert time.monotonic() < deadline + 60, "/readyz never saw the pause"
+            time.sleep(0.2)
+        assert healthcheck() == 0
+    finally:
+        subprocess.run(
+            [*LISTENER, "resume", "--dsn", ledger_dsn], capture_output=True, timeout=60, check=False
+        )
+        proc.terminate()
+        assert proc.wait(timeout=60) == 0
+
+
+def _status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as reply:
+            return int(reply.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+UNIT = ROOT / "deploy" / "listener.service"
+LIVEZ_UNIT = ROOT / "deploy" / "listener-livez.service"
+LIVEZ_TIMER = ROOT / "deploy" / "listener-livez.timer"
+VENV_PYTHON = "/opt/session-ledger/bin/python"
+
+
+def _unit(path: Path) -> dict[str, list[str]]:
+    """A systemd unit's settings, every value of each key."""
+    found: dict[str, list[str]] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if "=" in line and not line.lstrip().startswith(("#", "[")):
+            key, _, value = line.partition("=")
+            found.setdefault(key.strip(), []).append(value.strip())
+    return found
+
+
+def test_the_systemd_units_probe_livez_and_the_probe_passes_against_a_running_listener(
+    ledger_dsn: str,
+) -> None:
+    unit, check, timer = _unit(UNIT), _unit(LIVEZ_UNIT), _unit(LIVEZ_TIMER)
+    [start_post] = unit["ExecStartPost"]
+    [check_command] = check["ExecStart"]
+    assert "/livez" in start_post and "/livez" in check_command
+    assert "systemctl try-restart session-ledger-listener.service" in check_command
+    assert timer["OnUnitActiveSec"] and timer["WantedBy"] == ["timers.target"]
+    # The ports the probes ask are the one the unit serves.
+    [exec_start] = unit["ExecStart"]
+    port = str(parse_cli(shlex.split(exec_start)[1:]).http_port)
+    assert f"127.0.0.1:{port}/livez" in start_post and f"127.0.0.1:{port}/livez" in check_command
+    # The probe as the unit runs it, with this interpreter for the unit's venv and a free port.
+    argv = shlex.split(start_post)
+    assert argv[0] == VENV_PYTHON and argv[1:3] == ["-m", "listener.http.probe"]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        free = s.getsockname()[1]
+    probe = [sys.executable, *(a.replace(f":{port}/", f":{free}/") for a in argv[1:])]
+    quick = [*probe[: probe.index("--wait")], "--wait", "0"]
+    refused = subprocess.run(quick, capture_output=True, text=True, timeout=60, check=False)
+    assert refused.returncode == 1 and "/livez" in refused.stderr
+    proc = subprocess.Popen(
+        [*LISTENER, "run", "--dsn", ledger_dsn, "--http-port", str(free)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        started = subprocess.run(probe, capture_output=True, text=True, timeout=120, check=False)
+        assert started.returncode == 0, started.stderr
     finally:
         proc.terminate()
         assert proc.wait(timeout=60) == 0

@@ -142,14 +142,14 @@ def examples_in(text: str, name: str) -> list[Example]:
 
 
 def parse(argv: tuple[str, ...]) -> argparse.Namespace | None:
-    """Parse argv as `listener` does: None for a help request, else the namespace; AssertionError if refused."""
+    """Parse argv as `listener` does: None for a help or version request, else the namespace; AssertionError if refused."""
     parser = cli_parser()
     err = io.StringIO()
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
         try:
             return parser.parse_args(list(argv))
         except SystemExit as exc:
-            if exc.code == 0 and ("--help" in argv or "-h" in argv):
+            if exc.code == 0 and {"--help", "-h", "--version"} & set(argv):
                 return None
             message = err.getvalue().strip() or f"exit status {exc.code}"
             raise AssertionError(f"`listener {shlex.join(argv)}` does not parse: {message}") from None

@@ -34,8 +34,23 @@ def register(subparsers: Subparsers) -> None:
         description="Start charging again after `listener pause`.",
     )
 
-    p = command(subparsers, "prune", "delete archived events past retention", _prune)
-    p.add_argument("--older-than", required=True, help="retention, e.g. 30d, 12h, 2w")
+    p = command(
+        subparsers,
+        "prune",
+        "delete archived events, old pack calls and stopped listeners past retention",
+        _prune,
+        description="Delete archived events and dead letters, direct calls on the packs and heartbeats of "
+        "stopped listeners older than the retention, and the echoes of booking writes that can absorb no call.",
+    )
+    p.add_argument(
+        "--older-than",
+        required=True,
+        metavar="DURATION",
+        help="retention: a whole number and s, min, h, d or w, e.g. 30d, 12h, 90min (under 1d needs --force)",
+    )
+    p.add_argument("--dry-run", action="store_true", help="count what would be removed, remove nothing")
+    p.add_argument("--force", action="store_true", help="allow a retention under one day")
+    p.add_argument("--json", action="store_true", help="print a JSON summary")
 
 
 def _complete_past(args: argparse.Namespace, settings: Settings) -> int:
@@ -66,9 +81,16 @@ def _resume(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _prune(args: argparse.Namespace, settings: Settings) -> int:
-    """Delete archive rows past the retention, then say how many."""
-    from listener.cli.render import render_pruned
-    from listener.ops.prune import parse_duration, prune
+    """Delete (or with --dry-run count) what is past the retention, then say how many of each."""
+    from listener.cli.render import render_json, render_pruned
+    from listener.ops.prune import check_retention, parse_duration, prune
 
-    render_pruned(prune(settings.require_dsn(), older_than=parse_duration(args.older_than)))
+    older_than = parse_duration(args.older_than)
+    # Refused before connecting: a retention too short is a usage question, not the database's.
+    check_retention(older_than, force=args.force, dry_run=args.dry_run)
+    report = prune(settings.require_dsn(), older_than=older_than, dry_run=args.dry_run, force=args.force)
+    if args.json:
+        render_json(report.as_json())
+    else:
+        render_pruned(report)
     return 0

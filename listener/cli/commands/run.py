@@ -43,7 +43,7 @@ def register(subparsers: Subparsers) -> None:
         "--http-port",
         type=int,
         metavar="PORT",
-        help="serve /metrics, /healthz, /readyz (and the dashboard, with $LISTENER_DASHBOARD_TOKEN) "
+        help="serve /metrics, /livez, /healthz, /readyz (and the dashboard, with $LISTENER_DASHBOARD_TOKEN) "
         f"on this port {from_env('http_port', unset='no HTTP port')}",
     )
     p.add_argument("--http-host", metavar="HOST", help=f"address the HTTP port binds {from_env('http_host')}")
