@@ -132,3 +132,10 @@ COMMENT ON FUNCTION session_ledger.dashboard_bookings(uuid[]) IS $$The dashboard
 
 COMMENT ON FUNCTION session_ledger.mark_app_deployed(timestamptz) IS $$Record when the new app, which calls nothing after its own booking writes, was deployed (default: now); `listener app-deployed` calls it.
 Old calls absorbed after it are old code still running: status(), /metrics and the SessionLedgerOldCodeStillRunning alert count them.$$;
+
+COMMENT ON FUNCTION session_ledger.discard_dead_letters(bigint[], text) IS $$Archive these dead letters without handling them, recording who (caller and login), when and why in the archived message's `discarded`; `listener discard --dead-letter` and the dashboard call it.
+For a dead letter no fix will make chargeable. Returns how many were archived; a letter redriven at the same time goes one way only.$$;
+
+COMMENT ON FUNCTION session_ledger.status_details(int) IS $$The oldest p_limit dead letters, with the id `listener replay --dead-letter` and `listener discard --dead-letter` take, their reason, when and the booking each names: what `listener status` lists.$$;
+
+COMMENT ON FUNCTION session_ledger.prune_booking_writes() IS $$Delete the echoes of booking writes (session_ledger.booking_writes) that can absorb no old call any more: older than config.legacy_call_window and not kept live by an absorbed call of the same write. Every heartbeat, drain() and `listener prune` run it.$$;

@@ -52,14 +52,14 @@ def test_a_function_granted_to_a_role_without_a_comment_is_named(ledger: Ledger)
     with connect(ledger.dsn, purpose="tests") as conn:
         conn.execute("COMMENT ON FUNCTION session_ledger.drain(int) IS NULL")
         conn.execute(
-            "CREATE FUNCTION session_ledger.discard_dead_letters(bigint[], text) RETURNS bigint"
+            "CREATE FUNCTION session_ledger.a_new_entry_point(bigint[], text) RETURNS bigint"
             " LANGUAGE sql AS 'SELECT 0::bigint'"
         )
         conn.execute(
-            "GRANT EXECUTE ON FUNCTION session_ledger.discard_dead_letters(bigint[], text) TO session_ledger_listener"
+            "GRANT EXECUTE ON FUNCTION session_ledger.a_new_entry_point(bigint[], text) TO session_ledger_listener"
         )
         assert sql_api.undocumented(conn) == [
-            "session_ledger.discard_dead_letters(bigint[], text)",
+            "session_ledger.a_new_entry_point(bigint[], text)",
             "session_ledger.drain(integer)",
         ]
 
