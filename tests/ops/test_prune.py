@@ -49,7 +49,10 @@ def test_prune_removes_old_calls_and_expired_echoes_and_its_dry_run_counts_the_s
     world.conn.execute("UPDATE pgmq.a_booking_events SET archived_at = archived_at - interval '40 days'")
     # An echo long past the legacy-call window, and one inside it.
     world.set_status(expired, "completed")
-    world.conn.execute("UPDATE session_ledger.booking_writes SET written_at = written_at - interval '1 hour'")
+    world.conn.execute(
+        "UPDATE session_ledger.booking_writes SET written_at = written_at - interval '1 hour',"
+        " last_absorbed_at = last_absorbed_at - interval '1 hour'"
+    )
     world.set_status(fresh, "completed")
     _as(world, None)
     assert _count(world, "session_ledger.booking_writes") == 4
