@@ -145,6 +145,12 @@ FROM session_ledger.apply_bookings(
     array_fill('-infinity'::timestamptz, ARRAY[cardinality(%(booking_ids)s::uuid[])])
 );
 
+-- name: record_given_away_after_cutover
+-- The given-away count of every pack the settled bookings' ledger rows name.
+SELECT session_ledger.record_given_away(array_agg(DISTINCT l.purchase_id))
+FROM session_ledger.charges l
+WHERE l.booking_id = ANY (%(booking_ids)s::uuid[]) AND l.purchase_id IS NOT NULL;
+
 -- name: archive_events
 SELECT pgmq.archive('booking_events', %(msg_ids)s::bigint[]);
 
