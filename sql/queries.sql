@@ -368,6 +368,10 @@ SELECT id FROM public.client_purchases WHERE id = ANY (%(packs)s::uuid[]);
 SELECT booking_id, purchase_id, start_time, charged, reason, sessions_used
 FROM session_ledger.audit_charge(%(packs)s::uuid[]);
 
+-- name: audit_packs_in_flight
+-- Of these packs, those a charge run leaves for later: a booking's event is still in flight.
+SELECT purchase_id FROM session_ledger.packs_in_flight(%(packs)s::uuid[]) ORDER BY purchase_id;
+
 -- dashboard
 
 -- name: dashboard_lag

@@ -287,7 +287,7 @@ def test_charge_named_packs_only_and_refuse_unknown_ones(history: History) -> No
 
     table = run_cli("audit", "--dsn", h.dsn, "--charge", str(h.exhausted))
     assert table.returncode == 0, table.stderr
-    assert "would charge 1 session(s) on 1 pack(s); 2 the packs could not pay" in table.stdout
+    assert "would charge 1 session(s) on 1 pack(s); 2 session(s) on 1 pack(s) could not be paid" in table.stdout
     assert snapshot_used(h.conn) == {**balances, h.given: 6}
 
     missing = uuid.uuid4()
@@ -370,6 +370,41 @@ def test_charging_alongside_a_running_listener_ends_consistent(ledger_server: st
         assert _cli_json("reconcile", "--dsn", dsn, "--dry-run", "--json")["out_of_sync"] == 0
         again = _cli_json("audit", "--dsn", dsn, "--charge-all", "--json")
         assert (again["charged"], again["unfunded"]) == (0, 0)
+    finally:
+        drop_database(ledger_server, dsn)
+
+
+def test_a_cancel_in_flight_leaves_its_pack_for_a_later_audit(ledger_server: str) -> None:
+    """The race the test above once lost, step by step: audit runs while cancels wait in the queue.
+
+    A 5-pack with 2 sessions used and 6 completed bookings: the first two covered, four given
+    away. The first two are cancelled, and audit runs before the listener has released them.
+    Read as it was, the balance covers two of the four left, so audit would take only the last
+    two; the listener then gives back the two sessions of the cancelled ones, and cancelling
+    the next two gives back sessions nobody paid: the pack ends at 0 with two charged bookings.
+    """
+    dsn = create_database(ledger_server, prefix="ledger_audit_inflight")
+    try:
+        with connect(dsn) as conn:
+            conn.execute(demo_schema())
+            org = demo_data.create_org(conn)
+            pack = demo_data.create_pack(conn, org, sessions_total=5, sessions_used=2)
+            b = demo_data.create_bookings(conn, org, pack, count=6, status="completed")
+            migrate(dsn)
+            cutover(dsn)
+            conn.execute("UPDATE public.bookings SET status = 'cancelled' WHERE id = ANY (%s)", [b[:2]])
+            in_flight = charge(dsn, dry_run=False)
+            assert (in_flight.charged, in_flight.unfunded, in_flight.skipped) == (0, 0, [pack])
+
+            Worker(Settings(dsn=SecretStr(dsn))).run(drain=True)
+            # The two covered sessions used up the given-away count: nothing was given back.
+            assert demo_data.sessions_used(conn, pack) == 2
+            done = charge(dsn, dry_run=False)
+            assert (done.charged, done.skipped) == (2, [])
+            conn.execute("UPDATE public.bookings SET status = 'cancelled' WHERE id = ANY (%s)", [b[2:4]])
+            Worker(Settings(dsn=SecretStr(dsn))).run(drain=True)
+            assert demo_data.sessions_used(conn, pack) == 2  # b[4] and b[5], both charged
+            assert charge(dsn, dry_run=False).outcomes == []
     finally:
         drop_database(ledger_server, dsn)
 
