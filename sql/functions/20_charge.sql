@@ -197,14 +197,12 @@ BEGIN
     -- ---- sessions given away stay given away (sql/functions/45_pack_changes.sql) ----
     -- A release of a booking adopted as paid first uses up its pack's given-away count.
     IF true = ANY (d_adopted) THEN
-        v_given := session_ledger.use_given_away(
-            (SELECT array_agg(d.id) FROM unnest(d_id, d_release, d_adopt) AS d(id, rel, adopt) WHERE d.rel AND NOT d.adopt),
-            (SELECT array_agg(d.held) FROM unnest(d_held, d_release, d_adopt) AS d(held, rel, adopt) WHERE d.rel AND NOT d.adopt),
-            (SELECT array_agg(d.at) FROM unnest(d_at, d_release, d_adopt) AS d(at, rel, adopt) WHERE d.rel AND NOT d.adopt),
-            (SELECT array_agg(coalesce(d.adopted, false))
-             FROM unnest(d_adopted, d_release, d_adopt) AS d(adopted, rel, adopt) WHERE d.rel AND NOT d.adopt),
-            (SELECT array_agg(p.pack) FROM (SELECT unnest(d_held) UNION SELECT unnest(d_want)) AS p(pack)
-             WHERE p.pack IS NOT NULL));
+        SELECT session_ledger.use_given_away(
+                   array_agg(r.id), array_agg(r.held), array_agg(r.at), array_agg(coalesce(r.adopted, false)),
+                   (SELECT array_agg(DISTINCT p.pack) FROM unnest(d_held || d_want) AS p(pack) WHERE p.pack IS NOT NULL))
+          INTO v_given
+        FROM unnest(d_id, d_held, d_at, d_adopted, d_release, d_adopt) AS r(id, held, at, adopted, rel, adopt)
+        WHERE r.rel AND NOT r.adopt;
     END IF;
     -- ---- end of given away ----
 

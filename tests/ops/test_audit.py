@@ -268,7 +268,9 @@ def test_charge_all_dry_run_equals_the_real_run_and_a_second_run_charges_nothing
     h.conn.execute("UPDATE public.bookings SET status = 'cancelled' WHERE id = ANY (%s)", [[ex[3], ex[2]]])
     Worker(Settings(dsn=SecretStr(h.dsn))).run(drain=True)
     assert demo_data.sessions_used(h.conn, h.exhausted) == 3
-    row = h.conn.execute("SELECT state, source FROM session_ledger.charges WHERE booking_id = %s", [ex[4]]).fetchone()
+    row = h.conn.execute(
+        "SELECT state, source FROM session_ledger.charges WHERE booking_id = %s", [ex[4]]
+    ).fetchone()
     assert row == {"state": "paid", "source": "listener"}
 
 
@@ -287,7 +289,9 @@ def test_charge_named_packs_only_and_refuse_unknown_ones(history: History) -> No
 
     table = run_cli("audit", "--dsn", h.dsn, "--charge", str(h.exhausted))
     assert table.returncode == 0, table.stderr
-    assert "would charge 1 session(s) on 1 pack(s); 2 session(s) on 1 pack(s) could not be paid" in table.stdout
+    assert (
+        "would charge 1 session(s) on 1 pack(s); 2 session(s) on 1 pack(s) could not be paid" in table.stdout
+    )
     assert snapshot_used(h.conn) == {**balances, h.given: 6}
 
     missing = uuid.uuid4()
