@@ -267,6 +267,11 @@ def render_migrate(report: MigrateReport) -> None:
         print("created the demo app schema")
     if report.pgmq != "present":
         print(f"installed PGMQ ({report.pgmq})")
+    if report.recovered:
+        print(
+            f"removed an install an earlier run left half-done ({report.recovered}) and installed again; "
+            "completed bookings were adopted afresh"
+        )
     if report.applied:
         print("applied " + ", ".join(report.applied))
     if report.repeatables:

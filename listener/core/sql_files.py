@@ -98,6 +98,16 @@ def repeatables() -> tuple[Repeatable, ...]:
     )
 
 
+_TABLE = re.compile(r'^CREATE TABLE "(?P<schema>[a-z_]+)"\."(?P<table>[a-z_]+)"', re.MULTILINE)
+
+
+@cache
+def ledger_tables() -> tuple[str, ...]:
+    """Every table sql/schema.sql says an installed ledger holds, schema-qualified."""
+    text = (sql_dir() / "schema.sql").read_text(encoding="utf-8")
+    return tuple(f"{m['schema']}.{m['table']}" for m in _TABLE.finditer(text))
+
+
 def demo_schema() -> str:
     """The coaching app's own schema, for blank databases."""
     return (sql_dir() / "demo_schema.sql").read_text(encoding="utf-8")
