@@ -76,6 +76,7 @@ def test_every_change_that_may_let_a_pack_pay_judges_its_unfunded_bookings_again
 def test_a_still_unfunded_booking_gets_todays_reason_and_its_event_changes_nothing_else(world: World) -> None:
     pack, bookings = _exhausted(world)
     assert _reason(world, bookings[-1]) == "pack exhausted"
+    before = _outcomes(world)
     world.conn.execute(
         "UPDATE public.client_purchases SET payment_status = 'refunded', sessions_total = 10 WHERE id = %s",
         [pack],
@@ -84,6 +85,15 @@ def test_a_still_unfunded_booking_gets_todays_reason_and_its_event_changes_nothi
     assert world.ledger_state(bookings[-1]) == ("unfunded", pack)
     assert _reason(world, bookings[-1]) == "pack payment refunded"
     assert world.used(pack) == 2
+    # Reported as a no-op: the listeners' count of unfunded outcomes does not rise again.
+    after = _outcomes(world)
+    assert (after["unfunded"] - before["unfunded"], after["no-op"] - before["no-op"]) == (0, 1)
+
+
+def _outcomes(world: World) -> dict[str, int]:
+    row = world.conn.execute("SELECT session_ledger.status() -> 'outcomes' AS o").fetchone()
+    assert row is not None
+    return {k: int(v) for k, v in row["o"].items()}
 
 
 def test_a_change_that_cannot_let_a_pack_pay_enqueues_nothing(world: World) -> None:
