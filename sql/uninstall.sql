@@ -1,8 +1,8 @@
 -- `listener uninstall`: remove the session ledger and leave the app as it was.
 --
--- Runs inside one transaction. Drops the bookings triggers and the packs' trigger, puts back the app's
--- own use_session / release_session (saved by migration 0001 in
--- session_ledger.replaced_functions), drops the ledger's own forms
+-- Runs inside one transaction. Drops the bookings triggers and the packs'
+-- trigger, puts back the app's own use_session / release_session (saved by
+-- migration 0001 in session_ledger.replaced_functions), drops the ledger's own forms
 -- use_session(uuid, timestamptz), use_session(uuid, text) and
 -- release_session(uuid, text), both queues, and the session_ledger schema.
 -- The restored functions check nobody, so EXECUTE on them is revoked from PUBLIC,
