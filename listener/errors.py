@@ -30,6 +30,10 @@ class SchemaOutOfDate(ListenerError):
     """The database lacks migrations this version of the listener needs."""
 
 
+class InstallIncomplete(ListenerError):
+    """An earlier install stopped half-way, and the ledger has charged since: migrate will not reset it."""
+
+
 class MigrationChanged(ListenerError):
     """An applied migration's file no longer matches its recorded checksum."""
 

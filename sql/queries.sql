@@ -145,6 +145,12 @@ FROM session_ledger.apply_bookings(
     array_fill('-infinity'::timestamptz, ARRAY[cardinality(%(booking_ids)s::uuid[])])
 );
 
+-- name: record_given_away_after_cutover
+-- The given-away count of every pack the settled bookings' ledger rows name.
+SELECT session_ledger.record_given_away(array_agg(DISTINCT l.purchase_id))
+FROM session_ledger.charges l
+WHERE l.booking_id = ANY (%(booking_ids)s::uuid[]) AND l.purchase_id IS NOT NULL;
+
 -- name: archive_events
 SELECT pgmq.archive('booking_events', %(msg_ids)s::bigint[]);
 
@@ -367,6 +373,10 @@ SELECT id FROM public.client_purchases WHERE id = ANY (%(packs)s::uuid[]);
 -- Take the given-away sessions of these packs (one transaction; the caller commits or rolls back).
 SELECT booking_id, purchase_id, start_time, charged, reason, sessions_used
 FROM session_ledger.audit_charge(%(packs)s::uuid[]);
+
+-- name: audit_packs_in_flight
+-- Of these packs, those a charge run leaves for later: a booking's event is still in flight.
+SELECT purchase_id FROM session_ledger.packs_in_flight(%(packs)s::uuid[]) ORDER BY purchase_id;
 
 -- dashboard
 
@@ -627,6 +637,43 @@ SELECT pg_advisory_lock(%(key)s);
 
 -- name: migration_unlock
 SELECT pg_advisory_unlock(%(key)s);
+
+-- name: ledger_install_broken
+-- Why the recorded migrations cannot be what this database holds, or NULL: an install
+-- that created ledger objects but never recorded its first migration, or a migration
+-- missing while a later one is recorded (files applied on past an error).
+SELECT CASE
+    WHEN NOT EXISTS (SELECT 1 FROM session_ledger.migrations m WHERE m.version = %(first)s)
+         AND (EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                      WHERE n.nspname = 'session_ledger' AND c.relname NOT IN ('migrations', 'migrations_pkey'))
+              OR EXISTS (SELECT 1 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+                         WHERE n.nspname = 'session_ledger'))
+        THEN 'an install created ledger objects but never recorded migration ' || lpad(%(first)s::text, 4, '0')
+    ELSE (SELECT 'migration ' || lpad(min(v)::text, 4, '0') || ' is not recorded, though a later one is'
+          FROM unnest(%(versions)s::int[]) AS v
+          WHERE NOT EXISTS (SELECT 1 FROM session_ledger.migrations m WHERE m.version = v)
+            AND EXISTS (SELECT 1 FROM session_ledger.migrations m WHERE m.version > v)
+          HAVING min(v) IS NOT NULL)
+END AS why;
+
+-- name: ledger_has_moved_sessions
+-- Whether the ledger has done anything a reinstall could not redo: charged or given
+-- back a session (ledger rows by the listener or audit, audit's adjustments) or
+-- absorbed an old call whose booking it then owes a charge. Tables an incomplete
+-- install lacks count as empty; each count is run only where its table exists.
+SELECT coalesce(bool_or(x.n > 0), false) AS moved
+FROM (SELECT CASE WHEN to_regclass(t.rel) IS NOT NULL
+                  THEN (xpath('//n/text()', query_to_xml(t.q, false, false, '')))[1]::text::bigint END AS n
+      FROM (VALUES ('session_ledger.charges',
+                    'SELECT count(*) AS n FROM session_ledger.charges WHERE source IN (''listener'', ''audit'')'),
+                   ('session_ledger.adjustments', 'SELECT count(*) AS n FROM session_ledger.adjustments'),
+                   ('session_ledger.pack_calls',
+                    'SELECT count(*) AS n FROM session_ledger.pack_calls WHERE outcome = ''absorbed''')) AS t(rel, q)
+     ) AS x;
+
+-- name: ledger_tables_present
+-- Which of these tables (schema-qualified names) exist.
+SELECT t.name FROM unnest(%(names)s::text[]) AS t(name) WHERE to_regclass(t.name) IS NOT NULL;
 
 -- name: record_schema_version
 INSERT INTO session_ledger.schema_info (version, package_version) VALUES (%(version)s, %(package)s)

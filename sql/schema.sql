@@ -55,6 +55,7 @@ CREATE TABLE "session_ledger"."charges" (
     CONSTRAINT "charges_pkey" PRIMARY KEY (booking_id)
 );
 CREATE INDEX charges_purchase_paid_idx ON session_ledger.charges USING btree (purchase_id) WHERE (state = 'paid'::text);
+CREATE INDEX charges_purchase_unfunded_idx ON session_ledger.charges USING btree (purchase_id) WHERE (state = 'unfunded'::text);
 CREATE INDEX charges_unfunded_idx ON session_ledger.charges USING btree (booking_id) WHERE (state = 'unfunded'::text);
 CREATE INDEX charges_updated_idx ON session_ledger.charges USING btree (updated_at DESC, booking_id DESC);
 ALTER TABLE "session_ledger"."charges" ENABLE ROW LEVEL SECURITY;
@@ -95,6 +96,19 @@ CREATE TABLE "session_ledger"."drain_runs" (
 CREATE INDEX drain_runs_finished_idx ON session_ledger.drain_runs USING btree (finished_at);
 ALTER TABLE "session_ledger"."drain_runs" ENABLE ROW LEVEL SECURITY;
 CREATE POLICY "owner_only" ON "session_ledger"."drain_runs" AS RESTRICTIVE FOR ALL TO PUBLIC USING (false);
+
+CREATE TABLE "session_ledger"."given_away" (
+    "purchase_id" uuid NOT NULL,
+    "sessions" integer NOT NULL,
+    "recorded" integer NOT NULL,
+    "recorded_at" timestamp with time zone DEFAULT now() NOT NULL,
+    "updated_at" timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT "given_away_recorded_check" CHECK ((recorded >= 0)),
+    CONSTRAINT "given_away_sessions_check" CHECK ((sessions >= 0)),
+    CONSTRAINT "given_away_pkey" PRIMARY KEY (purchase_id)
+);
+ALTER TABLE "session_ledger"."given_away" ENABLE ROW LEVEL SECURITY;
+CREATE POLICY "owner_only" ON "session_ledger"."given_away" AS RESTRICTIVE FOR ALL TO PUBLIC USING (false);
 
 CREATE TABLE "session_ledger"."listeners" (
     "id" uuid NOT NULL,

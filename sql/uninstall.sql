@@ -1,8 +1,8 @@
 -- `listener uninstall`: remove the session ledger and leave the app as it was.
 --
--- Runs inside one transaction. Drops the bookings triggers, puts back the app's
--- own use_session / release_session (saved by migration 0001 in
--- session_ledger.replaced_functions), drops the ledger's own forms
+-- Runs inside one transaction. Drops the bookings triggers and the packs'
+-- trigger, puts back the app's own use_session / release_session (saved by
+-- migration 0001 in session_ledger.replaced_functions), drops the ledger's own forms
 -- use_session(uuid, timestamptz), use_session(uuid, text) and
 -- release_session(uuid, text), both queues, and the session_ledger schema.
 -- The restored functions check nobody, so EXECUTE on them is revoked from PUBLIC,
@@ -20,6 +20,7 @@ LOCK TABLE public.bookings IN SHARE ROW EXCLUSIVE MODE;
 DROP TRIGGER IF EXISTS session_ledger_enqueue_insert ON public.bookings;
 DROP TRIGGER IF EXISTS session_ledger_enqueue_update ON public.bookings;
 DROP TRIGGER IF EXISTS session_ledger_enqueue_delete ON public.bookings;
+DROP TRIGGER IF EXISTS session_ledger_pack_changes ON public.client_purchases;
 DROP TRIGGER IF EXISTS session_ledger_refuse_truncate ON public.bookings;
 DROP TRIGGER IF EXISTS session_ledger_refuse_truncate ON public.client_purchases;
 

@@ -167,9 +167,17 @@ def render_charge(report: ChargeReport, console: Console | None = None) -> None:
         console.print(table)
     verb = "would charge" if report.dry_run else "charged"
     console.print(
-        f"{verb} {report.charged} session(s) on {len(report.packs)} pack(s); "
-        f"{report.unfunded} the packs could not pay (recorded as unfunded, not retried)"
+        f"{verb} {report.charged} session(s) on {report.packs_charged} pack(s); "
+        f"{report.unfunded} session(s) on {report.packs_unfunded} pack(s) could not be paid",
+        soft_wrap=True,
     )
+    if report.unfunded:
+        console.print("(recorded as unfunded: the listener judges them again when their pack can pay)")
+    if report.skipped:
+        console.print(
+            f"left {len(report.skipped)} pack(s) for a later run: a booking's event is still in flight "
+            "(run the listener, or `listener reconcile`, then audit again)"
+        )
     if report.dry_run and report.outcomes:
         console.print("dry run: nothing changed; add --yes to charge")
 
@@ -328,6 +336,11 @@ def render_migrate(report: MigrateReport) -> None:
         print("created the demo app schema")
     if report.pgmq != "present":
         print(f"installed PGMQ ({report.pgmq})")
+    if report.recovered:
+        print(
+            f"removed an install an earlier run left half-done ({report.recovered}) and installed again; "
+            "completed bookings were adopted afresh"
+        )
     if report.applied:
         print("applied " + ", ".join(report.applied))
     if report.repeatables:

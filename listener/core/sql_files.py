@@ -15,7 +15,7 @@ _REPEATABLE = re.compile(r"^\d{2}_[a-z0-9_]+\.sql$")
 # The schema this package installs and expects. Bump it with every release whose
 # SQL (a migration or a repeatable file) changes: a listener refuses a database
 # whose schema is newer than it knows, and asks for `listener migrate` on an older one.
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 
 @cache
@@ -96,6 +96,16 @@ def repeatables() -> tuple[Repeatable, ...]:
         for path in sorted((sql_dir() / "functions").iterdir())
         if _REPEATABLE.match(path.name)
     )
+
+
+_TABLE = re.compile(r'^CREATE TABLE "(?P<schema>[a-z_]+)"\."(?P<table>[a-z_]+)"', re.MULTILINE)
+
+
+@cache
+def ledger_tables() -> tuple[str, ...]:
+    """Every table sql/schema.sql says an installed ledger holds, schema-qualified."""
+    text = (sql_dir() / "schema.sql").read_text(encoding="utf-8")
+    return tuple(f"{m['schema']}.{m['table']}" for m in _TABLE.finditer(text))
 
 
 def demo_schema() -> str:

@@ -25,8 +25,12 @@ exhaustion and expiry are judged at each session's time, earliest first. Each
 booking's ledger row then carries source ``audit`` (state ``paid``, or
 ``unfunded`` with the reason when the pack could not pay), and an adjustment row
 (``session_ledger.adjustments``) records the outcome, who ran it and when. Neither
-kind is judged again, so a second run charges nothing; an unfunded booking stays
-unfunded, as the listener leaves one, and a later cancel of it gives nothing back.
+kind is judged again by audit, so a second run charges nothing; a later cancel of an
+unfunded booking gives nothing back, and the listener judges it again when its pack
+can newly pay. Every pack it judges has its given-away count
+(``session_ledger.given_away``) set to zero. A pack with a booking whose event is
+still in flight (its ledger row disagrees with its row) is left for a later run:
+the balance a pending release will give back is not yet the balance the rule reads.
 A dry run takes the same path in transactions it rolls back.
 """
 
@@ -142,6 +146,18 @@ class ChargeReport:
     dry_run: bool
     packs: list[uuid.UUID] = field(default_factory=list)
     outcomes: list[ChargeOutcome] = field(default_factory=list)
+    # Packs left for a later run: a booking of theirs has an event still in flight.
+    skipped: list[uuid.UUID] = field(default_factory=list)
+
+    @property
+    def packs_charged(self) -> int:
+        """Packs that paid for at least one session."""
+        return len({o.purchase_id for o in self.outcomes if o.charged})
+
+    @property
+    def packs_unfunded(self) -> int:
+        """Packs that could not pay for at least one session."""
+        return len({o.purchase_id for o in self.outcomes if not o.charged})
 
     @property
     def charged(self) -> int:
@@ -168,7 +184,8 @@ class ChargeReport:
         """The machine-readable report."""
         return {
             "dry_run": self.dry_run,
-            "packs_judged": len(self.packs),
+            "packs_judged": len(self.packs) - len(self.skipped),
+            "packs_skipped": [str(p) for p in self.skipped],
             "charged": self.charged,
             "unfunded": self.unfunded,
             "packs": self.per_pack(),
@@ -203,7 +220,10 @@ def charge(
             chunk = report.packs[start : start + CHUNK]
             with conn.transaction(force_rollback=dry_run):
                 rows = conn.execute(query("audit_charge"), {"packs": chunk}).fetchall()
+                in_flight = conn.execute(query("audit_packs_in_flight"), {"packs": chunk}).fetchall()
             report.outcomes.extend(ChargeOutcome(**r) for r in rows)
+            judged = {r["purchase_id"] for r in rows}
+            report.skipped.extend(r["purchase_id"] for r in in_flight if r["purchase_id"] not in judged)
     return report
 
 

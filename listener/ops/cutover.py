@@ -6,7 +6,8 @@ honoured by ``apply_bookings``). The command also settles, under a lock on
 ``bookings``, every booking whose events all came before the cut-over: its ledger
 row is set to the booking's state at this moment and its events are archived. A
 booking the new code changes after the cut-over but before the listener catches up
-is then charged or released for that change alone.
+is then charged or released for that change alone. The packs of the settled
+bookings get their given-away count recorded (``session_ledger.record_given_away``).
 """
 
 from __future__ import annotations
@@ -50,6 +51,9 @@ def cutover(dsn: str, at: datetime | None = None) -> CutoverReport:
                 # cut-over path records that and touches no pack.
                 ids = [q["booking_id"] for q in settled]
                 conn.execute(query("settle_before_cutover"), {"booking_ids": ids})
+                # Of what it adopted as paid, the old code may never have charged some:
+                # their packs' given-away counts say how many, so a cancel cannot give them back.
+                conn.execute(query("record_given_away_after_cutover"), {"booking_ids": ids})
                 msg_ids = [m for q in settled for m in q["msg_ids"]]
                 conn.execute(query("archive_events"), {"msg_ids": msg_ids})
                 report.settled_bookings = len(settled)

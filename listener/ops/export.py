@@ -8,6 +8,15 @@ checksum; the repeatables' checksums and the schema version), so the listener
 accepts the database and a later `listener migrate` finds nothing left to do.
 Exporting again after an upgrade writes only what is new: the new migrations,
 and a new functions file when any repeatable file changed.
+
+Each file is one statement (a DO block running the file's SQL with EXECUTE), so it
+applies whole or not at all however it is applied: `psql -f` (which commits each
+statement on its own and goes on past an error), `psql -1`, or `supabase db push`
+(which sends a file's statements as one batch, in one implicit transaction, where
+LOCK TABLE refuses to run outside a function). Each checks first that the files
+before it were applied: a migration file refuses while an earlier migration is
+missing, and does nothing when its own migration is already recorded with the
+same checksum; the functions file refuses until every migration is applied.
 """
 
 from __future__ import annotations
@@ -17,9 +26,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from listener import __version__
-from listener.core.sql_files import SCHEMA_VERSION, migrations, repeatables
+from listener.core.sql_files import SCHEMA_VERSION, Migration, migrations, repeatables
 from listener.errors import ConfigError, ExportFailed
 from listener.ops.migrate import BOOTSTRAP, pgmq_script
+
+# The dollar-quote tags of the exported files: chosen so that no SQL file of the
+# project (nor PGMQ's script) contains them; _quoted() checks.
+_OUTER = "$session_ledger_export$"
+_INNER = "$session_ledger_sql$"
 
 _PGMQ_EXTENSION = """\
 -- PGMQ for the session ledger's queues. On Supabase this is the Queues
@@ -34,13 +48,49 @@ def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
+def _quoted(text: str) -> str:
+    """SQL text as a dollar-quoted literal for EXECUTE."""
+    if _INNER in text or _OUTER in text:
+        raise ExportFailed("a SQL file contains the export's own quoting tag")
+    return f"{_INNER}\n{text.rstrip()}\n{_INNER}"
+
+
+def _guarded(header: str, body: str) -> str:
+    """One DO block: the file applies whole or not at all, under psql -f, psql -1 or supabase db push."""
+    return f"{header}\nDO {_OUTER}\nBEGIN\n{body.rstrip()}\nEND\n{_OUTER};\n"
+
+
 def _pgmq_file(pgmq: str) -> str:
     if pgmq == "extension":
         return _PGMQ_EXTENSION
     script, version = pgmq_script()
-    return (
+    return _guarded(
         f"-- PGMQ {version}, SQL-only install (for servers without the pgmq extension).\n"
-        "-- Apply it once, on a database where the schema pgmq does not exist yet.\n\n" + script
+        "-- Does nothing where the schema pgmq exists already.",
+        "    IF pg_catalog.to_regnamespace('pgmq') IS NOT NULL THEN\n"
+        "        RAISE NOTICE 'PGMQ is installed already: nothing to do';\n"
+        "        RETURN;\n"
+        "    END IF;\n"
+        f"    EXECUTE {_quoted(script)};\n",
+    )
+
+
+def _migrations_missing(before: int) -> str:
+    """PL/pgSQL: refuse unless every migration of this package numbered below `before` is recorded."""
+    versions = ", ".join(str(m.version) for m in migrations() if m.version < before)
+    if not versions:
+        return ""
+    return (
+        "    IF pg_catalog.to_regclass('session_ledger.migrations') IS NULL THEN\n"
+        f"        missing := (ARRAY[{versions}])[1];\n"
+        "    ELSE\n"
+        f"        SELECT min(v) INTO missing FROM unnest(ARRAY[{versions}]) AS v\n"
+        "         WHERE NOT EXISTS (SELECT 1 FROM session_ledger.migrations m WHERE m.version = v);\n"
+        "    END IF;\n"
+        "    IF missing IS NOT NULL THEN\n"
+        "        RAISE EXCEPTION 'session ledger migration % is not applied: apply the files before this one first, "
+        "or run `listener migrate`', pg_catalog.lpad(missing::text, 4, '0');\n"
+        "    END IF;\n"
     )
 
 
@@ -63,7 +113,50 @@ def _functions_file() -> tuple[str, str]:
         "ON CONFLICT (singleton) DO UPDATE SET version = excluded.version,\n"
         "    package_version = excluded.package_version, migrated_at = now();\n"
     )
-    return f"session_ledger_functions_{combined}", "".join(parts)
+    header, sql_text = parts[0], "".join(parts[1:])
+    body = (
+        "DECLARE\n    missing int;\nBEGIN\n"
+        + _migrations_missing(max(m.version for m in migrations()) + 1)
+        + f"    EXECUTE {_quoted(sql_text)};\n"
+    )
+    return f"session_ledger_functions_{combined}", _guarded_declare(header.rstrip(), body)
+
+
+def _guarded_declare(header: str, body: str) -> str:
+    """_guarded() for a body that opens with its own DECLARE ... BEGIN."""
+    return f"{header}\nDO {_OUTER}\n{body.rstrip()}\nEND\n{_OUTER};\n"
+
+
+def _migration_file(version: int, name: str, sql_text: str) -> str:
+    """One migration: nothing when it is recorded already, a refusal when one before it is not."""
+    checksum = _literal(Migration(version, name, sql_text).checksum)
+    body = (
+        "DECLARE\n    missing int;\n    recorded text;\nBEGIN\n"
+        + (
+            "    IF pg_catalog.to_regnamespace('pgmq') IS NULL THEN\n"
+            "        RAISE EXCEPTION 'PGMQ is not installed: apply the *_session_ledger_pgmq.sql file first';\n"
+            "    END IF;\n"
+            if version == min(m.version for m in migrations())
+            else ""
+        )
+        + _migrations_missing(version)
+        + f"    EXECUTE {_quoted(BOOTSTRAP)};\n"
+        + f"    SELECT m.checksum INTO recorded FROM session_ledger.migrations m WHERE m.version = {version};\n"
+        + f"    IF recorded = {checksum} THEN\n"
+        + f"        RAISE NOTICE 'session ledger migration {version:04d} is applied already: nothing to do';\n"
+        + "        RETURN;\n"
+        + "    ELSIF recorded IS NOT NULL THEN\n"
+        + f"        RAISE EXCEPTION 'session ledger migration {version:04d}_{name} was changed after it was applied';\n"
+        + "    END IF;\n"
+        + f"    EXECUTE {_quoted(sql_text)};\n"
+        + "    INSERT INTO session_ledger.migrations (version, name, checksum)\n"
+        + f"    VALUES ({version}, {_literal(name)}, {checksum});\n"
+    )
+    return _guarded_declare(
+        f"-- session ledger migration {version:04d}_{name}, exported by `listener export-migrations`.\n"
+        "-- Do not edit: `listener migrate` compares its checksum with the packaged file.",
+        body,
+    )
 
 
 def export_migrations(
@@ -101,20 +194,7 @@ def _export(directory: Path, *, pgmq: str, stamp: datetime | None) -> list[Path]
     _refuse_a_different_pgmq_install(directory, pgmq)
     files: list[tuple[str, str]] = [("session_ledger_pgmq", _pgmq_file(pgmq))]
     for m in migrations():
-        record = (
-            "INSERT INTO session_ledger.migrations (version, name, checksum)\n"
-            f"VALUES ({m.version}, {_literal(m.name)}, {_literal(m.checksum)}) ON CONFLICT (version) DO NOTHING;\n"
-        )
-        body = (
-            f"-- session ledger migration {m.version:04d}_{m.name}, exported by `listener export-migrations`.\n"
-            "-- Do not edit: `listener migrate` compares its checksum with the packaged file.\n"
-            + BOOTSTRAP
-            + "\n"
-            + m.sql.rstrip()
-            + "\n\n"
-            + record
-        )
-        files.append((f"session_ledger_{m.version:04d}_{m.name}", body))
+        files.append((f"session_ledger_{m.version:04d}_{m.name}", _migration_file(m.version, m.name, m.sql)))
     files.append(_functions_file())
     # Supabase orders migrations by the 14-digit timestamp prefix; one second apart
     # keeps ours in order, after anything already in the directory.

@@ -1,4 +1,17 @@
-"""`listener migrate`: PGMQ, then the pending numbered migrations and the repeatable files, in one transaction under one lock."""
+"""`listener migrate`: PGMQ, then the pending numbered migrations and the repeatable files, in one transaction under one lock.
+
+An install an earlier run or an exported file left half-done is recovered: one
+that created ledger objects but never recorded its first migration, one with a
+migration missing while a later one is recorded (the files of an old export
+applied with `psql -f`, which goes on past an error, or the remaining files run
+after one failed), or one missing a table the ledger holds once every migration is
+applied. If the ledger has never moved a session, the half-done install is removed
+as `listener uninstall` removes one (the app's functions put back, its tables and
+balances untouched) and the install runs again from the start, in the same
+transaction; completed bookings are then adopted afresh. A half-done install that
+has moved sessions is left as it is, with a one-line error saying so. An intact
+install whose upgrade fails is left whole, the error reported.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +23,18 @@ from dataclasses import dataclass, field
 from listener import __version__
 from listener.core.db import Conn, connect
 from listener.core.schema import ledger_state, owner_needed
-from listener.core.sql_files import SCHEMA_VERSION, demo_schema, migrations, query, repeatables
+from listener.core.sql_files import (
+    SCHEMA_VERSION,
+    demo_schema,
+    ledger_tables,
+    migrations,
+    query,
+    repeatables,
+    uninstall_sql,
+)
 from listener.errors import (
     HostSchemaMissing,
+    InstallIncomplete,
     MigrateNotPermitted,
     MigrationChanged,
     PgmqUnavailable,
@@ -69,11 +91,15 @@ class MigrateReport:
     # public.bookings from authenticated"
     revoked: list[str] = field(default_factory=list)
     schema_version: int = SCHEMA_VERSION
+    # why a half-done earlier install was removed and installed again, if it was
+    recovered: str | None = None
 
     @property
     def changed(self) -> bool:
         """Whether the run changed the database at all."""
-        return bool(self.demo_schema or self.pgmq != "present" or self.applied or self.repeatables)
+        return bool(
+            self.demo_schema or self.pgmq != "present" or self.applied or self.repeatables or self.recovered
+        )
 
 
 @contextlib.contextmanager
@@ -119,17 +145,59 @@ def migrate(
         report.pgmq = ensure_pgmq(conn)
         with conn.transaction():
             conn.execute(BOOTSTRAP)
-            _apply_migrations(conn, report)
-            _apply_repeatables(conn, report, force=bool(report.applied))
-            report.revoked = [
-                f"{', '.join(r['privileges'])} on {r['table_name']} from {r['grantee']}"
-                for r in conn.execute(query("app_grants_revoked_now"))
-            ]
-            if report.applied or report.repeatables:
-                conn.execute(
-                    query("record_schema_version"), {"version": SCHEMA_VERSION, "package": __version__}
-                )
+            versions = [m.version for m in migrations()]
+            broken = conn.execute(
+                query("ledger_install_broken"), {"first": versions[0], "versions": versions}
+            ).fetchone()["why"]  # type: ignore[index]
+            if broken is not None:
+                _start_again(conn, report, broken)
+            try:
+                with conn.transaction():
+                    _install(conn, report)
+            except _Incomplete as exc:
+                _start_again(conn, report, str(exc))
+                _install(conn, report)
     return report
+
+
+def _start_again(conn: Conn, report: MigrateReport, why: str) -> None:
+    _remove_incomplete_install(conn, why)
+    report.recovered = why
+    report.applied.clear()
+    report.repeatables.clear()
+    conn.execute(BOOTSTRAP)
+
+
+class _Incomplete(Exception):
+    """Every migration is recorded, yet a table the ledger holds is missing."""
+
+
+def _install(conn: Conn, report: MigrateReport) -> None:
+    _apply_migrations(conn, report)
+    _apply_repeatables(conn, report, force=bool(report.applied))
+    report.revoked = [
+        f"{', '.join(r['privileges'])} on {r['table_name']} from {r['grantee']}"
+        for r in conn.execute(query("app_grants_revoked_now"))
+    ]
+    present = {
+        r["name"] for r in conn.execute(query("ledger_tables_present"), {"names": list(ledger_tables())})
+    }
+    missing = [t for t in ledger_tables() if t not in present]
+    if missing:
+        raise _Incomplete(f"the ledger's tables {', '.join(missing)} are missing")
+    if report.applied or report.repeatables:
+        conn.execute(query("record_schema_version"), {"version": SCHEMA_VERSION, "package": __version__})
+
+
+def _remove_incomplete_install(conn: Conn, why: str) -> None:
+    """Take away an install an earlier run left half-done, as `listener uninstall` does; refuse if it has charged."""
+    if conn.execute(query("ledger_has_moved_sessions")).fetchone()["moved"]:  # type: ignore[index]
+        raise InstallIncomplete(
+            f"the ledger's install is incomplete ({why}) and it has moved sessions since, so migrate will not "
+            "reset it: run `listener uninstall --yes --force` (balances are kept), then `listener migrate`"
+        )
+    log.warning("an earlier install stopped half-way (%s): removing it and installing again", why)
+    conn.execute(uninstall_sql())
 
 
 def _apply_migrations(conn: Conn, report: MigrateReport) -> None:

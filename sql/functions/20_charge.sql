@@ -130,11 +130,12 @@ DECLARE
     v_cfg session_ledger.config;
     d_id uuid[]; d_adopt boolean[]; d_at timestamptz[]; d_client uuid[]; d_org uuid[]; d_want uuid[];
     d_held uuid[]; d_state text[]; d_pack uuid[]; d_release boolean[]; d_charge boolean[]; d_cause jsonb[];
+    d_retry boolean[]; d_adopted boolean[]; v_given uuid[];
     v_own_cause jsonb := session_ledger.current_cause();
     q_pack uuid[]; q_delta int[]; q_at timestamptz[]; q_client uuid[]; q_org uuid[]; q_booking uuid[];
     s_ok boolean[]; s_reason text[];
     o_id uuid[]; o_outcome text[]; o_state text[]; o_pack uuid[]; o_prev uuid[]; o_reason text[];
-    o_adopt boolean[]; o_client uuid[]; o_org uuid[]; o_cause jsonb[];
+    o_adopt boolean[]; o_client uuid[]; o_org uuid[]; o_cause jsonb[]; o_still text[];
 BEGIN
     SELECT * INTO v_cfg FROM session_ledger.config;
 
@@ -149,12 +150,20 @@ BEGIN
     SELECT array_agg(c.id), array_agg(c.adopt), array_agg(c.start_time), array_agg(c.client), array_agg(c.org),
            array_agg(c.want), array_agg(c.held), array_agg(c.l_state), array_agg(c.l_pack),
            -- judged against another charge key than the booking's now: give back what it holds,
-           -- and judge what it asks for (an unfunded judgement of the same key is not retried)
+           -- and judge what it asks for
            array_agg(c.held IS NOT NULL AND c.changed),
-           array_agg(c.want IS NOT NULL AND c.changed),
-           array_agg(c.cause)
-      INTO d_id, d_adopt, d_at, d_client, d_org, d_want, d_held, d_state, d_pack, d_release, d_charge, d_cause
+           array_agg(c.want IS NOT NULL AND (c.changed OR c.retry)),
+           array_agg(c.cause),
+           -- unfunded on the same charge key: judged again (its pack may pay now), except
+           -- for an event from before the cut-over, which records what the old code did
+           array_agg(c.retry),
+           -- adopted as paid: its release first uses up the pack's given-away count
+           array_agg(c.l_source IN ('adoption', 'cut-over'))
+      INTO d_id, d_adopt, d_at, d_client, d_org, d_want, d_held, d_state, d_pack, d_release, d_charge, d_cause,
+           d_retry, d_adopted
     FROM (
+        SELECT c1.*, c1.want IS NOT NULL AND NOT c1.changed AND c1.l_state = 'unfunded' AND NOT c1.adopt AS retry
+        FROM (
         SELECT c0.*,
                session_ledger.charge_key_changed(
                    session_ledger.judged_pack(c0.l_state, c0.l_pack), c0.l_client, c0.l_org,
@@ -169,7 +178,7 @@ BEGIN
                b.start_time, b.client_id AS client, b.org_id AS org,
                session_ledger.consumed_pack(b.status, b.purchase_id, v_cfg.consuming_statuses) AS want,
                session_ledger.held_pack(l.state, l.purchase_id) AS held,
-               l.state AS l_state, l.purchase_id AS l_pack,
+               l.state AS l_state, l.purchase_id AS l_pack, l.source AS l_source,
                -- a row written before the ledger kept these columns was judged for this booking as it was
                coalesce(l.client_id, b.client_id) AS l_client, coalesce(l.org_id, b.org_id) AS l_org
         FROM (SELECT u.id, min(u.at) AS first_at,
@@ -180,11 +189,24 @@ BEGIN
         LEFT JOIN public.bookings b ON b.id = i.id
         LEFT JOIN session_ledger.charges l ON l.booking_id = i.id
         ) AS c0
+        ) AS c1
     ) AS c;
 
     IF d_id IS NULL THEN
         RETURN;
     END IF;
+
+    -- ---- sessions given away stay given away (sql/functions/45_pack_changes.sql) ----
+    -- A release of a booking adopted as paid first uses up its pack's given-away count.
+    IF true = ANY (d_adopted) THEN
+        SELECT session_ledger.use_given_away(
+                   array_agg(r.id), array_agg(r.held), array_agg(r.at), array_agg(coalesce(r.adopted, false)),
+                   (SELECT array_agg(DISTINCT p.pack) FROM unnest(d_held || d_want) AS p(pack) WHERE p.pack IS NOT NULL))
+          INTO v_given
+        FROM unnest(d_id, d_held, d_at, d_adopted, d_release, d_adopt) AS r(id, held, at, adopted, rel, adopt)
+        WHERE r.rel AND NOT r.adopt;
+    END IF;
+    -- ---- end of given away ----
 
     -- The releases and charges this asks of the packs; a booking before the cut-over asks for none.
     SELECT array_agg(r.pack ORDER BY r.n), array_agg(r.delta ORDER BY r.n), array_agg(r.at ORDER BY r.n),
@@ -193,7 +215,7 @@ BEGIN
     FROM (SELECT row_number() OVER () AS n, x.*
           FROM (SELECT d.id, d.held AS pack, -1 AS delta, d.at, NULL::uuid AS client, NULL::uuid AS org
                 FROM unnest(d_id, d_held, d_at, d_release, d_adopt) AS d(id, held, at, rel, adopt)
-                WHERE d.rel AND NOT d.adopt
+                WHERE d.rel AND NOT d.adopt AND NOT d.id = ANY (coalesce(v_given, '{}'))
                 UNION ALL
                 SELECT d.id, d.want, 1, d.at, d.client, d.org
                 FROM unnest(d_id, d_want, d_at, d_client, d_org, d_charge, d_adopt)
@@ -209,10 +231,14 @@ BEGIN
     WITH settled AS (
         SELECT s.booking, s.delta, s.ok, s.reason
         FROM unnest(q_booking, q_delta, s_ok, s_reason) AS s(booking, delta, ok, reason)
+        UNION ALL
+        SELECT g.booking, -1, false, 'the app''s old code never charged it: nothing to give back'
+        FROM unnest(v_given) AS g(booking)
     ), d AS (
         SELECT x.*, rel.ok AS release_ok, rel.reason AS release_why_not, ch.ok AS charge_ok, ch.reason AS why_not
-        FROM unnest(d_id, d_adopt, d_client, d_org, d_want, d_held, d_state, d_pack, d_release, d_charge, d_cause)
-             AS x(id, adopt, client, org, want, held, l_state, l_pack, do_release, do_charge, cause)
+        FROM unnest(d_id, d_adopt, d_client, d_org, d_want, d_held, d_state, d_pack, d_release, d_charge, d_cause,
+                    d_retry)
+             AS x(id, adopt, client, org, want, held, l_state, l_pack, do_release, do_charge, cause, retry)
         LEFT JOIN settled rel ON rel.booking = x.id AND rel.delta < 0
         LEFT JOIN settled ch ON ch.booking = x.id AND ch.delta > 0
     )
@@ -221,10 +247,13 @@ BEGIN
                WHEN d.adopt AND (d.do_charge OR d.do_release) THEN 'no-op'
                WHEN d.do_charge AND d.charge_ok AND d.do_release THEN 'moved'
                WHEN d.do_charge AND d.charge_ok THEN 'paid'
+               WHEN d.retry THEN 'no-op'
                WHEN d.do_charge THEN 'unfunded'
                WHEN d.do_release THEN 'released'
                ELSE 'no-op' END),
            array_agg(CASE
+               -- judged again and still unfunded: the row stays as it is, its reason refreshed below
+               WHEN d.retry AND NOT d.charge_ok THEN NULL
                WHEN d.do_charge THEN CASE WHEN d.adopt OR d.charge_ok THEN 'paid' ELSE 'unfunded' END
                WHEN d.do_release THEN 'released'
                WHEN d.want IS NULL AND d.l_state = 'unfunded' THEN 'released'
@@ -234,6 +263,7 @@ BEGIN
            array_agg(CASE
                WHEN d.adopt AND (d.do_charge OR d.do_release)
                    THEN 'before the cut-over: the app''s old code moved this session'
+               WHEN d.retry AND NOT d.charge_ok THEN 'still unfunded: ' || d.why_not
                WHEN d.do_charge AND NOT d.charge_ok THEN d.why_not
                WHEN d.do_release AND NOT d.release_ok THEN d.release_why_not
                WHEN NOT (d.do_charge OR d.do_release) THEN
@@ -244,9 +274,15 @@ BEGIN
                        ELSE 'already paid by this pack'
                    END
                END),
-           array_agg(d.adopt), array_agg(d.client), array_agg(d.org), array_agg(d.cause)
-      INTO o_id, o_outcome, o_state, o_pack, o_prev, o_reason, o_adopt, o_client, o_org, o_cause
+           array_agg(d.adopt), array_agg(d.client), array_agg(d.org), array_agg(d.cause),
+           array_agg(CASE WHEN d.retry AND NOT d.charge_ok THEN d.why_not END)
+      INTO o_id, o_outcome, o_state, o_pack, o_prev, o_reason, o_adopt, o_client, o_org, o_cause, o_still
     FROM d;
+
+    UPDATE session_ledger.charges l
+       SET reason = s.why, updated_at = pg_catalog.now()
+      FROM unnest(o_id, o_still) AS s(id, why)
+     WHERE l.booking_id = s.id AND s.why IS NOT NULL AND l.reason IS DISTINCT FROM s.why;
 
     INSERT INTO session_ledger.charges AS l
         (booking_id, purchase_id, state, reason, source, updated_at, client_id, org_id, caused_by)

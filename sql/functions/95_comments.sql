@@ -139,3 +139,7 @@ For a dead letter no fix will make chargeable. Returns how many were archived; a
 COMMENT ON FUNCTION session_ledger.status_details(int) IS $$The oldest p_limit dead letters, with the id `listener replay --dead-letter` and `listener discard --dead-letter` take, their reason, when and the booking each names: what `listener status` lists.$$;
 
 COMMENT ON FUNCTION session_ledger.prune_booking_writes() IS $$Delete the echoes of booking writes (session_ledger.booking_writes) that can absorb no old call any more: older than config.legacy_call_window and not kept live by an absorbed call of the same write. Every heartbeat, drain() and `listener prune` run it.$$;
+
+COMMENT ON FUNCTION session_ledger.record_given_away(uuid[]) IS $$Record, for these packs, how many of their bookings adopted as paid the app's old code never charged (a pack adopted with u sessions used and n > u completed bookings records n - u). Cancelling such a booking uses up the count before a session is given back. `listener cutover` calls it.$$;
+
+COMMENT ON FUNCTION session_ledger.packs_in_flight(uuid[]) IS $$Of these packs, those with a booking whose ledger row disagrees with its row (an event still in flight, or dead-lettered): `listener audit` leaves them for a later run.$$;

@@ -164,7 +164,7 @@ def test_expiry_is_judged_at_the_sessions_start_not_at_processing(world: World) 
     assert row["reason"] == "pack expired before the session"
 
 
-def test_exhausted_pack_records_unfunded_and_does_not_retry(world: World) -> None:
+def test_exhausted_pack_records_unfunded_and_a_replay_changes_nothing(world: World) -> None:
     pack = world.pack(sessions_total=2)
     bookings = world.bookings(pack, count=3)
     world.ledger.bulk_complete()
@@ -174,11 +174,12 @@ def test_exhausted_pack_records_unfunded_and_does_not_retry(world: World) -> Non
     assert states == ["paid", "paid", "unfunded"]
     # The earliest sessions are the ones paid for.
     assert world.ledger_state(bookings[-1]) == ("unfunded", pack)
-    world.conn.execute("UPDATE public.client_purchases SET sessions_total = 10 WHERE id = %s", [pack])
+    # An event for it while the pack still cannot pay: judged again, still unfunded, nothing moves.
     event = f"jsonb_build_object('type', 'booking.changed', 'v', 1, 'booking_id', '{bookings[-1]}')"
     world.send_raw(event)
     world.drain()
     assert world.used(pack) == 2
+    assert world.ledger_state(bookings[-1]) == ("unfunded", pack)
     assert world.dead_letters() == []
     status = world.conn.execute("SELECT session_ledger.status() AS s").fetchone()
     assert status is not None and status["s"]["unfunded_bookings"] == 1

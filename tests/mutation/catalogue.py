@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 PINNED = "tests/db/test_rules_pinned.py"
+PACKS = "tests/db/test_pack_changes.py"
 TRANSITIONS = "tests/db/test_transitions.py"
 
 
@@ -73,7 +74,7 @@ RULES = (
         file="10_rules.sql",
         original="ANY ('{paid,unfunded}'::text[]) THEN p_purchase_id END",
         replacement="ANY ('{paid}'::text[]) THEN p_purchase_id END",
-        hint=_transitions("test_exhausted_pack_records_unfunded_and_does_not_retry"),
+        hint=_transitions("test_exhausted_pack_records_unfunded_and_a_replay_changes_nothing"),
     ),
     Mutant(
         id="out-of-sync-counts-unfunded",
@@ -252,7 +253,7 @@ CHARGE = (
         file="20_charge.sql",
         original="c.rank_in_pack <= p.sessions_total - p.used_after AS ok",
         replacement="c.rank_in_pack < p.sessions_total - p.used_after AS ok",
-        hint=_transitions("test_exhausted_pack_records_unfunded_and_does_not_retry"),
+        hint=_transitions("test_exhausted_pack_records_unfunded_and_a_replay_changes_nothing"),
     ),
     Mutant(
         id="capacity-before-release",
@@ -276,7 +277,7 @@ CHARGE = (
         file="20_charge.sql",
         original="ORDER BY c0.at, c0.ord) AS rank_in_pack",
         replacement="ORDER BY c0.at DESC, c0.ord) AS rank_in_pack",
-        hint=_transitions("test_exhausted_pack_records_unfunded_and_does_not_retry"),
+        hint=_transitions("test_exhausted_pack_records_unfunded_and_a_replay_changes_nothing"),
     ),
     Mutant(
         id="request-order-first",
@@ -384,12 +385,30 @@ CHARGE = (
         hint=_pinned("test_a_ledger_row_without_client_and_organisation_is_not_judged_again"),
     ),
     Mutant(
-        id="unfunded-retried",
-        rule="unfunded is not retried: a booking refused by its pack is not judged again while its key stands",
+        id="unfunded-rejudged-as-new",
+        rule="an unfunded booking judged again on the same key and still unfunded is a no-op: its row stays",
         file="20_charge.sql",
         original="session_ledger.judged_pack(c0.l_state, c0.l_pack), c0.l_client",
         replacement="session_ledger.held_pack(c0.l_state, c0.l_pack), c0.l_client",
-        hint=_transitions("test_exhausted_pack_records_unfunded_and_does_not_retry"),
+        hint=(
+            f"{PACKS}::test_a_still_unfunded_booking_gets_todays_reason_and_its_event_changes_nothing_else",
+        ),
+    ),
+    Mutant(
+        id="unfunded-never-retried",
+        rule="an event for an unfunded booking judges it again: its pack may pay now",
+        file="20_charge.sql",
+        original="AND c1.l_state = 'unfunded' AND NOT c1.adopt AS retry",
+        replacement="AND c1.l_state = 'unfunded' AND false AS retry",
+        hint=(f"{PACKS}::test_a_topped_up_pack_pays_for_its_unfunded_booking_with_no_command",),
+    ),
+    Mutant(
+        id="given-away-given-back",
+        rule="a cancelled adopted booking first uses up its pack's given-away count",
+        file="20_charge.sql",
+        original="IF true = ANY (d_adopted) THEN",
+        replacement="IF false THEN",
+        hint=(f"{PACKS}::test_cancelled_adopted_bookings_give_back_only_what_the_old_code_charged",),
     ),
     Mutant(
         id="release-without-holding",
@@ -403,8 +422,8 @@ CHARGE = (
         id="charge-without-wanting",
         rule="only a booking that consumes a pack asks it for a session",
         file="20_charge.sql",
-        original="array_agg(c.want IS NOT NULL AND c.changed),",
-        replacement="array_agg(c.changed),",
+        original="array_agg(c.want IS NOT NULL AND (c.changed OR c.retry)),",
+        replacement="array_agg(c.changed OR c.retry),",
         hint=_pinned("test_the_outcome_names_what_happened"),
     ),
     Mutant(
@@ -930,4 +949,59 @@ OPERATOR = (
     ),
 )
 
-CATALOGUE: tuple[Mutant, ...] = RULES + CHARGE + QUEUE + AUDIT + TRIGGER_AND_GUARD + OPERATOR
+# ---------------------------------------------------------------------------------------
+# 45_pack_changes.sql and the audit's side of it: a pack that may pay judges its unfunded
+# bookings again; sessions the old code gave away stay given away
+# ---------------------------------------------------------------------------------------
+PACK_CHANGES = (
+    Mutant(
+        id="top-up-unnoticed",
+        rule="more sessions on a pack judge its unfunded bookings again",
+        file="45_pack_changes.sql",
+        original="(o_total IS NULL OR n_total OPERATOR(pg_catalog.>) o_total)",
+        replacement="(o_total IS NULL)",
+        hint=(f"{PACKS}::test_a_topped_up_pack_pays_for_its_unfunded_booking_with_no_command",),
+    ),
+    Mutant(
+        id="charge-enqueues",
+        rule="a pack's sessions_used going up (every charge) can pay for nothing more: no event",
+        file="45_pack_changes.sql",
+        original="OR n_used OPERATOR(pg_catalog.<) o_used",
+        replacement="OR n_used OPERATOR(pg_catalog.<>) o_used",
+        hint=(f"{PACKS}::test_a_change_that_cannot_let_a_pack_pay_enqueues_nothing",),
+    ),
+    Mutant(
+        id="unfunded-latest-first",
+        rule="a pack's unfunded bookings are judged again earliest session first",
+        file="45_pack_changes.sql",
+        original="ORDER BY b.start_time, b.id) AS x;",
+        replacement="ORDER BY b.start_time DESC, b.id) AS x;",
+        hint=(f"{PACKS}::test_a_session_given_back_pays_for_the_earliest_unfunded_booking_first",),
+    ),
+    Mutant(
+        id="given-away-count-includes-charged",
+        rule="the given-away count leaves out what the balance covers after the sessions the ledger charged",
+        file="45_pack_changes.sql",
+        original="- greatest(p.sessions_used - count(*) FILTER (WHERE l.source IN ('listener', 'audit')), 0),",
+        replacement="- 0,",
+        hint=(f"{PACKS}::test_cancelled_adopted_bookings_give_back_only_what_the_old_code_charged",),
+    ),
+    Mutant(
+        id="audit-keeps-given-away",
+        rule="audit --charge sets the given-away count of the packs it judges to zero",
+        file="60_audit.sql",
+        original="UPDATE session_ledger.given_away g SET sessions = 0,",
+        replacement="UPDATE session_ledger.given_away g SET sessions = g.sessions,",
+        hint=(f"{PACKS}::test_audit_charge_sets_the_count_to_zero_as_it_charges",),
+    ),
+    Mutant(
+        id="audit-charges-in-flight",
+        rule="audit leaves a pack whose bookings have events in flight for a later run",
+        file="60_audit.sql",
+        original="WHERE s.now_pack IS DISTINCT FROM s.was_pack AND x.pack = ANY (p_packs)",
+        replacement="WHERE false",
+        hint=(f"{PACKS}::test_audit_leaves_a_pack_with_an_event_in_flight_for_a_later_run",),
+    ),
+)
+
+CATALOGUE: tuple[Mutant, ...] = RULES + CHARGE + QUEUE + AUDIT + TRIGGER_AND_GUARD + OPERATOR + PACK_CHANGES

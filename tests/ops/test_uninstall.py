@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -256,3 +257,33 @@ def test_after_uninstall_on_supabase_no_api_role_moves_another_orgs_pack(
         assert ledger.sessions_used(pack) == 5
     finally:
         ledger.close()
+
+
+def test_uninstall_then_migrate_adopts_a_booking_its_expired_pack_never_paid_for_as_unfunded(
+    world: World,
+) -> None:
+    conn, dsn = world.conn, world.ledger.dsn
+    now = datetime.now().astimezone()
+    expired = world.pack(sessions_total=10, expires_at=now - timedelta(days=3))
+    given = world.pack(sessions_total=10, sessions_used=0)
+    [late] = world.bookings(expired, start=now - timedelta(days=2))
+    [free] = world.bookings(given, start=now - timedelta(days=2))
+    world.set_status(late, "completed")
+    world.drain()
+    assert world.ledger_state(late) == ("unfunded", expired)
+
+    assert run_cli("uninstall", "--dsn", dsn, "--yes").returncode == 0
+    # The app alone again: its cron completes a session and charges nothing.
+    world.set_status(free, "completed")
+    migrate(dsn)
+    # The expired pack could never pay for a session after it expired: not adopted as paid.
+    row = conn.execute(
+        "SELECT state, reason, source FROM session_ledger.charges WHERE booking_id = %s", [late]
+    ).fetchone()
+    assert row == {"state": "unfunded", "reason": "pack expired before the session", "source": "adoption"}
+    assert world.ledger_state(free) == ("paid", given)
+
+    result = run_cli("audit", "--dsn", dsn, "--charge-all", "--yes")
+    assert result.returncode == 0, result.stderr
+    assert "charged 1 session(s) on 1 pack(s); 0 session(s) on 0 pack(s) could not be paid" in result.stdout
+    assert (world.used(expired), world.used(given)) == (0, 1)

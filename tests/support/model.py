@@ -23,6 +23,8 @@ from dataclasses import dataclass, field, replace
 
 BOOKING_HOURS = 1
 NOW = 0
+# Ids the model gives the messages enqueued inside a drain until it learns the database's (number()).
+PROVISIONAL = 10**15
 
 # Why a pack could not pay, by class; reason_class() maps the database's wording onto these.
 EXHAUSTED = "exhausted"
@@ -202,6 +204,12 @@ class LedgerModel:
     adjustments: list[tuple[uuid.UUID, uuid.UUID, bool]] = field(default_factory=list)
     echoes: list[Echo] = field(default_factory=list)
     calls: list[PackCall] = field(default_factory=list)
+    # per pack, how many of its bookings adopted as paid the old code never charged
+    given: dict[uuid.UUID, int] = field(default_factory=dict)
+    # bookings the pack trigger enqueued since they were last taken (pack_events())
+    enqueued_by_packs: list[uuid.UUID] = field(default_factory=list)
+    # messages enqueued inside a drain, (provisional id, booking), until the database's ids are known
+    unnumbered: list[tuple[int, uuid.UUID]] = field(default_factory=list)
     # what the sequence exercised, for the run's tally: never read by the rules
     seen: Counter[str] = field(default_factory=Counter)
     statements: int = 0
@@ -309,6 +317,81 @@ class LedgerModel:
         self.queue += [Message(msg_id, booking, self.statements) for msg_id, booking in messages]
         self.queue.sort(key=lambda m: m.msg_id)
 
+    # -- packs: an unfunded booking judged again when its pack can newly pay ----------
+
+    @staticmethod
+    def may_pay_more(old: Pack, new: Pack) -> bool:
+        """Whether a pack's change may let it pay for a booking it refused."""
+        refused = ("refunded", "failed")
+        return (
+            (new.total is not None and (old.total is None or new.total > old.total))
+            or new.used < old.used
+            or (old.expires is not None and (new.expires is None or new.expires > old.expires))
+            or (old.payment in refused and new.payment not in refused)
+            or (old.org, old.client) != (new.org, new.client)
+        )
+
+    def packs_changed(self, changes: Sequence[tuple[Pack, Pack]]) -> None:
+        """One statement's pack changes, (old, new): the pack trigger enqueues, earliest session first,
+        every booking held as unfunded on a pack that may now pay."""
+        packs = {new.id for old, new in changes if self.may_pay_more(old, new)}
+        unfunded = [
+            self.bookings[b]
+            for b, row in self.ledger.items()
+            if row.state == "unfunded" and row.pack in packs and b in self.bookings
+        ]
+        self.enqueued_by_packs += [b.id for b in sorted(unfunded, key=lambda b: (b.start, b.id))]
+        self.seen["pack change enqueued unfunded bookings"] += bool(unfunded)
+
+    def update_pack(self, pack_id: uuid.UUID, **changes: object) -> list[uuid.UUID]:
+        """An UPDATE of one pack's columns (of none, when it is gone): the bookings it enqueues."""
+        pack = self.packs.get(pack_id)
+        if pack is not None:
+            old = replace(pack)
+            for k, v in changes.items():
+                setattr(pack, k, v)
+            self.packs_changed([(old, pack)])
+        return self.pack_events()
+
+    def pack_events(self) -> list[uuid.UUID]:
+        """The bookings the pack trigger enqueued since last asked."""
+        out, self.enqueued_by_packs = self.enqueued_by_packs, []
+        return out
+
+    def record_given_away(self, pack_ids: Iterable[uuid.UUID]) -> None:
+        """The given-away count of these packs: their bookings adopted as paid beyond what the balance covers.
+
+        Of the bookings that consume the pack and that the ledger holds as paid by it, those paid
+        by the listener or the audit took a session; what is left of sessions_used covers as many
+        of those adopted (by adoption or cut-over), and the rest the old code never charged.
+        """
+        for pack_id in set(pack_ids):
+            pack = self.packs.get(pack_id)
+            if pack is None:
+                continue
+            sources = Counter(
+                row.source
+                for b in self.bookings.values()
+                if self.consumes(b) == pack_id
+                and (row := self.ledger.get(b.id)) is not None
+                and row.state == "paid"
+                and row.pack == pack_id
+            )
+            adopted = sources["adoption"] + sources["cut-over"]
+            certain = sources["listener"] + sources["audit"]
+            self.given[pack_id] = max(adopted - max(pack.used - certain, 0), 0)
+
+    def in_flight(self) -> set[uuid.UUID]:
+        """Packs with a booking whose ledger row disagrees with its row (or whose booking is gone)."""
+        out: set[uuid.UUID] = set()
+        for booking_id in set(self.bookings) | set(self.ledger):
+            row = self.ledger.get(booking_id)
+            now = self.consumes(self.bookings.get(booking_id))
+            was = row.pack if row is not None and row.state in ("paid", "unfunded") else None
+            if now != was:
+                out |= {p for p in (now, was) if p is not None}
+        return out
+
     # -- the trainer's buttons, and the app's old code calling them ----------------
 
     def use_session(self, pack_id: uuid.UUID, caller: str, *, legacy: bool) -> bool:
@@ -339,7 +422,9 @@ class LedgerModel:
         )
         if pack is None or not ok:
             return -1
+        old = replace(pack)
         pack.used -= 1
+        self.packs_changed([(old, pack)])
         return pack.used
 
     def _absorb(self, kind: str, pack_id: uuid.UUID, caller: str) -> bool:
@@ -389,7 +474,29 @@ class LedgerModel:
                 first.setdefault(m.booking, m.before_cutover)
             reported += self._apply(list(first.items())).values()
             duplicates += len(accepted) - len(first)
+            enqueued = self.pack_events()
+            if enqueued:
+                self.statements += 1
+                for booking in enqueued:
+                    msg_id = PROVISIONAL + len(self.unnumbered) + 1
+                    self.unnumbered.append((msg_id, booking))
+                    self.queue.append(Message(msg_id, booking, self.statements))
         return reported, duplicates
+
+    def number(self, messages: Sequence[tuple[int, uuid.UUID | None]]) -> None:
+        """The database's ids of the messages enqueued inside the last drain, in the order they were enqueued."""
+        expected = [booking for _, booking in self.unnumbered]
+        got = [booking for _, booking in messages]
+        assert got == expected, f"packs enqueued {got} in the drain, the rules say {expected}"
+        ids = {
+            provisional: msg_id
+            for (provisional, _), (msg_id, _) in zip(self.unnumbered, messages, strict=True)
+        }
+        self.unnumbered = []
+        for m in self.queue:
+            m.msg_id = ids.get(m.msg_id, m.msg_id)
+        self.archived = {ids.get(i, i) for i in self.archived}
+        self.queue.sort(key=lambda m: m.msg_id)
 
     def crash(self, batch_size: int) -> list[int]:
         """A listener claims a batch and dies before committing: the claim (read_ct, hidden) stays."""
@@ -428,6 +535,9 @@ class LedgerModel:
             b for b, ms in waiting.items() if any(before(m) for m in ms) and not all(before(m) for m in ms)
         )
         self._apply([(b, True) for b in settled])
+        self.record_given_away(
+            row.pack for b in settled if (row := self.ledger.get(b)) is not None and row.pack
+        )
         archived = {m.msg_id for b in settled for m in waiting[b]}
         self.archived |= archived
         self.queue = [m for m in self.queue if m.msg_id not in archived]
@@ -497,7 +607,10 @@ class LedgerModel:
 
     def audit_charge(self) -> list[AuditCharge]:
         """`listener audit --charge-all --yes`: charge each given-away session at its own time."""
-        given_away = [b for bs in self.uncharged().values() for b in bs]
+        # a pack with a booking whose event is still in flight is left for a later run
+        in_flight = self.in_flight()
+        given_away = [b for p, bs in self.uncharged().items() if p not in in_flight for b in bs]
+        self.seen["audit left a pack in flight"] += any(p in in_flight for p in self.uncharged())
         if not given_away:
             return []
         requests = [_Charge(b.id, b.pack, b.start, b.client, b.org) for b in given_away if b.pack is not None]
@@ -509,6 +622,9 @@ class LedgerModel:
             self.adjustments.append((r.booking, r.pack, ok))
             self.seen["audit charged" if ok else f"audit unfunded: {why}"] += 1
             out.append(AuditCharge(r.booking, r.pack, ok, why, self.packs[r.pack].used))
+        for r in requests:
+            if r.pack in self.given:
+                self.given[r.pack] = 0
         return out
 
     # -- the rules ----------------------------------------------------------------------
@@ -536,7 +652,22 @@ class LedgerModel:
     def _settle(
         self, releases: Sequence[uuid.UUID], charges: Sequence[_Charge]
     ) -> dict[uuid.UUID, tuple[bool, str | None]]:
-        """Releases first, then charges, earliest session first within what each pack has left."""
+        """Releases first, then charges, earliest session first within what each pack has left.
+
+        A pack left with fewer sessions used than before is a pack change like any other.
+        """
+        before = {
+            p: replace(self.packs[p]) for p in {*releases, *(c.pack for c in charges)} if p in self.packs
+        }
+        results = self._settle_balances(releases, charges)
+        self.packs_changed(
+            [(old, self.packs[p]) for p, old in before.items() if self.packs[p].used != old.used]
+        )
+        return results
+
+    def _settle_balances(
+        self, releases: Sequence[uuid.UUID], charges: Sequence[_Charge]
+    ) -> dict[uuid.UUID, tuple[bool, str | None]]:
         for pack_id, n in Counter(releases).items():
             pack = self.packs.get(pack_id)
             if pack is not None:
@@ -578,26 +709,39 @@ class LedgerModel:
             # judged for this booking's client and organisation (a deleted booking has neither)
             same_owner = row is None or b is None or (row.client, row.org) == (b.client, b.org)
             release = held is not None and (held != want or not same_owner)
-            not_retried = row is not None and row.state == "unfunded" and row.pack == want and same_owner
-            charge = want is not None and (want != held or not same_owner) and not not_retried
-            plans.append((booking_id, adopt, b, row, want, held, release, charge))
+            unfunded_here = row is not None and row.state == "unfunded" and row.pack == want and same_owner
+            # unfunded on the same charge key: judged again, unless the event came before the cut-over
+            retry = want is not None and unfunded_here and not adopt
+            charge = (want is not None and (want != held or not same_owner) and not unfunded_here) or retry
+            plans.append((booking_id, adopt, b, row, want, held, release, charge, retry))
             if adopt:
                 continue
             if release:
-                assert held is not None
-                releases.append(held)
+                assert held is not None and row is not None
+                if row.source in ("adoption", "cut-over") and self.given.get(held, 0) > 0:
+                    # the old code never charged it: the pack's given-away count absorbs the release
+                    self.given[held] -= 1
+                    self.seen["release absorbed by the given-away count"] += 1
+                else:
+                    releases.append(held)
             if charge:
                 assert b is not None and want is not None
                 charges.append(_Charge(booking_id, want, b.start, b.client, b.org))
         results = self._settle(releases, charges)
 
         outcomes: dict[uuid.UUID, Reported] = {}
-        for booking_id, adopt, b, row, want, held, release, charge in plans:
+        for booking_id, adopt, b, row, want, held, release, charge, retry in plans:
             source = "cut-over" if adopt else "listener"
             client, org = (b.client, b.org) if b is not None else (None, None)
             outcome = "no-op"
-            if charge:
+            if retry and not results[booking_id][0]:
+                # judged again and still unfunded: the row stays, with today's reason
+                assert row is not None
+                self.ledger[booking_id] = replace(row, reason=results[booking_id][1])
+                self.seen["unfunded judged again, still unfunded"] += 1
+            elif charge:
                 ok, why = (True, None) if adopt else results[booking_id]
+                self.seen["unfunded judged again and paid"] += retry
                 if not adopt:
                     outcome = ("moved" if release else "paid") if ok else "unfunded"
                 self.ledger[booking_id] = Row("paid" if ok else "unfunded", want, why, source, client, org)
