@@ -105,7 +105,7 @@ class WorkerConnection:
                 )
                 time.sleep(delay)
                 continue
-            # handle_batch cleared "waiting" (and refreshed the heartbeat) in its own transaction.
+            # handle_batch cleared "waiting" in its own transaction: the next idle() sets it again at once.
             self.waiting = False
             return result
         raise AssertionError("unreachable")
