@@ -1,4 +1,8 @@
-"""How long to wait before trying again: jittered exponential growth up to a cap, reset after a success."""
+"""How long to wait before trying again: jittered exponential growth up to a cap, reset after a success.
+
+Backoff is the mechanism; each policy is a small class of its own that fixes the numbers
+(as psycopg_pool's AttemptWithBackoff does), so a policy is read and tested in one place.
+"""
 
 from __future__ import annotations
 
@@ -37,3 +41,28 @@ class Backoff:
     def reset(self) -> None:
         """Start again from the first delay, after a success."""
         self._base = self.first_s
+
+
+class ReconnectBackoff(Backoff):
+    """The loop's wait after a transient error it could not get past (a lost server, usually).
+
+    Capped so that a listener resumes within 5 s of the server coming back.
+    """
+
+    FIRST_S = 0.1
+    CAP_S = 4.0
+
+    def __init__(self, rng: random.Random | None = None) -> None:
+        super().__init__(first_s=self.FIRST_S, factor=2, cap_s=self.CAP_S, rng=rng)
+
+
+class BatchRetry(Backoff):
+    """A batch in hand, retried soon through transient errors rather than left hidden until its
+    visibility timeout; after ATTEMPTS tries it is given back to that timeout."""
+
+    ATTEMPTS = 5
+    FIRST_S = 0.05
+    CAP_S = 2.0
+
+    def __init__(self, rng: random.Random | None = None) -> None:
+        super().__init__(first_s=self.FIRST_S, factor=3, cap_s=self.CAP_S, rng=rng)

@@ -1,42 +1,63 @@
-"""The worker's one autocommit connection: opened on demand, reopened after a loss, registered as a listener."""
+"""The worker's one autocommit connection to the ledger, and everything about keeping it.
+
+It opens the connection, reopens it after a loss with its backoff policy, registers the
+listener on every new one and keeps its heartbeat. The worker loop and the batch handler
+only borrow a store from it, as psycopg_pool's callers borrow a connection while the pool
+does the reconnecting.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import socket
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from typing import TypeVar
 from uuid import UUID
 
 import psycopg
 
+from listener.core.backoff import BatchRetry, ReconnectBackoff
 from listener.core.db import connect
 from listener.core.store import LedgerStore, Store
+from listener.errors import TRANSIENT, first_line
+from listener.settings import Settings
+
+log = logging.getLogger("listener")
+
+T = TypeVar("T")
 
 
 class WorkerConnection:
     """Holds the worker's store and its row in the listeners table.
 
-    open_store replaces how a store is opened (by default a new autocommit connection to
-    dsn): the worker's unit tests hand it an in-memory one.
+    borrow() lends a store on a live connection; apply_batch() runs a batch in hand through
+    transient errors; back_off() is the loop's wait after an error it could not get past;
+    idle() keeps the heartbeat while the listener sleeps. `stop` is the event a stop request
+    sets, which cuts the loop's wait short. open_store replaces how a store is opened (by
+    default an autocommit connection to the settings' DSN): the worker's unit tests hand it
+    an in-memory one. on_retry is told of every retry and reconnect, for the metrics.
     """
 
     def __init__(
         self,
-        dsn: str,
+        settings: Settings,
         *,
         listener: UUID,
-        statement_timeout_s: float,
-        deadline_s: float,
+        stop: threading.Event,
         open_store: Callable[[], LedgerStore] | None = None,
+        on_retry: Callable[[], None] | None = None,
     ) -> None:
-        self.dsn = dsn
+        self.settings = settings
         self.listener = listener
         self.host = socket.gethostname()
         self.pid = os.getpid()
-        self.statement_timeout_s = statement_timeout_s
-        self.deadline_s = deadline_s
+        self.stop = stop
+        self.on_retry = on_retry
+        self.backoff = ReconnectBackoff()
         self.registered = False
         self.waiting = False
         self.last_heartbeat = 0.0
@@ -45,57 +66,105 @@ class WorkerConnection:
 
     def _connect(self) -> LedgerStore:
         conn = connect(
-            self.dsn, autocommit=True, purpose="worker", statement_timeout_s=self.statement_timeout_s
+            self.settings.require_dsn(),
+            autocommit=True,
+            purpose="worker",
+            statement_timeout_s=self.settings.statement_timeout_s,
         )
-        return Store(conn, deadline_s=self.deadline_s)
+        return Store(conn, deadline_s=self.settings.call_deadline_s)
 
-    @property
-    def lost(self) -> bool:
-        """The connection was closed or broke."""
-        return self._store is not None and self._store.lost
+    # -- lending the store -----------------------------------------------------------
 
-    def store(self) -> LedgerStore:
-        """The store on a live connection, reconnecting (and re-registering) if it was lost."""
-        if self._store is None or self.lost:
-            self.drop()
-            self._store = self._open_store()
-            if self.registered:
-                self._heartbeat(self._store, waiting=False)
-        return self._store
+    @contextlib.contextmanager
+    def borrow(self) -> Iterator[LedgerStore]:
+        """A store on a live connection: opened (and the listener registered again) if the last one was
+        lost. A block that ends without an error resets the reconnect backoff; an error goes up."""
+        yield self._live()
+        self.backoff.reset()
+
+    def apply_batch(self, apply: Callable[[LedgerStore], T]) -> T:
+        """Apply the batch in hand on a borrowed store, and again through transient errors after each
+        of BatchRetry's delays (on a new connection if that one was lost), up to its attempts; then raise.
+
+        Re-applying is safe: if the messages were redelivered meanwhile, converging a booking
+        twice is a no-op and archiving an archived message does nothing. A stop request does not
+        cut these waits short: the batch in hand is finished first.
+        """
+        retry = BatchRetry()
+        for attempt in range(1, BatchRetry.ATTEMPTS + 1):
+            try:
+                with self.borrow() as store:
+                    result = apply(store)
+            except TRANSIENT as exc:
+                if attempt == BatchRetry.ATTEMPTS:
+                    raise
+                delay = retry.next()
+                self._retried()
+                log.warning(
+                    "transient error applying a batch (%s); retrying it in %.2fs", first_line(exc), delay
+                )
+                time.sleep(delay)
+                continue
+            # handle_batch cleared "waiting" in its own transaction: the next idle() sets it again at once.
+            self.waiting = False
+            return result
+        raise AssertionError("unreachable")
+
+    def back_off(self, exc: BaseException) -> None:
+        """After a transient error the loop could not get past: start again on a new connection,
+        after the next reconnect delay, or sooner if a stop is requested."""
+        delay = self.backoff.next()
+        self._retried()
+        log.warning("transient database error (%s); retrying in %.1fs", first_line(exc), delay)
+        self._drop()
+        self.stop.wait(delay)
+
+    # -- the listeners table -----------------------------------------------------------
 
     def register(self) -> None:
-        """Enter this listener in the listeners table; from now on a reconnect registers it again."""
-        self._heartbeat(self.store(), waiting=False)
+        """Enter this listener in the listeners table; from now on every new connection enters it again."""
+        with self.borrow() as store:
+            self._beat(store, waiting=False)
         self.registered = True
 
-    def heartbeat(self, *, waiting: bool) -> None:
-        """Refresh the heartbeat and say whether this listener sleeps waiting for a NOTIFY."""
-        self._heartbeat(self.store(), waiting=waiting)
-
-    def batch_applied(self) -> None:
-        """handle_batch refreshed the heartbeat and cleared "waiting" in the same transaction."""
-        self.waiting = False
-        self.last_heartbeat = time.monotonic()
-
-    def _heartbeat(self, store: LedgerStore, *, waiting: bool) -> None:
-        store.heartbeat(listener=self.listener, host=self.host, pid=self.pid, waiting=waiting)
-        self.waiting = waiting
-        self.last_heartbeat = time.monotonic()
-
-    def drop(self) -> None:
-        """Close the connection without a goodbye: it was lost, or is about to be replaced."""
-        if self._store is not None:
-            self._store.close()
-            self._store = None
-
-    def drop_if_lost(self) -> None:
-        """Forget a connection that broke, so the next store() opens a new one."""
-        if self.lost:
-            self.drop()
+    def idle(self) -> bool:
+        """The listener is about to sleep until a NOTIFY: say so (waiting = true, so writers send one),
+        refreshing the heartbeat when heartbeat_interval_s has passed. True when it was not waiting
+        already: look at the queue once more before sleeping, for a writer that saw it awake."""
+        newly = not self.waiting
+        if newly or time.monotonic() - self.last_heartbeat >= self.settings.heartbeat_interval_s:
+            with self.borrow() as store:
+                self._beat(store, waiting=True)
+        return newly
 
     def close(self) -> None:
         """Record a clean stop in the listeners table, then close."""
         if self._store is not None and not self._store.lost:
             with contextlib.suppress(psycopg.Error):
                 self._store.stop_listener(listener=self.listener)
-        self.drop()
+        self._drop()
+
+    # -- inside ----------------------------------------------------------------------
+
+    def _live(self) -> LedgerStore:
+        if self._store is None or self._store.lost:
+            self._drop()
+            self._store = self._open_store()
+            if self.registered:
+                self._beat(self._store, waiting=False)
+        return self._store
+
+    def _beat(self, store: LedgerStore, *, waiting: bool) -> None:
+        store.heartbeat(listener=self.listener, host=self.host, pid=self.pid, waiting=waiting)
+        self.waiting = waiting
+        self.last_heartbeat = time.monotonic()
+
+    def _drop(self) -> None:
+        """Close the connection without a goodbye: it was lost, or is about to be replaced."""
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+    def _retried(self) -> None:
+        if self.on_retry is not None:
+            self.on_retry()

@@ -12,14 +12,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from listener import WAKEUP_CHANNEL, logs
-from listener.core.backoff import Backoff
 from listener.core.batch import BatchHandler
 from listener.core.connection import WorkerConnection
 from listener.core.db import describe
 from listener.core.events import RawMessage
 from listener.core.store import LedgerStore, Outcome
 from listener.core.wakeup import Hints, Wakeup
-from listener.errors import TRANSIENT, first_line
+from listener.errors import TRANSIENT
 from listener.settings import Settings
 
 log = logging.getLogger("listener")
@@ -28,10 +27,6 @@ log = logging.getLogger("listener")
 # Writers send a NOTIFY only to an idle listener, and NOTIFY serialises commits
 # cluster-wide: under steady load the listener keeps looking and nobody notifies.
 IDLE_LOOKS_S = (0.002, 0.005, 0.01, 0.02, 0.04, 0.08)
-
-# Capped so a listener resumes within 5 s of the server coming back.
-RECONNECT_FIRST_S = 0.1
-RECONNECT_CAP_S = 4.0
 
 
 @dataclass
@@ -51,10 +46,11 @@ BatchHook = Callable[[Sequence[RawMessage], Sequence[Outcome], float], None]
 
 
 class Worker:
-    """One listener process's loop over the queue.
+    """One listener process's loop over the queue, on a store borrowed from its connection.
 
     open_store and wakeup replace the database under the loop (by default, connections to
-    the settings' DSN): the worker's unit tests run it on an in-memory store.
+    the settings' DSN): the worker's unit tests run it on an in-memory store. stop is the
+    event request_stop() sets (a new one by default).
     """
 
     def __init__(
@@ -65,21 +61,22 @@ class Worker:
         handler: type[BatchHandler] = BatchHandler,
         open_store: Callable[[], LedgerStore] | None = None,
         wakeup: Hints | None = None,
+        stop: threading.Event | None = None,
     ) -> None:
         self.settings = settings
         self.dsn = settings.require_dsn()
         self.id = uuid.uuid4()
         self.stats = Stats()
-        self.stop_event = threading.Event()
+        self.stop_event = threading.Event() if stop is None else stop
         self.wakeup: Hints = wakeup or Wakeup(self.dsn, WAKEUP_CHANNEL, deadline_s=settings.call_deadline_s)
         self.connection = WorkerConnection(
-            self.dsn,
+            settings,
             listener=self.id,
-            statement_timeout_s=settings.statement_timeout_s,
-            deadline_s=settings.call_deadline_s,
+            stop=self.stop_event,
             open_store=open_store,
+            on_retry=self._count_retry,
         )
-        self.handler = handler(settings, listener=self.id, on_retry=self._count_retry)
+        self.handler = handler(settings, listener=self.id)
         self.on_batch = on_batch
 
     # -- lifecycle -----------------------------------------------------------
@@ -109,12 +106,9 @@ class Worker:
 
     def check_schema(self) -> None:
         """Refuse to run against a database whose schema is not this listener's, then register."""
-        self.store().verify_schema()
+        with self.connection.borrow() as store:
+            store.verify_schema()
         self.connection.register()
-
-    def store(self) -> LedgerStore:
-        """The worker connection's store, reconnecting if it was lost."""
-        return self.connection.store()
 
     def run(self, *, drain: bool = False) -> None:
         """Handle events until asked to stop (or, with drain, until the queue is empty)."""
@@ -122,7 +116,6 @@ class Worker:
         log.info(
             "listener %s started on %s (batch %d)", self.id, describe(self.dsn), self.settings.batch_size
         )
-        backoff = Backoff(first_s=RECONNECT_FIRST_S, factor=2, cap_s=RECONNECT_CAP_S)
         idle_looks = 0
         try:
             while not self.stop_event.is_set():
@@ -132,13 +125,8 @@ class Worker:
                         log.info("listening on channel %r; catching up", WAKEUP_CHANNEL)
                         idle_looks = 0
                     handled = self.step()
-                    backoff.reset()
                 except TRANSIENT as exc:
-                    self.stats.reconnects += 1
-                    delay = backoff.next()
-                    log.warning("transient database error (%s); retrying in %.1fs", first_line(exc), delay)
-                    self.connection.drop()
-                    self.stop_event.wait(delay)
+                    self.connection.back_off(exc)
                     continue
                 if handled:
                     idle_looks = 0
@@ -151,11 +139,10 @@ class Worker:
                     idle_looks += 1
                     continue
                 try:
-                    if self._set_waiting():
+                    if self.connection.idle():
                         continue  # one more look before sleeping: closes the race with writers
                 except TRANSIENT:
-                    self.connection.drop()
-                    continue
+                    continue  # the next read meets the same trouble, and backs off
                 self._idle_wait(min(self.settings.poll_interval_s, self.settings.heartbeat_interval_s))
         finally:
             self.close()
@@ -173,14 +160,6 @@ class Worker:
             if not self.wakeup.alive:
                 return  # reconnect, then catch up
 
-    def _set_waiting(self) -> bool:
-        """Tell writers this listener sleeps and wants a NOTIFY; refresh the heartbeat. True if newly set."""
-        newly = not self.connection.waiting
-        age = time.monotonic() - self.connection.last_heartbeat
-        if newly or age >= self.settings.heartbeat_interval_s:
-            self.connection.heartbeat(waiting=True)
-        return newly
-
     def close(self) -> None:
         """Say goodbye in the heartbeat table and close both connections."""
         self.connection.close()
@@ -190,14 +169,15 @@ class Worker:
 
     def step(self) -> int:
         """Read one batch and handle it; return how many messages were read."""
-        store = self.store()
-        batch = store.read_events(qty=self.settings.batch_size, vt_seconds=self.settings.visibility_timeout_s)
+        with self.connection.borrow() as store:
+            batch = store.read_events(
+                qty=self.settings.batch_size, vt_seconds=self.settings.visibility_timeout_s
+            )
         self.stats.last_poll = time.monotonic()
         if not batch:
             return 0
         started = time.monotonic()
-        outcomes = self.handler.handle(self.connection, batch)
-        self.connection.batch_applied()
+        outcomes = self.connection.apply_batch(lambda store: self.handler.handle(store, batch))
         self.stats.batches += 1
         self.stats.outcomes.update(o.outcome for o in outcomes)
         duplicates = len(batch) - len(outcomes)
@@ -208,7 +188,7 @@ class Worker:
             self.on_batch(batch, outcomes, time.monotonic() - started)
         return len(batch)
 
-    def _count_retry(self, _exc: BaseException) -> None:
+    def _count_retry(self) -> None:
         self.stats.reconnects += 1
 
 

@@ -1,4 +1,4 @@
-"""The one retry policy (reconnects and batches in hand) and the one-line error summary."""
+"""The retry policies (reconnects, batches in hand) and the one-line error summary."""
 
 from __future__ import annotations
 
@@ -7,8 +7,7 @@ import random
 import psycopg
 import pytest
 
-from listener.core.backoff import Backoff
-from listener.core.worker import RECONNECT_CAP_S, RECONNECT_FIRST_S
+from listener.core.backoff import Backoff, BatchRetry, ReconnectBackoff
 from listener.errors import first_line
 
 
@@ -25,8 +24,18 @@ def test_delays_grow_jittered_up_to_the_cap_and_start_over_after_reset() -> None
 
 
 def test_reconnect_policy_resumes_within_five_seconds_of_the_server_returning() -> None:
-    backoff = Backoff(first_s=RECONNECT_FIRST_S, factor=2, cap_s=RECONNECT_CAP_S)
-    assert max(backoff.next() for _ in range(50)) < 5.0
+    backoff = ReconnectBackoff()
+    delays = [backoff.next() for _ in range(50)]
+    assert 0.08 <= delays[0] <= 0.12
+    assert max(delays) < 5.0
+
+
+def test_a_batch_in_hand_is_given_back_to_its_visibility_timeout_within_seconds() -> None:
+    backoff = BatchRetry()
+    # Between its attempts: what the batch's messages stay hidden for, on top of the calls themselves.
+    waited = sum(backoff.next() for _ in range(BatchRetry.ATTEMPTS - 1))
+    assert 0.04 <= BatchRetry().next() <= 0.06
+    assert waited < 3.0
 
 
 @pytest.mark.parametrize(
