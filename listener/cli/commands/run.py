@@ -8,6 +8,7 @@ import signal
 from types import FrameType
 
 from listener.cli.args import Subparsers, command, from_env
+from listener.cli.render import counts_text
 from listener.settings import Settings
 
 log = logging.getLogger("listener")
@@ -57,7 +58,6 @@ def register(subparsers: Subparsers) -> None:
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
     """Charge until told to stop (or, with --drain, until the queue is empty), serving HTTP if asked."""
-    from listener.cli.render import counts_text
     from listener.core.worker import Worker
 
     worker = Worker(settings)
