@@ -52,9 +52,9 @@ def register(subparsers: Subparsers) -> None:
         "app-deployed",
         "record that the new app (which calls no use_session after its own writes) is deployed",
         _app_deployed,
-        description="Record when the new app was deployed. Old use_session / release_session calls that "
-        "are still absorbed after it come from old code still running; status, /metrics and the "
-        "SessionLedgerOldCodeStillRunning alert show them, and once none come, absorbing can be switched off.",
+        description="Record when the new app was deployed, so that old use_session / release_session calls "
+        "still absorbed after it show as old code still running (in status, /metrics and the "
+        "SessionLedgerOldCodeStillRunning alert); once none come, absorbing can be switched off.",
     )
     p.add_argument(
         "--at", type=timestamp, metavar="TIME", help="when it was deployed, ISO 8601 (default: now)"
