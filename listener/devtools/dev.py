@@ -95,7 +95,13 @@ def dev_session(
         if http_port is not None:
             made = None if settings.dashboard_token else SecretStr(secrets.token_urlsafe(16))
             token = settings.dashboard_token or made
-            http = serve(worker, port=http_port, host=settings.http_host, dashboard_token=token)
+            http = serve(
+                worker,
+                port=http_port,
+                host=settings.http_host,
+                dashboard_token=token,
+                timeout_s=settings.http_timeout_s,
+            )
             host, bound = http.server_address
             dashboard_url = f"http://{host}:{bound}/"
         try:

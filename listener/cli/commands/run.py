@@ -50,9 +50,10 @@ def register(subparsers: Subparsers) -> None:
     p.add_argument("--http-host", metavar="HOST", help=f"address the HTTP port binds {from_env('http_host')}")
     p.add_argument(
         "--http-timeout",
+        dest="http_timeout_s",
         type=int,
         metavar="SECONDS",
-        help="seconds an HTTP connection may stay silent or take to send its request (default: 5)",
+        help=f"seconds an HTTP connection may stay silent or take to send its request {from_env('http_timeout_s')}",
     )
 
 
@@ -63,14 +64,14 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     worker = Worker(settings)
     server = None
     if settings.http_port is not None:
-        from listener.http.server import TIMEOUT_S, serve
+        from listener.http.server import serve
 
         server = serve(
             worker,
             port=settings.http_port,
             host=settings.http_host,
             dashboard_token=settings.dashboard_token,
-            timeout_s=TIMEOUT_S if args.http_timeout is None else args.http_timeout,
+            timeout_s=settings.http_timeout_s,
         )
 
     def stop(signum: int, _frame: FrameType | None) -> None:
