@@ -32,6 +32,8 @@ class Settings(BaseSettings):
     http_port: int | None = Field(default=None, ge=0, le=65535)
     # Loopback unless told otherwise: the dashboard and the probes are for this host's operators.
     http_host: str = Field(default="127.0.0.1", min_length=1)
+    # Seconds an HTTP connection may stay silent, or take to send its request once it began.
+    http_timeout_s: int = Field(default=5, ge=1)
     # Turns the dashboard on; without it `/` and the actions answer 404.
     dashboard_token: SecretStr | None = Field(default=None)
 

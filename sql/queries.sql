@@ -1,4 +1,4 @@
--- Named queries, loaded once by listener/sql_files.py. Parameters are psycopg
+-- Named queries, loaded once by listener/core/sql_files.py. Parameters are psycopg
 -- named placeholders; every name is fixed, so no SQL is ever built from strings.
 
 -- name: read_events

@@ -1,13 +1,15 @@
-"""`listener demo`: the whole story on an embedded PostgreSQL, printed as tables."""
+"""`listener demo`'s story on an embedded PostgreSQL: what it did to each booking and pack, as data.
+
+The command (listener/cli/commands/dev.py) shows the result as tables.
+"""
 
 from __future__ import annotations
 
-import logging
 import uuid
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-
-from rich.console import Console
-from rich.table import Table
 
 from listener.core.db import Conn
 from listener.devtools import demo_data
@@ -16,26 +18,62 @@ from listener.devtools.embedded import embedded_server
 from listener.devtools.throwaway import create_database
 from listener.ops.migrate import migrate
 
+# Brackets each step of the story, named for whoever watches it (a spinner in the terminal).
+Step = Callable[[str], AbstractContextManager[object]]
 
-def run_demo(*, keep: bool = False, console: Console | None = None) -> None:
-    """Start a private server, install everything, play browser and cron, and show each pack's balance."""
-    console = console or Console()
-    logging.getLogger("listener").setLevel(logging.WARNING)
-    with console.status("starting an embedded PostgreSQL (no server or Docker needed)..."):
+
+@dataclass(frozen=True)
+class DemoBooking:
+    """One of the story's bookings after it: when, whose pack, who completed it, and what the ledger says."""
+
+    session_at: str
+    pack: str
+    completed_by: str
+    status: str
+    ledger: str | None
+    why: str
+
+
+@dataclass(frozen=True)
+class DemoPack:
+    """One of the story's packs: sessions used before and after, of how many."""
+
+    name: str
+    before: int
+    after: int
+    total: int | None
+
+
+@dataclass(frozen=True)
+class DemoResult:
+    """What the story did: the cron's one UPDATE, the events the listener handled, each booking and pack."""
+
+    dsn: str
+    completed: int
+    handled: int
+    bookings: list[DemoBooking]
+    packs: list[DemoPack]
+
+
+def _unwatched(_what: str) -> AbstractContextManager[object]:
+    return nullcontext()
+
+
+def run_demo(*, keep: bool = False, step: Step = _unwatched) -> DemoResult:
+    """Start a private server, install everything, play browser and cron, and read back each booking and pack."""
+    with step("starting an embedded PostgreSQL (no server or Docker needed)..."):
         server_cm = embedded_server(keep=keep)
         admin = server_cm.__enter__().dsn()
     try:
-        with console.status("installing PGMQ, the ledger and the bookings trigger..."):
+        with step("installing PGMQ, the ledger and the bookings trigger..."):
             dsn = create_database(admin, prefix="demo")
             migrate(dsn, with_demo_schema=True)
-        _story(dsn, console)
-        if keep:
-            console.print(f'data directory kept and server left running; connect with: psql "{dsn}"')
+        return _story(dsn, step)
     finally:
         server_cm.__exit__(None, None, None)
 
 
-def _story(dsn: str, console: Console) -> None:
+def _story(dsn: str, step: Step) -> DemoResult:
     ledger = Ledger(dsn)
     conn = ledger.conn
     now = datetime.now().astimezone()
@@ -68,40 +106,39 @@ def _story(dsn: str, console: Console) -> None:
 
     listener = ListenerThread(dsn, poll_interval_s=0.2).start()
     try:
-        with console.status("the trainer's browser completes two sessions, one by one..."):
+        with step("the trainer's browser completes two sessions, one by one..."):
             for b, _, path in bookings:
                 if path == "browser":
                     ledger.complete_as_user(b, org.trainer_user_id)
             ledger.drain(listener_running=True)
-        with console.status("the cron job completes every past session in one UPDATE..."):
+        with step("the cron job completes every past session in one UPDATE..."):
             completed = ledger.bulk_complete()
             ledger.drain(listener_running=True)
         cancelled = bookings[1][0]
-        with console.status("the trainer cancels a completed session..."):
+        with step("the trainer cancels a completed session..."):
             conn.execute("UPDATE public.bookings SET status = 'cancelled' WHERE id = %s", [cancelled])
             ledger.drain(listener_running=True)
     finally:
         listener.stop()
 
-    console.print(
-        f"cron completed {completed} bookings in one statement; "
-        f"the listener handled {sum(listener.worker.stats.outcomes.values())} events\n"
+    result = DemoResult(
+        dsn=dsn,
+        completed=completed,
+        handled=sum(listener.worker.stats.outcomes.values()),
+        bookings=_bookings(conn, bookings, names, cancelled),
+        packs=_packs(conn, packs, before),
     )
-    _print_bookings(console, conn, bookings, names, cancelled)
-    _print_packs(console, conn, packs, before)
     ledger.close()
+    return result
 
 
-def _print_bookings(
-    console: Console,
+def _bookings(
     conn: Conn,
     bookings: list[tuple[uuid.UUID, uuid.UUID, str]],
     names: dict[uuid.UUID, str],
     cancelled: uuid.UUID,
-) -> None:
-    table = Table(title="bookings")
-    for col in ("session", "pack", "completed by", "status", "ledger", "why"):
-        table.add_column(col)
+) -> list[DemoBooking]:
+    rows = []
     for b, pack, path in bookings:
         row = conn.execute(
             """SELECT to_char(bk.start_time, 'DD Mon HH24:MI') AS at, bk.status, l.state, l.reason
@@ -111,20 +148,16 @@ def _print_bookings(
         ).fetchone()
         assert row is not None
         why = row["reason"] or ("session given back" if b == cancelled else "")
-        table.add_row(row["at"], names[pack], path, row["status"], row["state"] or "-", why)
-    console.print(table)
+        rows.append(DemoBooking(row["at"], names[pack], path, row["status"], row["state"], why))
+    return rows
 
 
-def _print_packs(
-    console: Console, conn: Conn, packs: dict[str, uuid.UUID], before: dict[uuid.UUID, int]
-) -> None:
-    table = Table(title="packs: sessions used")
-    for col in ("pack", "before", "after", "total"):
-        table.add_column(col, justify="right" if col != "pack" else "left")
+def _packs(conn: Conn, packs: dict[str, uuid.UUID], before: dict[uuid.UUID, int]) -> list[DemoPack]:
+    rows = []
     for name, pack in packs.items():
         row = conn.execute(
             "SELECT sessions_used, sessions_total FROM public.client_purchases WHERE id = %s", [pack]
         ).fetchone()
         assert row is not None
-        table.add_row(name, str(before[pack]), str(row["sessions_used"]), str(row["sessions_total"]))
-    console.print(table)
+        rows.append(DemoPack(name, before[pack], row["sessions_used"], row["sessions_total"]))
+    return rows

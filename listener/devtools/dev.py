@@ -1,23 +1,24 @@
-"""`listener dev`: a private PostgreSQL with PGMQ, the app's schema and the ledger, and a listener in front.
+"""`listener dev`'s environment: a private PostgreSQL with PGMQ, the app's schema and the ledger, a
+listener on it, and the HTTP port when asked for.
 
-For apps written in other languages: point the app (or psql) at the printed DSN,
-complete bookings, and watch the listener charge them in this terminal. Ctrl-C
-stops the listener and the server and deletes the data directory unless --keep.
-With --http-port the dashboard is served too, so an app's developer sees what the
-ledger did; its password is $LISTENER_DASHBOARD_TOKEN or one made for the session.
-The app's schema is the demo schema, or with --schema the app's own SQL files on a
-Supabase-shaped base (listener.devtools.app_schema states the rule).
+For apps written in other languages: point the app (or psql) at the DSN the command prints,
+complete bookings, and watch the listener charge them in the terminal. Ctrl-C stops the listener
+and the server and deletes the data directory unless --keep. With an HTTP port the dashboard is
+served too, so an app's developer sees what the ledger did; its password is
+$LISTENER_DASHBOARD_TOKEN or one made for the session. The app's schema is the demo schema, or
+the app's own SQL files on a Supabase-shaped base (listener.devtools.app_schema states the rule).
+The command (listener/cli/commands/dev.py) prints and runs the listener; this module sets up and
+tears down what it runs on.
 """
 
 from __future__ import annotations
 
-import logging
 import secrets
-import signal
-import sys
-from collections.abc import Sequence
-from types import FrameType
-from typing import TextIO
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
@@ -30,9 +31,25 @@ from listener.devtools.embedded import check_port, embedded_server
 from listener.ops.migrate import migrate
 from listener.settings import Settings
 
-log = logging.getLogger("listener.dev")
+if TYPE_CHECKING:
+    from listener.core.worker import Worker
 
 DEV_DATABASE = "app"
+
+
+@dataclass(frozen=True)
+class DevSession:
+    """A running dev environment: where to connect, the listener to run, and the dashboard if served."""
+
+    dsn: str
+    tcp_dsn: str | None
+    data_dir: Path
+    # How many of the app's own schema files it was built from; 0 for the demo schema.
+    schema_files: int
+    worker: Worker
+    dashboard_url: str | None = None
+    # The dashboard's password when one was made for the session; None when it is $LISTENER_DASHBOARD_TOKEN.
+    made_token: SecretStr | None = None
 
 
 def prepare_database(admin_dsn: str, *, schema: Sequence[SchemaPath] = ()) -> str:
@@ -50,63 +67,54 @@ def prepare_database(admin_dsn: str, *, schema: Sequence[SchemaPath] = ()) -> st
     return dsn
 
 
-def run_dev(
+def check_options(*, port: int | None, schema: Sequence[SchemaPath]) -> list[Path]:
+    """Refuse a taken TCP port or a missing schema file before anything starts; return the schema files."""
+    check_port(port)
+    return app_schema.schema_files(schema) if schema else []
+
+
+@contextmanager
+def dev_session(
     settings: Settings,
     *,
     keep: bool = False,
     port: int | None = None,
-    out: TextIO | None = None,
-    schema_files: Sequence[SchemaPath] = (),
+    schema_files: Sequence[Path] = (),
     http_port: int | None = None,
-) -> None:
-    """Start everything, print how to connect, and run the listener until SIGINT or SIGTERM."""
+) -> Iterator[DevSession]:
+    """Start the server, build the database, make the listener and serve HTTP if asked; stop them all after."""
     from listener.core.worker import Worker
     from listener.http.server import HttpServer, serve
 
-    out = out or sys.stdout
-    check_port(port)
-    # a missing file fails before the server starts
-    files = app_schema.schema_files(schema_files) if schema_files else []
-
-    def say(line: str) -> None:
-        print(line, file=out, flush=True)
-
-    say("starting an embedded PostgreSQL (no server or Docker needed)...")
     with embedded_server(keep=keep, port=port) as server:
-        prepare_database(server.dsn(), schema=files)
+        prepare_database(server.dsn(), schema=schema_files)
         dsn = server.dsn(DEV_DATABASE)
         worker = Worker(settings.model_copy(update={"dsn": SecretStr(dsn)}))
-
-        def stop(signum: int, _frame: FrameType | None) -> None:
-            log.info("received %s; stopping", signal.Signals(signum).name)
-            worker.request_stop()
-
-        previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
-        what = f"the app schema from {len(files)} file(s)" if files else "the demo app schema"
-        say(f"PostgreSQL with PGMQ, {what} and the session ledger is ready.")
-        say(f"DATABASE_URL={dsn}")
-        tcp = server.tcp_dsn(DEV_DATABASE)
-        if tcp:
-            say(f"TCP_DATABASE_URL={tcp}")
-        say(f'connect:  psql "{tcp or dsn}"')
-        say(f"data:     {server.data_dir} ({'kept' if keep else 'deleted'} on exit)")
         http: HttpServer | None = None
+        dashboard_url = made = None
         if http_port is not None:
-            given = settings.dashboard_token
-            token = given or SecretStr(secrets.token_urlsafe(16))
-            http = serve(worker, port=http_port, host=settings.http_host, dashboard_token=token)
+            made = None if settings.dashboard_token else SecretStr(secrets.token_urlsafe(16))
+            token = settings.dashboard_token or made
+            http = serve(
+                worker,
+                port=http_port,
+                host=settings.http_host,
+                dashboard_token=token,
+                timeout_s=settings.http_timeout_s,
+            )
             host, bound = http.server_address
-            password = "$LISTENER_DASHBOARD_TOKEN" if given else token.get_secret_value()
-            say(f"dashboard: http://{host}:{bound}/ (HTTP Basic, any user name, password {password})")
-        say("the listener is running: complete a booking and watch it charged here; Ctrl-C stops everything")
+            dashboard_url = f"http://{host}:{bound}/"
         try:
-            worker.run()
+            yield DevSession(
+                dsn=dsn,
+                tcp_dsn=server.tcp_dsn(DEV_DATABASE),
+                data_dir=server.data_dir,
+                schema_files=len(schema_files),
+                worker=worker,
+                dashboard_url=dashboard_url,
+                made_token=made,
+            )
         finally:
-            for s, handler in previous.items():
-                signal.signal(s, handler)
             if http is not None:
                 http.shutdown()
                 http.server_close()
-    say("stopped the listener and the server" + ("" if keep else "; deleted the data directory"))
-    if keep:
-        say(f"data directory kept at {server.data_dir}")

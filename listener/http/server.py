@@ -49,6 +49,7 @@ from listener.http import dashboard, dashboard_store
 from listener.http.auth import REALM, Auth
 from listener.http.metrics import OUTCOMES, DatabaseCollector, Metrics
 from listener.http.snapshot import Snapshot
+from listener.settings import Settings
 
 if TYPE_CHECKING:
     from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
@@ -59,8 +60,9 @@ log = logging.getLogger("listener.http.server")
 
 # Requests run here; every read goes through the one Snapshot connection, so more would only queue there.
 WORKER_THREADS = 4
-# Seconds a connection may stay silent, and that a request may take to arrive whole from its first byte.
-TIMEOUT_S = 5
+# Seconds a connection may stay silent, and that a request may take to arrive whole from its first
+# byte: the http_timeout_s setting's default, for callers that pass no setting.
+TIMEOUT_S: int = Settings.model_fields["http_timeout_s"].default
 # Open connections at once; each costs a file descriptor and at most one buffered request.
 MAX_CONNECTIONS = 256
 

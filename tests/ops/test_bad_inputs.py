@@ -242,6 +242,7 @@ def _cases() -> list[Case]:
         ("batch-size-zero", ("run", "--batch-size", "0"), "invalid batch_size"),
         ("batch-size-word", ("run", "--batch-size", "many"), "invalid int value: 'many'"),
         ("http-port-too-big", ("run", "--http-port", "99999"), "invalid http_port"),
+        ("http-timeout-zero", ("run", "--http-timeout", "0"), "invalid http_timeout_s"),
         ("poll-negative", ("run", "--poll-interval", "-1"), "invalid poll_interval_s"),
         ("log-format", ("run", "--log-format", "xml"), "invalid choice: 'xml'"),
         ("max-age-word", ("status", "--max-age", "soon"), "not a number of seconds (0 or more): 'soon'"),

@@ -1,7 +1,8 @@
-"""The subcommands, a module per group: each module adds its parsers beside their handlers.
+"""The subcommands, a module per command or small group: each holds its parsers, their handlers
+and what they print; listener/cli/render.py holds only what several commands print alike.
 
-Handlers import the operations they call when they run, so `listener --help` and a
-usage error stay quick.
+Handlers import the operations they call, and printing imports rich, only when they run, so
+`listener --help` and a usage error stay quick.
 """
 
 from __future__ import annotations

@@ -3,9 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import logging
+import signal
+from types import FrameType
+from typing import TYPE_CHECKING
 
 from listener.cli.args import Subparsers, command
 from listener.settings import Settings
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from listener.devtools.demo import DemoResult
+
+log = logging.getLogger("listener.dev")
 
 
 def register(subparsers: Subparsers) -> None:
@@ -46,17 +57,85 @@ def register(subparsers: Subparsers) -> None:
     p.add_argument("--keep", action="store_true", help="keep the embedded server's data directory")
 
 
-def _dev(args: argparse.Namespace, settings: Settings) -> int:
-    """Serve an embedded database with a listener until Ctrl-C."""
-    from listener.devtools.dev import run_dev
+def _say(line: str) -> None:
+    # Flushed line by line: a script reading the DSN from a pipe must not wait for a buffer to fill.
+    print(line, flush=True)
 
-    run_dev(settings, keep=args.keep, port=args.port, schema_files=args.schema, http_port=settings.http_port)
+
+def _dev(args: argparse.Namespace, settings: Settings) -> int:
+    """Serve an embedded database with a listener until Ctrl-C (SIGINT) or SIGTERM, saying how to connect."""
+    from listener.devtools.dev import check_options, dev_session
+
+    files = check_options(port=args.port, schema=args.schema)
+    _say("starting an embedded PostgreSQL (no server or Docker needed)...")
+    with dev_session(
+        settings, keep=args.keep, port=args.port, schema_files=files, http_port=settings.http_port
+    ) as dev:
+        worker = dev.worker
+
+        def stop(signum: int, _frame: FrameType | None) -> None:
+            log.info("received %s; stopping", signal.Signals(signum).name)
+            worker.request_stop()
+
+        previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+        what = (
+            f"the app schema from {dev.schema_files} file(s)" if dev.schema_files else "the demo app schema"
+        )
+        _say(f"PostgreSQL with PGMQ, {what} and the session ledger is ready.")
+        _say(f"DATABASE_URL={dev.dsn}")
+        if dev.tcp_dsn:
+            _say(f"TCP_DATABASE_URL={dev.tcp_dsn}")
+        _say(f'connect:  psql "{dev.tcp_dsn or dev.dsn}"')
+        _say(f"data:     {dev.data_dir} ({'kept' if args.keep else 'deleted'} on exit)")
+        if dev.dashboard_url is not None:
+            password = (
+                "$LISTENER_DASHBOARD_TOKEN" if dev.made_token is None else dev.made_token.get_secret_value()
+            )
+            _say(f"dashboard: {dev.dashboard_url} (HTTP Basic, any user name, password {password})")
+        _say("the listener is running: complete a booking and watch it charged here; Ctrl-C stops everything")
+        try:
+            worker.run()
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+    _say("stopped the listener and the server" + ("" if args.keep else "; deleted the data directory"))
+    if args.keep:
+        _say(f"data directory kept at {dev.data_dir}")
     return 0
 
 
 def _demo(args: argparse.Namespace, settings: Settings) -> int:
-    """Tell the whole story on an embedded database."""
+    """Tell the whole story on an embedded database, a spinner per step, then show what it did."""
+    from rich.console import Console
+
     from listener.devtools.demo import run_demo
 
-    run_demo(keep=args.keep)
+    console = Console()
+    logging.getLogger("listener").setLevel(logging.WARNING)
+    result = run_demo(keep=args.keep, step=console.status)
+    render_demo(result, console)
+    if args.keep:
+        console.print(f'data directory kept and server left running; connect with: psql "{result.dsn}"')
     return 0
+
+
+def render_demo(result: DemoResult, console: Console) -> None:
+    """The story's outcome: the cron's one UPDATE, then each booking and each pack's balance."""
+    from rich.table import Table
+
+    console.print(
+        f"cron completed {result.completed} bookings in one statement; "
+        f"the listener handled {result.handled} events\n"
+    )
+    bookings = Table(title="bookings")
+    for col in ("session", "pack", "completed by", "status", "ledger", "why"):
+        bookings.add_column(col)
+    for b in result.bookings:
+        bookings.add_row(b.session_at, b.pack, b.completed_by, b.status, b.ledger or "-", b.why)
+    console.print(bookings)
+    packs = Table(title="packs: sessions used")
+    for col in ("pack", "before", "after", "total"):
+        packs.add_column(col, justify="right" if col != "pack" else "left")
+    for p in result.packs:
+        packs.add_row(p.name, str(p.before), str(p.after), str(p.total))
+    console.print(packs)

@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from listener.cli.args import Subparsers, command, message_id
+from listener.cli.render import dead_letter_table, render_json
 from listener.settings import Settings
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from listener.ops.discard import DiscardReport
 
 
 def register(subparsers: Subparsers) -> None:
@@ -35,7 +42,6 @@ def register(subparsers: Subparsers) -> None:
 
 def _discard(args: argparse.Namespace, settings: Settings) -> int:
     """Discard the chosen dead letters, then show each one and how many went."""
-    from listener.cli.render import render_discarded, render_json
     from listener.ops.discard import check_reason, dead_letter_choice, discard_dead_letters
 
     # Refused before connecting: these are usage questions, not the database's.
@@ -49,3 +55,14 @@ def _discard(args: argparse.Namespace, settings: Settings) -> int:
     else:
         render_discarded(report)
     return 0
+
+
+def render_discarded(report: DiscardReport, console: Console | None = None) -> None:
+    """Print each dead letter with its reason, then how many were discarded and why."""
+    from rich.console import Console
+
+    console = console or Console()
+    console.print(dead_letter_table(report.letters))
+    verb = "would discard" if report.dry_run else "discarded"
+    count = len(report.letters) if report.dry_run else report.discarded
+    console.print(f"{verb} {count} dead letter(s), archived with the reason: {report.reason}", markup=False)

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from listener.cli.args import Subparsers, command
+from listener.cli.render import render_json
 from listener.ops.doctor import LISTENER_DSN_OPTION
 from listener.settings import Settings
+
+if TYPE_CHECKING:
+    from listener.ops.doctor import Report
 
 # The exit code when any finding is high.
 HIGH_FOUND = 3
@@ -25,7 +30,6 @@ def register(subparsers: Subparsers) -> None:
 
 def _doctor(args: argparse.Namespace, settings: Settings) -> int:
     """Audit, show the findings; exit 3 when any is high."""
-    from listener.cli.render import render_doctor, render_json
     from listener.ops.doctor import doctor
 
     report = doctor(settings.require_dsn(), listener_dsn=args.listener_dsn)
@@ -34,3 +38,20 @@ def _doctor(args: argparse.Namespace, settings: Settings) -> int:
     else:
         render_doctor(report)
     return HIGH_FOUND if report.has_high else 0
+
+
+def render_doctor(report: Report) -> None:
+    """Print each finding with its fix, the checks skipped and why, the notes, and a count."""
+    for finding in report.findings:
+        print(f"{finding.severity.upper():<6} {finding.check}  {finding.object}")
+        print(f"       {finding.message}")
+        print(f"       fix: {finding.fix}")
+    skipped: dict[str, list[str]] = {}
+    for item in report.not_checked:
+        skipped.setdefault(item.reason, []).append(item.check)
+    for reason, checks in skipped.items():
+        print(f"not checked: {', '.join(checks)}: {reason}")
+    for note in report.notes:
+        print(f"note: {note}")
+    high = sum(f.severity == "high" for f in report.findings)
+    print(f"{len(report.findings)} finding(s), {high} high" if report.findings else "no findings")

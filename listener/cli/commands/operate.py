@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING, Any
 
 from listener.cli.args import Subparsers, command
+from listener.cli.render import render_json
 from listener.settings import Settings
+
+if TYPE_CHECKING:
+    from listener.ops.prune import PruneReport
 
 
 def register(subparsers: Subparsers) -> None:
@@ -55,7 +60,6 @@ def register(subparsers: Subparsers) -> None:
 
 def _complete_past(args: argparse.Namespace, settings: Settings) -> int:
     """Complete the confirmed bookings that have ended, as the app's cron does, and say how many."""
-    from listener.cli.render import render_completed
     from listener.ops.complete_past import complete_past
 
     render_completed(complete_past(settings.require_dsn()))
@@ -64,7 +68,6 @@ def _complete_past(args: argparse.Namespace, settings: Settings) -> int:
 
 def _pause(args: argparse.Namespace, settings: Settings) -> int:
     """Pause charging, then say since when, by whom and why."""
-    from listener.cli.render import render_paused
     from listener.ops.pause import pause
 
     render_paused(pause(settings.require_dsn(), reason=args.reason))
@@ -73,7 +76,6 @@ def _pause(args: argparse.Namespace, settings: Settings) -> int:
 
 def _resume(args: argparse.Namespace, settings: Settings) -> int:
     """Resume charging, then say which pause it ended."""
-    from listener.cli.render import render_resumed
     from listener.ops.pause import resume
 
     render_resumed(resume(settings.require_dsn()))
@@ -82,7 +84,6 @@ def _resume(args: argparse.Namespace, settings: Settings) -> int:
 
 def _prune(args: argparse.Namespace, settings: Settings) -> int:
     """Delete (or with --dry-run count) what is past the retention, then say how many of each."""
-    from listener.cli.render import render_json, render_pruned
     from listener.ops.prune import check_retention, parse_duration, prune
 
     older_than = parse_duration(args.older_than)
@@ -94,3 +95,32 @@ def _prune(args: argparse.Namespace, settings: Settings) -> int:
     else:
         render_pruned(report)
     return 0
+
+
+def render_completed(count: int) -> None:
+    """Print how many past bookings the cron path completed."""
+    print(f"completed {count} past booking{'s' if count != 1 else ''}")
+
+
+def render_paused(paused: dict[str, Any]) -> None:
+    """Print since when, by whom and why charging is paused."""
+    why = f": {paused['reason']}" if paused.get("reason") else ""
+    print(f"charging paused since {paused['paused_at']} by {paused['paused_by']}{why}; events keep queuing")
+
+
+def render_resumed(ended: dict[str, Any] | None) -> None:
+    """Print the pause that resuming ended, or that there was none."""
+    if ended is None:
+        print("charging was not paused")
+    else:
+        print(f"charging resumed; it was paused since {ended['paused_at']} by {ended['paused_by']}")
+
+
+def render_pruned(report: PruneReport) -> None:
+    """Print what a prune removed, or would remove."""
+    verb = "would remove" if report.dry_run else "removed"
+    print(
+        f"{verb} {report.archived_events} archived event(s), {report.archived_dead_letters} archived dead "
+        f"letter(s), {report.pack_calls} old pack call(s), {report.booking_writes} expired booking write "
+        f"echo(es) and {report.stopped_listeners} old listener heartbeat(s)"
+    )

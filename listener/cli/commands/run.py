@@ -8,6 +8,7 @@ import signal
 from types import FrameType
 
 from listener.cli.args import Subparsers, command, from_env
+from listener.cli.render import counts_text
 from listener.settings import Settings
 
 log = logging.getLogger("listener")
@@ -49,28 +50,28 @@ def register(subparsers: Subparsers) -> None:
     p.add_argument("--http-host", metavar="HOST", help=f"address the HTTP port binds {from_env('http_host')}")
     p.add_argument(
         "--http-timeout",
+        dest="http_timeout_s",
         type=int,
         metavar="SECONDS",
-        help="seconds an HTTP connection may stay silent or take to send its request (default: 5)",
+        help=f"seconds an HTTP connection may stay silent or take to send its request {from_env('http_timeout_s')}",
     )
 
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
     """Charge until told to stop (or, with --drain, until the queue is empty), serving HTTP if asked."""
-    from listener.cli.render import counts_text
     from listener.core.worker import Worker
 
     worker = Worker(settings)
     server = None
     if settings.http_port is not None:
-        from listener.http.server import TIMEOUT_S, serve
+        from listener.http.server import serve
 
         server = serve(
             worker,
             port=settings.http_port,
             host=settings.http_host,
             dashboard_token=settings.dashboard_token,
-            timeout_s=TIMEOUT_S if args.http_timeout is None else args.http_timeout,
+            timeout_s=settings.http_timeout_s,
         )
 
     def stop(signum: int, _frame: FrameType | None) -> None:
