@@ -45,13 +45,3 @@ def dead_letter_table(letters: list[dict[str, Any]]) -> Table:
     for d in letters:
         table.add_row(str(d["id"]), d["dead_lettered_at"][:19], str(d["reason"]), str(d["preview"]))
     return table
-
-
-def __getattr__(name: str) -> Any:
-    # `render_status` lives with the status command now; it stays importable from here for callers
-    # that render a status report themselves.
-    if name == "render_status":
-        from listener.cli.commands.status import render_status
-
-        return render_status
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -16,7 +16,7 @@ from psycopg import errors
 from rich.console import Console
 
 import listener
-from listener.cli.render import render_status
+from listener.cli.commands.status import render_status
 from listener.core.db import connect
 from listener.core.sql_files import SCHEMA_VERSION
 from listener.errors import ConfigError, NothingMatched
