@@ -87,6 +87,7 @@ def test_absorbed_calls_are_listed_with_who_when_pack_and_booking(world: World) 
         assert on_pack.titles == [f"pack {pack}"]
         assert call["caused_by"] == {
             "role": "authenticated",
+            "login": world.conn.info.user,
             "uid": str(world.org.trainer_user_id),
             "trace": traces[call["booking_id"]],
         }
