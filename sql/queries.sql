@@ -638,6 +638,19 @@ SELECT pg_advisory_lock(%(key)s);
 -- name: migration_unlock
 SELECT pg_advisory_unlock(%(key)s);
 
+-- name: bootstrap
+-- The ledger's schema and its record of migrations: what every migrate run, and every
+-- exported migration file, makes sure of before it reads what is applied.
+CREATE SCHEMA IF NOT EXISTS session_ledger;
+REVOKE ALL ON SCHEMA session_ledger FROM PUBLIC;
+CREATE TABLE IF NOT EXISTS session_ledger.migrations (
+    version int PRIMARY KEY,
+    name text NOT NULL,
+    checksum text NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+);
+REVOKE ALL ON session_ledger.migrations FROM PUBLIC;
+
 -- name: ledger_install_broken
 -- Why the recorded migrations cannot be what this database holds, or NULL: an install
 -- that created ledger objects but never recorded its first migration, or a migration
@@ -797,3 +810,73 @@ SELECT session_ledger.prune_booking_writes();
 
 -- name: booking_writes_deleted
 SELECT pg_catalog.pg_stat_get_xact_tuples_deleted('session_ledger.booking_writes'::regclass) AS n;
+
+------------------------------------------------------------------------------
+-- sql/schema.sql, rendered from a database's catalog (listener/devtools/schema_dump.py)
+------------------------------------------------------------------------------
+
+-- name: schema_dump_tables
+-- The ledger's tables, but for the migrations table the bootstrap creates.
+SELECT c.oid, n.nspname, c.relname, c.reloptions, c.relrowsecurity
+FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind = 'r' AND n.nspname = 'session_ledger' AND c.relname <> 'migrations'
+ORDER BY c.relname;
+
+-- name: schema_dump_queues
+-- The ledger's queues.
+SELECT m.queue_name::text AS queue FROM pgmq.meta m
+WHERE m.queue_name IN ('booking_events', 'booking_events_dlq')
+ORDER BY m.queue_name;
+
+-- name: schema_dump_queue_tables
+-- A queue's two tables (pgmq names them q_<queue> and a_<queue>), the queue's first.
+SELECT c.oid FROM pg_catalog.pg_class c
+WHERE c.relnamespace = 'pgmq'::regnamespace AND c.relkind = 'r'
+  AND c.relname IN ('q_' || %(queue)s, 'a_' || %(queue)s)
+ORDER BY c.relname DESC;
+
+-- name: schema_dump_probe_queue
+-- A queue as pgmq.create makes it, to render what the ledger changed on its own
+-- queues; created inside a transaction the dump rolls back.
+SELECT pgmq.create(%(queue)s);
+
+-- name: schema_dump_table
+SELECT c.oid, n.nspname, c.relname, c.reloptions, c.relrowsecurity
+FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE c.oid = %(oid)s;
+
+-- name: schema_dump_columns
+SELECT a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod) AS type, a.attnotnull,
+       pg_catalog.pg_get_expr(d.adbin, d.adrelid) AS default, a.attidentity, a.attgenerated
+FROM pg_catalog.pg_attribute a
+LEFT JOIN pg_catalog.pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+WHERE a.attrelid = %(oid)s AND a.attnum > 0 AND NOT a.attisdropped
+ORDER BY a.attnum;
+
+-- name: schema_dump_constraints
+SELECT conname, pg_catalog.pg_get_constraintdef(oid) AS def FROM pg_catalog.pg_constraint
+WHERE conrelid = %(oid)s AND contype <> 'n' ORDER BY contype, conname;
+
+-- name: schema_dump_indexes
+-- The indexes no constraint made, by name.
+SELECT c.relname AS name, pg_catalog.pg_get_indexdef(i.indexrelid) AS def
+FROM pg_catalog.pg_index i JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid
+WHERE i.indrelid = %(oid)s
+  AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_constraint k WHERE k.conindid = i.indexrelid)
+ORDER BY 2;
+
+-- name: schema_dump_policies
+SELECT p.polname, p.polpermissive, p.polcmd::text AS cmd,
+       array(SELECT CASE WHEN r = 0 THEN 'PUBLIC' ELSE pg_catalog.quote_ident(r::regrole::text) END
+             FROM unnest(p.polroles) AS r ORDER BY 1) AS roles,
+       pg_catalog.pg_get_expr(p.polqual, p.polrelid) AS qual,
+       pg_catalog.pg_get_expr(p.polwithcheck, p.polrelid) AS with_check
+FROM pg_catalog.pg_policy p WHERE p.polrelid = %(oid)s ORDER BY p.polname;
+
+-- name: schema_dump_singleton
+-- Whether a table is a singleton (a true `singleton` key) whose one row its defaults fill.
+SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
+               WHERE a.attrelid = %(oid)s AND a.attname = 'singleton' AND NOT a.attisdropped)
+       AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
+                       WHERE a.attrelid = %(oid)s AND a.attnum > 0 AND NOT a.attisdropped
+                         AND a.attnotnull AND a.attidentity = '' AND NOT a.atthasdef) AS singleton;
