@@ -880,3 +880,71 @@ SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
        AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
                        WHERE a.attrelid = %(oid)s AND a.attnum > 0 AND NOT a.attisdropped
                          AND a.attnotnull AND a.attidentity = '' AND NOT a.atthasdef) AS singleton;
+
+------------------------------------------------------------------------------
+-- `listener export-migrations`: each file it writes is one DO block, so it applies
+-- whole or not at all however it is applied (psql -f, psql -1, supabase db push).
+-- %(name)s marks where export writes in SQL: literals, and dollar-quoted text the
+-- block EXECUTEs (the named queries migrate runs, with their values written in).
+------------------------------------------------------------------------------
+
+-- name: export_pgmq_script
+-- PGMQ's SQL-only script, where the schema pgmq does not exist yet.
+DO $session_ledger_export$
+BEGIN
+    IF pg_catalog.to_regnamespace('pgmq') IS NOT NULL THEN
+        RAISE NOTICE 'PGMQ is installed already: nothing to do';
+        RETURN;
+    END IF;
+    EXECUTE %(script)s;
+END
+$session_ledger_export$;
+
+-- name: export_requires
+-- Refuse unless every migration before the file's own is recorded, then unless PGMQ is installed.
+    IF pg_catalog.to_regclass('session_ledger.migrations') IS NULL THEN
+        missing := (%(before)s::int[])[1];
+    ELSE
+        SELECT min(v) INTO missing FROM unnest(%(before)s::int[]) AS v
+         WHERE NOT EXISTS (SELECT 1 FROM session_ledger.migrations m WHERE m.version = v);
+    END IF;
+    IF missing IS NOT NULL THEN
+        RAISE EXCEPTION 'session ledger migration % is not applied: apply the files before this one first, or run `listener migrate`',
+            pg_catalog.lpad(missing::text, 4, '0');
+    END IF;
+    IF pg_catalog.to_regnamespace('pgmq') IS NULL THEN
+        RAISE EXCEPTION 'PGMQ is not installed: apply the *_session_ledger_pgmq.sql file first';
+    END IF;
+
+-- name: export_migration
+-- One migration: nothing when it is recorded already, a refusal when one before it is not.
+DO $session_ledger_export$
+DECLARE
+    missing int;
+    recorded text;
+BEGIN
+%(requires)s
+    EXECUTE %(bootstrap)s;
+    SELECT m.checksum INTO recorded FROM session_ledger.migrations m WHERE m.version = %(version)s;
+    IF recorded = %(checksum)s THEN
+        RAISE NOTICE 'session ledger migration % is applied already: nothing to do', %(label)s;
+        RETURN;
+    ELSIF recorded IS NOT NULL THEN
+        RAISE EXCEPTION 'session ledger migration % was changed after it was applied', %(label)s;
+    END IF;
+    EXECUTE %(migration)s;
+    EXECUTE %(record)s;
+END
+$session_ledger_export$;
+
+-- name: export_functions
+-- Every repeatable file, once every migration is applied.
+DO $session_ledger_export$
+DECLARE
+    missing int;
+BEGIN
+%(requires)s
+    EXECUTE %(functions)s;
+    EXECUTE %(record)s;
+END
+$session_ledger_export$;
