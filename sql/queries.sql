@@ -884,7 +884,7 @@ SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
 ------------------------------------------------------------------------------
 -- `listener export-migrations`: each file it writes is one DO block, so it applies
 -- whole or not at all however it is applied (psql -f, psql -1, supabase db push).
--- %(name)s marks where export writes in SQL: literals, and dollar-quoted text the
+-- Their slots, written as named placeholders, are where export writes in SQL: literals, and dollar-quoted text the
 -- block EXECUTEs (the named queries migrate runs, with their values written in).
 ------------------------------------------------------------------------------
 

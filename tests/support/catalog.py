@@ -24,15 +24,15 @@ SELECT 'schema' AS kind, n.nspname::text AS name,
 FROM pg_namespace n WHERE n.oid IN (SELECT oid FROM ns)
 UNION ALL
 SELECT 'relation', r.oid::regclass::text,
-       concat_ws(' ', r.relkind, r.relpersistence, pg_get_userbyid(r.relowner), r.relacl::text,
+       concat_ws(' ', r.relkind::text, r.relpersistence::text, pg_get_userbyid(r.relowner), r.relacl::text,
                  'rls=' || r.relrowsecurity, 'force=' || r.relforcerowsecurity, r.reloptions::text,
-                 'replica=' || r.relreplident)
+                 'replica=' || r.relreplident::text)
 FROM rel r WHERE r.relkind IN ('r', 'p', 'v', 'm', 'S', 'i')
 UNION ALL
 SELECT 'column', a.attrelid::regclass::text || '.' || a.attname,
        concat_ws(' ', format_type(a.atttypid, a.atttypmod), 'notnull=' || a.attnotnull,
-                 'default=' || pg_get_expr(d.adbin, d.adrelid), 'identity=' || a.attidentity,
-                 'generated=' || a.attgenerated, 'collation=' || a.attcollation::regcollation::text,
+                 'default=' || pg_get_expr(d.adbin, d.adrelid), 'identity=' || a.attidentity::text,
+                 'generated=' || a.attgenerated::text, 'collation=' || a.attcollation::regcollation::text,
                  'acl=' || a.attacl::text, 'position=' || (SELECT count(*) FROM pg_attribute b
                      WHERE b.attrelid = a.attrelid AND b.attnum > 0 AND NOT b.attisdropped AND b.attnum <= a.attnum))
 FROM pg_attribute a JOIN rel r ON r.oid = a.attrelid
@@ -55,7 +55,7 @@ SELECT 'view', v.oid::regclass::text, pg_get_viewdef(v.oid)
 FROM rel v WHERE v.relkind IN ('v', 'm')
 UNION ALL
 SELECT 'policy', p.polrelid::regclass::text || '.' || p.polname,
-       concat_ws(' ', p.polcmd, p.polpermissive,
+       concat_ws(' ', p.polcmd::text, p.polpermissive,
                  (SELECT array_agg(CASE WHEN r = 0 THEN 'PUBLIC' ELSE r::regrole::text END ORDER BY 1)
                   FROM unnest(p.polroles) AS r)::text,
                  pg_get_expr(p.polqual, p.polrelid), pg_get_expr(p.polwithcheck, p.polrelid))
@@ -66,10 +66,10 @@ SELECT 'function', p.oid::regprocedure::text,
 FROM pg_proc p
 WHERE p.pronamespace IN (SELECT oid FROM ns WHERE nspname <> 'pgmq') AND p.prokind IN ('f', 'p', 'w')
 UNION ALL
-SELECT 'trigger', t.tgrelid::regclass::text || '.' || t.tgname, pg_get_triggerdef(t.oid) || ' enabled=' || t.tgenabled
+SELECT 'trigger', t.tgrelid::regclass::text || '.' || t.tgname, pg_get_triggerdef(t.oid) || ' enabled=' || t.tgenabled::text
 FROM pg_trigger t WHERE NOT t.tgisinternal AND t.tgrelid IN (SELECT oid FROM rel)
 UNION ALL
-SELECT 'type', t.oid::regtype::text, concat_ws(' ', t.typtype, pg_get_userbyid(t.typowner), t.typacl::text,
+SELECT 'type', t.oid::regtype::text, concat_ws(' ', t.typtype::text, pg_get_userbyid(t.typowner), t.typacl::text,
        (SELECT string_agg(e.enumlabel, ',' ORDER BY e.enumsortorder) FROM pg_enum e WHERE e.enumtypid = t.oid))
 FROM pg_type t WHERE t.typnamespace IN (SELECT oid FROM ns WHERE nspname <> 'pgmq') AND t.typtype IN ('e', 'd', 'c')
   AND (t.typrelid = 0 OR t.typrelid IN (SELECT oid FROM rel WHERE relkind = 'c'))

@@ -9,11 +9,15 @@ exist (`git clone` copies tags; a shallow CI checkout needs `git fetch --tags`).
 
 from __future__ import annotations
 
+import atexit
 import io
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
+import tempfile
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -42,6 +46,14 @@ def extract(tag: str, into: Path) -> Path:
     with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
         tar.extractall(tree, filter="data")
     return tree
+
+
+@cache
+def tree(tag: str) -> Path:
+    """The release extracted once per test process, removed when it exits."""
+    into = Path(tempfile.mkdtemp(prefix="session_ledger_releases_"))
+    atexit.register(shutil.rmtree, into, ignore_errors=True)
+    return extract(tag, into)
 
 
 def sql_file(tree: Path, path: str) -> str:
