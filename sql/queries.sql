@@ -948,3 +948,192 @@ BEGIN
     EXECUTE %(record)s;
 END
 $session_ledger_export$;
+
+------------------------------------------------------------------------------
+-- devtools and testing: the demo, the dev server, throwaway databases, the test
+-- driver and checker, the Supabase-shaped cluster and the app rows it is seeded with
+------------------------------------------------------------------------------
+
+-- name: app_schema_public
+CREATE SCHEMA IF NOT EXISTS public;
+
+-- name: demo_cancel_booking
+UPDATE public.bookings SET status = 'cancelled' WHERE id = %s;
+
+-- name: demo_booking_row
+SELECT to_char(bk.start_time, 'DD Mon HH24:MI') AS at, bk.status, l.state, l.reason
+               FROM public.bookings bk LEFT JOIN session_ledger.charges l ON l.booking_id = bk.id
+               WHERE bk.id = %s;
+
+-- name: demo_pack_balance
+SELECT sessions_used, sessions_total FROM public.client_purchases WHERE id = %s;
+
+-- name: insert_org
+INSERT INTO public.orgs (id, name, slug) VALUES (%s, %s, %s);
+
+-- name: insert_org_member
+INSERT INTO public.org_members (org_id, user_id, role) VALUES (%s, %s, 'staff');
+
+-- name: demo_data_insert_client
+INSERT INTO public.clients (id, org_id, full_name) VALUES (%s, %s, %s);
+
+-- name: demo_data_insert_pack
+INSERT INTO public.client_purchases
+               (id, org_id, client_id, amount_paid_cents, sessions_total, sessions_used, expires_at, payment_status)
+           VALUES (%s, %s, %s, 10000, %s, %s, %s, %s);
+
+-- name: demo_data_create_bookings
+INSERT INTO public.bookings (org_id, client_id, start_time, end_time, duration_mins, purchase_id, status)
+           SELECT %(org)s, %(client)s, t, t + interval '1 hour', 60, %(pack)s, %(status)s
+           FROM generate_series(%(first)s::timestamptz, %(first)s::timestamptz + (%(n)s - 1) * interval '1 day',
+                                interval '1 day') AS t
+           RETURNING id;
+
+-- name: pack_sessions_used
+SELECT sessions_used FROM public.client_purchases WHERE id = %s;
+
+-- name: database_exists
+SELECT 1 AS x FROM pg_database WHERE datname = %s;
+
+-- name: create_database
+CREATE DATABASE {};
+
+-- name: driver_role_authenticated
+SET LOCAL ROLE authenticated;
+
+-- name: set_jwt_sub
+SELECT set_config('request.jwt.claim.sub', %s, true);
+
+-- name: set_booking_status
+UPDATE public.bookings SET status = %s WHERE id = %s;
+
+-- name: driver_role_service
+SET LOCAL ROLE service_role;
+
+-- name: driver_live_listener
+SELECT EXISTS (SELECT 1 FROM session_ledger.live_listeners) AS live;
+
+-- name: driver_queue_depth
+SELECT queue_depth AS n FROM session_ledger.queue_depths();
+
+-- name: ledger_row
+SELECT * FROM session_ledger.charges WHERE booking_id = %s;
+
+-- name: embedded_reload_conf
+SELECT pg_reload_conf();
+
+-- name: embedded_extension_path_settable
+SELECT current_setting('server_version_num')::int >= 180000 AS settable, EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'uuid-ossp') AS present;
+
+-- name: embedded_set_extension_path
+ALTER SYSTEM SET extension_control_path = {};
+
+-- name: create_database_from_template
+CREATE DATABASE {} TEMPLATE {};
+
+-- name: drop_database
+DROP DATABASE IF EXISTS {} WITH (FORCE);
+
+-- name: app_data_insert_user
+INSERT INTO auth.users (id, aud, role, email) VALUES (%s, 'authenticated', 'authenticated', %s);
+
+-- name: app_data_insert_client
+INSERT INTO public.clients (org_id, full_name, email, auth_user_id) VALUES (%s, %s, %s, %s) RETURNING id;
+
+-- name: app_data_insert_offer
+INSERT INTO public.offers (org_id, name, offer_type, price_cents, sessions_count, validity_days) VALUES (%s, '10 sessions', 'session_pack', 50000, 10, 180) RETURNING id;
+
+-- name: app_data_insert_pack
+INSERT INTO public.client_purchases
+               (org_id, client_id, offer_id, amount_paid_cents, payment_method, payment_status,
+                sessions_total, sessions_used, expires_at)
+           VALUES (%s, %s, %s, 50000, %s, %s, %s, %s, %s) RETURNING id;
+
+-- name: app_data_insert_bookings
+INSERT INTO public.bookings
+               (org_id, client_id, start_time, end_time, duration_mins, purchase_id, status, booked_by,
+                booking_source)
+           SELECT %(org)s, %(client)s, t, t + interval '1 hour', 60, %(pack)s, %(status)s, %(trainer)s, 'trainer'
+           FROM generate_series(%(first)s::timestamptz, %(first)s::timestamptz + (%(n)s - 1) * interval '1 day',
+                                interval '1 day') AS t
+           RETURNING id;
+
+-- name: checker_consuming_statuses
+SELECT consuming_statuses FROM session_ledger.config;
+
+-- name: checker_bookings_and_ledger
+SELECT b.id, b.purchase_id, b.status = ANY (%s) AS consumes, l.state, l.purchase_id AS l_pack
+           FROM public.bookings b LEFT JOIN session_ledger.charges l ON l.booking_id = b.id;
+
+-- name: checker_paid_rows_of_deleted_bookings
+SELECT count(*) AS n FROM session_ledger.charges l
+           WHERE l.state = 'paid' AND NOT EXISTS (SELECT 1 FROM public.bookings b WHERE b.id = l.booking_id);
+
+-- name: checker_packs
+SELECT id, sessions_used, sessions_total FROM public.client_purchases;
+
+-- name: checker_queue_left
+SELECT count(*) AS n FROM pgmq.q_booking_events;
+
+-- name: checker_dead_letters
+SELECT count(*) AS n FROM pgmq.q_booking_events_dlq;
+
+-- name: checker_ledger_rows_of
+SELECT count(*) AS n FROM session_ledger.charges WHERE booking_id = ANY(%s);
+
+-- name: checker_sessions_used
+SELECT id, sessions_used FROM public.client_purchases;
+
+-- name: checker_archived_msg_ids
+SELECT msg_id FROM pgmq.a_booking_events;
+
+-- name: checker_queued_msg_ids
+SELECT msg_id FROM pgmq.q_booking_events;
+
+-- name: checker_dead_letter_sources
+SELECT (message ->> 'source_msg_id') AS src FROM pgmq.q_booking_events_dlq
+               UNION ALL
+               SELECT (message ->> 'source_msg_id') FROM pgmq.a_booking_events_dlq;
+
+-- name: set_jwt_claims
+SELECT set_config('request.jwt.claims', %s, true);
+
+-- name: set_jwt_role
+SELECT set_config('request.jwt.claim.role', %s, true);
+
+-- name: set_request_headers
+SELECT set_config('request.headers', %s, true);
+
+-- name: set_local_role
+SET LOCAL ROLE {};
+
+-- name: supabase_postgres_role
+CREATE ROLE postgres SUPERUSER LOGIN;
+
+-- name: supabase_create_app_database
+CREATE DATABASE {} OWNER postgres;
+
+-- name: supabase_create_app_database_from_template
+CREATE DATABASE {} OWNER postgres TEMPLATE {};
+
+-- name: mark_template
+ALTER DATABASE {} IS_TEMPLATE true;
+
+-- name: listen
+LISTEN {};
+
+-- name: supabase_role_settings
+ALTER ROLE supabase_admin SET search_path = public, extensions;
+ALTER ROLE postgres SET search_path = "$user", public, extensions;
+ALTER ROLE postgres NOSUPERUSER CREATEDB CREATEROLE LOGIN REPLICATION BYPASSRLS;
+
+-- name: supabase_pg_cron
+-- What Supabase's grant_pg_cron_access event trigger grants, minus writes on cron.job
+-- (revoked since 2023): jobs are scheduled through cron.schedule().
+CREATE EXTENSION IF NOT EXISTS pg_cron;
+GRANT USAGE ON SCHEMA cron TO postgres WITH GRANT OPTION;
+GRANT ALL ON ALL TABLES IN SCHEMA cron TO postgres WITH GRANT OPTION;
+GRANT ALL ON ALL SEQUENCES IN SCHEMA cron TO postgres WITH GRANT OPTION;
+GRANT ALL ON ALL FUNCTIONS IN SCHEMA cron TO postgres WITH GRANT OPTION;
+REVOKE ALL ON TABLE cron.job FROM postgres;
+GRANT SELECT ON TABLE cron.job TO postgres WITH GRANT OPTION;

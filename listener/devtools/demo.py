@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from listener.core.db import Conn
+from listener.core.sql_files import query
 from listener.devtools import demo_data
 from listener.devtools.driver import Ledger, ListenerThread
 from listener.devtools.embedded import embedded_server
@@ -78,7 +79,7 @@ def _story(dsn: str, console: Console) -> None:
             ledger.drain(listener_running=True)
         cancelled = bookings[1][0]
         with console.status("the trainer cancels a completed session..."):
-            conn.execute("UPDATE public.bookings SET status = 'cancelled' WHERE id = %s", [cancelled])
+            conn.execute(query("demo_cancel_booking"), [cancelled])
             ledger.drain(listener_running=True)
     finally:
         listener.stop()
@@ -104,9 +105,7 @@ def _print_bookings(
         table.add_column(col)
     for b, pack, path in bookings:
         row = conn.execute(
-            """SELECT to_char(bk.start_time, 'DD Mon HH24:MI') AS at, bk.status, l.state, l.reason
-               FROM public.bookings bk LEFT JOIN session_ledger.charges l ON l.booking_id = bk.id
-               WHERE bk.id = %s""",
+            query("demo_booking_row"),
             [b],
         ).fetchone()
         assert row is not None
@@ -122,9 +121,7 @@ def _print_packs(
     for col in ("pack", "before", "after", "total"):
         table.add_column(col, justify="right" if col != "pack" else "left")
     for name, pack in packs.items():
-        row = conn.execute(
-            "SELECT sessions_used, sessions_total FROM public.client_purchases WHERE id = %s", [pack]
-        ).fetchone()
+        row = conn.execute(query("demo_pack_balance"), [pack]).fetchone()
         assert row is not None
         table.add_row(name, str(before[pack]), str(row["sessions_used"]), str(row["sessions_total"]))
     console.print(table)

@@ -132,7 +132,7 @@ def test_uninstall_keeps_balances_restores_functions_and_migrate_reinstalls(worl
     assert report.applied == [f"{m.version:04d}_{m.name}" for m in migrations()]
     assert _installed_objects(conn) == {
         "schema": True,
-        "triggers": 5,
+        "triggers": 6,
         "queues": 2,
         "two_arg_use_session": True,
     }
@@ -171,7 +171,7 @@ def test_uninstall_refuses_without_yes_with_waiting_events_or_a_running_listener
     assert running.returncode == 1
     assert "a listener is running" in running.stderr and "stop it first, then uninstall" in running.stderr
     assert "Traceback" not in running.stderr
-    assert _installed_objects(conn)["triggers"] == 5
+    assert _installed_objects(conn)["triggers"] == 6
     assert world.used(pack) == 1
 
 
