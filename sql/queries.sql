@@ -638,6 +638,19 @@ SELECT pg_advisory_lock(%(key)s);
 -- name: migration_unlock
 SELECT pg_advisory_unlock(%(key)s);
 
+-- name: bootstrap
+-- The ledger's schema and its record of migrations: what every migrate run, and every
+-- exported migration file, makes sure of before it reads what is applied.
+CREATE SCHEMA IF NOT EXISTS session_ledger;
+REVOKE ALL ON SCHEMA session_ledger FROM PUBLIC;
+CREATE TABLE IF NOT EXISTS session_ledger.migrations (
+    version int PRIMARY KEY,
+    name text NOT NULL,
+    checksum text NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+);
+REVOKE ALL ON session_ledger.migrations FROM PUBLIC;
+
 -- name: ledger_install_broken
 -- Why the recorded migrations cannot be what this database holds, or NULL: an install
 -- that created ledger objects but never recorded its first migration, or a migration
@@ -797,3 +810,330 @@ SELECT session_ledger.prune_booking_writes();
 
 -- name: booking_writes_deleted
 SELECT pg_catalog.pg_stat_get_xact_tuples_deleted('session_ledger.booking_writes'::regclass) AS n;
+
+------------------------------------------------------------------------------
+-- sql/schema.sql, rendered from a database's catalog (listener/devtools/schema_dump.py)
+------------------------------------------------------------------------------
+
+-- name: schema_dump_tables
+-- The ledger's tables, but for the migrations table the bootstrap creates.
+SELECT c.oid, n.nspname, c.relname, c.reloptions, c.relrowsecurity
+FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind = 'r' AND n.nspname = 'session_ledger' AND c.relname <> 'migrations'
+ORDER BY c.relname;
+
+-- name: schema_dump_queues
+-- The ledger's queues.
+SELECT m.queue_name::text AS queue FROM pgmq.meta m
+WHERE m.queue_name IN ('booking_events', 'booking_events_dlq')
+ORDER BY m.queue_name;
+
+-- name: schema_dump_queue_tables
+-- A queue's two tables (pgmq names them q_<queue> and a_<queue>), the queue's first.
+SELECT c.oid FROM pg_catalog.pg_class c
+WHERE c.relnamespace = 'pgmq'::regnamespace AND c.relkind = 'r'
+  AND c.relname IN ('q_' || %(queue)s, 'a_' || %(queue)s)
+ORDER BY c.relname DESC;
+
+-- name: schema_dump_probe_queue
+-- A queue as pgmq.create makes it, to render what the ledger changed on its own
+-- queues; created inside a transaction the dump rolls back.
+SELECT pgmq.create(%(queue)s);
+
+-- name: schema_dump_table
+SELECT c.oid, n.nspname, c.relname, c.reloptions, c.relrowsecurity
+FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE c.oid = %(oid)s;
+
+-- name: schema_dump_columns
+SELECT a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod) AS type, a.attnotnull,
+       pg_catalog.pg_get_expr(d.adbin, d.adrelid) AS default, a.attidentity, a.attgenerated
+FROM pg_catalog.pg_attribute a
+LEFT JOIN pg_catalog.pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+WHERE a.attrelid = %(oid)s AND a.attnum > 0 AND NOT a.attisdropped
+ORDER BY a.attnum;
+
+-- name: schema_dump_constraints
+SELECT conname, pg_catalog.pg_get_constraintdef(oid) AS def FROM pg_catalog.pg_constraint
+WHERE conrelid = %(oid)s AND contype <> 'n' ORDER BY contype, conname;
+
+-- name: schema_dump_indexes
+-- The indexes no constraint made, by name.
+SELECT c.relname AS name, pg_catalog.pg_get_indexdef(i.indexrelid) AS def
+FROM pg_catalog.pg_index i JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid
+WHERE i.indrelid = %(oid)s
+  AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_constraint k WHERE k.conindid = i.indexrelid)
+ORDER BY 2;
+
+-- name: schema_dump_policies
+SELECT p.polname, p.polpermissive, p.polcmd::text AS cmd,
+       array(SELECT CASE WHEN r = 0 THEN 'PUBLIC' ELSE pg_catalog.quote_ident(r::regrole::text) END
+             FROM unnest(p.polroles) AS r ORDER BY 1) AS roles,
+       pg_catalog.pg_get_expr(p.polqual, p.polrelid) AS qual,
+       pg_catalog.pg_get_expr(p.polwithcheck, p.polrelid) AS with_check
+FROM pg_catalog.pg_policy p WHERE p.polrelid = %(oid)s ORDER BY p.polname;
+
+-- name: schema_dump_singleton
+-- Whether a table is a singleton (a true `singleton` key) whose one row its defaults fill.
+SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
+               WHERE a.attrelid = %(oid)s AND a.attname = 'singleton' AND NOT a.attisdropped)
+       AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
+                       WHERE a.attrelid = %(oid)s AND a.attnum > 0 AND NOT a.attisdropped
+                         AND a.attnotnull AND a.attidentity = '' AND NOT a.atthasdef) AS singleton;
+
+------------------------------------------------------------------------------
+-- `listener export-migrations`: each file it writes is one DO block, so it applies
+-- whole or not at all however it is applied (psql -f, psql -1, supabase db push).
+-- Their slots, written as named placeholders, are where export writes in SQL: literals, and dollar-quoted text the
+-- block EXECUTEs (the named queries migrate runs, with their values written in).
+------------------------------------------------------------------------------
+
+-- name: export_pgmq_script
+-- PGMQ's SQL-only script, where the schema pgmq does not exist yet.
+DO $session_ledger_export$
+BEGIN
+    IF pg_catalog.to_regnamespace('pgmq') IS NOT NULL THEN
+        RAISE NOTICE 'PGMQ is installed already: nothing to do';
+        RETURN;
+    END IF;
+    EXECUTE %(script)s;
+END
+$session_ledger_export$;
+
+-- name: export_requires
+-- Refuse unless every migration before the file's own is recorded, then unless PGMQ is installed.
+    IF pg_catalog.to_regclass('session_ledger.migrations') IS NULL THEN
+        missing := (%(before)s::int[])[1];
+    ELSE
+        SELECT min(v) INTO missing FROM unnest(%(before)s::int[]) AS v
+         WHERE NOT EXISTS (SELECT 1 FROM session_ledger.migrations m WHERE m.version = v);
+    END IF;
+    IF missing IS NOT NULL THEN
+        RAISE EXCEPTION 'session ledger migration % is not applied: apply the files before this one first, or run `listener migrate`',
+            pg_catalog.lpad(missing::text, 4, '0');
+    END IF;
+    IF pg_catalog.to_regnamespace('pgmq') IS NULL THEN
+        RAISE EXCEPTION 'PGMQ is not installed: apply the *_session_ledger_pgmq.sql file first';
+    END IF;
+
+-- name: export_migration
+-- One migration: nothing when it is recorded already, a refusal when one before it is not.
+DO $session_ledger_export$
+DECLARE
+    missing int;
+    recorded text;
+BEGIN
+%(requires)s
+    EXECUTE %(bootstrap)s;
+    SELECT m.checksum INTO recorded FROM session_ledger.migrations m WHERE m.version = %(version)s;
+    IF recorded = %(checksum)s THEN
+        RAISE NOTICE 'session ledger migration % is applied already: nothing to do', %(label)s;
+        RETURN;
+    ELSIF recorded IS NOT NULL THEN
+        RAISE EXCEPTION 'session ledger migration % was changed after it was applied', %(label)s;
+    END IF;
+    EXECUTE %(migration)s;
+    EXECUTE %(record)s;
+END
+$session_ledger_export$;
+
+-- name: export_functions
+-- Every repeatable file, once every migration is applied.
+DO $session_ledger_export$
+DECLARE
+    missing int;
+BEGIN
+%(requires)s
+    EXECUTE %(functions)s;
+    EXECUTE %(record)s;
+END
+$session_ledger_export$;
+
+------------------------------------------------------------------------------
+-- devtools and testing: the demo, the dev server, throwaway databases, the test
+-- driver and checker, the Supabase-shaped cluster and the app rows it is seeded with
+------------------------------------------------------------------------------
+
+-- name: app_schema_public
+CREATE SCHEMA IF NOT EXISTS public;
+
+-- name: demo_cancel_booking
+UPDATE public.bookings SET status = 'cancelled' WHERE id = %s;
+
+-- name: demo_booking_row
+SELECT to_char(bk.start_time, 'DD Mon HH24:MI') AS at, bk.status, l.state, l.reason
+               FROM public.bookings bk LEFT JOIN session_ledger.charges l ON l.booking_id = bk.id
+               WHERE bk.id = %s;
+
+-- name: demo_pack_balance
+SELECT sessions_used, sessions_total FROM public.client_purchases WHERE id = %s;
+
+-- name: insert_org
+INSERT INTO public.orgs (id, name, slug) VALUES (%s, %s, %s);
+
+-- name: insert_org_member
+INSERT INTO public.org_members (org_id, user_id, role) VALUES (%s, %s, 'staff');
+
+-- name: demo_data_insert_client
+INSERT INTO public.clients (id, org_id, full_name) VALUES (%s, %s, %s);
+
+-- name: demo_data_insert_pack
+INSERT INTO public.client_purchases
+               (id, org_id, client_id, amount_paid_cents, sessions_total, sessions_used, expires_at, payment_status)
+           VALUES (%s, %s, %s, 10000, %s, %s, %s, %s);
+
+-- name: demo_data_create_bookings
+INSERT INTO public.bookings (org_id, client_id, start_time, end_time, duration_mins, purchase_id, status)
+           SELECT %(org)s, %(client)s, t, t + interval '1 hour', 60, %(pack)s, %(status)s
+           FROM generate_series(%(first)s::timestamptz, %(first)s::timestamptz + (%(n)s - 1) * interval '1 day',
+                                interval '1 day') AS t
+           RETURNING id;
+
+-- name: pack_sessions_used
+SELECT sessions_used FROM public.client_purchases WHERE id = %s;
+
+-- name: database_exists
+SELECT 1 AS x FROM pg_database WHERE datname = %s;
+
+-- name: create_database
+CREATE DATABASE {};
+
+-- name: driver_role_authenticated
+SET LOCAL ROLE authenticated;
+
+-- name: set_jwt_sub
+SELECT set_config('request.jwt.claim.sub', %s, true);
+
+-- name: set_booking_status
+UPDATE public.bookings SET status = %s WHERE id = %s;
+
+-- name: driver_role_service
+SET LOCAL ROLE service_role;
+
+-- name: driver_live_listener
+SELECT EXISTS (SELECT 1 FROM session_ledger.live_listeners) AS live;
+
+-- name: driver_queue_depth
+SELECT queue_depth AS n FROM session_ledger.queue_depths();
+
+-- name: ledger_row
+SELECT * FROM session_ledger.charges WHERE booking_id = %s;
+
+-- name: embedded_reload_conf
+SELECT pg_reload_conf();
+
+-- name: embedded_extension_path_settable
+SELECT current_setting('server_version_num')::int >= 180000 AS settable, EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'uuid-ossp') AS present;
+
+-- name: embedded_set_extension_path
+ALTER SYSTEM SET extension_control_path = {};
+
+-- name: create_database_from_template
+CREATE DATABASE {} TEMPLATE {};
+
+-- name: drop_database
+DROP DATABASE IF EXISTS {} WITH (FORCE);
+
+-- name: app_data_insert_user
+INSERT INTO auth.users (id, aud, role, email) VALUES (%s, 'authenticated', 'authenticated', %s);
+
+-- name: app_data_insert_client
+INSERT INTO public.clients (org_id, full_name, email, auth_user_id) VALUES (%s, %s, %s, %s) RETURNING id;
+
+-- name: app_data_insert_offer
+INSERT INTO public.offers (org_id, name, offer_type, price_cents, sessions_count, validity_days) VALUES (%s, '10 sessions', 'session_pack', 50000, 10, 180) RETURNING id;
+
+-- name: app_data_insert_pack
+INSERT INTO public.client_purchases
+               (org_id, client_id, offer_id, amount_paid_cents, payment_method, payment_status,
+                sessions_total, sessions_used, expires_at)
+           VALUES (%s, %s, %s, 50000, %s, %s, %s, %s, %s) RETURNING id;
+
+-- name: app_data_insert_bookings
+INSERT INTO public.bookings
+               (org_id, client_id, start_time, end_time, duration_mins, purchase_id, status, booked_by,
+                booking_source)
+           SELECT %(org)s, %(client)s, t, t + interval '1 hour', 60, %(pack)s, %(status)s, %(trainer)s, 'trainer'
+           FROM generate_series(%(first)s::timestamptz, %(first)s::timestamptz + (%(n)s - 1) * interval '1 day',
+                                interval '1 day') AS t
+           RETURNING id;
+
+-- name: checker_consuming_statuses
+SELECT consuming_statuses FROM session_ledger.config;
+
+-- name: checker_bookings_and_ledger
+SELECT b.id, b.purchase_id, b.status = ANY (%s) AS consumes, l.state, l.purchase_id AS l_pack
+           FROM public.bookings b LEFT JOIN session_ledger.charges l ON l.booking_id = b.id;
+
+-- name: checker_paid_rows_of_deleted_bookings
+SELECT count(*) AS n FROM session_ledger.charges l
+           WHERE l.state = 'paid' AND NOT EXISTS (SELECT 1 FROM public.bookings b WHERE b.id = l.booking_id);
+
+-- name: checker_packs
+SELECT id, sessions_used, sessions_total FROM public.client_purchases;
+
+-- name: checker_queue_left
+SELECT count(*) AS n FROM pgmq.q_booking_events;
+
+-- name: checker_dead_letters
+SELECT count(*) AS n FROM pgmq.q_booking_events_dlq;
+
+-- name: checker_ledger_rows_of
+SELECT count(*) AS n FROM session_ledger.charges WHERE booking_id = ANY(%s);
+
+-- name: checker_sessions_used
+SELECT id, sessions_used FROM public.client_purchases;
+
+-- name: checker_archived_msg_ids
+SELECT msg_id FROM pgmq.a_booking_events;
+
+-- name: checker_queued_msg_ids
+SELECT msg_id FROM pgmq.q_booking_events;
+
+-- name: checker_dead_letter_sources
+SELECT (message ->> 'source_msg_id') AS src FROM pgmq.q_booking_events_dlq
+               UNION ALL
+               SELECT (message ->> 'source_msg_id') FROM pgmq.a_booking_events_dlq;
+
+-- name: set_jwt_claims
+SELECT set_config('request.jwt.claims', %s, true);
+
+-- name: set_jwt_role
+SELECT set_config('request.jwt.claim.role', %s, true);
+
+-- name: set_request_headers
+SELECT set_config('request.headers', %s, true);
+
+-- name: set_local_role
+SET LOCAL ROLE {};
+
+-- name: supabase_postgres_role
+CREATE ROLE postgres SUPERUSER LOGIN;
+
+-- name: supabase_create_app_database
+CREATE DATABASE {} OWNER postgres;
+
+-- name: supabase_create_app_database_from_template
+CREATE DATABASE {} OWNER postgres TEMPLATE {};
+
+-- name: mark_template
+ALTER DATABASE {} IS_TEMPLATE true;
+
+-- name: listen
+LISTEN {};
+
+-- name: supabase_role_settings
+ALTER ROLE supabase_admin SET search_path = public, extensions;
+ALTER ROLE postgres SET search_path = "$user", public, extensions;
+ALTER ROLE postgres NOSUPERUSER CREATEDB CREATEROLE LOGIN REPLICATION BYPASSRLS;
+
+-- name: supabase_pg_cron
+-- What Supabase's grant_pg_cron_access event trigger grants, minus writes on cron.job
+-- (revoked since 2023): jobs are scheduled through cron.schedule().
+CREATE EXTENSION IF NOT EXISTS pg_cron;
+GRANT USAGE ON SCHEMA cron TO postgres WITH GRANT OPTION;
+GRANT ALL ON ALL TABLES IN SCHEMA cron TO postgres WITH GRANT OPTION;
+GRANT ALL ON ALL SEQUENCES IN SCHEMA cron TO postgres WITH GRANT OPTION;
+GRANT ALL ON ALL FUNCTIONS IN SCHEMA cron TO postgres WITH GRANT OPTION;
+REVOKE ALL ON TABLE cron.job FROM postgres;
+GRANT SELECT ON TABLE cron.job TO postgres WITH GRANT OPTION;

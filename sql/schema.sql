@@ -1,7 +1,8 @@
--- The session ledger's tables as they stand: what a fresh install and an upgraded one both hold.
+-- The session ledger's schema as it stands: what a fresh install runs, after the bootstrap
+-- (queries.sql: bootstrap) and before sql/install.sql and the repeatable files (sql/functions/).
 -- Generated from the catalog by listener/devtools/schema_dump.py; do not edit by hand.
--- Regenerate: LISTENER_WRITE_SCHEMA=1 pytest tests/db/test_upgrade.py -k schema_file
--- Functions, views, triggers and grants: sql/functions/*.sql. How to get here: sql/migrations/.
+-- Regenerate: LISTENER_WRITE_SCHEMA=1 pytest tests/db/test_routes.py -k schema_file
+-- How an installed database gets here: sql/migrations/.
 
 CREATE TABLE "session_ledger"."adjustments" (
     "id" bigint GENERATED ALWAYS AS IDENTITY NOT NULL,
@@ -84,6 +85,7 @@ CREATE TABLE "session_ledger"."config" (
 );
 ALTER TABLE "session_ledger"."config" ENABLE ROW LEVEL SECURITY;
 CREATE POLICY "owner_only" ON "session_ledger"."config" AS RESTRICTIVE FOR ALL TO PUBLIC USING (false);
+INSERT INTO "session_ledger"."config" DEFAULT VALUES;
 
 CREATE TABLE "session_ledger"."drain_runs" (
     "id" bigint GENERATED ALWAYS AS IDENTITY NOT NULL,
@@ -129,16 +131,6 @@ CREATE TABLE "session_ledger"."listeners" (
 );
 ALTER TABLE "session_ledger"."listeners" ENABLE ROW LEVEL SECURITY;
 CREATE POLICY "owner_only" ON "session_ledger"."listeners" AS RESTRICTIVE FOR ALL TO PUBLIC USING (false);
-
-CREATE TABLE "session_ledger"."migrations" (
-    "version" integer NOT NULL,
-    "name" text NOT NULL,
-    "checksum" text NOT NULL,
-    "applied_at" timestamp with time zone DEFAULT now() NOT NULL,
-    CONSTRAINT "migrations_pkey" PRIMARY KEY (version)
-);
-ALTER TABLE "session_ledger"."migrations" ENABLE ROW LEVEL SECURITY;
-CREATE POLICY "owner_only" ON "session_ledger"."migrations" AS RESTRICTIVE FOR ALL TO PUBLIC USING (false);
 
 CREATE TABLE "session_ledger"."pack_calls" (
     "id" bigint GENERATED ALWAYS AS IDENTITY NOT NULL,
@@ -200,55 +192,12 @@ CREATE TABLE "session_ledger"."schema_info" (
 ALTER TABLE "session_ledger"."schema_info" ENABLE ROW LEVEL SECURITY;
 CREATE POLICY "owner_only" ON "session_ledger"."schema_info" AS RESTRICTIVE FOR ALL TO PUBLIC USING (false);
 
-CREATE TABLE "pgmq"."a_booking_events" (
-    "msg_id" bigint NOT NULL,
-    "read_ct" integer DEFAULT 0 NOT NULL,
-    "enqueued_at" timestamp with time zone DEFAULT now() NOT NULL,
-    "last_read_at" timestamp with time zone,
-    "archived_at" timestamp with time zone DEFAULT now() NOT NULL,
-    "vt" timestamp with time zone NOT NULL,
-    "message" jsonb,
-    "headers" jsonb,
-    CONSTRAINT "a_booking_events_pkey" PRIMARY KEY (msg_id)
-);
-CREATE INDEX archived_at_idx_booking_events ON pgmq.a_booking_events USING btree (archived_at);
+SELECT pgmq.create('booking_events');
+DROP INDEX "pgmq"."q_booking_events_vt_idx";
+ALTER TABLE "pgmq"."q_booking_events" SET (autovacuum_vacuum_scale_factor=0, autovacuum_vacuum_threshold=10000, autovacuum_vacuum_cost_delay=0, autovacuum_analyze_scale_factor=0, autovacuum_analyze_threshold=10000);
+ALTER TABLE "pgmq"."q_booking_events" ENABLE ROW LEVEL SECURITY;
 ALTER TABLE "pgmq"."a_booking_events" ENABLE ROW LEVEL SECURITY;
 
-CREATE TABLE "pgmq"."a_booking_events_dlq" (
-    "msg_id" bigint NOT NULL,
-    "read_ct" integer DEFAULT 0 NOT NULL,
-    "enqueued_at" timestamp with time zone DEFAULT now() NOT NULL,
-    "last_read_at" timestamp with time zone,
-    "archived_at" timestamp with time zone DEFAULT now() NOT NULL,
-    "vt" timestamp with time zone NOT NULL,
-    "message" jsonb,
-    "headers" jsonb,
-    CONSTRAINT "a_booking_events_dlq_pkey" PRIMARY KEY (msg_id)
-);
-CREATE INDEX archived_at_idx_booking_events_dlq ON pgmq.a_booking_events_dlq USING btree (archived_at);
-ALTER TABLE "pgmq"."a_booking_events_dlq" ENABLE ROW LEVEL SECURITY;
-
-CREATE TABLE "pgmq"."q_booking_events" (
-    "msg_id" bigint GENERATED ALWAYS AS IDENTITY NOT NULL,
-    "read_ct" integer DEFAULT 0 NOT NULL,
-    "enqueued_at" timestamp with time zone DEFAULT now() NOT NULL,
-    "last_read_at" timestamp with time zone,
-    "vt" timestamp with time zone NOT NULL,
-    "message" jsonb,
-    "headers" jsonb,
-    CONSTRAINT "q_booking_events_pkey" PRIMARY KEY (msg_id)
-) WITH (autovacuum_vacuum_scale_factor=0, autovacuum_vacuum_threshold=10000, autovacuum_vacuum_cost_delay=0, autovacuum_analyze_scale_factor=0, autovacuum_analyze_threshold=10000);
-ALTER TABLE "pgmq"."q_booking_events" ENABLE ROW LEVEL SECURITY;
-
-CREATE TABLE "pgmq"."q_booking_events_dlq" (
-    "msg_id" bigint GENERATED ALWAYS AS IDENTITY NOT NULL,
-    "read_ct" integer DEFAULT 0 NOT NULL,
-    "enqueued_at" timestamp with time zone DEFAULT now() NOT NULL,
-    "last_read_at" timestamp with time zone,
-    "vt" timestamp with time zone NOT NULL,
-    "message" jsonb,
-    "headers" jsonb,
-    CONSTRAINT "q_booking_events_dlq_pkey" PRIMARY KEY (msg_id)
-);
-CREATE INDEX q_booking_events_dlq_vt_idx ON pgmq.q_booking_events_dlq USING btree (vt);
+SELECT pgmq.create('booking_events_dlq');
 ALTER TABLE "pgmq"."q_booking_events_dlq" ENABLE ROW LEVEL SECURITY;
+ALTER TABLE "pgmq"."a_booking_events_dlq" ENABLE ROW LEVEL SECURITY;

@@ -76,7 +76,12 @@ def _check_version(version: int | None) -> None:
             "run `listener migrate`"
         )
     if version > SCHEMA_VERSION:
-        raise SchemaTooNew(
-            f"the database holds schema version {version}, newer than this listener "
-            f"({__version__}, schema {SCHEMA_VERSION}) knows: upgrade the listener"
-        )
+        raise schema_too_new(f"schema version {version}")
+
+
+def schema_too_new(holds: str) -> SchemaTooNew:
+    """The one refusal of a database a later release installed or upgraded: holds says what it holds."""
+    return SchemaTooNew(
+        f"the database holds {holds}, newer than this package ({__version__}, schema {SCHEMA_VERSION}) "
+        "knows: upgrade session-ledger-listener"
+    )

@@ -1,12 +1,16 @@
-"""The project's SQL files: named queries, numbered migrations, repeatable files, the demo schema."""
+"""The project's SQL files: named queries, the schema and install a fresh install runs, numbered migrations,
+repeatable files, the demo schema."""
 
 from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+
+from psycopg import sql
 
 _NAME = re.compile(r"^--\s*name:\s*(?P<name>[a-z_][a-z0-9_]*)\s*$", re.MULTILINE)
 _MIGRATION = re.compile(r"^(?P<version>\d{4})_(?P<name>[a-z0-9_]+)\.sql$")
@@ -43,6 +47,20 @@ def queries() -> dict[str, str]:
 def query(name: str) -> str:
     """One named query."""
     return queries()[name]
+
+
+_PLACEHOLDER = re.compile(r"%\((?P<name>[a-z_]+)\)s|%%")
+
+
+def bound(name: str, params: Mapping[str, object]) -> str:
+    """One named query with its parameters written in as SQL literals: the statement a file
+    carries (`listener export-migrations`) where `listener migrate` sends the query and its
+    parameters apart. The values are the package's own (versions, names, checksums)."""
+
+    def literal(m: re.Match[str]) -> str:
+        return "%" if m["name"] is None else sql.Literal(params[m["name"]]).as_string(None)
+
+    return _PLACEHOLDER.sub(literal, query(name))
 
 
 def _checksum(sql: str) -> str:
@@ -99,13 +117,28 @@ def repeatables() -> tuple[Repeatable, ...]:
 
 
 _TABLE = re.compile(r'^CREATE TABLE "(?P<schema>[a-z_]+)"\."(?P<table>[a-z_]+)"', re.MULTILINE)
+_QUEUE = re.compile(r"^SELECT pgmq\.create\('(?P<queue>[a-z_]+)'\);", re.MULTILINE)
 
 
 @cache
 def ledger_tables() -> tuple[str, ...]:
-    """Every table sql/schema.sql says an installed ledger holds, schema-qualified."""
-    text = (sql_dir() / "schema.sql").read_text(encoding="utf-8")
-    return tuple(f"{m['schema']}.{m['table']}" for m in _TABLE.finditer(text))
+    """Every table sql/schema.sql says an installed ledger holds, its queues' included, schema-qualified."""
+    text = schema_sql()
+    return tuple(f"{m['schema']}.{m['table']}" for m in _TABLE.finditer(text)) + tuple(
+        f"pgmq.{kind}_{m['queue']}" for m in _QUEUE.finditer(text) for kind in ("q", "a")
+    )
+
+
+@cache
+def schema_sql() -> str:
+    """The ledger's schema as it stands (sql/schema.sql): the first step of a fresh install."""
+    return (sql_dir() / "schema.sql").read_text(encoding="utf-8")
+
+
+@cache
+def install_sql() -> str:
+    """What a fresh install does after the schema and before the repeatable files (sql/install.sql)."""
+    return (sql_dir() / "install.sql").read_text(encoding="utf-8")
 
 
 def demo_schema() -> str:

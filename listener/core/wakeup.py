@@ -66,7 +66,7 @@ class Wakeup:
         conn = connect(self._dsn, autocommit=True, purpose="wakeup")
         try:
             with watchdog.guard(conn, self._deadline_s):
-                conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._channel)))
+                conn.execute(sql.SQL(query("listen")).format(sql.Identifier(self._channel)))
         except psycopg.Error:
             conn.close()
             raise

@@ -22,7 +22,7 @@ from pathlib import Path
 import psycopg
 
 from listener.core.db import connect
-from listener.core.sql_files import sql_dir
+from listener.core.sql_files import query, sql_dir
 from listener.errors import SchemaFileFailed, SchemaFileMissing, first_line
 from listener.ops.migrate import MigrateReport, migrate
 
@@ -215,7 +215,7 @@ def apply_sql_text(dsn: str, text: str, *, name: str) -> int:
         for statement in statements:
             sql = statement.sql
             if _CREATE_PUBLIC.fullmatch(sql.strip()):
-                sql = "CREATE SCHEMA IF NOT EXISTS public;"
+                sql = query("app_schema_public")
             try:
                 conn.execute(sql)
             except psycopg.Error as exc:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from listener.core.db import Conn
+from listener.core.sql_files import query
 from listener.devtools import demo_data
 from listener.devtools.driver import Ledger, ListenerThread
 from listener.devtools.embedded import embedded_server
@@ -116,7 +117,7 @@ def _story(dsn: str, step: Step) -> DemoResult:
             ledger.drain(listener_running=True)
         cancelled = bookings[1][0]
         with step("the trainer cancels a completed session..."):
-            conn.execute("UPDATE public.bookings SET status = 'cancelled' WHERE id = %s", [cancelled])
+            conn.execute(query("demo_cancel_booking"), [cancelled])
             ledger.drain(listener_running=True)
     finally:
         listener.stop()
@@ -141,9 +142,7 @@ def _bookings(
     rows = []
     for b, pack, path in bookings:
         row = conn.execute(
-            """SELECT to_char(bk.start_time, 'DD Mon HH24:MI') AS at, bk.status, l.state, l.reason
-               FROM public.bookings bk LEFT JOIN session_ledger.charges l ON l.booking_id = bk.id
-               WHERE bk.id = %s""",
+            query("demo_booking_row"),
             [b],
         ).fetchone()
         assert row is not None
@@ -155,9 +154,7 @@ def _bookings(
 def _packs(conn: Conn, packs: dict[str, uuid.UUID], before: dict[uuid.UUID, int]) -> list[DemoPack]:
     rows = []
     for name, pack in packs.items():
-        row = conn.execute(
-            "SELECT sessions_used, sessions_total FROM public.client_purchases WHERE id = %s", [pack]
-        ).fetchone()
+        row = conn.execute(query("demo_pack_balance"), [pack]).fetchone()
         assert row is not None
         rows.append(DemoPack(name, before[pack], row["sessions_used"], row["sessions_total"]))
     return rows

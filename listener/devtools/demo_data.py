@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from listener.core.db import Conn
+from listener.core.sql_files import query
 
 
 @dataclass(frozen=True)
@@ -22,15 +23,15 @@ def create_org(conn: Conn, name: str = "Studio") -> Org:
     """Insert an organisation, its trainer membership and a client."""
     org = Org(uuid.uuid4(), uuid.uuid4(), uuid.uuid4())
     conn.execute(
-        "INSERT INTO public.orgs (id, name, slug) VALUES (%s, %s, %s)",
+        query("insert_org"),
         [org.id, name, f"org-{org.id.hex[:12]}"],
     )
     conn.execute(
-        "INSERT INTO public.org_members (org_id, user_id, role) VALUES (%s, %s, 'staff')",
+        query("insert_org_member"),
         [org.id, org.trainer_user_id],
     )
     conn.execute(
-        "INSERT INTO public.clients (id, org_id, full_name) VALUES (%s, %s, %s)",
+        query("demo_data_insert_client"),
         [org.client_id, org.id, f"client of {name}"],
     )
     return org
@@ -48,9 +49,7 @@ def create_pack(
     """Insert a session pack for the org's client."""
     pack = uuid.uuid4()
     conn.execute(
-        """INSERT INTO public.client_purchases
-               (id, org_id, client_id, amount_paid_cents, sessions_total, sessions_used, expires_at, payment_status)
-           VALUES (%s, %s, %s, 10000, %s, %s, %s, %s)""",
+        query("demo_data_insert_pack"),
         [pack, org.id, org.client_id, sessions_total, sessions_used, expires_at, payment_status],
     )
     return pack
@@ -68,11 +67,7 @@ def create_bookings(
     """Insert bookings an hour long, a day apart, ending in the past unless start says otherwise."""
     first = start or (datetime.now().astimezone() - timedelta(days=count + 1))
     rows = conn.execute(
-        """INSERT INTO public.bookings (org_id, client_id, start_time, end_time, duration_mins, purchase_id, status)
-           SELECT %(org)s, %(client)s, t, t + interval '1 hour', 60, %(pack)s, %(status)s
-           FROM generate_series(%(first)s::timestamptz, %(first)s::timestamptz + (%(n)s - 1) * interval '1 day',
-                                interval '1 day') AS t
-           RETURNING id""",
+        query("demo_data_create_bookings"),
         {"org": org.id, "client": org.client_id, "pack": pack, "status": status, "first": first, "n": count},
     ).fetchall()
     return [r["id"] for r in rows]
@@ -80,6 +75,6 @@ def create_bookings(
 
 def sessions_used(conn: Conn, pack: uuid.UUID) -> int:
     """A pack's sessions_used now."""
-    row = conn.execute("SELECT sessions_used FROM public.client_purchases WHERE id = %s", [pack]).fetchone()
+    row = conn.execute(query("pack_sessions_used"), [pack]).fetchone()
     assert row is not None
     return int(row["sessions_used"])

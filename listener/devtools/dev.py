@@ -25,6 +25,7 @@ from psycopg.conninfo import make_conninfo
 from pydantic import SecretStr
 
 from listener.core.db import connect
+from listener.core.sql_files import query
 from listener.devtools import app_schema
 from listener.devtools.app_schema import SchemaPath
 from listener.devtools.embedded import check_port, embedded_server
@@ -56,9 +57,9 @@ def prepare_database(admin_dsn: str, *, schema: Sequence[SchemaPath] = ()) -> st
     """Create the dev database if missing and install the app's schema (default: the demo schema),
     PGMQ and the ledger; return its DSN."""
     with connect(admin_dsn, purpose="dev") as conn:
-        row = conn.execute("SELECT 1 AS x FROM pg_database WHERE datname = %s", [DEV_DATABASE]).fetchone()
+        row = conn.execute(query("database_exists"), [DEV_DATABASE]).fetchone()
         if row is None:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DEV_DATABASE)))
+            conn.execute(sql.SQL(query("create_database")).format(sql.Identifier(DEV_DATABASE)))
     dsn = make_conninfo(admin_dsn, dbname=DEV_DATABASE)
     if schema:
         app_schema.build_app_database(dsn, schema)

@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import SecretStr
 
 from listener.core.db import Conn, connect
+from listener.core.sql_files import query
 from listener.core.worker import Worker
 from listener.settings import Settings
 
@@ -40,24 +41,24 @@ class Ledger:
     def complete_as_user(self, booking_id: uuid.UUID, user_id: uuid.UUID, status: str = "completed") -> int:
         """Set a booking's status as a signed-in user under RLS, as the trainer's browser does."""
         with connect(self.dsn, autocommit=False, purpose="browser") as conn:
-            conn.execute("SET LOCAL ROLE authenticated")
-            conn.execute("SELECT set_config('request.jwt.claim.sub', %s, true)", [str(user_id)])
-            cur = conn.execute("UPDATE public.bookings SET status = %s WHERE id = %s", [status, booking_id])
+            conn.execute(query("driver_role_authenticated"))
+            conn.execute(query("set_jwt_sub"), [str(user_id)])
+            cur = conn.execute(query("set_booking_status"), [status, booking_id])
             conn.commit()
             return cur.rowcount
 
     def bulk_complete(self) -> int:
         """Complete every past confirmed booking as the service role, as the cron does."""
         with connect(self.dsn, autocommit=False, purpose="cron") as conn:
-            conn.execute("SET LOCAL ROLE service_role")
-            row = conn.execute("SELECT session_ledger.complete_past_bookings() AS n").fetchone()
+            conn.execute(query("driver_role_service"))
+            row = conn.execute(query("complete_past")).fetchone()
             conn.commit()
             assert row is not None
-            return int(row["n"])
+            return int(row["completed"])
 
     def queue_depth(self) -> int:
         """Messages still in the queue, visible or in flight."""
-        row = self.conn.execute("SELECT queue_depth AS n FROM session_ledger.queue_depths()").fetchone()
+        row = self.conn.execute(query("driver_queue_depth")).fetchone()
         assert row is not None
         return int(row["n"])
 
@@ -75,21 +76,17 @@ class Ledger:
 
     def sessions_used(self, pack: uuid.UUID) -> int:
         """A pack's sessions_used."""
-        row = self.conn.execute(
-            "SELECT sessions_used FROM public.client_purchases WHERE id = %s", [pack]
-        ).fetchone()
+        row = self.conn.execute(query("pack_sessions_used"), [pack]).fetchone()
         assert row is not None
         return int(row["sessions_used"])
 
     def ledger_row(self, booking: uuid.UUID) -> dict[str, Any] | None:
         """The booking's ledger row, or None."""
-        return self.conn.execute(
-            "SELECT * FROM session_ledger.charges WHERE booking_id = %s", [booking]
-        ).fetchone()
+        return self.conn.execute(query("ledger_row"), [booking]).fetchone()
 
 
 def _has_live_listener(conn: Conn) -> bool:
-    row = conn.execute("SELECT EXISTS (SELECT 1 FROM session_ledger.live_listeners) AS live").fetchone()
+    row = conn.execute(query("driver_live_listener")).fetchone()
     return bool(row and row["live"])
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from psycopg import sql
 
+from listener.core.sql_files import query
 from listener.errors import ConfigError, EmbeddedUnavailable, ListenerError
 
 # The package is installed from a checkout, not from an index: name the extra as a checkout
@@ -129,15 +130,12 @@ def _offer_missing_extensions(server: EmbeddedServer) -> None:
     from listener.core.sql_files import sql_dir
 
     with connect(server.dsn(), purpose="embedded") as conn:
-        row = conn.execute(
-            "SELECT current_setting('server_version_num')::int >= 180000 AS settable,"
-            " EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'uuid-ossp') AS present"
-        ).fetchone()
+        row = conn.execute(query("embedded_extension_path_settable")).fetchone()
         if row is None or row["present"] or not row["settable"]:
             return
         path = f"$system:{sql_dir()}"  # PostgreSQL appends /extension
-        conn.execute(sql.SQL("ALTER SYSTEM SET extension_control_path = {}").format(sql.Literal(path)))
-        conn.execute("SELECT pg_reload_conf()")
+        conn.execute(sql.SQL(query("embedded_set_extension_path")).format(sql.Literal(path)))
+        conn.execute(query("embedded_reload_conf"))
 
 
 def binaries_dir() -> Path:

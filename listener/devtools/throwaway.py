@@ -10,6 +10,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from listener.core.db import connect, describe
+from listener.core.sql_files import query
 from listener.errors import DatabaseUnreachable
 
 log = logging.getLogger("listener.throwaway")
@@ -26,12 +27,12 @@ def create_database(admin_dsn: str, *, prefix: str, template: str | None = None)
     with connect(admin_dsn, purpose="tests") as conn:
         if template:
             conn.execute(
-                sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+                sql.SQL(query("create_database_from_template")).format(
                     sql.Identifier(name), sql.Identifier(template)
                 )
             )
         else:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+            conn.execute(sql.SQL(query("create_database")).format(sql.Identifier(name)))
     return with_database(admin_dsn, name)
 
 
@@ -40,6 +41,6 @@ def drop_database(admin_dsn: str, dsn: str) -> None:
     name = conninfo_to_dict(dsn)["dbname"]
     try:
         with connect(admin_dsn, purpose="tests") as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(str(name))))
+            conn.execute(sql.SQL(query("drop_database")).format(sql.Identifier(str(name))))
     except (psycopg.Error, DatabaseUnreachable) as exc:
         log.warning("could not drop %s: %s", describe(dsn), type(exc).__name__)

@@ -22,30 +22,34 @@ same checksum; the functions file refuses until every migration is applied.
 from __future__ import annotations
 
 import hashlib
+import re
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from psycopg import sql
+
 from listener import __version__
-from listener.core.sql_files import SCHEMA_VERSION, Migration, migrations, repeatables
+from listener.core.sql_files import SCHEMA_VERSION, bound, migrations, query, repeatables
 from listener.errors import ConfigError, ExportFailed
-from listener.ops.migrate import BOOTSTRAP, pgmq_script
+from listener.ops.migrate import pgmq_script
 
 # The dollar-quote tags of the exported files: chosen so that no SQL file of the
 # project (nor PGMQ's script) contains them; _quoted() checks.
 _OUTER = "$session_ledger_export$"
 _INNER = "$session_ledger_sql$"
+_SLOT = re.compile(r"%\((?P<name>[a-z_]+)\)s")
 
 _PGMQ_EXTENSION = """\
 -- PGMQ for the session ledger's queues. On Supabase this is the Queues
 -- integration: the extension lives in the schema pgmq. Do not expose
 -- pgmq_public through the API: the ledger never needs it.
-CREATE EXTENSION IF NOT EXISTS pgmq;
 """
 
 
-def _literal(text: str) -> str:
-    """A SQL string literal of our own file names and hex checksums (never user input)."""
-    return "'" + text.replace("'", "''") + "'"
+def _literal(value: object) -> str:
+    """A SQL literal of the package's own values: versions, names, hex checksums."""
+    return sql.Literal(value).as_string(None)
 
 
 def _quoted(text: str) -> str:
@@ -55,107 +59,75 @@ def _quoted(text: str) -> str:
     return f"{_INNER}\n{text.rstrip()}\n{_INNER}"
 
 
-def _guarded(header: str, body: str) -> str:
-    """One DO block: the file applies whole or not at all, under psql -f, psql -1 or supabase db push."""
-    return f"{header}\nDO {_OUTER}\nBEGIN\n{body.rstrip()}\nEND\n{_OUTER};\n"
+def _fill(name: str, parts: Mapping[str, str]) -> str:
+    """A named export template with its slots filled by SQL text (literals, quoted statements)."""
+    return _SLOT.sub(lambda m: parts[m["name"]], query(name)) + "\n"
+
+
+def _requires(before: int) -> str:
+    """PL/pgSQL: refuse unless PGMQ and every migration of this package numbered below `before` are there."""
+    return _fill(
+        "export_requires", {"before": _literal([m.version for m in migrations() if m.version < before])}
+    )
 
 
 def _pgmq_file(pgmq: str) -> str:
     if pgmq == "extension":
-        return _PGMQ_EXTENSION
+        return _PGMQ_EXTENSION + query("create_pgmq_extension") + "\n"
     script, version = pgmq_script()
-    return _guarded(
-        f"-- PGMQ {version}, SQL-only install (for servers without the pgmq extension).\n"
-        "-- Does nothing where the schema pgmq exists already.",
-        "    IF pg_catalog.to_regnamespace('pgmq') IS NOT NULL THEN\n"
-        "        RAISE NOTICE 'PGMQ is installed already: nothing to do';\n"
-        "        RETURN;\n"
-        "    END IF;\n"
-        f"    EXECUTE {_quoted(script)};\n",
-    )
-
-
-def _migrations_missing(before: int) -> str:
-    """PL/pgSQL: refuse unless every migration of this package numbered below `before` is recorded."""
-    versions = ", ".join(str(m.version) for m in migrations() if m.version < before)
-    if not versions:
-        return ""
     return (
-        "    IF pg_catalog.to_regclass('session_ledger.migrations') IS NULL THEN\n"
-        f"        missing := (ARRAY[{versions}])[1];\n"
-        "    ELSE\n"
-        f"        SELECT min(v) INTO missing FROM unnest(ARRAY[{versions}]) AS v\n"
-        "         WHERE NOT EXISTS (SELECT 1 FROM session_ledger.migrations m WHERE m.version = v);\n"
-        "    END IF;\n"
-        "    IF missing IS NOT NULL THEN\n"
-        "        RAISE EXCEPTION 'session ledger migration % is not applied: apply the files before this one first, "
-        "or run `listener migrate`', pg_catalog.lpad(missing::text, 4, '0');\n"
-        "    END IF;\n"
-    )
+        f"-- PGMQ {version}, SQL-only install (for servers without the pgmq extension).\n"
+        "-- Does nothing where the schema pgmq exists already.\n"
+    ) + _fill("export_pgmq_script", {"script": _quoted(script)})
 
 
 def _functions_file() -> tuple[str, str]:
-    """The repeatable files as one migration, named by their combined checksum."""
+    """The repeatable files as one migration, named by their combined checksum; recorded as migrate records them."""
     files = repeatables()
     combined = hashlib.sha256("".join(f.checksum for f in files).encode()).hexdigest()[:12]
-    parts = [
+    header = (
         f"-- session ledger functions, triggers, views and grants ({__version__}, schema {SCHEMA_VERSION}),\n"
         "-- exported by `listener export-migrations`. Do not edit: export again after upgrading.\n"
-    ]
-    for f in files:
-        parts.append(f"\n-- ===== {f.name}\n{f.sql.rstrip()}\n")
-    rows = ",\n    ".join(f"({_literal(f.name)}, {_literal(f.checksum)})" for f in files)
-    parts.append(
-        "\nDELETE FROM session_ledger.repeatables;\n"
-        f"INSERT INTO session_ledger.repeatables (name, checksum) VALUES\n    {rows};\n"
-        "INSERT INTO session_ledger.schema_info (version, package_version)\n"
-        f"VALUES ({SCHEMA_VERSION}, {_literal(__version__)})\n"
-        "ON CONFLICT (singleton) DO UPDATE SET version = excluded.version,\n"
-        "    package_version = excluded.package_version, migrated_at = now();\n"
     )
-    header, sql_text = parts[0], "".join(parts[1:])
-    body = (
-        "DECLARE\n    missing int;\nBEGIN\n"
-        + _migrations_missing(max(m.version for m in migrations()) + 1)
-        + f"    EXECUTE {_quoted(sql_text)};\n"
+    names = {"names": [f.name for f in files]}
+    record = ";\n".join(
+        [
+            bound("forget_repeatables", names),
+            bound("record_repeatables", {**names, "checksums": [f.checksum for f in files]}),
+            bound("record_schema_version", {"version": SCHEMA_VERSION, "package": __version__}),
+        ]
     )
-    return f"session_ledger_functions_{combined}", _guarded_declare(header.rstrip(), body)
-
-
-def _guarded_declare(header: str, body: str) -> str:
-    """_guarded() for a body that opens with its own DECLARE ... BEGIN."""
-    return f"{header}\nDO {_OUTER}\n{body.rstrip()}\nEND\n{_OUTER};\n"
-
-
-def _migration_file(version: int, name: str, sql_text: str) -> str:
-    """One migration: nothing when it is recorded already, a refusal when one before it is not."""
-    checksum = _literal(Migration(version, name, sql_text).checksum)
-    body = (
-        "DECLARE\n    missing int;\n    recorded text;\nBEGIN\n"
-        + (
-            "    IF pg_catalog.to_regnamespace('pgmq') IS NULL THEN\n"
-            "        RAISE EXCEPTION 'PGMQ is not installed: apply the *_session_ledger_pgmq.sql file first';\n"
-            "    END IF;\n"
-            if version == min(m.version for m in migrations())
-            else ""
-        )
-        + _migrations_missing(version)
-        + f"    EXECUTE {_quoted(BOOTSTRAP)};\n"
-        + f"    SELECT m.checksum INTO recorded FROM session_ledger.migrations m WHERE m.version = {version};\n"
-        + f"    IF recorded = {checksum} THEN\n"
-        + f"        RAISE NOTICE 'session ledger migration {version:04d} is applied already: nothing to do';\n"
-        + "        RETURN;\n"
-        + "    ELSIF recorded IS NOT NULL THEN\n"
-        + f"        RAISE EXCEPTION 'session ledger migration {version:04d}_{name} was changed after it was applied';\n"
-        + "    END IF;\n"
-        + f"    EXECUTE {_quoted(sql_text)};\n"
-        + "    INSERT INTO session_ledger.migrations (version, name, checksum)\n"
-        + f"    VALUES ({version}, {_literal(name)}, {checksum});\n"
+    text = "".join(f"\n-- ===== {f.name}\n{f.sql.rstrip()}\n" for f in files)
+    body = _fill(
+        "export_functions",
+        {
+            "requires": _requires(max(m.version for m in migrations()) + 1).rstrip("\n"),
+            "functions": _quoted(text),
+            "record": _quoted(record),
+        },
     )
-    return _guarded_declare(
+    return f"session_ledger_functions_{combined}", header + body
+
+
+def _migration_file(version: int, name: str, sql_text: str, checksum: str) -> str:
+    """One migration, recorded as migrate records it."""
+    header = (
         f"-- session ledger migration {version:04d}_{name}, exported by `listener export-migrations`.\n"
-        "-- Do not edit: `listener migrate` compares its checksum with the packaged file.",
-        body,
+        "-- Do not edit: `listener migrate` compares its checksum with the packaged file.\n"
+    )
+    return header + _fill(
+        "export_migration",
+        {
+            "requires": _requires(version).rstrip("\n"),
+            "bootstrap": _quoted(query("bootstrap")),
+            "version": _literal(version),
+            "checksum": _literal(checksum),
+            "label": _literal(f"{version:04d}_{name}"),
+            "migration": _quoted(sql_text),
+            "record": _quoted(
+                bound("record_migration", {"version": version, "name": name, "checksum": checksum})
+            ),
+        },
     )
 
 
@@ -194,7 +166,12 @@ def _export(directory: Path, *, pgmq: str, stamp: datetime | None) -> list[Path]
     _refuse_a_different_pgmq_install(directory, pgmq)
     files: list[tuple[str, str]] = [("session_ledger_pgmq", _pgmq_file(pgmq))]
     for m in migrations():
-        files.append((f"session_ledger_{m.version:04d}_{m.name}", _migration_file(m.version, m.name, m.sql)))
+        files.append(
+            (
+                f"session_ledger_{m.version:04d}_{m.name}",
+                _migration_file(m.version, m.name, m.sql, m.checksum),
+            )
+        )
     files.append(_functions_file())
     # Supabase orders migrations by the 14-digit timestamp prefix; one second apart
     # keeps ours in order, after anything already in the directory.

@@ -1,4 +1,12 @@
-"""`listener migrate`: PGMQ, then the pending numbered migrations and the repeatable files, in one transaction under one lock.
+"""`listener migrate`: PGMQ, then the ledger, in one transaction under one lock.
+
+Two routes end at the same schema. A database with no ledger takes the fresh
+route: the schema as it stands (sql/schema.sql), the install's own steps
+(sql/install.sql: the listener's role, the app's functions kept, adoption), every
+migration recorded as applied with its checksum, then the repeatable files. An
+installed ledger takes the upgrade route: its pending numbered migrations, then
+the repeatable files when any changed. tests/db/test_routes.py builds both, from
+each released version, and compares their catalogs.
 
 An install an earlier run or an exported file left half-done is recovered: one
 that created ledger objects but never recorded its first migration, one with a
@@ -22,14 +30,16 @@ from dataclasses import dataclass, field
 
 from listener import __version__
 from listener.core.db import Conn, connect
-from listener.core.schema import ledger_state, owner_needed
+from listener.core.schema import ledger_state, owner_needed, schema_too_new
 from listener.core.sql_files import (
     SCHEMA_VERSION,
     demo_schema,
+    install_sql,
     ledger_tables,
     migrations,
     query,
     repeatables,
+    schema_sql,
     uninstall_sql,
 )
 from listener.errors import (
@@ -38,25 +48,12 @@ from listener.errors import (
     MigrateNotPermitted,
     MigrationChanged,
     PgmqUnavailable,
-    SchemaTooNew,
 )
 
 log = logging.getLogger("listener.migrate")
 
 # Session-level advisory lock: a second `listener migrate` (or an uninstall) waits, then finds nothing to do.
 LOCK_KEY = 0x5E55_1ED6
-
-BOOTSTRAP = """
-CREATE SCHEMA IF NOT EXISTS session_ledger;
-REVOKE ALL ON SCHEMA session_ledger FROM PUBLIC;
-CREATE TABLE IF NOT EXISTS session_ledger.migrations (
-    version int PRIMARY KEY,
-    name text NOT NULL,
-    checksum text NOT NULL,
-    applied_at timestamptz NOT NULL DEFAULT now()
-);
-REVOKE ALL ON session_ledger.migrations FROM PUBLIC;
-"""
 
 REQUIRED_COLUMNS = {
     "bookings": ("id", "org_id", "client_id", "status", "purchase_id", "start_time", "end_time"),
@@ -93,6 +90,8 @@ class MigrateReport:
     schema_version: int = SCHEMA_VERSION
     # why a half-done earlier install was removed and installed again, if it was
     recovered: str | None = None
+    # installed from the schema as it stands (every migration then recorded as applied)
+    fresh: bool = False
 
     @property
     def changed(self) -> bool:
@@ -144,7 +143,7 @@ def migrate(
             )
         report.pgmq = ensure_pgmq(conn)
         with conn.transaction():
-            conn.execute(BOOTSTRAP)
+            conn.execute(query("bootstrap"))
             versions = [m.version for m in migrations()]
             broken = conn.execute(
                 query("ledger_install_broken"), {"first": versions[0], "versions": versions}
@@ -163,9 +162,10 @@ def migrate(
 def _start_again(conn: Conn, report: MigrateReport, why: str) -> None:
     _remove_incomplete_install(conn, why)
     report.recovered = why
+    report.fresh = False
     report.applied.clear()
     report.repeatables.clear()
-    conn.execute(BOOTSTRAP)
+    conn.execute(query("bootstrap"))
 
 
 class _Incomplete(Exception):
@@ -173,7 +173,11 @@ class _Incomplete(Exception):
 
 
 def _install(conn: Conn, report: MigrateReport) -> None:
-    _apply_migrations(conn, report)
+    applied = _recorded_migrations(conn)
+    if applied:
+        _apply_migrations(conn, report, applied)
+    else:
+        _install_fresh(conn, report)
     _apply_repeatables(conn, report, force=bool(report.applied))
     report.revoked = [
         f"{', '.join(r['privileges'])} on {r['table_name']} from {r['grantee']}"
@@ -200,23 +204,39 @@ def _remove_incomplete_install(conn: Conn, why: str) -> None:
     conn.execute(uninstall_sql())
 
 
-def _apply_migrations(conn: Conn, report: MigrateReport) -> None:
+def _recorded_migrations(conn: Conn) -> set[int]:
+    """The migrations recorded as applied; refused when one is newer than this package or was changed since."""
     known = {m.version: m for m in migrations()}
     applied = {r["version"]: r for r in conn.execute(query("applied_migrations")).fetchall()}
     newer = sorted(v for v in applied if v not in known)
     if newer:
-        raise SchemaTooNew(
-            f"the database has migration {newer[-1]:04d}, newer than this package "
-            f"({__version__}) knows: upgrade session-ledger-listener before migrating"
-        )
+        raise schema_too_new(f"migration {newer[-1]:04d}")
+    for version, row in applied.items():
+        m = known[version]
+        if row["checksum"] != m.checksum:
+            raise MigrationChanged(
+                f"migration {m.version:04d}_{m.name} was changed after it was applied; "
+                "restore the original file and add a new migration instead"
+            )
+    return set(applied)
+
+
+def _install_fresh(conn: Conn, report: MigrateReport) -> None:
+    """No ledger yet: the schema as it stands and the install's own steps, every migration recorded as applied."""
+    conn.execute(schema_sql())
+    conn.execute(install_sql())
     for m in migrations():
-        done = applied.get(m.version)
-        if done is not None:
-            if done["checksum"] != m.checksum:
-                raise MigrationChanged(
-                    f"migration {m.version:04d}_{m.name} was changed after it was applied; "
-                    "restore the original file and add a new migration instead"
-                )
+        conn.execute(
+            query("record_migration"), {"version": m.version, "name": m.name, "checksum": m.checksum}
+        )
+        report.applied.append(f"{m.version:04d}_{m.name}")
+    report.fresh = True
+    log.debug("installed schema version %d from sql/schema.sql", SCHEMA_VERSION)
+
+
+def _apply_migrations(conn: Conn, report: MigrateReport, applied: set[int]) -> None:
+    for m in migrations():
+        if m.version in applied:
             continue
         conn.execute(m.sql)
         conn.execute(
@@ -230,10 +250,7 @@ def _apply_repeatables(conn: Conn, report: MigrateReport, *, force: bool) -> Non
     """Re-apply every repeatable file, in order, when any of them changed (or a migration ran)."""
     row = conn.execute(query("recorded_schema_version")).fetchone()
     if row is not None and row["version"] > SCHEMA_VERSION:
-        raise SchemaTooNew(
-            f"the database holds schema version {row['version']}, newer than this package "
-            f"({__version__}, schema {SCHEMA_VERSION}): upgrade session-ledger-listener"
-        )
+        raise schema_too_new(f"schema version {row['version']}")
     recorded = {r["name"]: r["checksum"] for r in conn.execute(query("recorded_repeatables"))}
     files = repeatables()
     wanted = {f.name: f.checksum for f in files}

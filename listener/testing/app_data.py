@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from listener.core.db import Conn
+from listener.core.sql_files import query
 
 
 @dataclass(frozen=True)
@@ -29,7 +30,7 @@ def create_user(conn: Conn, email: str) -> uuid.UUID:
     """A signed-up user in auth.users."""
     user = uuid.uuid4()
     conn.execute(
-        "INSERT INTO auth.users (id, aud, role, email) VALUES (%s, 'authenticated', 'authenticated', %s)",
+        query("app_data_insert_user"),
         [user, email],
     )
     return user
@@ -41,18 +42,15 @@ def create_studio(conn: Conn, name: str = "Studio") -> Studio:
     tag = org.hex[:12]
     trainer = create_user(conn, f"trainer-{tag}@example.com")
     client_user = create_user(conn, f"client-{tag}@example.com")
-    conn.execute("INSERT INTO public.orgs (id, name, slug) VALUES (%s, %s, %s)", [org, name, f"studio-{tag}"])
-    conn.execute(
-        "INSERT INTO public.org_members (org_id, user_id, role) VALUES (%s, %s, 'staff')", [org, trainer]
-    )
+    conn.execute(query("insert_org"), [org, name, f"studio-{tag}"])
+    conn.execute(query("insert_org_member"), [org, trainer])
     row = conn.execute(
-        "INSERT INTO public.clients (org_id, full_name, email, auth_user_id) VALUES (%s, %s, %s, %s) RETURNING id",
+        query("app_data_insert_client"),
         [org, f"client of {name}", f"client-{tag}@example.com", client_user],
     ).fetchone()
     assert row is not None
     offer = conn.execute(
-        "INSERT INTO public.offers (org_id, name, offer_type, price_cents, sessions_count, validity_days)"
-        " VALUES (%s, '10 sessions', 'session_pack', 50000, 10, 180) RETURNING id",
+        query("app_data_insert_offer"),
         [org],
     ).fetchone()
     assert offer is not None
@@ -71,10 +69,7 @@ def create_pack(
 ) -> uuid.UUID:
     """A purchase of the studio's offer by its client."""
     row = conn.execute(
-        """INSERT INTO public.client_purchases
-               (org_id, client_id, offer_id, amount_paid_cents, payment_method, payment_status,
-                sessions_total, sessions_used, expires_at)
-           VALUES (%s, %s, %s, 50000, %s, %s, %s, %s, %s) RETURNING id""",
+        query("app_data_insert_pack"),
         [studio.org_id, studio.client_id, studio.offer_id, payment_method, payment_status,
          sessions_total, sessions_used, expires_at],
     ).fetchone()  # fmt: skip
@@ -88,13 +83,7 @@ def create_bookings(
     """Bookings an hour long, a day apart, all ended, booked by the trainer."""
     first = datetime.now().astimezone() - timedelta(days=count + 1)
     rows = conn.execute(
-        """INSERT INTO public.bookings
-               (org_id, client_id, start_time, end_time, duration_mins, purchase_id, status, booked_by,
-                booking_source)
-           SELECT %(org)s, %(client)s, t, t + interval '1 hour', 60, %(pack)s, %(status)s, %(trainer)s, 'trainer'
-           FROM generate_series(%(first)s::timestamptz, %(first)s::timestamptz + (%(n)s - 1) * interval '1 day',
-                                interval '1 day') AS t
-           RETURNING id""",
+        query("app_data_insert_bookings"),
         {"org": studio.org_id, "client": studio.client_id, "pack": pack, "status": status,
          "trainer": studio.trainer_user_id, "first": first, "n": count},
     ).fetchall()  # fmt: skip

@@ -7,6 +7,7 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 
 from listener.core.db import Conn
+from listener.core.sql_files import query
 
 
 @dataclass
@@ -51,10 +52,7 @@ class Verdict:
 
 def snapshot_used(conn: Conn) -> dict[uuid.UUID, int]:
     """Every pack's sessions_used, to compare against at the end."""
-    return {
-        r["id"]: r["sessions_used"]
-        for r in conn.execute("SELECT id, sessions_used FROM public.client_purchases").fetchall()
-    }
+    return {r["id"]: r["sessions_used"] for r in conn.execute(query("checker_sessions_used")).fetchall()}
 
 
 def check(
@@ -77,12 +75,11 @@ def check(
     bookings may have a ledger row.
     """
     v = Verdict()
-    cfg = conn.execute("SELECT consuming_statuses FROM session_ledger.config").fetchone()
+    cfg = conn.execute(query("checker_consuming_statuses")).fetchone()
     assert cfg is not None
     consuming = cfg["consuming_statuses"]
     rows = conn.execute(
-        """SELECT b.id, b.purchase_id, b.status = ANY (%s) AS consumes, l.state, l.purchase_id AS l_pack
-           FROM public.bookings b LEFT JOIN session_ledger.charges l ON l.booking_id = b.id""",
+        query("checker_bookings_and_ledger"),
         [consuming],
     ).fetchall()
     paid_per_pack: dict[uuid.UUID, int] = {}
@@ -100,14 +97,11 @@ def check(
         if r["state"] == "paid":
             paid_per_pack[r["l_pack"]] = paid_per_pack.get(r["l_pack"], 0) + 1
     # Ledger rows of deleted bookings must not hold a session.
-    gone = conn.execute(
-        """SELECT count(*) AS n FROM session_ledger.charges l
-           WHERE l.state = 'paid' AND NOT EXISTS (SELECT 1 FROM public.bookings b WHERE b.id = l.booking_id)"""
-    ).fetchone()
+    gone = conn.execute(query("checker_paid_rows_of_deleted_bookings")).fetchone()
     assert gone is not None
     v.stale_charges += int(gone["n"])
 
-    packs = conn.execute("SELECT id, sessions_used, sessions_total FROM public.client_purchases").fetchall()
+    packs = conn.execute(query("checker_packs")).fetchall()
     for p in packs:
         expected = starting_used.get(p["id"], 0) + paid_per_pack.get(p["id"], 0)
         if p["sessions_used"] != expected:
@@ -118,10 +112,10 @@ def check(
         if p["sessions_total"] is not None and p["sessions_used"] > p["sessions_total"]:
             v.overdrawn_packs += 1
             v.examples.append(f"pack {p['id']} overdrawn: {p['sessions_used']}/{p['sessions_total']}")
-    left = conn.execute("SELECT count(*) AS n FROM pgmq.q_booking_events").fetchone()
+    left = conn.execute(query("checker_queue_left")).fetchone()
     assert left is not None
     v.queue_left = int(left["n"])
-    dead = conn.execute("SELECT count(*) AS n FROM pgmq.q_booking_events_dlq").fetchone()
+    dead = conn.execute(query("checker_dead_letters")).fetchone()
     assert dead is not None
     v.dead_lettered = int(dead["n"])
     if committed_msg_ids is not None or rolled_back_msg_ids or rolled_back_bookings:
@@ -147,15 +141,11 @@ def _check_events(
     rolled_back_bookings: Collection[uuid.UUID],
 ) -> None:
     """Every committed event archived or dead-lettered; nothing from rolled-back writes anywhere."""
-    archived = {r["msg_id"] for r in conn.execute("SELECT msg_id FROM pgmq.a_booking_events").fetchall()}
-    queued = {r["msg_id"] for r in conn.execute("SELECT msg_id FROM pgmq.q_booking_events").fetchall()}
+    archived = {r["msg_id"] for r in conn.execute(query("checker_archived_msg_ids")).fetchall()}
+    queued = {r["msg_id"] for r in conn.execute(query("checker_queued_msg_ids")).fetchall()}
     dead = {
         int(r["src"])
-        for r in conn.execute(
-            """SELECT (message ->> 'source_msg_id') AS src FROM pgmq.q_booking_events_dlq
-               UNION ALL
-               SELECT (message ->> 'source_msg_id') FROM pgmq.a_booking_events_dlq"""
-        ).fetchall()
+        for r in conn.execute(query("checker_dead_letter_sources")).fetchall()
         if r["src"] is not None
     }
     settled = archived | dead
@@ -173,7 +163,7 @@ def _check_events(
     v.examples += [f"event {m} of a rolled-back write exists" for m in ghosts[:5]]
     if rolled_back_bookings:
         row = conn.execute(
-            "SELECT count(*) AS n FROM session_ledger.charges WHERE booking_id = ANY(%s)",
+            query("checker_ledger_rows_of"),
             [list(rolled_back_bookings)],
         ).fetchone()
         assert row is not None

@@ -17,6 +17,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from listener.core.db import connect
+from listener.core.sql_files import query
 
 
 @dataclass(frozen=True)
@@ -49,11 +50,11 @@ def api_request(
     authenticator (see authenticator_dsn)."""
     jwt: dict[str, Any] = {"role": role, **({"sub": str(user_id)} if user_id else {}), **(claims or {})}
     with connect(dsn, autocommit=False, purpose="api") as conn:
-        conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(role)))
-        conn.execute("SELECT set_config('request.jwt.claims', %s, true)", [json.dumps(jwt)])
-        conn.execute("SELECT set_config('request.jwt.claim.sub', %s, true)", [str(jwt.get("sub", ""))])
-        conn.execute("SELECT set_config('request.jwt.claim.role', %s, true)", [role])
-        conn.execute("SELECT set_config('request.headers', %s, true)", [json.dumps(headers or {})])
+        conn.execute(sql.SQL(query("set_local_role")).format(sql.Identifier(role)))
+        conn.execute(query("set_jwt_claims"), [json.dumps(jwt)])
+        conn.execute(query("set_jwt_sub"), [str(jwt.get("sub", ""))])
+        conn.execute(query("set_jwt_role"), [role])
+        conn.execute(query("set_request_headers"), [json.dumps(headers or {})])
         cur = conn.execute(statement, params)
         rows = cur.fetchall() if cur.description else []
         rowcount = cur.rowcount

@@ -33,6 +33,7 @@ from typing import Any
 from psycopg import sql
 
 from listener.core.db import connect
+from listener.core.sql_files import query
 from listener.devtools.app_schema import SchemaPath, apply_supabase_base, build_app_database, schema_files
 from listener.devtools.ports import free_port
 from listener.errors import ClusterUnavailable, PgCronUnavailable
@@ -174,23 +175,13 @@ def supabase_cluster(
 def _bootstrap(cluster: SupabaseCluster) -> None:
     """What Supabase's init scripts do once per cluster, in their order."""
     with connect(cluster.admin_dsn(), purpose="tests") as conn:
-        conn.execute("CREATE ROLE postgres SUPERUSER LOGIN")
+        conn.execute(query("supabase_postgres_role"))
     apply_supabase_base(cluster.admin_dsn())
     with connect(cluster.admin_dsn(), purpose="tests") as conn:
-        conn.execute("ALTER ROLE supabase_admin SET search_path = public, extensions")
-        conn.execute('ALTER ROLE postgres SET search_path = "$user", public, extensions')
-        conn.execute("ALTER ROLE postgres NOSUPERUSER CREATEDB CREATEROLE LOGIN REPLICATION BYPASSRLS")
+        conn.execute(query("supabase_role_settings"))
     if cluster.cron_database is not None:
         with connect(cluster.admin_dsn(cluster.cron_database), purpose="tests") as conn:
-            conn.execute("CREATE EXTENSION IF NOT EXISTS pg_cron")
-            # What Supabase's grant_pg_cron_access event trigger grants, minus writes on cron.job
-            # (revoked since 2023): jobs are scheduled through cron.schedule().
-            conn.execute("GRANT USAGE ON SCHEMA cron TO postgres WITH GRANT OPTION")
-            conn.execute("GRANT ALL ON ALL TABLES IN SCHEMA cron TO postgres WITH GRANT OPTION")
-            conn.execute("GRANT ALL ON ALL SEQUENCES IN SCHEMA cron TO postgres WITH GRANT OPTION")
-            conn.execute("GRANT ALL ON ALL FUNCTIONS IN SCHEMA cron TO postgres WITH GRANT OPTION")
-            conn.execute("REVOKE ALL ON TABLE cron.job FROM postgres")
-            conn.execute("GRANT SELECT ON TABLE cron.job TO postgres WITH GRANT OPTION")
+            conn.execute(query("supabase_pg_cron"))
 
 
 def create_app_database(
@@ -206,10 +197,13 @@ def create_app_database(
     name = name or f"app_{uuid.uuid4().hex[:12]}"
     schema_files(schema)  # a missing path fails before the database is created
     with connect(cluster.admin_dsn(), purpose="tests") as conn:
-        query = sql.SQL("CREATE DATABASE {} OWNER postgres").format(sql.Identifier(name))
-        if template is not None:
-            query += sql.SQL(" TEMPLATE {}").format(sql.Identifier(template))
-        conn.execute(query)
+        if template is None:
+            statement = sql.SQL(query("supabase_create_app_database")).format(sql.Identifier(name))
+        else:
+            statement = sql.SQL(query("supabase_create_app_database_from_template")).format(
+                sql.Identifier(name), sql.Identifier(template)
+            )
+        conn.execute(statement)
     if template is None:
         build_app_database(
             cluster.admin_dsn(name), schema, ledger_dsn=cluster.postgres_dsn(name), ledger=ledger
@@ -225,13 +219,13 @@ def migrate_as_postgres(cluster: SupabaseCluster, dbname: str) -> MigrateReport:
 def drop_app_database(cluster: SupabaseCluster, name: str) -> None:
     """Drop a database, disconnecting whoever is still on it."""
     with connect(cluster.admin_dsn(), purpose="tests") as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        conn.execute(sql.SQL(query("drop_database")).format(sql.Identifier(name)))
 
 
 def mark_template(cluster: SupabaseCluster, name: str) -> None:
     """Let databases be cloned from this one without connections to it."""
     with connect(cluster.admin_dsn(), purpose="tests") as conn:
-        conn.execute(sql.SQL("ALTER DATABASE {} IS_TEMPLATE true").format(sql.Identifier(name)))
+        conn.execute(sql.SQL(query("mark_template")).format(sql.Identifier(name)))
 
 
 @dataclass(frozen=True)

@@ -1,13 +1,10 @@
-"""The upgrade path: a database installed by release 0.1.0 upgrades in place with `listener migrate`.
-
-tests/fixtures/release_0_1_0/ holds what 0.1.0 installed (its demo app schema and
-its migrate's SQL), frozen. A database built from it is charged by 0.1.0's own
-functions, then upgraded while events still wait in the queue.
+"""The upgrade path's edges: a database release 0.1.0 installed (by its own code, from its git tag)
+against this package's listener and migrate. tests/db/test_routes.py upgrades every release with
+data in it and compares the result with a fresh install.
 """
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 from datetime import datetime, timedelta
@@ -18,19 +15,15 @@ import pytest
 from pydantic import SecretStr
 
 from listener.core.db import Conn, connect
-from listener.core.sql_files import SCHEMA_VERSION, sql_dir
 from listener.core.worker import Worker
-from listener.devtools import schema_dump
 from listener.devtools.throwaway import create_database, drop_database
 from listener.errors import SchemaOutOfDate, SchemaTooNew
-from listener.ops.migrate import ensure_pgmq, migrate
+from listener.ops.migrate import migrate
 from listener.settings import Settings
 from listener.testing.checker import check, snapshot_used
 
-from support import SUPPORT
+from support import releases
 from support.world import run_cli
-
-RELEASE = SUPPORT / "fixtures" / "release_0_1_0"
 
 # What a 0.1.0 listener sends for a batch (its named query), booking ids and enqueue times included.
 OLD_HANDLE_BATCH = """
@@ -40,20 +33,14 @@ SELECT booking_id::text, outcome FROM session_ledger.handle_batch(
 """
 
 
-def _install_release_0_1_0(dsn: str) -> None:
-    with connect(dsn, purpose="tests") as conn:
-        with conn.transaction():
-            conn.execute((RELEASE / "demo_schema.sql").read_text(encoding="utf-8"))
-        ensure_pgmq(conn)
-        with conn.transaction():
-            conn.execute((RELEASE / "install.sql").read_text(encoding="utf-8"))
-
-
 @pytest.fixture
 def old_dsn(ledger_server: str) -> Iterator[str]:
     """A database as release 0.1.0 installed it."""
     dsn = create_database(ledger_server, prefix="ledger_v010")
-    _install_release_0_1_0(dsn)
+    tree = releases.tree("v0.1.0")
+    with connect(dsn, purpose="tests") as conn:
+        conn.execute(releases.sql_file(tree, "sql/demo_schema.sql"))
+    releases.run(tree, "migrate", "--dsn", dsn)
     yield dsn
     drop_database(ledger_server, dsn)
 
@@ -126,53 +113,6 @@ def _balances(conn: Conn) -> dict[Any, Any]:
     }
 
 
-def _ledger(conn: Conn) -> dict[Any, Any]:
-    return {
-        r["booking_id"]: (r["purchase_id"], r["state"], r["source"])
-        for r in conn.execute("SELECT booking_id, purchase_id, state, source FROM session_ledger.charges")
-    }
-
-
-def test_a_0_1_0_database_upgrades_in_place_keeps_every_balance_and_goes_on_charging(old_dsn: str) -> None:
-    with connect(old_dsn, purpose="tests") as conn:
-        org = _org(conn)
-        busy, full = _pack(conn, org, total=10, used=2), _pack(conn, org, total=2, used=1)
-        start = snapshot_used(conn)
-        charged_by_old = _bookings(conn, org, busy, 3)
-        _complete(conn, charged_by_old)
-        outcomes = _as_old_listener(conn, uuid.uuid4())
-        assert sorted(o["outcome"] for o in outcomes) == ["paid"] * 3
-        waiting = _bookings(conn, org, busy, 2) + _bookings(conn, org, full, 2)
-        _complete(conn, waiting)  # enqueued by 0.1.0's trigger, handled after the upgrade
-        assert _balances(conn)[busy] == 5
-        balances, ledger = _balances(conn), _ledger(conn)
-
-    first = run_cli("migrate", "--dsn", old_dsn)
-    assert first.returncode == 0, first.stderr
-    assert "applied 0002_upgrade_path" in first.stdout
-    assert "re-applied functions, triggers and grants" in first.stdout
-    second = run_cli("migrate", "--dsn", old_dsn)
-    assert second.returncode == 0 and f"already up to date (schema version {SCHEMA_VERSION})" in second.stdout
-
-    with connect(old_dsn, purpose="tests") as conn:
-        assert _balances(conn) == balances, "the upgrade moves no session"
-        assert _ledger(conn) == ledger, "the upgrade rewrites no ledger row"
-        queued = conn.execute("SELECT count(*) AS n FROM pgmq.q_booking_events").fetchone()
-        assert queued is not None and queued["n"] == 4, "events waiting at the upgrade survive it"
-
-    Worker(Settings(dsn=SecretStr(old_dsn), poll_interval_s=0.05)).run(drain=True)
-    with connect(old_dsn, purpose="tests") as conn:
-        assert _balances(conn)[busy] == 7 and _balances(conn)[full] == 2
-        # New completions and cancellations after the upgrade: each charged or released once.
-        later = _bookings(conn, org, busy, 2)
-        _complete(conn, later)
-        conn.execute("UPDATE public.bookings SET status = 'cancelled' WHERE id = %s", [charged_by_old[0]])
-        Worker(Settings(dsn=SecretStr(old_dsn), poll_interval_s=0.05)).run(drain=True)
-        assert _balances(conn)[busy] == 8
-        verdict = check(conn, start)
-        assert verdict.ok, verdict.examples
-
-
 def test_an_old_listener_against_the_new_schema_charges_from_the_queue_not_from_its_arguments(
     old_dsn: str,
 ) -> None:
@@ -203,7 +143,7 @@ def test_the_listener_refuses_a_schema_it_does_not_know(old_dsn: str) -> None:
     with connect(old_dsn, purpose="tests") as conn:
         conn.execute("UPDATE session_ledger.schema_info SET version = version + 1")
     worker = Worker(Settings(dsn=SecretStr(old_dsn)))
-    with pytest.raises(SchemaTooNew, match="upgrade the listener"):
+    with pytest.raises(SchemaTooNew, match="upgrade session-ledger-listener"):
         worker.check_schema()
     worker.close()
     with pytest.raises(SchemaTooNew, match="upgrade session-ledger-listener"):
@@ -215,80 +155,6 @@ def test_the_listener_refuses_a_schema_it_does_not_know(old_dsn: str) -> None:
     result = run_cli("migrate", "--dsn", old_dsn)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "migration 0099, newer than this package" in result.stderr
-
-
-# Everything a schema is made of, as text: tables and columns, indexes, constraints,
-# functions with their bodies and grants, triggers, views, table grants and RLS, policies.
-_SNAPSHOT = """
-WITH ns AS (SELECT oid, nspname FROM pg_namespace WHERE nspname IN ('public', 'session_ledger', 'pgmq'))
-SELECT 'column' AS kind, c.table_schema || '.' || c.table_name || '.' || c.column_name AS name,
-       c.data_type || ' ' || c.is_nullable || ' ' || coalesce(c.column_default, '') AS def
-FROM information_schema.columns c WHERE c.table_schema IN (SELECT nspname FROM ns)
-UNION ALL
-SELECT 'index', i.schemaname || '.' || i.indexname, i.indexdef
-FROM pg_indexes i WHERE i.schemaname IN (SELECT nspname FROM ns)
-UNION ALL
-SELECT 'constraint', k.conrelid::regclass::text || '.' || k.conname, pg_get_constraintdef(k.oid)
-FROM pg_constraint k WHERE k.connamespace IN (SELECT oid FROM ns)
-UNION ALL
-SELECT 'function', p.oid::regprocedure::text, pg_get_functiondef(p.oid) || coalesce(p.proacl::text, '')
-FROM pg_proc p WHERE p.pronamespace IN (SELECT oid FROM ns WHERE nspname <> 'pgmq') AND p.prokind = 'f'
-UNION ALL
-SELECT 'trigger', t.tgrelid::regclass::text || '.' || t.tgname, pg_get_triggerdef(t.oid) || t.tgenabled::text
-FROM pg_trigger t JOIN pg_class r ON r.oid = t.tgrelid
-WHERE NOT t.tgisinternal AND r.relnamespace IN (SELECT oid FROM ns)
-UNION ALL
-SELECT 'view', v.oid::regclass::text, pg_get_viewdef(v.oid) || coalesce(v.reloptions::text, '')
-FROM pg_class v WHERE v.relkind = 'v' AND v.relnamespace IN (SELECT oid FROM ns)
-UNION ALL
-SELECT 'relation', r.oid::regclass::text,
-       r.relkind::text || ' ' || coalesce(r.relacl::text, '') || ' rls=' || r.relrowsecurity
-FROM pg_class r WHERE r.relnamespace IN (SELECT oid FROM ns) AND r.relkind IN ('r', 'v', 'S')
-UNION ALL
-SELECT 'policy', p.schemaname || '.' || p.tablename || '.' || p.policyname,
-       p.cmd || ' ' || p.roles::text || ' ' || coalesce(p.qual, '') || ' ' || coalesce(p.with_check, '')
-FROM pg_policies p WHERE p.schemaname IN (SELECT nspname FROM ns)
-UNION ALL
-SELECT 'schema', n.nspname, coalesce(n.nspacl::text, '') FROM pg_namespace n WHERE n.oid IN (SELECT oid FROM ns)
-ORDER BY 1, 2
-"""
-
-
-def _snapshot(dsn: str) -> list[tuple[str, str, str]]:
-    with connect(dsn, purpose="tests") as conn:
-        return [(r["kind"], r["name"], r["def"]) for r in conn.execute(_SNAPSHOT).fetchall()]
-
-
-def test_a_fresh_install_and_an_upgraded_one_have_the_same_schema(old_dsn: str, ledger_server: str) -> None:
-    migrate(old_dsn)
-    fresh = create_database(ledger_server, prefix="ledger_fresh")
-    try:
-        with connect(fresh, purpose="tests") as conn, conn.transaction():
-            conn.execute((RELEASE / "demo_schema.sql").read_text(encoding="utf-8"))
-        migrate(fresh)
-        upgraded, installed = _snapshot(old_dsn), _snapshot(fresh)
-        assert len(installed) > 100
-        missing = sorted(set(installed) - set(upgraded))
-        extra = sorted(set(upgraded) - set(installed))
-        assert (missing, extra) == ([], [])
-    finally:
-        drop_database(ledger_server, fresh)
-
-
-def test_sql_schema_file_is_what_a_fresh_install_and_an_upgrade_both_hold(
-    old_dsn: str, ledger_dsn: str
-) -> None:
-    migrate(old_dsn)
-    with connect(old_dsn, purpose="tests") as old, connect(ledger_dsn, purpose="tests") as fresh:
-        upgraded, installed = schema_dump.render(old), schema_dump.render(fresh)
-    assert upgraded == installed
-    path = sql_dir() / "schema.sql"
-    if os.environ.get("LISTENER_WRITE_SCHEMA") == "1":
-        path.write_text(installed, encoding="utf-8")
-    assert path.read_text(encoding="utf-8") == installed, (
-        "sql/schema.sql is not the schema the migrations build: "
-        "regenerate it with `LISTENER_WRITE_SCHEMA=1 pytest tests/db/test_upgrade.py -k schema_file`"
-    )
 
 
 def test_a_failed_upgrade_leaves_the_old_install_whole(old_dsn: str) -> None:

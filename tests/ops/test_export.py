@@ -14,11 +14,11 @@ import psycopg
 import pytest
 
 from listener.core.db import connect
-from listener.core.sql_files import demo_schema, migrations
+from listener.core.sql_files import demo_schema, migrations, query
 from listener.devtools import demo_data
 from listener.devtools.throwaway import create_database, drop_database
 from listener.ops.export import export_migrations
-from listener.ops.migrate import BOOTSTRAP, migrate
+from listener.ops.migrate import migrate
 from listener.testing.ledger import Ledger
 
 from support.world import run_cli
@@ -279,7 +279,7 @@ def _old_export(directory: Path) -> list[Path]:
     for i, m in enumerate(migrations()):
         path = directory / f"2025010203040{i}_session_ledger_{m.version:04d}_{m.name}.sql"
         path.write_text(
-            BOOTSTRAP
+            query("bootstrap")
             + m.sql
             + "\nINSERT INTO session_ledger.migrations (version, name, checksum) "
             + f"VALUES ({m.version}, '{m.name}', '{m.checksum}') ON CONFLICT (version) DO NOTHING;\n",
