@@ -1,0 +1,287 @@
+"""The writer's cost per completion: counters that do not depend on the machine's load, and µs.
+
+Every arm completes one booking per transaction as the signed-in trainer, on one connection,
+one round trip per completion (the app's two-call path sends both its transactions in it).
+
+Counted pass, one per arm, after a CHECKPOINT: `writer_counted` completions, then per completion
+  - WAL bytes, records, full-page-image bytes and block references (pages the completion
+    changed), read with pg_walinspect from the records that touch this throwaway database
+    and from the transactions that wrote them, so other databases' WAL is left out;
+  - buffers hit and read (pg_stat_database: only this connection uses the database, and
+    autovacuum is off on its tables for the run);
+  - rows inserted per table (pg_stat_all_tables);
+  - calls per function (track_functions = 'all'; an inlined SQL function is not called).
+Timed pass: `writer_rounds` interleaved rounds (the arm order mirrored round by round), each
+arm's completions timed one by one at the client, without track_functions. Each arm's figure
+is the median over all its completions; its spread is the lowest and highest round median.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from typing import Any
+
+from psycopg import sql
+
+from bench import variants, workload
+from bench.browser import AS_TRAINER, LEDGER_SCRIPT, NEXT_BOOKING, echoes_off
+from bench.measurements import Sizes
+from bench.workload import Server
+from listener.core.db import Conn, connect
+
+ARMS = {
+    "off": "the bare UPDATE: ledger installed, its bookings triggers disabled",
+    "floor": "the bare UPDATE plus one queue row (bench/floor_trigger.sql): the floor",
+    "v020": "0.2.0's trigger (bench/v020_trigger.sql)",
+    "no_echo": "today's trigger, config.absorb_legacy_calls off: no echo records",
+    "quiet": "today's trigger with echo records (absorbing on, the default), no listener asleep",
+    "legacy": "no ledger: the UPDATE, then the app's own use_session in a second transaction",
+}
+_ORDER = list(ARMS)
+
+# The app's two calls in one round trip: the pack the UPDATE returns is handed to the
+# second transaction in a session setting, as the browser hands it to its second request.
+LEGACY_ONE_TRIP = f"""
+BEGIN;
+{AS_TRAINER}WITH u AS (UPDATE public.bookings b SET status = 'completed'
+{NEXT_BOOKING}
+RETURNING b.purchase_id)
+SELECT set_config('bench.pack', u.purchase_id::text, false) FROM u;
+COMMIT;
+BEGIN;
+{AS_TRAINER}SELECT public.use_session(current_setting('bench.pack')::uuid);
+COMMIT;
+"""
+
+# The tables whose rows a completion inserts or updates, and whose autovacuum is off for the run.
+_QUIET_TABLES = (
+    "public.bookings",
+    "public.client_purchases",
+    "pgmq.q_booking_events",
+    "session_ledger.booking_writes",
+)
+
+_DB_STATS = """SELECT oid::bigint AS oid, blks_hit, blks_read FROM pg_stat_database d
+JOIN pg_database p ON p.datname = d.datname WHERE d.datname = current_database()"""
+_TABLE_STATS = """SELECT schemaname || '.' || relname AS t, n_tup_ins FROM pg_stat_all_tables
+WHERE schemaname NOT IN ('pg_catalog', 'information_schema', 'pg_toast')"""
+_FUNCTION_STATS = "SELECT schemaname || '.' || funcname AS f, calls FROM pg_stat_user_functions"
+
+# The WAL of one database's completions: the records touching its relations, and every
+# record (commits included) of the transactions that wrote those.
+_WAL = """
+WITH r AS (
+    SELECT xid::text AS x, record_length, fpi_length, block_ref,
+           coalesce(block_ref ~ %(ours)s, false) AS ours
+    FROM pg_get_wal_records_info(%(start)s::pg_lsn, %(end)s::pg_lsn)
+), mine AS (SELECT DISTINCT x FROM r WHERE ours AND x <> '0')
+SELECT count(*) AS records, coalesce(sum(record_length), 0)::bigint AS bytes,
+       coalesce(sum(fpi_length), 0)::bigint AS fpi_bytes,
+       coalesce(sum(regexp_count(coalesce(block_ref, ''), 'blkref #')), 0)::bigint AS blocks
+FROM r WHERE ours OR x IN (SELECT x FROM mine)
+"""
+
+
+def writer(server: Server, sizes: Sizes) -> dict[str, Any]:
+    """Per-completion counters and single-client µs of every arm."""
+    per_run = sizes.writer_timed_per_round + _WARMUP
+    needed = sizes.writer_counted + _WARMUP + sizes.writer_rounds * per_run
+    with (
+        server.database() as dsn,
+        server.database(legacy=True) as legacy_dsn,
+        connect(dsn, purpose="bench") as conn,
+        connect(legacy_dsn, purpose="bench") as legacy_conn,
+    ):
+        ledger_arms = [arm for arm in _ORDER if arm != "legacy"]
+        workload.populate(conn, needed * len(ledger_arms))
+        workload.populate(legacy_conn, needed)
+        conn.execute("CREATE EXTENSION IF NOT EXISTS pg_walinspect")
+        for c in (conn, legacy_conn):
+            for table in _QUIET_TABLES:
+                found = c.execute("SELECT to_regclass(%s) IS NOT NULL AS r", [table]).fetchone()
+                if found and found["r"]:
+                    c.execute(
+                        sql.SQL("ALTER TABLE {} SET (autovacuum_enabled = false)").format(
+                            sql.Identifier(*table.split("."))
+                        )
+                    )
+        original = variants.definition(conn)
+        arms = _Arms(conn, legacy_conn, original, needed, ledger_arms)
+        counters: dict[str, dict[str, Any]] = {}
+        for arm in _ORDER:
+            with arms.prepared(arm) as (worker, script):
+                counters[arm] = _counted(conn, worker, script, sizes.writer_counted)
+        samples: dict[str, list[float]] = {arm: [] for arm in _ORDER}
+        round_medians: dict[str, list[float]] = {arm: [] for arm in _ORDER}
+        for r in range(sizes.writer_rounds):
+            for arm in _ORDER if r % 2 == 0 else _ORDER[::-1]:
+                with arms.prepared(arm) as (worker, script):
+                    times = _timed(worker, script, sizes.writer_timed_per_round)
+                samples[arm] += times
+                round_medians[arm].append(statistics.median(times))
+    return _figures(counters, samples, round_medians)
+
+
+_WARMUP = 3  # completions that plan the arm's statements, not counted
+
+
+class _Arms:
+    """Each arm's database, trigger and booking range; a fresh range for every run of an arm."""
+
+    def __init__(self, conn: Conn, legacy_conn: Conn, original: str, needed: int, ledger_arms: list[str]):
+        self.conn = conn
+        self.legacy_conn = legacy_conn
+        self.original = original
+        self.next = {arm: i * needed + 1 for i, arm in enumerate(ledger_arms)} | {"legacy": 1}
+
+    @contextmanager
+    def prepared(self, arm: str) -> Iterator[tuple[Conn, str]]:
+        worker = self.legacy_conn if arm == "legacy" else self.conn
+        if arm != "legacy":
+            conn = self.conn
+            workload.set_ledger_triggers(conn, enabled=arm != "off")
+            conn.execute("DELETE FROM session_ledger.listeners")
+            conn.execute("DELETE FROM pgmq.q_booking_events")
+            conn.execute("DELETE FROM session_ledger.booking_writes")
+            conn.execute("VACUUM pgmq.q_booking_events, session_ledger.booking_writes")
+        variant: AbstractContextManager[None] = nullcontext()
+        if arm == "floor":
+            variant = variants.installed(self.conn, variants.floor(), self.original)
+        elif arm == "v020":
+            variant = variants.installed(self.conn, variants.v020(), self.original)
+        elif arm == "no_echo":
+            variant = echoes_off(self.conn)
+        worker.execute("SELECT setval('bench.next_booking', %s, false)", [self.next[arm]])
+        with variant:
+            script = LEGACY_ONE_TRIP if arm == "legacy" else LEDGER_SCRIPT
+            for _ in range(_WARMUP):
+                worker.execute(script)
+            yield worker, script
+        row = worker.execute("SELECT last_value FROM bench.next_booking").fetchone()
+        assert row is not None
+        self.next[arm] = int(row["last_value"]) + 1
+
+
+def _counted(conn: Conn, worker: Conn, script: str, n: int) -> dict[str, Any]:
+    """n completions after a CHECKPOINT, and what they cost per completion."""
+    worker.execute("CHECKPOINT")
+    worker.execute("SET track_functions = 'all'")
+    before = _stats(worker)
+    start = _lsn(worker, "insert")
+    for _ in range(n):
+        worker.execute(script)
+    end = _lsn(worker, "insert")
+    after = _stats(worker)
+    worker.execute("RESET track_functions")
+    # pg_walinspect reads only flushed WAL; the last commit flushed its own.
+    deadline = time.monotonic() + 10
+    while _lsn(conn, "flush") < end and time.monotonic() < deadline:
+        time.sleep(0.05)
+    wal = conn.execute(
+        _WAL, {"ours": f"rel [0-9]+/{before['oid']}/", "start": _lsn_text(start), "end": _lsn_text(end)}
+    ).fetchone()
+    assert wal is not None
+    tables = {
+        t: (after["tables"].get(t, 0) - before["tables"].get(t, 0)) / n
+        for t in after["tables"]
+        if after["tables"].get(t, 0) != before["tables"].get(t, 0)
+    }
+    functions = {
+        f: (calls - before["functions"].get(f, 0)) / n
+        for f, calls in after["functions"].items()
+        if calls != before["functions"].get(f, 0)
+    }
+    return {
+        "completions": n,
+        "wal_bytes": int(wal["bytes"]) / n,
+        "wal_records": int(wal["records"]) / n,
+        "wal_fpi_bytes": int(wal["fpi_bytes"]) / n,
+        "pages_changed": int(wal["blocks"]) / n,
+        "buffers_hit": (after["blks_hit"] - before["blks_hit"]) / n,
+        "buffers_read": (after["blks_read"] - before["blks_read"]) / n,
+        "rows_inserted": dict(sorted(tables.items())),
+        "function_calls": dict(sorted(functions.items())),
+    }
+
+
+def _stats(conn: Conn) -> dict[str, Any]:
+    """This database's statistics, with this connection's own counts flushed first."""
+    conn.execute("SELECT pg_stat_force_next_flush()")
+    conn.execute("SELECT pg_stat_clear_snapshot()")
+    db = conn.execute(_DB_STATS).fetchone()
+    assert db is not None
+    return {
+        "oid": int(db["oid"]),
+        "blks_hit": int(db["blks_hit"]),
+        "blks_read": int(db["blks_read"]),
+        "tables": {r["t"]: int(r["n_tup_ins"]) for r in conn.execute(_TABLE_STATS).fetchall()},
+        "functions": {r["f"]: int(r["calls"]) for r in conn.execute(_FUNCTION_STATS).fetchall()},
+    }
+
+
+_LSNS = {
+    "insert": "SELECT pg_current_wal_insert_lsn() - '0/0'::pg_lsn AS n",
+    "flush": "SELECT pg_current_wal_flush_lsn() - '0/0'::pg_lsn AS n",
+}
+
+
+def _lsn(conn: Conn, which: str) -> int:
+    row = conn.execute(_LSNS[which]).fetchone()
+    assert row is not None
+    return int(row["n"])
+
+
+def _lsn_text(n: int) -> str:
+    return f"{n >> 32:X}/{n & 0xFFFFFFFF:X}"
+
+
+def _timed(worker: Conn, script: str, n: int) -> list[float]:
+    """µs of each of n completions, one round trip each, at the client."""
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter_ns()
+        worker.execute(script)
+        times.append((time.perf_counter_ns() - t0) / 1000)
+    return times
+
+
+def _figures(
+    counters: dict[str, dict[str, Any]],
+    samples: dict[str, list[float]],
+    round_medians: dict[str, list[float]],
+) -> dict[str, Any]:
+    us = {arm: statistics.median(times) for arm, times in samples.items()}
+    spread = {arm: [min(m), max(m)] for arm, m in round_medians.items()}
+
+    def wal(arm: str) -> float:
+        return float(counters[arm]["wal_bytes"])
+
+    def us_ratio(a: str, b: str) -> tuple[float, list[float]]:
+        per_round = [x / y for x, y in zip(round_medians[a], round_medians[b], strict=True)]
+        return us[a] / us[b], [min(per_round), max(per_round)]
+
+    out: dict[str, Any] = {
+        "writer_arms": ARMS,
+        "writer_counters": counters,
+        "writer_us": us,
+        "writer_us_spread": spread,
+        "writer_us_completions": {arm: len(times) for arm, times in samples.items()},
+        # WAL against the floor: today's quiet writer once absorbing is off, and with it on.
+        "writer_wal_vs_floor": wal("no_echo") / wal("floor"),
+        "writer_wal_vs_floor_absorbing": wal("quiet") / wal("floor"),
+        "writer_wal_v020_vs_floor": wal("v020") / wal("floor"),
+    }
+    for key, (a, b) in {
+        "writer_us_vs_v020": ("quiet", "v020"),
+        "writer_us_no_echo_vs_v020": ("no_echo", "v020"),
+        "writer_us_vs_floor": ("quiet", "floor"),
+        "writer_us_vs_legacy": ("quiet", "legacy"),
+    }.items():
+        out[key], out[f"{key}_spread"] = us_ratio(a, b)
+    for arm in ARMS:
+        out[f"writer_us_{arm}"] = us[arm]
+        out[f"writer_wal_bytes_{arm}"] = wal(arm)
+    return out
