@@ -351,8 +351,9 @@ def spread_text(res: dict[str, Any], key: str) -> str:
 
 # The writer's counters, per completion: (label, counter, format).
 WRITER_ROWS: list[tuple[str, str, str]] = [
-    ("WAL bytes", "wal_bytes", ".0f"),
-    ("  of which full-page images", "wal_fpi_bytes", ".0f"),
+    ("WAL bytes, without full-page images", "wal_bytes", ".0f"),
+    ("full-page images' bytes (after a checkpoint)", "wal_fpi_bytes", ".0f"),
+    ("commits (WAL flushes)", "commits", ".0f"),
     ("WAL records", "wal_records", ".2f"),
     ("pages changed (WAL block refs)", "pages_changed", ".2f"),
     ("buffers hit", "buffers_hit", ".1f"),
@@ -370,7 +371,7 @@ def writer_cells(res: dict[str, Any]) -> list[tuple[str, list[str]]]:
     spread = res["writer_us_spread"]
     rows.append(
         (
-            "µs per completion, median (round medians' range)",
+            "µs per completion to its COMMIT, median (round medians' range)",
             [f"{us[a]:.0f} ({spread[a][0]:.0f}..{spread[a][1]:.0f})" for a in arms],
         )
     )

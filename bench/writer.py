@@ -1,12 +1,18 @@
 """The writer's cost per completion: counters that do not depend on the machine's load, and µs.
 
-Every arm completes one booking per transaction as the signed-in trainer, on one connection,
-one round trip per completion (the app's two-call path sends both its transactions in it).
+Every arm completes one booking per transaction as the signed-in trainer, on one connection:
+one round trip for the transaction's work up to its COMMIT, then one for the COMMIT (the
+app's two-call path does that twice). The µs of a completion are those of its work: the
+COMMIT waits for the WAL flush, a property of the disk the same for every arm (and the
+fsync of a shared machine's disk varies from 1 to 4 ms), so it is timed apart and each
+arm's commits per completion are counted instead.
 
 Counted pass, one per arm, after a CHECKPOINT: `writer_counted` completions, then per completion
   - WAL bytes, records, full-page-image bytes and block references (pages the completion
     changed), read with pg_walinspect from the records that touch this throwaway database
-    and from the transactions that wrote them, so other databases' WAL is left out;
+    and from the transactions that wrote them, so other databases' WAL is left out. The
+    full-page images depend on how long ago the last checkpoint was, not on the writer:
+    the WAL targets compare the bytes without them;
   - buffers hit and read (pg_stat_database: only this connection uses the database, and
     autovacuum is off on its tables for the run);
   - rows inserted per table (pg_stat_all_tables);
@@ -18,6 +24,7 @@ is the median over all its completions; its spread is the lowest and highest rou
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from collections.abc import Iterator
@@ -27,7 +34,7 @@ from typing import Any
 from psycopg import sql
 
 from bench import variants, workload
-from bench.browser import AS_TRAINER, LEDGER_SCRIPT, NEXT_BOOKING, echoes_off
+from bench.browser import AS_TRAINER, NEXT_BOOKING, echoes_off
 from bench.measurements import Sizes
 from bench.workload import Server
 from listener.core.db import Conn, connect
@@ -42,19 +49,28 @@ ARMS = {
 }
 _ORDER = list(ARMS)
 
-# The app's two calls in one round trip: the pack the UPDATE returns is handed to the
+# One completion with the ledger installed, up to its COMMIT: the UPDATE; its trigger guards and enqueues.
+LEDGER_WORK = (
+    f"""BEGIN;
+{AS_TRAINER}UPDATE public.bookings b SET status = 'completed'
+{NEXT_BOOKING};
+""",
+)
+
+# The app's two calls, each up to its COMMIT: the pack the UPDATE returns is handed to the
 # second transaction in a session setting, as the browser hands it to its second request.
-LEGACY_ONE_TRIP = f"""
-BEGIN;
+LEGACY_WORK = (
+    f"""BEGIN;
 {AS_TRAINER}WITH u AS (UPDATE public.bookings b SET status = 'completed'
 {NEXT_BOOKING}
 RETURNING b.purchase_id)
 SELECT set_config('bench.pack', u.purchase_id::text, false) FROM u;
-COMMIT;
-BEGIN;
+""",
+    f"""BEGIN;
 {AS_TRAINER}SELECT public.use_session(current_setting('bench.pack')::uuid);
-COMMIT;
-"""
+""",
+)
+
 
 # The tables whose rows a completion inserts or updates, and whose autovacuum is off for the run.
 _QUIET_TABLES = (
@@ -85,8 +101,15 @@ FROM r WHERE ours OR x IN (SELECT x FROM mine)
 """
 
 
-def writer(server: Server, sizes: Sizes) -> dict[str, Any]:
-    """Per-completion counters and single-client µs of every arm."""
+def writer(
+    server: Server, sizes: Sizes, *, order: list[str] | None = None, candidates: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """Per-completion counters and single-client µs of every arm (or of those in order).
+
+    candidates: more ledger arms, each a trigger function definition to measure (a lever).
+    """
+    order = order or _ORDER
+    candidates = candidates or {}
     per_run = sizes.writer_timed_per_round + _WARMUP
     needed = sizes.writer_counted + _WARMUP + sizes.writer_rounds * per_run
     with (
@@ -95,7 +118,7 @@ def writer(server: Server, sizes: Sizes) -> dict[str, Any]:
         connect(dsn, purpose="bench") as conn,
         connect(legacy_dsn, purpose="bench") as legacy_conn,
     ):
-        ledger_arms = [arm for arm in _ORDER if arm != "legacy"]
+        ledger_arms = [arm for arm in order if arm != "legacy"]
         workload.populate(conn, needed * len(ledger_arms))
         workload.populate(legacy_conn, needed)
         conn.execute("CREATE EXTENSION IF NOT EXISTS pg_walinspect")
@@ -109,20 +132,32 @@ def writer(server: Server, sizes: Sizes) -> dict[str, Any]:
                         )
                     )
         original = variants.definition(conn)
-        arms = _Arms(conn, legacy_conn, original, needed, ledger_arms)
+        arms = _Arms(
+            conn,
+            legacy_conn,
+            original=original,
+            needed=needed,
+            ledger_arms=ledger_arms,
+            candidates=candidates,
+        )
         counters: dict[str, dict[str, Any]] = {}
-        for arm in _ORDER:
-            with arms.prepared(arm) as (worker, script):
-                counters[arm] = _counted(conn, worker, script, sizes.writer_counted)
-        samples: dict[str, list[float]] = {arm: [] for arm in _ORDER}
-        round_medians: dict[str, list[float]] = {arm: [] for arm in _ORDER}
+        for arm in order:
+            with arms.prepared(arm) as (worker, work):
+                counters[arm] = _counted(conn, worker, work, sizes.writer_counted)
+        samples: dict[str, list[float]] = {arm: [] for arm in order}
+        round_medians: dict[str, list[float]] = {arm: [] for arm in order}
+        commits: dict[str, list[float]] = {arm: [] for arm in order}
         for r in range(sizes.writer_rounds):
-            for arm in _ORDER if r % 2 == 0 else _ORDER[::-1]:
-                with arms.prepared(arm) as (worker, script):
-                    times = _timed(worker, script, sizes.writer_timed_per_round)
+            for arm in order if r % 2 == 0 else order[::-1]:
+                with arms.prepared(arm) as (worker, work):
+                    times, commit_times = _timed(worker, work, sizes.writer_timed_per_round)
                 samples[arm] += times
+                commits[arm] += commit_times
                 round_medians[arm].append(statistics.median(times))
-    return _figures(counters, samples, round_medians)
+    out = _figures(counters, samples, round_medians)
+    # What the disk adds per COMMIT (the WAL flush), the same for every arm.
+    out["writer_commit_us"] = {arm: statistics.median(times) for arm, times in commits.items()}
+    return out
 
 
 _WARMUP = 3  # completions that plan the arm's statements, not counted
@@ -131,14 +166,24 @@ _WARMUP = 3  # completions that plan the arm's statements, not counted
 class _Arms:
     """Each arm's database, trigger and booking range; a fresh range for every run of an arm."""
 
-    def __init__(self, conn: Conn, legacy_conn: Conn, original: str, needed: int, ledger_arms: list[str]):
+    def __init__(
+        self,
+        conn: Conn,
+        legacy_conn: Conn,
+        *,
+        original: str,
+        needed: int,
+        ledger_arms: list[str],
+        candidates: dict[str, str],
+    ):
+        self.candidates = candidates
         self.conn = conn
         self.legacy_conn = legacy_conn
         self.original = original
         self.next = {arm: i * needed + 1 for i, arm in enumerate(ledger_arms)} | {"legacy": 1}
 
     @contextmanager
-    def prepared(self, arm: str) -> Iterator[tuple[Conn, str]]:
+    def prepared(self, arm: str) -> Iterator[tuple[Conn, tuple[str, ...]]]:
         worker = self.legacy_conn if arm == "legacy" else self.conn
         if arm != "legacy":
             conn = self.conn
@@ -154,25 +199,57 @@ class _Arms:
             variant = variants.installed(self.conn, variants.v020(), self.original)
         elif arm == "no_echo":
             variant = echoes_off(self.conn)
+        elif arm in self.candidates:
+            variant = variants.installed(self.conn, self.candidates[arm], self.original)
         worker.execute("SELECT setval('bench.next_booking', %s, false)", [self.next[arm]])
         with variant:
-            script = LEGACY_ONE_TRIP if arm == "legacy" else LEDGER_SCRIPT
+            work = LEGACY_WORK if arm == "legacy" else LEDGER_WORK
             for _ in range(_WARMUP):
-                worker.execute(script)
-            yield worker, script
+                _complete(worker, work)
+            yield worker, work
         row = worker.execute("SELECT last_value FROM bench.next_booking").fetchone()
         assert row is not None
         self.next[arm] = int(row["last_value"]) + 1
 
 
-def _counted(conn: Conn, worker: Conn, script: str, n: int) -> dict[str, Any]:
+def _complete(worker: Conn, work: tuple[str, ...]) -> tuple[float, float]:
+    """One completion: µs of its work, and µs of its COMMITs."""
+    busy = committing = 0
+    for part in work:
+        t0 = time.perf_counter_ns()
+        worker.execute(part)
+        t1 = time.perf_counter_ns()
+        worker.execute("COMMIT")
+        busy += t1 - t0
+        committing += time.perf_counter_ns() - t1
+    return busy / 1000, committing / 1000
+
+
+def _counted(conn: Conn, worker: Conn, work: tuple[str, ...], n: int) -> dict[str, Any]:
     """n completions after a CHECKPOINT, and what they cost per completion."""
     worker.execute("CHECKPOINT")
+    # A temporary slot keeps the pass's WAL until it is read: on a shared server another
+    # session's checkpoint may otherwise recycle it first.
+    conn.execute(_CREATE_SLOT)
+    try:
+        return _counted_pass(conn, worker, work, n)
+    finally:
+        conn.execute(_DROP_SLOT)
+
+
+# One per connection, so two benchmarks on one server never share it.
+_CREATE_SLOT = (
+    "SELECT pg_create_physical_replication_slot('session_ledger_bench_' || pg_backend_pid(), true, true)"
+)
+_DROP_SLOT = "SELECT pg_drop_replication_slot('session_ledger_bench_' || pg_backend_pid())"
+
+
+def _counted_pass(conn: Conn, worker: Conn, work: tuple[str, ...], n: int) -> dict[str, Any]:
     worker.execute("SET track_functions = 'all'")
     before = _stats(worker)
     start = _lsn(worker, "insert")
     for _ in range(n):
-        worker.execute(script)
+        _complete(worker, work)
     end = _lsn(worker, "insert")
     after = _stats(worker)
     worker.execute("RESET track_functions")
@@ -196,9 +273,10 @@ def _counted(conn: Conn, worker: Conn, script: str, n: int) -> dict[str, Any]:
     }
     return {
         "completions": n,
-        "wal_bytes": int(wal["bytes"]) / n,
-        "wal_records": int(wal["records"]) / n,
+        "wal_bytes": (int(wal["bytes"]) - int(wal["fpi_bytes"])) / n,
         "wal_fpi_bytes": int(wal["fpi_bytes"]) / n,
+        "wal_records": int(wal["records"]) / n,
+        "commits": len(work),
         "pages_changed": int(wal["blocks"]) / n,
         "buffers_hit": (after["blks_hit"] - before["blks_hit"]) / n,
         "buffers_read": (after["blks_read"] - before["blks_read"]) / n,
@@ -238,14 +316,14 @@ def _lsn_text(n: int) -> str:
     return f"{n >> 32:X}/{n & 0xFFFFFFFF:X}"
 
 
-def _timed(worker: Conn, script: str, n: int) -> list[float]:
-    """µs of each of n completions, one round trip each, at the client."""
-    times = []
+def _timed(worker: Conn, work: tuple[str, ...], n: int) -> tuple[list[float], list[float]]:
+    """µs of the work of each of n completions, and of their COMMITs, at the client."""
+    busy, committing = [], []
     for _ in range(n):
-        t0 = time.perf_counter_ns()
-        worker.execute(script)
-        times.append((time.perf_counter_ns() - t0) / 1000)
-    return times
+        b, c = _complete(worker, work)
+        busy.append(b)
+        committing.append(c)
+    return busy, committing
 
 
 def _figures(
@@ -257,9 +335,11 @@ def _figures(
     spread = {arm: [min(m), max(m)] for arm, m in round_medians.items()}
 
     def wal(arm: str) -> float:
-        return float(counters[arm]["wal_bytes"])
+        return float(counters[arm]["wal_bytes"]) if arm in counters else math.nan
 
     def us_ratio(a: str, b: str) -> tuple[float, list[float]]:
+        if a not in us or b not in us:
+            return math.nan, [math.nan, math.nan]
         per_round = [x / y for x, y in zip(round_medians[a], round_medians[b], strict=True)]
         return us[a] / us[b], [min(per_round), max(per_round)]
 
@@ -269,7 +349,8 @@ def _figures(
         "writer_us": us,
         "writer_us_spread": spread,
         "writer_us_completions": {arm: len(times) for arm, times in samples.items()},
-        # WAL against the floor: today's quiet writer once absorbing is off, and with it on.
+        # WAL (without full-page images) against the floor: today's quiet writer once
+        # absorbing is off, and with it on.
         "writer_wal_vs_floor": wal("no_echo") / wal("floor"),
         "writer_wal_vs_floor_absorbing": wal("quiet") / wal("floor"),
         "writer_wal_v020_vs_floor": wal("v020") / wal("floor"),
@@ -281,7 +362,7 @@ def _figures(
         "writer_us_vs_legacy": ("quiet", "legacy"),
     }.items():
         out[key], out[f"{key}_spread"] = us_ratio(a, b)
-    for arm in ARMS:
+    for arm in counters:
         out[f"writer_us_{arm}"] = us[arm]
         out[f"writer_wal_bytes_{arm}"] = wal(arm)
     return out
