@@ -29,6 +29,7 @@ import statistics
 import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
+from pathlib import Path
 from typing import Any
 
 from psycopg import sql
@@ -147,16 +148,24 @@ def writer(
         samples: dict[str, list[float]] = {arm: [] for arm in order}
         round_medians: dict[str, list[float]] = {arm: [] for arm in order}
         commits: dict[str, list[float]] = {arm: [] for arm in order}
+        cpu: dict[str, list[float]] = {arm: [] for arm in order}
         for r in range(sizes.writer_rounds):
             for arm in order if r % 2 == 0 else order[::-1]:
                 with arms.prepared(arm) as (worker, work):
-                    times, commit_times = _timed(worker, work, sizes.writer_timed_per_round)
+                    times, commit_times, cpu_times = _timed(worker, work, sizes.writer_timed_per_round)
                 samples[arm] += times
                 commits[arm] += commit_times
+                cpu[arm] += cpu_times
                 round_medians[arm].append(statistics.median(times))
     out = _figures(counters, samples, round_medians)
     # What the disk adds per COMMIT (the WAL flush), the same for every arm.
     out["writer_commit_us"] = {arm: statistics.median(times) for arm, times in commits.items()}
+    # The server process's own CPU time for the work (a local server only): what the
+    # machine's load changes least. Its mean, since the scheduler counts in slices.
+    if all(cpu.values()):
+        out["writer_cpu_us"] = {arm: statistics.fmean(times) for arm, times in cpu.items()}
+        if "quiet" in cpu and "v020" in cpu:
+            out["writer_cpu_vs_v020"] = out["writer_cpu_us"]["quiet"] / out["writer_cpu_us"]["v020"]
     return out
 
 
@@ -212,17 +221,35 @@ class _Arms:
         self.next[arm] = int(row["last_value"]) + 1
 
 
-def _complete(worker: Conn, work: tuple[str, ...]) -> tuple[float, float]:
-    """One completion: µs of its work, and µs of its COMMITs."""
-    busy = committing = 0
+def _complete(worker: Conn, work: tuple[str, ...], cpu: Path | None = None) -> tuple[float, float, float]:
+    """One completion: µs of its work, µs of its COMMITs, and the backend's CPU µs for its work."""
+    busy = committing = on_cpu = 0
     for part in work:
+        c0 = _cpu_ns(cpu)
         t0 = time.perf_counter_ns()
         worker.execute(part)
         t1 = time.perf_counter_ns()
+        on_cpu += _cpu_ns(cpu) - c0
         worker.execute("COMMIT")
         busy += t1 - t0
         committing += time.perf_counter_ns() - t1
-    return busy / 1000, committing / 1000
+    return busy / 1000, committing / 1000, on_cpu / 1000
+
+
+def _backend_cpu(worker: Conn) -> Path | None:
+    """The server process's CPU-time file, when the server runs on this machine and it is readable."""
+    row = worker.execute("SELECT pg_backend_pid() AS pid").fetchone()
+    path = Path(f"/proc/{row['pid'] if row else 0}/schedstat")
+    try:
+        path.read_text()
+    except OSError:
+        return None
+    return path
+
+
+def _cpu_ns(path: Path | None) -> int:
+    # The first field: ns the process has run on a CPU, whatever else the machine does.
+    return int(path.read_text().split()[0]) if path else 0
 
 
 def _counted(conn: Conn, worker: Conn, work: tuple[str, ...], n: int) -> dict[str, Any]:
@@ -316,14 +343,16 @@ def _lsn_text(n: int) -> str:
     return f"{n >> 32:X}/{n & 0xFFFFFFFF:X}"
 
 
-def _timed(worker: Conn, work: tuple[str, ...], n: int) -> tuple[list[float], list[float]]:
-    """µs of the work of each of n completions, and of their COMMITs, at the client."""
-    busy, committing = [], []
+def _timed(worker: Conn, work: tuple[str, ...], n: int) -> tuple[list[float], list[float], list[float]]:
+    """µs of the work of each of n completions, of their COMMITs, and the backend's CPU µs."""
+    cpu = _backend_cpu(worker)
+    busy, committing, on_cpu = [], [], []
     for _ in range(n):
-        b, c = _complete(worker, work)
+        b, c, u = _complete(worker, work, cpu)
         busy.append(b)
         committing.append(c)
-    return busy, committing
+        on_cpu.append(u)
+    return busy, committing, on_cpu if cpu else []
 
 
 def _figures(
