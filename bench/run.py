@@ -375,6 +375,11 @@ def writer_cells(res: dict[str, Any]) -> list[tuple[str, list[str]]]:
             [f"{us[a]:.0f} ({spread[a][0]:.0f}..{spread[a][1]:.0f})" for a in arms],
         )
     )
+    if "writer_cpu_us" in res:
+        rows.append(("server CPU µs per completion, mean", [f"{res['writer_cpu_us'][a]:.0f}" for a in arms]))
+    commit = res.get("writer_commit_us")
+    if commit:
+        rows.append(("µs per COMMIT (the WAL flush), median", [f"{commit[a]:.0f}" for a in arms]))
     for label, counter, fmt in WRITER_ROWS:
         cells = []
         for arm in arms:

@@ -20,6 +20,7 @@ REPORTED: list[tuple[str, str]] = [
     ("browser_tps_ratio_live_listener", "browser, trigger + guard + live listener ÷ bare UPDATE"),
     ("browser_quiet_vs_legacy", "browser, trigger + guard, no NOTIFY ÷ today's app"),
     ("writer_wal_v020_vs_floor", "WAL per completion, 0.2.0's trigger ÷ the floor"),
+    ("writer_cpu_vs_v020", "server CPU per completion, today's trigger ÷ 0.2.0's"),
     ("writer_us_no_echo_vs_v020", "µs per completion, echo records off ÷ 0.2.0's trigger"),
     ("writer_us_vs_floor", "µs per completion, today's trigger ÷ the floor"),
     ("writer_us_vs_legacy", "µs per completion, today's trigger ÷ today's app's two calls"),
