@@ -3,8 +3,11 @@
 Ledger arms run on a clone of the migrated template; the legacy arm on a clone of the
 app-only template (the app's own schema and its original use_session, no ledger).
 Every arm completes fresh bookings, one per pgbench transaction, as the signed-in
-trainer under RLS. The arms run in a mirrored order (A B C ... C B A), so drift on a
-shared machine cancels out of every ratio.
+trainer under RLS. The arms run in `browser_rounds` rounds (at least 5), the order
+mirrored round by round (A B C ... then C B A ...), so drift on a shared machine cancels
+out of every ratio. Each figure is the median over the rounds of that round's ratio (or
+rate), and its spread, the lowest and highest round, is reported beside it: a target is
+met only when the median meets it.
 """
 
 from __future__ import annotations
@@ -67,6 +70,24 @@ ARMS = {
 }
 _ORDER = ["off", "legacy", "live", "quiet", "no_echo", "v020", "no_guard", "on", "on_once"]
 
+# Each ratio figure: (numerator arm, denominator arm, reported as a share in % of 1 - ratio).
+_RATIOS: dict[str, tuple[str, str, bool]] = {
+    "browser_tps_ratio": ("on", "off", False),
+    "browser_tps_ratio_no_wakeup": ("quiet", "off", False),
+    "browser_tps_ratio_live_listener": ("live", "off", False),
+    "browser_tps_ratio_notify_once_in_flight": ("on_once", "off", False),
+    "browser_vs_legacy": ("live", "legacy", False),
+    "browser_quiet_vs_legacy": ("quiet", "legacy", False),
+    # the guard's share: the same trigger without it
+    "browser_guard_cost_pct": ("quiet", "no_guard", True),
+    # the writer's cost of the echo records alone: the same trigger with them off
+    "browser_echo_cost_pct": ("quiet", "no_echo", True),
+    # today's trigger against 0.2.0's: provenance, echo records and the FULL JOIN together
+    "browser_quiet_vs_v020": ("quiet", "v020", False),
+    # provenance and the FULL JOIN, without the echo records, against 0.2.0's
+    "browser_no_echo_vs_v020": ("no_echo", "v020", False),
+}
+
 # What a ledger arm left behind, read before the next arm clears it: proof that each arm
 # ran the trigger it claims (events with or without their cause, echo records or none).
 _EVIDENCE = """
@@ -77,9 +98,10 @@ SELECT (SELECT count(*) FROM pgmq.q_booking_events) AS events,
 
 
 def browser(server: Server, sizes: Sizes, workdir: Path, logs: Path) -> dict[str, Any]:
-    """pgbench TPS of single-booking completions as the signed-in trainer, 8 clients, every arm twice."""
+    """pgbench TPS of single-booking completions as the signed-in trainer, 8 clients, every arm each round."""
     per_arm = CLIENTS * sizes.browser_tx_per_client
-    order = _ORDER + _ORDER[::-1]
+    rounds = max(5, sizes.browser_rounds)
+    order = [arm for r in range(rounds) for arm in (_ORDER if r % 2 == 0 else _ORDER[::-1])]
     tps: dict[str, list[float]] = {arm: [] for arm in _ORDER}
     evidence: dict[str, dict[str, int]] = {}
     slow_stops = 0
@@ -142,31 +164,27 @@ def browser(server: Server, sizes: Sizes, workdir: Path, logs: Path) -> dict[str
         legacy_used = legacy_conn.execute(
             "SELECT coalesce(sum(sessions_used), 0)::bigint AS n FROM public.client_purchases"
         ).fetchone()
-    mean = {arm: statistics.mean(runs) for arm, runs in tps.items()}
-    off = mean["off"]
+    median = {arm: statistics.median(runs) for arm, runs in tps.items()}
+    figures: dict[str, Any] = {}
+    for key, (a, b, pct) in _RATIOS.items():
+        # Round by round: the arms of one round ran back to back, on the same machine load.
+        per_round = [x / y for x, y in zip(tps[a], tps[b], strict=True)]
+        if pct:
+            per_round = [100.0 * (1.0 - r) for r in per_round]
+        figures[key] = statistics.median(per_round)
+        figures[f"{key}_spread"] = [min(per_round), max(per_round)]
     return {
-        "browser_tps_off": off,
-        "browser_tps_quiet": mean["quiet"],
-        "browser_tps_no_guard": mean["no_guard"],
-        "browser_tps_on": mean["on"],
-        "browser_tps_on_notify_once_in_flight": mean["on_once"],
-        "browser_tps_live_listener": mean["live"],
-        "browser_tps_legacy": mean["legacy"],
-        "browser_tps_ratio": mean["on"] / off,
-        "browser_tps_ratio_no_wakeup": mean["quiet"] / off,
-        "browser_tps_ratio_live_listener": mean["live"] / off,
-        "browser_tps_ratio_notify_once_in_flight": mean["on_once"] / off,
-        "browser_vs_legacy": mean["live"] / mean["legacy"],
-        "browser_quiet_vs_legacy": mean["quiet"] / mean["legacy"],
-        "browser_guard_cost_pct": 100.0 * (1.0 - mean["quiet"] / mean["no_guard"]),
-        "browser_tps_no_echo": mean["no_echo"],
-        "browser_tps_v020": mean["v020"],
-        # The writer's cost of the echo records alone: the same trigger with them off.
-        "browser_echo_cost_pct": 100.0 * (1.0 - mean["quiet"] / mean["no_echo"]),
-        # Today's trigger against 0.2.0's: provenance, echo records and the FULL JOIN together.
-        "browser_quiet_vs_v020": mean["quiet"] / mean["v020"],
-        # Provenance and the FULL JOIN, without the echo records, against 0.2.0's.
-        "browser_no_echo_vs_v020": mean["no_echo"] / mean["v020"],
+        "browser_tps_off": median["off"],
+        "browser_tps_quiet": median["quiet"],
+        "browser_tps_no_guard": median["no_guard"],
+        "browser_tps_on": median["on"],
+        "browser_tps_on_notify_once_in_flight": median["on_once"],
+        "browser_tps_live_listener": median["live"],
+        "browser_tps_legacy": median["legacy"],
+        "browser_tps_no_echo": median["no_echo"],
+        "browser_tps_v020": median["v020"],
+        **figures,
+        "browser_rounds": rounds,
         "browser_completions_per_arm_run": per_arm,
         "browser_arm_evidence": evidence,
         "browser_runs": tps,

@@ -32,12 +32,13 @@ from psycopg.conninfo import conninfo_to_dict
 from rich.console import Console
 from rich.table import Table
 
-from bench import browser, guard, measurements
+from bench import browser, guard, measurements, writer
 from bench.workload import Server
 from listener.core.db import connect
 from listener.settings import Settings
 
-# (key, target, "min" when the figure must be at least the target, "max" when at most)
+# (key, target, "min" when the figure must be at least the target, "max" when at most).
+# A figure measured in rounds is their median, with "<key>_spread" (lowest, highest) beside it.
 TARGETS: list[tuple[str, float, str]] = [
     ("throughput_vs_inline", 3.0, "min"),
     ("vs_batched_sql", 0.6, "min"),
@@ -45,9 +46,13 @@ TARGETS: list[tuple[str, float, str]] = [
     ("vs_pgqueuer", 4.0, "min"),
     ("bulk_overhead_100k", 2.0, "max"),
     ("bulk_linearity", 1.2, "max"),
+    ("writer_wal_vs_floor", 1.15, "max"),
+    ("writer_wal_vs_floor_absorbing", 1.15, "max"),
+    ("writer_us_vs_v020", 1.0, "max"),
     ("browser_tps_ratio_no_wakeup", 0.8, "min"),
     ("browser_vs_legacy", 1.0, "min"),
-    ("browser_quiet_vs_v020", 0.9, "min"),
+    ("browser_quiet_vs_v020", 1.0, "min"),
+    ("browser_guard_cost_pct", 10.0, "max"),
     ("drain_vs_listener", 0.8, "min"),
     ("lag_p50_ms", 15.0, "max"),
     ("lag_p99_ms", 100.0, "max"),
@@ -165,6 +170,7 @@ STEPS: list[tuple[str, str, Callable[[Context], dict[str, Any]]]] = [
             )
         ),
     ),
+    ("writer", "writer: per-completion counters and µs", lambda c: writer.writer(c.server, c.sizes)),
     ("browser", "browser writer", lambda c: browser.browser(c.server, c.sizes, c.work, c.logs)),
     (
         "drain",
@@ -276,7 +282,10 @@ def render(res: dict[str, Any]) -> None:
         value = float(res[key])
         ok = _verdict(value, target, kind)
         table.add_row(
-            key, f"{value:.3g}", f"{'≥' if kind == 'min' else '≤'} {target:g}", "yes" if ok else "NO"
+            key,
+            f"{value:.3g}{spread_text(res, key)}",
+            f"{'≥' if kind == 'min' else '≤'} {target:g}",
+            "yes" if ok else "NO",
         )
     if "scale_rates" in res:
         rates = res["scale_rates"]
@@ -288,6 +297,8 @@ def render(res: dict[str, Any]) -> None:
         )
     out = Console()
     out.print(table)
+    if "writer_counters" in res:
+        out.print(writer_table(res))
     rates_table = Table(title="rates (events/s) and writer figures")
     rates_table.add_column("what")
     rates_table.add_column("value", justify="right")
@@ -328,6 +339,67 @@ def render(res: dict[str, Any]) -> None:
         f"PostgreSQL {res['postgresql']}, fsync={res['fsync']}, synchronous_commit={res['synchronous_commit']}, "
         f"{res['machine']['cpus']} CPUs ({res['machine']['cpu_model']})"
     )
+
+
+def spread_text(res: dict[str, Any], key: str) -> str:
+    """The text " (lowest..highest)" of a figure measured in rounds, else an empty string."""
+    spread = res.get(f"{key}_spread")
+    if not spread:
+        return ""
+    return f" ({spread[0]:.3g}..{spread[1]:.3g})"
+
+
+# The writer's counters, per completion: (label, counter, format).
+WRITER_ROWS: list[tuple[str, str, str]] = [
+    ("WAL bytes, without full-page images", "wal_bytes", ".0f"),
+    ("full-page images' bytes (after a checkpoint)", "wal_fpi_bytes", ".0f"),
+    ("commits (WAL flushes)", "commits", ".0f"),
+    ("WAL records", "wal_records", ".2f"),
+    ("pages changed (WAL block refs)", "pages_changed", ".2f"),
+    ("buffers hit", "buffers_hit", ".1f"),
+    ("rows inserted", "rows_inserted", ".2f"),
+    ("function calls", "function_calls", ".1f"),
+]
+
+
+def writer_cells(res: dict[str, Any]) -> list[tuple[str, list[str]]]:
+    """The writer's counters and µs, one row per figure, one cell per arm."""
+    counters = res["writer_counters"]
+    arms = list(counters)
+    rows: list[tuple[str, list[str]]] = []
+    us = res["writer_us"]
+    spread = res["writer_us_spread"]
+    rows.append(
+        (
+            "µs per completion to its COMMIT, median (round medians' range)",
+            [f"{us[a]:.0f} ({spread[a][0]:.0f}..{spread[a][1]:.0f})" for a in arms],
+        )
+    )
+    if "writer_cpu_us" in res:
+        rows.append(("server CPU µs per completion, mean", [f"{res['writer_cpu_us'][a]:.0f}" for a in arms]))
+    commit = res.get("writer_commit_us")
+    if commit:
+        rows.append(("µs per COMMIT (the WAL flush), median", [f"{commit[a]:.0f}" for a in arms]))
+    for label, counter, fmt in WRITER_ROWS:
+        cells = []
+        for arm in arms:
+            value = counters[arm][counter]
+            if isinstance(value, dict):
+                value = sum(value.values())
+            cells.append(format(value, fmt))
+        rows.append((label, cells))
+    return rows
+
+
+def writer_table(res: dict[str, Any]) -> Table:
+    """The writer's per-completion counters by arm."""
+    table = Table(title="the writer, per completion (one client)")
+    table.add_column("figure")
+    for arm in res["writer_counters"]:
+        table.add_column(arm, justify="right")
+    for label, cells in writer_cells(res):
+        table.add_row(label, *cells)
+    return table
 
 
 def plot(res: dict[str, Any], lags: list[float], path: Path) -> None:

@@ -12,14 +12,18 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bench.run import TARGETS, _verdict
+from bench.run import TARGETS, _verdict, spread_text, writer_cells
 
 # Figures reported beside the targets, with what each is.
 REPORTED: list[tuple[str, str]] = [
     ("browser_tps_ratio", "browser, NOTIFY in every commit ÷ bare UPDATE (worst case)"),
     ("browser_tps_ratio_live_listener", "browser, trigger + guard + live listener ÷ bare UPDATE"),
     ("browser_quiet_vs_legacy", "browser, trigger + guard, no NOTIFY ÷ today's app"),
-    ("browser_guard_cost_pct", "guard's share of browser TPS, % (trigger with ÷ without guard)"),
+    ("writer_wal_v020_vs_floor", "WAL per completion, 0.2.0's trigger ÷ the floor"),
+    ("writer_cpu_vs_v020", "server CPU per completion, today's trigger ÷ 0.2.0's"),
+    ("writer_us_no_echo_vs_v020", "µs per completion, echo records off ÷ 0.2.0's trigger"),
+    ("writer_us_vs_floor", "µs per completion, today's trigger ÷ the floor"),
+    ("writer_us_vs_legacy", "µs per completion, today's trigger ÷ today's app's two calls"),
     ("browser_echo_cost_pct", "echo records' share of browser TPS, % (trigger with ÷ without them)"),
     ("browser_no_echo_vs_v020", "browser, trigger with echo records off ÷ 0.2.0's trigger"),
     ("browser_tps_ratio_notify_once_in_flight", "lever: one NOTIFY in flight, forced-NOTIFY arm ÷ bare"),
@@ -63,7 +67,8 @@ def render(res: dict[str, Any]) -> str:
         met += ok
         total += 1
         lines.append(
-            f"| `{key}` | {'≥' if kind == 'min' else '≤'} {target:g} | {_fmt(value)} | {'yes' if ok else 'no'} |"
+            f"| `{key}` | {'≥' if kind == 'min' else '≤'} {target:g} | {_fmt(value)}{spread_text(res, key)} "
+            f"| {'yes' if ok else 'no'} |"
         )
     if "scale_rates" in res:
         rates = res["scale_rates"]
@@ -76,7 +81,7 @@ def render(res: dict[str, Any]) -> str:
         )
     for key, label in REPORTED:
         if key in res:
-            lines.append(f"| {label} (`{key}`) | reported | {_fmt(res.get(key))} | |")
+            lines.append(f"| {label} (`{key}`) | reported | {_fmt(res.get(key))}{spread_text(res, key)} | |")
     rates_present = [(key, label) for key, label in _RATES if key in res]
     if rates_present:
         lines.append(
@@ -86,7 +91,13 @@ def render(res: dict[str, Any]) -> str:
             + " / ".join(_fmt(res.get(key)) for key, _ in rates_present)
             + " | |"
         )
-    return "\n".join(lines) + f"\n\n{met} of {total} targets met.\n"
+    text = "\n".join(lines) + f"\n\n{met} of {total} targets met.\n"
+    if "writer_counters" in res:
+        arms = list(res["writer_counters"])
+        text += "\n| per completion | " + " | ".join(arms) + " |\n|---|" + "---|" * len(arms) + "\n"
+        for label, cells in writer_cells(res):
+            text += f"| {label.strip()} | " + " | ".join(cells) + " |\n"
+    return text
 
 
 def main(argv: list[str]) -> int:

@@ -21,6 +21,8 @@ FUNCTION = "session_ledger.enqueue_booking_changes()"
 
 # 0.2.0's trigger function, adapted only where today's schema requires it.
 V020_FILE = Path(__file__).with_name("v020_trigger.sql")
+# The floor: the bare UPDATE plus one queue row per completion.
+FLOOR_FILE = Path(__file__).with_name("floor_trigger.sql")
 
 # The guard: its call to caller_is_trusted() and the block at the body's top level
 # (four spaces in) that refuses an untrusted writer; inner END IFs sit deeper.
@@ -66,9 +68,18 @@ def notify_once_in_flight(original: str) -> str:
 
 def v020() -> str:
     """0.2.0's trigger function (no provenance, no echo records) as a CREATE OR REPLACE statement."""
-    text = V020_FILE.read_text()
+    return _one_definition(V020_FILE)
+
+
+def floor() -> str:
+    """The floor trigger function (only the event's INSERT) as a CREATE OR REPLACE statement."""
+    return _one_definition(FLOOR_FILE)
+
+
+def _one_definition(path: Path) -> str:
+    text = path.read_text()
     if text.count("CREATE OR REPLACE FUNCTION ") != 1 or f"FUNCTION {FUNCTION} " not in text:
-        raise VariantMismatch(f"{V020_FILE.name}: expected exactly one definition of {FUNCTION}")
+        raise VariantMismatch(f"{path.name}: expected exactly one definition of {FUNCTION}")
     return text
 
 

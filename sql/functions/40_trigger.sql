@@ -18,6 +18,13 @@
 -- carrying who caused it (session_ledger.current_cause()). An UPDATE that changes
 -- nothing relevant inserts no event, so it cannot fail.
 --
+-- The per-row rules the events come from, consumed_pack and charge_key_changed, are
+-- written out here rather than called: a SQL function with a SET clause is never
+-- inlined, and PostgreSQL before 18 plans its body again in every statement that calls
+-- it, about 70 µs of every signed-in completion on 15 (docs/performance.md). Their
+-- definitions in 10_rules.sql stay the rule; tests/db/test_trigger_rules.py holds the
+-- two equal over every transition.
+--
 -- The echoes: while config.absorb_legacy_calls is on, every write that makes a
 -- booking start or stop consuming a pack is recorded per pack in
 -- session_ledger.booking_writes with its writer, so the app's old code calling
@@ -85,7 +92,7 @@ BEGIN
     -- operation: the events and the echoes come from one pass over the rows.
     IF TG_OP = 'INSERT' THEN
         WITH k AS (
-            SELECT n.id, n.start_time, session_ledger.consumed_pack(n.status, n.purchase_id, v_consuming) AS now_pack
+            SELECT n.id, n.start_time, CASE WHEN n.status = ANY (v_consuming) THEN n.purchase_id END AS now_pack
             FROM new_rows n
         ), echoes AS (
             INSERT INTO session_ledger.booking_writes (written_at, kind, purchase_id, caused_by, booking_ids)
@@ -106,8 +113,8 @@ BEGIN
                           (o.status, o.purchase_id, o.client_id, o.org_id) AS touched,
                    o.purchase_id AS was_named,
                    o.client_id AS was_client, o.org_id AS was_org, n.client_id AS now_client, n.org_id AS now_org,
-                   session_ledger.consumed_pack(o.status, o.purchase_id, v_consuming) AS was_pack,
-                   session_ledger.consumed_pack(n.status, n.purchase_id, v_consuming) AS now_pack
+                   CASE WHEN o.status = ANY (v_consuming) THEN o.purchase_id END AS was_pack,
+                   CASE WHEN n.status = ANY (v_consuming) THEN n.purchase_id END AS now_pack
             FROM new_rows n FULL JOIN old_rows o ON o.id = n.id
         ), echoes AS (
             INSERT INTO session_ledger.booking_writes (written_at, kind, purchase_id, caused_by, booking_ids)
@@ -140,11 +147,12 @@ BEGIN
         SELECT pg_catalog.clock_timestamp(), session_ledger.booking_event(k.id, NULL, v_cause)
         FROM k
         WHERE k.touched
-          AND session_ledger.charge_key_changed(k.was_pack, k.was_client, k.was_org,
-                                                k.now_pack, k.now_client, k.now_org);
+          AND (k.was_pack IS DISTINCT FROM k.now_pack
+               OR (k.now_pack IS NOT NULL
+                   AND (k.was_client IS DISTINCT FROM k.now_client OR k.was_org IS DISTINCT FROM k.now_org)));
     ELSE
         WITH k AS (
-            SELECT o.id, o.start_time, session_ledger.consumed_pack(o.status, o.purchase_id, v_consuming) AS was_pack
+            SELECT o.id, o.start_time, CASE WHEN o.status = ANY (v_consuming) THEN o.purchase_id END AS was_pack
             FROM old_rows o
         ), echoes AS (
             INSERT INTO session_ledger.booking_writes (written_at, kind, purchase_id, caused_by, booking_ids)
