@@ -28,15 +28,15 @@ class Ids:
 
 # The rule (by signature) and, for each caller, a statement that must go through it.
 CALLERS: dict[str, dict[str, str]] = {
+    # The bookings trigger writes these two out (a function call per row cost it measurably);
+    # tests/db/test_trigger_rules.py holds its copy to the functions over every transition.
     "session_ledger.consumed_pack(text, uuid, text[])": {
-        "the trigger": "UPDATE public.bookings SET status = 'completed' WHERE id = %(booking)s",
         "the guard": "SELECT session_ledger.may_write_booking('confirmed', %(pack)s, %(client)s, %(org)s, NULL, NULL,"
         " 'completed', %(pack)s, %(client)s, %(org)s, NULL, NULL, '{completed}', true)",
         "the charge": "SELECT * FROM session_ledger.apply_bookings(ARRAY[%(booking)s]::uuid[], ARRAY[now()])",
         "reconcile": "SELECT count(*) FROM session_ledger.out_of_sync",
     },
     "session_ledger.charge_key_changed(uuid, uuid, uuid, uuid, uuid, uuid)": {
-        "the trigger": "UPDATE public.bookings SET status = 'completed' WHERE id = %(booking)s",
         "the guard": "SELECT session_ledger.may_write_booking('completed', %(pack)s, %(client)s, %(org)s, NULL, NULL,"
         " 'cancelled', %(pack)s, %(client)s, %(org)s, NULL, NULL, '{completed}', true)",
         "the charge": "SELECT * FROM session_ledger.apply_bookings(ARRAY[%(booking)s]::uuid[], ARRAY[now()])",
