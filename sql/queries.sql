@@ -1,6 +1,10 @@
 -- Named queries, loaded once by listener/core/sql_files.py. Parameters are psycopg
 -- named placeholders; every name is fixed, so no SQL is ever built from strings.
 
+------------------------------------------------------------------------------
+-- the listener: claiming and handling a batch, heartbeats, status
+------------------------------------------------------------------------------
+
 -- name: read_events
 SELECT msg_id, read_ct, enqueued_at, message
 FROM session_ledger.read_events(%(qty)s, %(vt)s);
@@ -26,13 +30,33 @@ SELECT session_ledger.heartbeat(%(listener)s, %(host)s, %(pid)s, %(waiting)s);
 -- name: stop_listener
 SELECT session_ledger.stop_listener(%(listener)s);
 
--- name: complete_past
-SELECT session_ledger.complete_past_bookings() AS completed;
+-- name: status
+SELECT session_ledger.status() AS status;
 
--- name: applied_migrations
-SELECT version, name, checksum, applied_at
-FROM session_ledger.migrations
-ORDER BY version;
+-- name: queue_depths
+SELECT queue_depth, queue_visible, oldest_event_age_s, dead_letter_depth
+FROM session_ledger.queue_depths();
+
+-- name: ping
+SELECT 1 AS ok;
+
+-- name: live_listeners
+SELECT host, pid FROM session_ledger.live_listeners ORDER BY started_at;
+
+-- doctor: read-only catalog queries behind `listener doctor`. None takes a
+-- parameter; objects are found by name in the catalogs (never by a regclass
+-- cast), so each query works before `listener migrate` and without USAGE on
+-- the schemas it inspects.
+
+-- name: status_details
+SELECT session_ledger.status_details(%(limit)s) AS details;
+
+-- name: listen
+LISTEN {};
+
+------------------------------------------------------------------------------
+-- who may do what: the ledger's presence and owner, the app's tables and the rights on them
+------------------------------------------------------------------------------
 
 -- name: pgmq_installed
 SELECT to_regclass('pgmq.meta') IS NOT NULL AS present;
@@ -43,15 +67,231 @@ SELECT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'pgmq') AS ava
 -- name: host_function
 SELECT to_regprocedure(%(signature)s) IS NOT NULL AS present;
 
--- name: status
-SELECT session_ledger.status() AS status;
+-- name: ledger_state
+-- Whether the ledger is installed, who owns it, and what the connected role may do
+-- with it. From the catalogs, which every role may read (to_regclass() fails on a
+-- schema the role has no USAGE on).
+SELECT current_user::text AS role,
+       s.oid IS NOT NULL AND EXISTS (
+           SELECT 1 FROM pg_catalog.pg_class c WHERE c.relnamespace = s.oid AND c.relname = 'migrations'
+       ) AS installed,
+       pg_catalog.pg_get_userbyid(s.nspowner)::text AS owner,
+       coalesce(pg_catalog.pg_has_role(s.nspowner, 'USAGE'), false) AS acts_as_owner,
+       f.oid IS NOT NULL AS versioned,
+       coalesce(pg_catalog.has_schema_privilege(s.oid, 'USAGE')
+                AND pg_catalog.has_function_privilege(f.oid, 'EXECUTE'), false) AS may_read_version
+FROM (SELECT 1) AS one
+LEFT JOIN pg_catalog.pg_namespace s ON s.nspname = 'session_ledger'
+LEFT JOIN pg_catalog.pg_proc f ON f.pronamespace = s.oid AND f.proname = 'installed_schema' AND f.pronargs = 0;
 
--- name: queue_depths
-SELECT queue_depth, queue_visible, oldest_event_age_s, dead_letter_depth
-FROM session_ledger.queue_depths();
+-- name: host_columns
+-- The app's tables and their columns, from the catalogs: information_schema hides
+-- what the connected role holds no privilege on, which is not the same as missing.
+SELECT c.relname::text AS table_name, a.attname::text AS column_name
+FROM pg_catalog.pg_class c
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+WHERE n.nspname = 'public' AND c.relname IN ('bookings', 'client_purchases') AND c.relkind IN ('r', 'p');
 
--- name: ping
-SELECT 1 AS ok;
+-- name: host_table_rights
+-- For one of the app's tables: its owner, and which of these privileges the connected role lacks
+-- (USAGE standing for the schema public's, without which nothing in it can be reached).
+SELECT pg_catalog.pg_get_userbyid(c.relowner)::text AS owner,
+       ARRAY(
+           SELECT w.privilege FROM unnest(%(privileges)s::text[]) WITH ORDINALITY AS w(privilege, i)
+           WHERE NOT pg_catalog.has_table_privilege(c.oid, w.privilege)
+           ORDER BY w.i
+       ) || CASE WHEN pg_catalog.has_schema_privilege(n.oid, 'USAGE') THEN '{}'::text[]
+                 ELSE ARRAY['USAGE'] END AS lacking
+FROM pg_catalog.pg_class c
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = 'public' AND c.relname = %(table)s AND c.relkind IN ('r', 'p');
+
+-- name: may_create_schema
+SELECT pg_catalog.has_database_privilege(pg_catalog.current_database(), 'CREATE') AS allowed,
+       pg_catalog.current_database()::text AS database;
+
+-- name: relation_exists
+-- The catalogs, not to_regclass(): that fails on a schema the role has no USAGE on.
+SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_class c
+               JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+               WHERE n.nspname = %(schema)s AND c.relname = %(name)s) AS present;
+
+------------------------------------------------------------------------------
+-- `listener migrate`: its lock, the bootstrap, the recorded migrations and repeatables, recovery
+------------------------------------------------------------------------------
+
+-- name: applied_migrations
+SELECT version, name, checksum, applied_at
+FROM session_ledger.migrations
+ORDER BY version;
+
+-- name: migration_lock
+SELECT pg_advisory_lock(%(key)s);
+
+-- name: migration_unlock
+SELECT pg_advisory_unlock(%(key)s);
+
+-- name: bootstrap
+-- The ledger's schema and its record of migrations: what every migrate run, and every
+-- exported migration file, makes sure of before it reads what is applied.
+CREATE SCHEMA IF NOT EXISTS session_ledger;
+REVOKE ALL ON SCHEMA session_ledger FROM PUBLIC;
+CREATE TABLE IF NOT EXISTS session_ledger.migrations (
+    version int PRIMARY KEY,
+    name text NOT NULL,
+    checksum text NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+);
+REVOKE ALL ON session_ledger.migrations FROM PUBLIC;
+
+-- name: ledger_install_broken
+-- Why the recorded migrations cannot be what this database holds, or NULL: an install
+-- that created ledger objects but never recorded its first migration, or a migration
+-- missing while a later one is recorded (files applied on past an error).
+SELECT CASE
+    WHEN NOT EXISTS (SELECT 1 FROM session_ledger.migrations m WHERE m.version = %(first)s)
+         AND (EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                      WHERE n.nspname = 'session_ledger' AND c.relname NOT IN ('migrations', 'migrations_pkey'))
+              OR EXISTS (SELECT 1 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+                         WHERE n.nspname = 'session_ledger'))
+        THEN 'an install created ledger objects but never recorded migration ' || lpad(%(first)s::text, 4, '0')
+    ELSE (SELECT 'migration ' || lpad(min(v)::text, 4, '0') || ' is not recorded, though a later one is'
+          FROM unnest(%(versions)s::int[]) AS v
+          WHERE NOT EXISTS (SELECT 1 FROM session_ledger.migrations m WHERE m.version = v)
+            AND EXISTS (SELECT 1 FROM session_ledger.migrations m WHERE m.version > v)
+          HAVING min(v) IS NOT NULL)
+END AS why;
+
+-- name: ledger_has_moved_sessions
+-- Whether the ledger has done anything a reinstall could not redo: charged or given
+-- back a session (ledger rows by the listener or audit, audit's adjustments) or
+-- absorbed an old call whose booking it then owes a charge. Tables an incomplete
+-- install lacks count as empty; each count is run only where its table exists.
+SELECT coalesce(bool_or(x.n > 0), false) AS moved
+FROM (SELECT CASE WHEN to_regclass(t.rel) IS NOT NULL
+                  THEN (xpath('//n/text()', query_to_xml(t.q, false, false, '')))[1]::text::bigint END AS n
+      FROM (VALUES ('session_ledger.charges',
+                    'SELECT count(*) AS n FROM session_ledger.charges WHERE source IN (''listener'', ''audit'')'),
+                   ('session_ledger.adjustments', 'SELECT count(*) AS n FROM session_ledger.adjustments'),
+                   ('session_ledger.pack_calls',
+                    'SELECT count(*) AS n FROM session_ledger.pack_calls WHERE outcome = ''absorbed''')) AS t(rel, q)
+     ) AS x;
+
+-- name: ledger_tables_present
+-- Which of these tables (schema-qualified names) exist.
+SELECT t.name FROM unnest(%(names)s::text[]) AS t(name) WHERE to_regclass(t.name) IS NOT NULL;
+
+-- name: record_schema_version
+INSERT INTO session_ledger.schema_info (version, package_version) VALUES (%(version)s, %(package)s)
+ON CONFLICT (singleton) DO UPDATE SET version = excluded.version,
+    package_version = excluded.package_version, migrated_at = now();
+
+-- name: record_migration
+INSERT INTO session_ledger.migrations (version, name, checksum) VALUES (%(version)s, %(name)s, %(checksum)s);
+
+-- name: recorded_schema_version
+SELECT version FROM session_ledger.schema_info;
+
+-- name: recorded_repeatables
+SELECT name, checksum FROM session_ledger.repeatables;
+
+-- name: record_repeatables
+-- Exactly these files, with these checksums: rows of files no longer shipped go.
+INSERT INTO session_ledger.repeatables AS r (name, checksum)
+SELECT u.name, u.checksum FROM unnest(%(names)s::text[], %(checksums)s::text[]) AS u(name, checksum)
+ON CONFLICT (name) DO UPDATE SET checksum = excluded.checksum, applied_at = now();
+
+-- name: forget_repeatables
+DELETE FROM session_ledger.repeatables WHERE name <> ALL (%(names)s::text[]);
+
+-- name: create_pgmq_extension
+CREATE EXTENSION IF NOT EXISTS pgmq;
+
+-- name: app_grants_revoked_now
+-- The privileges on the app's tables this migrate run revoked from PUBLIC and the API roles
+-- (sql/functions/90_grants.sql records them with the transaction's time).
+SELECT r.grantee, r.table_name, pg_catalog.array_agg(r.privilege ORDER BY r.privilege) AS privileges
+FROM session_ledger.revoked_app_grants r
+WHERE r.revoked_at = pg_catalog.now()
+GROUP BY r.grantee, r.table_name
+ORDER BY r.table_name, r.grantee;
+
+------------------------------------------------------------------------------
+-- `listener export-migrations`: each file it writes is one DO block, so it applies
+-- whole or not at all however it is applied (psql -f, psql -1, supabase db push).
+-- Their slots, written as named placeholders, are where export writes in SQL: literals, and dollar-quoted text the
+-- block EXECUTEs (the named queries migrate runs, with their values written in).
+-- 
+------------------------------------------------------------------------------
+
+-- name: export_pgmq_script
+-- PGMQ's SQL-only script, where the schema pgmq does not exist yet.
+DO $session_ledger_export$
+BEGIN
+    IF pg_catalog.to_regnamespace('pgmq') IS NOT NULL THEN
+        RAISE NOTICE 'PGMQ is installed already: nothing to do';
+        RETURN;
+    END IF;
+    EXECUTE %(script)s;
+END
+$session_ledger_export$;
+
+-- name: export_requires
+-- Refuse unless every migration before the file's own is recorded, then unless PGMQ is installed.
+    IF pg_catalog.to_regclass('session_ledger.migrations') IS NULL THEN
+        missing := (%(before)s::int[])[1];
+    ELSE
+        SELECT min(v) INTO missing FROM unnest(%(before)s::int[]) AS v
+         WHERE NOT EXISTS (SELECT 1 FROM session_ledger.migrations m WHERE m.version = v);
+    END IF;
+    IF missing IS NOT NULL THEN
+        RAISE EXCEPTION 'session ledger migration % is not applied: apply the files before this one first, or run `listener migrate`',
+            pg_catalog.lpad(missing::text, 4, '0');
+    END IF;
+    IF pg_catalog.to_regnamespace('pgmq') IS NULL THEN
+        RAISE EXCEPTION 'PGMQ is not installed: apply the *_session_ledger_pgmq.sql file first';
+    END IF;
+
+-- name: export_migration
+-- One migration: nothing when it is recorded already, a refusal when one before it is not.
+DO $session_ledger_export$
+DECLARE
+    missing int;
+    recorded text;
+BEGIN
+%(requires)s
+    EXECUTE %(bootstrap)s;
+    SELECT m.checksum INTO recorded FROM session_ledger.migrations m WHERE m.version = %(version)s;
+    IF recorded = %(checksum)s THEN
+        RAISE NOTICE 'session ledger migration % is applied already: nothing to do', %(label)s;
+        RETURN;
+    ELSIF recorded IS NOT NULL THEN
+        RAISE EXCEPTION 'session ledger migration % was changed after it was applied', %(label)s;
+    END IF;
+    EXECUTE %(migration)s;
+    EXECUTE %(record)s;
+END
+$session_ledger_export$;
+
+-- name: export_functions
+-- Every repeatable file, once every migration is applied.
+DO $session_ledger_export$
+DECLARE
+    missing int;
+BEGIN
+%(requires)s
+    EXECUTE %(functions)s;
+    EXECUTE %(record)s;
+END
+$session_ledger_export$;
+
+------------------------------------------------------------------------------
+-- the operator's commands: converge, reconcile, replay, dead letters, cut-over, the cron path, pause
+------------------------------------------------------------------------------
+
+-- name: complete_past
+SELECT session_ledger.complete_past_bookings() AS completed;
 
 -- name: apply_bookings
 SELECT booking_id, outcome, purchase_id, previous_purchase_id, reason
@@ -96,33 +336,6 @@ ORDER BY d.msg_id;
 -- name: redrive_dead_letters
 SELECT session_ledger.redrive_dead_letters(%(ids)s) AS moved;
 
--- name: prune_archive
-WITH doomed AS (
-    SELECT a.msg_id FROM pgmq.a_booking_events a
-    WHERE a.archived_at < now() - %(older_than)s::interval
-    ORDER BY a.msg_id
-    LIMIT %(limit)s
-)
-DELETE FROM pgmq.a_booking_events a USING doomed WHERE a.msg_id = doomed.msg_id;
-
--- name: prune_dead_letter_archive
-WITH doomed AS (
-    SELECT a.msg_id FROM pgmq.a_booking_events_dlq a
-    WHERE a.archived_at < now() - %(older_than)s::interval
-    ORDER BY a.msg_id
-    LIMIT %(limit)s
-)
-DELETE FROM pgmq.a_booking_events_dlq a USING doomed WHERE a.msg_id = doomed.msg_id;
-
--- name: prune_listeners
--- Never a live listener's row (the definition of session_ledger.live_listeners, written
--- on the row itself so a heartbeat committed meanwhile is re-checked): its counters and
--- start time belong to a running process, whatever the retention.
-DELETE FROM session_ledger.listeners l
-USING session_ledger.config c
-WHERE coalesce(l.stopped_at, l.heartbeat_at) < now() - %(older_than)s::interval
-  AND NOT (l.stopped_at IS NULL AND l.heartbeat_at > now() - c.listener_live_window);
-
 -- name: set_cutover
 UPDATE session_ledger.config SET adopt_until = coalesce(%(at)s, clock_timestamp()) RETURNING adopt_until;
 
@@ -154,21 +367,136 @@ WHERE l.booking_id = ANY (%(booking_ids)s::uuid[]) AND l.purchase_id IS NOT NULL
 -- name: archive_events
 SELECT pgmq.archive('booking_events', %(msg_ids)s::bigint[]);
 
--- name: live_listeners
-SELECT host, pid FROM session_ledger.live_listeners ORDER BY started_at;
+-- name: pause_charging
+SELECT session_ledger.pause_charging(%(reason)s) AS paused;
 
--- doctor: read-only catalog queries behind `listener doctor`. None takes a
--- parameter; objects are found by name in the catalogs (never by a regclass
--- cast), so each query works before `listener migrate` and without USAGE on
--- the schemas it inspects.
+-- name: resume_charging
+SELECT session_ledger.resume_charging() AS ended;
+
+-- name: pause_state
+SELECT session_ledger.pause_state() AS paused;
+
+-- name: archived_causes
+-- Who caused each booking's latest archived event.
+SELECT DISTINCT ON (a.message ->> 'booking_id') (a.message ->> 'booking_id')::uuid AS booking_id,
+       a.message -> 'cause' AS caused_by
+FROM pgmq.a_booking_events a
+WHERE a.message ->> 'booking_id' = ANY (%(bookings)s::text[])
+ORDER BY a.message ->> 'booking_id', a.msg_id DESC;
+
+-- name: mark_app_deployed
+SELECT session_ledger.mark_app_deployed(%(at)s) AS app_deployed_at;
+
+-- name: discard_dead_letters
+SELECT session_ledger.discard_dead_letters(%(ids)s, %(reason)s) AS discarded;
+
+------------------------------------------------------------------------------
+-- `listener prune`: retention
+------------------------------------------------------------------------------
+
+-- name: prune_archive
+WITH doomed AS (
+    SELECT a.msg_id FROM pgmq.a_booking_events a
+    WHERE a.archived_at < now() - %(older_than)s::interval
+    ORDER BY a.msg_id
+    LIMIT %(limit)s
+)
+DELETE FROM pgmq.a_booking_events a USING doomed WHERE a.msg_id = doomed.msg_id;
+
+-- name: prune_dead_letter_archive
+WITH doomed AS (
+    SELECT a.msg_id FROM pgmq.a_booking_events_dlq a
+    WHERE a.archived_at < now() - %(older_than)s::interval
+    ORDER BY a.msg_id
+    LIMIT %(limit)s
+)
+DELETE FROM pgmq.a_booking_events_dlq a USING doomed WHERE a.msg_id = doomed.msg_id;
+
+-- name: prune_listeners
+-- Never a live listener's row (the definition of session_ledger.live_listeners, written
+-- on the row itself so a heartbeat committed meanwhile is re-checked): its counters and
+-- start time belong to a running process, whatever the retention.
+DELETE FROM session_ledger.listeners l
+USING session_ledger.config c
+WHERE coalesce(l.stopped_at, l.heartbeat_at) < now() - %(older_than)s::interval
+  AND NOT (l.stopped_at IS NULL AND l.heartbeat_at > now() - c.listener_live_window);
+
+-- name: prune_archive_count
+-- What prune_archive removes, counted: `listener prune --dry-run`.
+SELECT count(*) AS n FROM pgmq.a_booking_events a WHERE a.archived_at < now() - %(older_than)s::interval;
+
+-- name: prune_dead_letter_archive_count
+SELECT count(*) AS n FROM pgmq.a_booking_events_dlq a WHERE a.archived_at < now() - %(older_than)s::interval;
+
+-- name: prune_pack_calls
+-- Direct calls on the packs past retention. An absorbed call whose booking still has an
+-- event waiting (queued or dead-lettered) stays: apply_bookings reads it when it judges
+-- an event from before the cut-over. NOT IN over the waiting ids is one hashed set.
+WITH doomed AS (
+    SELECT c.id FROM session_ledger.pack_calls c
+    WHERE c.called_at < now() - %(older_than)s::interval
+      AND (c.outcome <> 'absorbed' OR c.booking_id::text NOT IN (
+              SELECT w.id FROM (SELECT q.message ->> 'booking_id' AS id FROM pgmq.q_booking_events q
+                                UNION
+                                SELECT d.message -> 'message' ->> 'booking_id' FROM pgmq.q_booking_events_dlq d) AS w
+              WHERE w.id IS NOT NULL))
+    ORDER BY c.id
+    LIMIT %(limit)s
+)
+DELETE FROM session_ledger.pack_calls c USING doomed WHERE c.id = doomed.id;
+
+-- name: prune_pack_calls_count
+SELECT count(*) AS n FROM session_ledger.pack_calls c
+WHERE c.called_at < now() - %(older_than)s::interval
+  AND (c.outcome <> 'absorbed' OR c.booking_id::text NOT IN (
+          SELECT w.id FROM (SELECT q.message ->> 'booking_id' AS id FROM pgmq.q_booking_events q
+                            UNION
+                            SELECT d.message -> 'message' ->> 'booking_id' FROM pgmq.q_booking_events_dlq d) AS w
+          WHERE w.id IS NOT NULL));
+
+-- name: prune_listeners_count
+SELECT count(*) AS n FROM session_ledger.listeners l, session_ledger.config c
+WHERE coalesce(l.stopped_at, l.heartbeat_at) < now() - %(older_than)s::interval
+  AND NOT (l.stopped_at IS NULL AND l.heartbeat_at > now() - c.listener_live_window);
+
+-- name: prune_booking_writes
+-- The ledger's own rule for which echoes of booking writes can still absorb a call;
+-- the count is what this transaction deleted, so no second copy of that rule lives here.
+SELECT session_ledger.prune_booking_writes();
+
+-- name: booking_writes_deleted
+SELECT pg_catalog.pg_stat_get_xact_tuples_deleted('session_ledger.booking_writes'::regclass) AS n;
+
+------------------------------------------------------------------------------
+-- `listener uninstall`
+------------------------------------------------------------------------------
+
+-- name: uninstall_function_executors
+-- Who, besides its owner, may execute a function: PUBLIC or a role, by name.
+SELECT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_catalog.pg_get_userbyid(a.grantee)::text END AS grantee
+FROM pg_catalog.pg_proc p
+CROSS JOIN LATERAL pg_catalog.aclexplode(coalesce(p.proacl, pg_catalog.acldefault('f', p.proowner))) AS a
+WHERE p.oid = pg_catalog.to_regprocedure(%(signature)s) AND a.privilege_type = 'EXECUTE'
+  AND a.grantee <> p.proowner
+ORDER BY 1;
+
+-- name: replaced_functions
+SELECT signature FROM session_ledger.replaced_functions WHERE definition IS NOT NULL ORDER BY signature;
+
+-- name: lock_bookings
+-- No booking write may slip in while the ledger is cut over or removed.
+LOCK TABLE public.bookings IN SHARE ROW EXCLUSIVE MODE;
+
+-- name: uninstall_keep_grants
+SELECT set_config('session_ledger.uninstall_keep_grants', %(keep)s, true);
+
+------------------------------------------------------------------------------
+-- `listener doctor`: each check's catalog query
+------------------------------------------------------------------------------
 
 -- name: doctor_installed
+-- What of the app and of PGMQ is there to check (whether the ledger is: ledger_state).
 SELECT
-    EXISTS (
-        SELECT 1 FROM pg_catalog.pg_class c
-        JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-        WHERE n.nspname = 'session_ledger' AND c.relname = 'migrations'
-    ) AS ledger,
     EXISTS (
         SELECT 1 FROM pg_catalog.pg_class c
         JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
@@ -347,90 +675,6 @@ LEFT JOIN (
 ) b ON true
 WHERE r.rolname = current_user;
 
-------------------------------------------------------------------------------
--- audit
-------------------------------------------------------------------------------
-
--- name: audit_packs
--- Per pack: consuming bookings, sessions_used and the ledger's view, side by side.
-SELECT * FROM session_ledger.audit_packs(%(org)s::uuid);
-
--- name: audit_packs_to_charge
--- The packs holding given-away sessions not yet judged, in id order.
-SELECT DISTINCT purchase_id FROM session_ledger.audit_uncharged(%(org)s::uuid, NULL) ORDER BY purchase_id;
-
--- name: audit_org_known
--- Whether any pack or booking belongs to this organisation (the ledger knows
--- organisations only through them).
-SELECT EXISTS (SELECT 1 FROM public.client_purchases WHERE org_id = %(org)s::uuid)
-    OR EXISTS (SELECT 1 FROM public.bookings WHERE org_id = %(org)s::uuid) AS known;
-
--- name: audit_existing_packs
--- Which of these purchase ids exist.
-SELECT id FROM public.client_purchases WHERE id = ANY (%(packs)s::uuid[]);
-
--- name: audit_charge
--- Take the given-away sessions of these packs (one transaction; the caller commits or rolls back).
-SELECT booking_id, purchase_id, start_time, charged, reason, sessions_used
-FROM session_ledger.audit_charge(%(packs)s::uuid[]);
-
--- name: audit_packs_in_flight
--- Of these packs, those a charge run leaves for later: a booking's event is still in flight.
-SELECT purchase_id FROM session_ledger.packs_in_flight(%(packs)s::uuid[]) ORDER BY purchase_id;
-
--- dashboard
-
--- name: dashboard_lag
-SELECT minute, events, lag_p50_s, lag_p99_s, lag_max_s
-FROM session_ledger.dashboard_lag(%(minutes)s);
-
--- name: dashboard_dead_letters
-SELECT msg_id, enqueued_at, reason, payload
-FROM session_ledger.dashboard_dead_letters(%(limit)s);
-
--- name: dashboard_unfunded
-SELECT booking_id, purchase_id, reason, updated_at
-FROM session_ledger.dashboard_unfunded(%(limit)s);
-
--- name: dashboard_out_of_sync
-SELECT booking_id, booking_status, booking_purchase_id, ledger_state, ledger_purchase_id
-FROM session_ledger.dashboard_out_of_sync(%(limit)s);
-
--- name: dashboard_redrive
-SELECT session_ledger.dashboard_redrive(%(msg_ids)s) AS moved;
-
--- name: dashboard_replay
-SELECT session_ledger.dashboard_replay(%(booking_id)s) AS enqueued;
-
--- name: dashboard_discard
-SELECT session_ledger.dashboard_discard(%(msg_ids)s, %(reason)s) AS discarded;
-
--- name: dashboard_names
-SELECT id, kind, client_id, name, at
-FROM session_ledger.dashboard_names(%(ids)s::uuid[]);
-
--- name: dashboard_search
-SELECT kind, id
-FROM session_ledger.dashboard_search(%(query)s, %(limit)s);
-
--- name: dashboard_packs
-SELECT id, client_id, sessions_total, sessions_used, expires_at, payment_status, purchased_at,
-       paid, unfunded, released, calls
-FROM session_ledger.dashboard_packs(%(pack_ids)s::uuid[], %(client_ids)s::uuid[], %(limit)s);
-
--- name: dashboard_pack_charges
-SELECT booking_id, state, reason, source, updated_at, start_time, booking_status, by_role, by_uid, trace
-FROM session_ledger.dashboard_pack_charges(%(purchase_id)s, %(state)s, %(limit)s);
-
--- name: dashboard_pack_calls
-SELECT id, called_at, kind, legacy, outcome, reason, booking_id, by_role, by_uid, trace
-FROM session_ledger.dashboard_pack_calls(%(purchase_id)s, %(limit)s);
-
--- name: dashboard_bookings
-SELECT booking_id, in_app, booking_status, purchase_id, client_id, start_time, ledger_state,
-       ledger_purchase_id, ledger_reason, updated_at, out_of_sync
-FROM session_ledger.dashboard_bookings(%(booking_ids)s::uuid[]);
-
 -- name: doctor_definer_search_path
 -- The app's SECURITY DEFINER functions: not the ledger's, PGMQ's, the system's or an
 -- extension's. search_path is the function's own setting as stored (NULL when it sets
@@ -517,91 +761,45 @@ WHERE n.nspname = 'public' AND c.relname = 'bookings' AND NOT t.tgisinternal
               WHERE gn.nspname = 'session_ledger' AND g.proname = 'may_write_booking')
 ORDER BY 1;
 
--- name: uninstall_function_executors
--- Who, besides its owner, may execute a function: PUBLIC or a role, by name.
-SELECT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_catalog.pg_get_userbyid(a.grantee)::text END AS grantee
-FROM pg_catalog.pg_proc p
-CROSS JOIN LATERAL pg_catalog.aclexplode(coalesce(p.proacl, pg_catalog.acldefault('f', p.proowner))) AS a
-WHERE p.oid = pg_catalog.to_regprocedure(%(signature)s) AND a.privilege_type = 'EXECUTE'
-  AND a.grantee <> p.proowner
-ORDER BY 1;
+-- name: pool_mode
+SHOW pool_mode;
+
+-- name: doctor_read_only
+SET TRANSACTION READ ONLY;
+SET LOCAL search_path = '';
 
 ------------------------------------------------------------------------------
--- who may do what: the ledger's presence and owner, the app's tables and the rights on them
+-- `listener audit`: the sessions the old code gave away
 ------------------------------------------------------------------------------
 
--- name: ledger_state
--- Whether the ledger is installed, who owns it, and what the connected role may do
--- with it. From the catalogs, which every role may read (to_regclass() fails on a
--- schema the role has no USAGE on).
-SELECT current_user::text AS role,
-       s.oid IS NOT NULL AND EXISTS (
-           SELECT 1 FROM pg_catalog.pg_class c WHERE c.relnamespace = s.oid AND c.relname = 'migrations'
-       ) AS installed,
-       pg_catalog.pg_get_userbyid(s.nspowner)::text AS owner,
-       coalesce(pg_catalog.pg_has_role(s.nspowner, 'USAGE'), false) AS acts_as_owner,
-       f.oid IS NOT NULL AS versioned,
-       coalesce(pg_catalog.has_schema_privilege(s.oid, 'USAGE')
-                AND pg_catalog.has_function_privilege(f.oid, 'EXECUTE'), false) AS may_read_version
-FROM (SELECT 1) AS one
-LEFT JOIN pg_catalog.pg_namespace s ON s.nspname = 'session_ledger'
-LEFT JOIN pg_catalog.pg_proc f ON f.pronamespace = s.oid AND f.proname = 'installed_schema' AND f.pronargs = 0;
+-- name: audit_packs
+-- Per pack: consuming bookings, sessions_used and the ledger's view, side by side.
+SELECT * FROM session_ledger.audit_packs(%(org)s::uuid);
 
--- name: host_columns
--- The app's tables and their columns, from the catalogs: information_schema hides
--- what the connected role holds no privilege on, which is not the same as missing.
-SELECT c.relname::text AS table_name, a.attname::text AS column_name
-FROM pg_catalog.pg_class c
-JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
-WHERE n.nspname = 'public' AND c.relname IN ('bookings', 'client_purchases') AND c.relkind IN ('r', 'p');
+-- name: audit_packs_to_charge
+-- The packs holding given-away sessions not yet judged, in id order.
+SELECT DISTINCT purchase_id FROM session_ledger.audit_uncharged(%(org)s::uuid, NULL) ORDER BY purchase_id;
 
--- name: host_table_rights
--- For one of the app's tables: its owner, and which of these privileges the connected role lacks
--- (USAGE standing for the schema public's, without which nothing in it can be reached).
-SELECT pg_catalog.pg_get_userbyid(c.relowner)::text AS owner,
-       ARRAY(
-           SELECT w.privilege FROM unnest(%(privileges)s::text[]) WITH ORDINALITY AS w(privilege, i)
-           WHERE NOT pg_catalog.has_table_privilege(c.oid, w.privilege)
-           ORDER BY w.i
-       ) || CASE WHEN pg_catalog.has_schema_privilege(n.oid, 'USAGE') THEN '{}'::text[]
-                 ELSE ARRAY['USAGE'] END AS lacking
-FROM pg_catalog.pg_class c
-JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-WHERE n.nspname = 'public' AND c.relname = %(table)s AND c.relkind IN ('r', 'p');
+-- name: audit_org_known
+-- Whether any pack or booking belongs to this organisation (the ledger knows
+-- organisations only through them).
+SELECT EXISTS (SELECT 1 FROM public.client_purchases WHERE org_id = %(org)s::uuid)
+    OR EXISTS (SELECT 1 FROM public.bookings WHERE org_id = %(org)s::uuid) AS known;
 
--- name: may_create_schema
-SELECT pg_catalog.has_database_privilege(pg_catalog.current_database(), 'CREATE') AS allowed,
-       pg_catalog.current_database()::text AS database;
+-- name: audit_existing_packs
+-- Which of these purchase ids exist.
+SELECT id FROM public.client_purchases WHERE id = ANY (%(packs)s::uuid[]);
 
--- name: pause_charging
-SELECT session_ledger.pause_charging(%(reason)s) AS paused;
+-- name: audit_charge
+-- Take the given-away sessions of these packs (one transaction; the caller commits or rolls back).
+SELECT booking_id, purchase_id, start_time, charged, reason, sessions_used
+FROM session_ledger.audit_charge(%(packs)s::uuid[]);
 
--- name: resume_charging
-SELECT session_ledger.resume_charging() AS ended;
+-- name: audit_packs_in_flight
+-- Of these packs, those a charge run leaves for later: a booking's event is still in flight.
+SELECT purchase_id FROM session_ledger.packs_in_flight(%(packs)s::uuid[]) ORDER BY purchase_id;
 
--- name: pause_state
-SELECT session_ledger.pause_state() AS paused;
-
--- name: dashboard_recent_changes
-SELECT booking_id, purchase_id, state, reason, source, updated_at, by_role, by_uid, trace
-FROM session_ledger.dashboard_recent_changes(%(limit)s, %(before_at)s, %(before_booking)s);
-
--- name: dashboard_absorbed_calls
-SELECT id, called_at, kind, purchase_id, booking_id, by_role, by_uid, trace
-FROM session_ledger.dashboard_absorbed_calls(%(limit)s);
-
--- name: dashboard_dead_letters_by_id
-SELECT msg_id, enqueued_at, reason, payload
-FROM session_ledger.dashboard_dead_letters_by_id(%(msg_ids)s);
-
--- name: archived_causes
--- Who caused each booking's latest archived event.
-SELECT DISTINCT ON (a.message ->> 'booking_id') (a.message ->> 'booking_id')::uuid AS booking_id,
-       a.message -> 'cause' AS caused_by
-FROM pgmq.a_booking_events a
-WHERE a.message ->> 'booking_id' = ANY (%(bookings)s::text[])
-ORDER BY a.message ->> 'booking_id', a.msg_id DESC;
+-- dashboard
 
 -- name: audit_pack_calls
 -- Per pack, the direct calls that moved it or were absorbed: the app's old calls and manual adjustments.
@@ -616,122 +814,76 @@ WHERE %(org)s::uuid IS NULL OR p.org_id = %(org)s::uuid
 GROUP BY c.purchase_id
 ORDER BY c.purchase_id;
 
--- name: relation_exists
--- The catalogs, not to_regclass(): that fails on a schema the role has no USAGE on.
-SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_class c
-               JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-               WHERE n.nspname = %(schema)s AND c.relname = %(name)s) AS present;
+------------------------------------------------------------------------------
+-- the dashboard's reads and actions
+------------------------------------------------------------------------------
 
--- name: replaced_functions
-SELECT signature FROM session_ledger.replaced_functions WHERE definition IS NOT NULL ORDER BY signature;
+-- name: dashboard_lag
+SELECT minute, events, lag_p50_s, lag_p99_s, lag_max_s
+FROM session_ledger.dashboard_lag(%(minutes)s);
 
--- name: lock_bookings
--- No booking write may slip in while the ledger is cut over or removed.
-LOCK TABLE public.bookings IN SHARE ROW EXCLUSIVE MODE;
+-- name: dashboard_dead_letters
+SELECT msg_id, enqueued_at, reason, payload
+FROM session_ledger.dashboard_dead_letters(%(limit)s);
 
--- name: uninstall_keep_grants
-SELECT set_config('session_ledger.uninstall_keep_grants', %(keep)s, true);
+-- name: dashboard_unfunded
+SELECT booking_id, purchase_id, reason, updated_at
+FROM session_ledger.dashboard_unfunded(%(limit)s);
 
--- name: migration_lock
-SELECT pg_advisory_lock(%(key)s);
+-- name: dashboard_out_of_sync
+SELECT booking_id, booking_status, booking_purchase_id, ledger_state, ledger_purchase_id
+FROM session_ledger.dashboard_out_of_sync(%(limit)s);
 
--- name: migration_unlock
-SELECT pg_advisory_unlock(%(key)s);
+-- name: dashboard_redrive
+SELECT session_ledger.dashboard_redrive(%(msg_ids)s) AS moved;
 
--- name: bootstrap
--- The ledger's schema and its record of migrations: what every migrate run, and every
--- exported migration file, makes sure of before it reads what is applied.
-CREATE SCHEMA IF NOT EXISTS session_ledger;
-REVOKE ALL ON SCHEMA session_ledger FROM PUBLIC;
-CREATE TABLE IF NOT EXISTS session_ledger.migrations (
-    version int PRIMARY KEY,
-    name text NOT NULL,
-    checksum text NOT NULL,
-    applied_at timestamptz NOT NULL DEFAULT now()
-);
-REVOKE ALL ON session_ledger.migrations FROM PUBLIC;
+-- name: dashboard_replay
+SELECT session_ledger.dashboard_replay(%(booking_id)s) AS enqueued;
 
--- name: ledger_install_broken
--- Why the recorded migrations cannot be what this database holds, or NULL: an install
--- that created ledger objects but never recorded its first migration, or a migration
--- missing while a later one is recorded (files applied on past an error).
-SELECT CASE
-    WHEN NOT EXISTS (SELECT 1 FROM session_ledger.migrations m WHERE m.version = %(first)s)
-         AND (EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-                      WHERE n.nspname = 'session_ledger' AND c.relname NOT IN ('migrations', 'migrations_pkey'))
-              OR EXISTS (SELECT 1 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
-                         WHERE n.nspname = 'session_ledger'))
-        THEN 'an install created ledger objects but never recorded migration ' || lpad(%(first)s::text, 4, '0')
-    ELSE (SELECT 'migration ' || lpad(min(v)::text, 4, '0') || ' is not recorded, though a later one is'
-          FROM unnest(%(versions)s::int[]) AS v
-          WHERE NOT EXISTS (SELECT 1 FROM session_ledger.migrations m WHERE m.version = v)
-            AND EXISTS (SELECT 1 FROM session_ledger.migrations m WHERE m.version > v)
-          HAVING min(v) IS NOT NULL)
-END AS why;
+-- name: dashboard_discard
+SELECT session_ledger.dashboard_discard(%(msg_ids)s, %(reason)s) AS discarded;
 
--- name: ledger_has_moved_sessions
--- Whether the ledger has done anything a reinstall could not redo: charged or given
--- back a session (ledger rows by the listener or audit, audit's adjustments) or
--- absorbed an old call whose booking it then owes a charge. Tables an incomplete
--- install lacks count as empty; each count is run only where its table exists.
-SELECT coalesce(bool_or(x.n > 0), false) AS moved
-FROM (SELECT CASE WHEN to_regclass(t.rel) IS NOT NULL
-                  THEN (xpath('//n/text()', query_to_xml(t.q, false, false, '')))[1]::text::bigint END AS n
-      FROM (VALUES ('session_ledger.charges',
-                    'SELECT count(*) AS n FROM session_ledger.charges WHERE source IN (''listener'', ''audit'')'),
-                   ('session_ledger.adjustments', 'SELECT count(*) AS n FROM session_ledger.adjustments'),
-                   ('session_ledger.pack_calls',
-                    'SELECT count(*) AS n FROM session_ledger.pack_calls WHERE outcome = ''absorbed''')) AS t(rel, q)
-     ) AS x;
+-- name: dashboard_names
+SELECT id, kind, client_id, name, at
+FROM session_ledger.dashboard_names(%(ids)s::uuid[]);
 
--- name: ledger_tables_present
--- Which of these tables (schema-qualified names) exist.
-SELECT t.name FROM unnest(%(names)s::text[]) AS t(name) WHERE to_regclass(t.name) IS NOT NULL;
+-- name: dashboard_search
+SELECT kind, id
+FROM session_ledger.dashboard_search(%(query)s, %(limit)s);
 
--- name: record_schema_version
-INSERT INTO session_ledger.schema_info (version, package_version) VALUES (%(version)s, %(package)s)
-ON CONFLICT (singleton) DO UPDATE SET version = excluded.version,
-    package_version = excluded.package_version, migrated_at = now();
+-- name: dashboard_packs
+SELECT id, client_id, sessions_total, sessions_used, expires_at, payment_status, purchased_at,
+       paid, unfunded, released, calls
+FROM session_ledger.dashboard_packs(%(pack_ids)s::uuid[], %(client_ids)s::uuid[], %(limit)s);
 
--- name: record_migration
-INSERT INTO session_ledger.migrations (version, name, checksum) VALUES (%(version)s, %(name)s, %(checksum)s);
+-- name: dashboard_pack_charges
+SELECT booking_id, state, reason, source, updated_at, start_time, booking_status, by_role, by_uid, trace
+FROM session_ledger.dashboard_pack_charges(%(purchase_id)s, %(state)s, %(limit)s);
 
--- name: recorded_schema_version
-SELECT version FROM session_ledger.schema_info;
+-- name: dashboard_pack_calls
+SELECT id, called_at, kind, legacy, outcome, reason, booking_id, by_role, by_uid, trace
+FROM session_ledger.dashboard_pack_calls(%(purchase_id)s, %(limit)s);
 
--- name: recorded_repeatables
-SELECT name, checksum FROM session_ledger.repeatables;
+-- name: dashboard_bookings
+SELECT booking_id, in_app, booking_status, purchase_id, client_id, start_time, ledger_state,
+       ledger_purchase_id, ledger_reason, updated_at, out_of_sync
+FROM session_ledger.dashboard_bookings(%(booking_ids)s::uuid[]);
 
--- name: record_repeatables
--- Exactly these files, with these checksums: rows of files no longer shipped go.
-INSERT INTO session_ledger.repeatables AS r (name, checksum)
-SELECT u.name, u.checksum FROM unnest(%(names)s::text[], %(checksums)s::text[]) AS u(name, checksum)
-ON CONFLICT (name) DO UPDATE SET checksum = excluded.checksum, applied_at = now();
+-- name: dashboard_recent_changes
+SELECT booking_id, purchase_id, state, reason, source, updated_at, by_role, by_uid, trace
+FROM session_ledger.dashboard_recent_changes(%(limit)s, %(before_at)s, %(before_booking)s);
 
--- name: forget_repeatables
-DELETE FROM session_ledger.repeatables WHERE name <> ALL (%(names)s::text[]);
+-- name: dashboard_absorbed_calls
+SELECT id, called_at, kind, purchase_id, booking_id, by_role, by_uid, trace
+FROM session_ledger.dashboard_absorbed_calls(%(limit)s);
 
--- name: create_pgmq_extension
-CREATE EXTENSION IF NOT EXISTS pgmq;
+-- name: dashboard_dead_letters_by_id
+SELECT msg_id, enqueued_at, reason, payload
+FROM session_ledger.dashboard_dead_letters_by_id(%(msg_ids)s);
 
--- name: pool_mode
-SHOW pool_mode;
-
--- name: doctor_read_only
-SET TRANSACTION READ ONLY;
-SET LOCAL search_path = '';
-
--- name: mark_app_deployed
-SELECT session_ledger.mark_app_deployed(%(at)s) AS app_deployed_at;
-
--- name: app_grants_revoked_now
--- The privileges on the app's tables this migrate run revoked from PUBLIC and the API roles
--- (sql/functions/90_grants.sql records them with the transaction's time).
-SELECT r.grantee, r.table_name, pg_catalog.array_agg(r.privilege ORDER BY r.privilege) AS privileges
-FROM session_ledger.revoked_app_grants r
-WHERE r.revoked_at = pg_catalog.now()
-GROUP BY r.grantee, r.table_name
-ORDER BY r.table_name, r.grantee;
+------------------------------------------------------------------------------
+-- generated files: sql/schema.sql (listener/devtools/schema_dump.py) and the SQL API page
+------------------------------------------------------------------------------
 
 -- name: sql_api_objects
 -- The ledger's functions (session_ledger's, and its use_session / release_session
@@ -758,62 +910,6 @@ SELECT 'view', n.nspname, c.relname, n.nspname || '.' || c.relname, NULL, NULL, 
 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 WHERE n.nspname = 'session_ledger' AND c.relkind = 'v'
 ORDER BY kind, schema, name, signature;
-
--- name: discard_dead_letters
-SELECT session_ledger.discard_dead_letters(%(ids)s, %(reason)s) AS discarded;
-
--- name: status_details
-SELECT session_ledger.status_details(%(limit)s) AS details;
-
--- name: prune_archive_count
--- What prune_archive removes, counted: `listener prune --dry-run`.
-SELECT count(*) AS n FROM pgmq.a_booking_events a WHERE a.archived_at < now() - %(older_than)s::interval;
-
--- name: prune_dead_letter_archive_count
-SELECT count(*) AS n FROM pgmq.a_booking_events_dlq a WHERE a.archived_at < now() - %(older_than)s::interval;
-
--- name: prune_pack_calls
--- Direct calls on the packs past retention. An absorbed call whose booking still has an
--- event waiting (queued or dead-lettered) stays: apply_bookings reads it when it judges
--- an event from before the cut-over. NOT IN over the waiting ids is one hashed set.
-WITH doomed AS (
-    SELECT c.id FROM session_ledger.pack_calls c
-    WHERE c.called_at < now() - %(older_than)s::interval
-      AND (c.outcome <> 'absorbed' OR c.booking_id::text NOT IN (
-              SELECT w.id FROM (SELECT q.message ->> 'booking_id' AS id FROM pgmq.q_booking_events q
-                                UNION
-                                SELECT d.message -> 'message' ->> 'booking_id' FROM pgmq.q_booking_events_dlq d) AS w
-              WHERE w.id IS NOT NULL))
-    ORDER BY c.id
-    LIMIT %(limit)s
-)
-DELETE FROM session_ledger.pack_calls c USING doomed WHERE c.id = doomed.id;
-
--- name: prune_pack_calls_count
-SELECT count(*) AS n FROM session_ledger.pack_calls c
-WHERE c.called_at < now() - %(older_than)s::interval
-  AND (c.outcome <> 'absorbed' OR c.booking_id::text NOT IN (
-          SELECT w.id FROM (SELECT q.message ->> 'booking_id' AS id FROM pgmq.q_booking_events q
-                            UNION
-                            SELECT d.message -> 'message' ->> 'booking_id' FROM pgmq.q_booking_events_dlq d) AS w
-          WHERE w.id IS NOT NULL));
-
--- name: prune_listeners_count
-SELECT count(*) AS n FROM session_ledger.listeners l, session_ledger.config c
-WHERE coalesce(l.stopped_at, l.heartbeat_at) < now() - %(older_than)s::interval
-  AND NOT (l.stopped_at IS NULL AND l.heartbeat_at > now() - c.listener_live_window);
-
--- name: prune_booking_writes
--- The ledger's own rule for which echoes of booking writes can still absorb a call;
--- the count is what this transaction deleted, so no second copy of that rule lives here.
-SELECT session_ledger.prune_booking_writes();
-
--- name: booking_writes_deleted
-SELECT pg_catalog.pg_stat_get_xact_tuples_deleted('session_ledger.booking_writes'::regclass) AS n;
-
-------------------------------------------------------------------------------
--- sql/schema.sql, rendered from a database's catalog (listener/devtools/schema_dump.py)
-------------------------------------------------------------------------------
 
 -- name: schema_dump_tables
 -- The ledger's tables, but for the migrations table the bootstrap creates.
@@ -880,74 +976,6 @@ SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
        AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
                        WHERE a.attrelid = %(oid)s AND a.attnum > 0 AND NOT a.attisdropped
                          AND a.attnotnull AND a.attidentity = '' AND NOT a.atthasdef) AS singleton;
-
-------------------------------------------------------------------------------
--- `listener export-migrations`: each file it writes is one DO block, so it applies
--- whole or not at all however it is applied (psql -f, psql -1, supabase db push).
--- Their slots, written as named placeholders, are where export writes in SQL: literals, and dollar-quoted text the
--- block EXECUTEs (the named queries migrate runs, with their values written in).
-------------------------------------------------------------------------------
-
--- name: export_pgmq_script
--- PGMQ's SQL-only script, where the schema pgmq does not exist yet.
-DO $session_ledger_export$
-BEGIN
-    IF pg_catalog.to_regnamespace('pgmq') IS NOT NULL THEN
-        RAISE NOTICE 'PGMQ is installed already: nothing to do';
-        RETURN;
-    END IF;
-    EXECUTE %(script)s;
-END
-$session_ledger_export$;
-
--- name: export_requires
--- Refuse unless every migration before the file's own is recorded, then unless PGMQ is installed.
-    IF pg_catalog.to_regclass('session_ledger.migrations') IS NULL THEN
-        missing := (%(before)s::int[])[1];
-    ELSE
-        SELECT min(v) INTO missing FROM unnest(%(before)s::int[]) AS v
-         WHERE NOT EXISTS (SELECT 1 FROM session_ledger.migrations m WHERE m.version = v);
-    END IF;
-    IF missing IS NOT NULL THEN
-        RAISE EXCEPTION 'session ledger migration % is not applied: apply the files before this one first, or run `listener migrate`',
-            pg_catalog.lpad(missing::text, 4, '0');
-    END IF;
-    IF pg_catalog.to_regnamespace('pgmq') IS NULL THEN
-        RAISE EXCEPTION 'PGMQ is not installed: apply the *_session_ledger_pgmq.sql file first';
-    END IF;
-
--- name: export_migration
--- One migration: nothing when it is recorded already, a refusal when one before it is not.
-DO $session_ledger_export$
-DECLARE
-    missing int;
-    recorded text;
-BEGIN
-%(requires)s
-    EXECUTE %(bootstrap)s;
-    SELECT m.checksum INTO recorded FROM session_ledger.migrations m WHERE m.version = %(version)s;
-    IF recorded = %(checksum)s THEN
-        RAISE NOTICE 'session ledger migration % is applied already: nothing to do', %(label)s;
-        RETURN;
-    ELSIF recorded IS NOT NULL THEN
-        RAISE EXCEPTION 'session ledger migration % was changed after it was applied', %(label)s;
-    END IF;
-    EXECUTE %(migration)s;
-    EXECUTE %(record)s;
-END
-$session_ledger_export$;
-
--- name: export_functions
--- Every repeatable file, once every migration is applied.
-DO $session_ledger_export$
-DECLARE
-    missing int;
-BEGIN
-%(requires)s
-    EXECUTE %(functions)s;
-    EXECUTE %(record)s;
-END
-$session_ledger_export$;
 
 ------------------------------------------------------------------------------
 -- devtools and testing: the demo, the dev server, throwaway databases, the test
@@ -1118,9 +1146,6 @@ CREATE DATABASE {} OWNER postgres TEMPLATE {};
 
 -- name: mark_template
 ALTER DATABASE {} IS_TEMPLATE true;
-
--- name: listen
-LISTEN {};
 
 -- name: supabase_role_settings
 ALTER ROLE supabase_admin SET search_path = public, extensions;

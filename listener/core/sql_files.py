@@ -40,7 +40,11 @@ def queries() -> dict[str, str]:
     parts = _NAME.split(text)
     # split() yields [preamble, name1, body1, name2, body2, ...]
     for name, body in zip(parts[1::2], parts[2::2], strict=True):
-        found[name] = body.strip()
+        # A section's banner comment before the next name belongs to that section, not to this query.
+        lines = body.strip().splitlines()
+        while lines and (not lines[-1].strip() or lines[-1].lstrip().startswith("--")):
+            lines.pop()
+        found[name] = "\n".join(lines)
     return found
 
 

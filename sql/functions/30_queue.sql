@@ -50,6 +50,15 @@ BEGIN
 END
 $$;
 
+-- Wake the sleeping listeners: a NOTIFY on the ledger's channel, named here and
+-- nowhere else in SQL (the listener's side is listener.WAKEUP_CHANNEL; a test holds
+-- the two together). A hint only: a listener polls anyway.
+CREATE OR REPLACE FUNCTION session_ledger.wake_listeners() RETURNS void
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT pg_catalog.pg_notify('booking_events', '')
+$$;
+
 -- Claim a batch: pgmq.read's claim (vt, read_ct, last_read_at), committed with
 -- this statement so read_ct survives a crash. Written out rather than calling
 -- pgmq.read, whose dynamic SQL joins the claimed ids back to the whole queue
@@ -394,7 +403,7 @@ BEGIN
         RETURN 0;
     END IF;
     PERFORM session_ledger.send_events('booking_events', v_msgs);
-    PERFORM pg_catalog.pg_notify('booking_events', '');
+    PERFORM session_ledger.wake_listeners();
     RETURN array_length(v_msgs, 1);
 END
 $$;
@@ -419,7 +428,7 @@ BEGIN
     FROM pgmq.q_booking_events_dlq q WHERE q.msg_id = ANY (v_ids);
     PERFORM session_ledger.send_events('booking_events', v_msgs);
     PERFORM session_ledger.archive_events('booking_events_dlq', v_ids);
-    PERFORM pg_catalog.pg_notify('booking_events', '');
+    PERFORM session_ledger.wake_listeners();
     RETURN array_length(v_ids, 1);
 END
 $$;

@@ -169,7 +169,7 @@ BEGIN
     -- A wake-up only when some listener sleeps: NOTIFY serialises commits
     -- cluster-wide, and a listener that is not asleep is looking anyway.
     IF v_sent > 0 AND EXISTS (SELECT 1 FROM session_ledger.live_listeners l WHERE l.waiting) THEN
-        PERFORM pg_catalog.pg_notify('booking_events', '');
+        PERFORM session_ledger.wake_listeners();
     END IF;
     RETURN NULL;
 END

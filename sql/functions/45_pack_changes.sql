@@ -61,7 +61,7 @@ BEGIN
     GET DIAGNOSTICS v_sent = ROW_COUNT;
 
     IF v_sent > 0 AND EXISTS (SELECT 1 FROM session_ledger.live_listeners l WHERE l.waiting) THEN
-        PERFORM pg_catalog.pg_notify('booking_events', '');
+        PERFORM session_ledger.wake_listeners();
     END IF;
     RETURN NULL;
 END

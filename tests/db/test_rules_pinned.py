@@ -766,3 +766,13 @@ def test_only_a_trusted_caller_may_truncate_the_bookings_or_the_packs(world: Wor
             with pytest.raises(REFUSED, match=f"role authenticated may not truncate public.{table}"):
                 conn.execute(sql.SQL("TRUNCATE public.{} CASCADE").format(sql.Identifier(table)))
     assert conn.execute("SELECT count(*) AS n FROM public.bookings").fetchone() == {"n": 1}
+
+
+def test_the_listener_listens_on_the_channel_the_ledger_notifies(world: World, ledger_dsn: str) -> None:
+    from listener import WAKEUP_CHANNEL
+
+    with connect(ledger_dsn, purpose="tests", autocommit=True) as listening:
+        listening.execute(sql.SQL("LISTEN {}").format(sql.Identifier(WAKEUP_CHANNEL)))
+        world.conn.execute("SELECT session_ledger.wake_listeners()")
+        heard = [n.channel for n in listening.notifies(timeout=10, stop_after=1)]
+    assert heard == [WAKEUP_CHANNEL]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from listener.core.db import Conn, connect
+from listener.core.schema import ledger_state
 from listener.core.sql_files import query
 from listener.ops.doctor.app_tables import check_app_tables
 from listener.ops.doctor.definers import check_definers
@@ -39,8 +40,8 @@ def audit(conn: Conn, *, listener: Conn | None = None) -> Report:
         _read_only(conn)
         installed = conn.execute(query("doctor_installed")).fetchone()
         assert installed is not None
-        report.ledger_installed = bool(installed["ledger"])
-        if not installed["ledger"]:
+        report.ledger_installed = ledger_state(conn).installed
+        if not report.ledger_installed:
             report.notes.append(
                 "the ledger is not installed yet (run `listener migrate`); checked what applies before it"
             )
