@@ -1118,6 +1118,19 @@ SELECT msg_id FROM pgmq.a_booking_events;
 -- name: checker_queued_msg_ids
 SELECT msg_id FROM pgmq.q_booking_events;
 
+-- name: checker_ledger_made_msg_ids
+-- Events the ledger queued itself, not a booking write: a pack that may now pay judges its
+-- unfunded bookings again (sql/functions/45_pack_changes.sql, source 'pack').
+SELECT q.msg_id FROM pgmq.q_booking_events q WHERE q.message ->> 'source' = 'pack'
+UNION ALL
+SELECT a.msg_id FROM pgmq.a_booking_events a WHERE a.message ->> 'source' = 'pack'
+UNION ALL
+SELECT (d.message ->> 'source_msg_id')::bigint FROM pgmq.q_booking_events_dlq d
+WHERE d.message -> 'message' ->> 'source' = 'pack'
+UNION ALL
+SELECT (d.message ->> 'source_msg_id')::bigint FROM pgmq.a_booking_events_dlq d
+WHERE d.message -> 'message' ->> 'source' = 'pack';
+
 -- name: checker_dead_letter_sources
 SELECT (message ->> 'source_msg_id') AS src FROM pgmq.q_booking_events_dlq
                UNION ALL

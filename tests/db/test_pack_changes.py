@@ -205,3 +205,30 @@ def test_audit_leaves_a_pack_with_an_event_in_flight_for_a_later_run(world: Worl
     world.drain()
     # Two bookings left, both charged by audit: the pack holds two sessions.
     assert world.used(pack) == 2
+
+
+def test_the_checker_counts_the_ledgers_own_events_as_no_phantom_but_still_finds_one(world: World) -> None:
+    from listener.testing.checker import check, snapshot_used
+
+    pack = world.pack(sessions_total=1)
+    first, second = world.bookings(pack, count=2)
+    start = snapshot_used(world.conn)
+    written: list[int] = []
+
+    def write(booking: uuid.UUID, status: str) -> None:
+        before = {int(m["msg_id"]) for m in world.queue()}  # type: ignore[call-overload]
+        world.set_status(booking, status)
+        written.extend({int(m["msg_id"]) for m in world.queue()} - before)  # type: ignore[call-overload]
+
+    write(first, "completed")
+    write(second, "completed")
+    world.drain()  # the second is unfunded
+    write(first, "cancelled")
+    world.drain()  # the release lets the pack pay: the ledger queues the second again, and pays it
+    assert world.ledger_state(second) == ("paid", pack)
+    verdict = check(world.conn, start, committed_msg_ids=written)
+    assert verdict.ok and verdict.phantom_events == 0, verdict.examples
+    # An event nobody wrote is still found.
+    world.send_raw(f"jsonb_build_object('type', 'booking.changed', 'v', 1, 'booking_id', '{first}')")
+    world.drain()
+    assert check(world.conn, start, committed_msg_ids=written).phantom_events == 1
