@@ -28,7 +28,7 @@ FLOOR_FILE = Path(__file__).with_name("floor_trigger.sql")
 # (four spaces in) that refuses an untrusted writer; inner END IFs sit deeper.
 _TRUSTED_CALL = re.compile(r"\n    v_trusted := session_ledger\.caller_is_trusted\(\);\n")
 _GUARD_BLOCK = re.compile(r"\n    IF NOT v_trusted THEN\n.*?\n    END IF;\n", re.DOTALL)
-_NOTIFY = "PERFORM pg_catalog.pg_notify('booking_events', '');"
+_NOTIFY = "PERFORM session_ledger.wake_listeners();"
 # Any constant will do: only this variant takes the lock.
 _NOTIFY_LOCK_KEY = 5_117_2026
 
