@@ -857,11 +857,11 @@ SELECT id, client_id, sessions_total, sessions_used, expires_at, payment_status,
 FROM session_ledger.dashboard_packs(%(pack_ids)s::uuid[], %(client_ids)s::uuid[], %(limit)s);
 
 -- name: dashboard_pack_charges
-SELECT booking_id, state, reason, source, updated_at, start_time, booking_status, by_role, by_uid, trace
+SELECT booking_id, state, reason, source, updated_at, start_time, booking_status, by_role, by_uid, trace, by_login
 FROM session_ledger.dashboard_pack_charges(%(purchase_id)s, %(state)s, %(limit)s);
 
 -- name: dashboard_pack_calls
-SELECT id, called_at, kind, legacy, outcome, reason, booking_id, by_role, by_uid, trace
+SELECT id, called_at, kind, legacy, outcome, reason, booking_id, by_role, by_uid, trace, by_login
 FROM session_ledger.dashboard_pack_calls(%(purchase_id)s, %(limit)s);
 
 -- name: dashboard_bookings
@@ -870,11 +870,11 @@ SELECT booking_id, in_app, booking_status, purchase_id, client_id, start_time, l
 FROM session_ledger.dashboard_bookings(%(booking_ids)s::uuid[]);
 
 -- name: dashboard_recent_changes
-SELECT booking_id, purchase_id, state, reason, source, updated_at, by_role, by_uid, trace
+SELECT booking_id, purchase_id, state, reason, source, updated_at, by_role, by_uid, trace, by_login
 FROM session_ledger.dashboard_recent_changes(%(limit)s, %(before_at)s, %(before_booking)s);
 
 -- name: dashboard_absorbed_calls
-SELECT id, called_at, kind, purchase_id, booking_id, by_role, by_uid, trace
+SELECT id, called_at, kind, purchase_id, booking_id, by_role, by_uid, trace, by_login
 FROM session_ledger.dashboard_absorbed_calls(%(limit)s);
 
 -- name: dashboard_dead_letters_by_id

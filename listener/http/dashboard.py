@@ -146,7 +146,7 @@ def render_pack(view: PackView, *, ready: bool, listener_id: str, refresh: bool 
         f'<td class="when">{escape(str(r["start_time"] or "")[:16])}</td>'
         f"<td>{escape(str(r['booking_status'] or 'deleted'))}</td><td>{escape(str(r['source']))}</td>"
         f'<td class="when">{escape(str(r["updated_at"])[:19])}</td>'
-        f'<td class="caused-by">{_caused_by(r["by_role"], r["by_uid"], r["trace"])}</td></tr>'
+        f'<td class="caused-by">{_caused_by(r["by_role"], r["by_uid"], r["trace"], r.get("by_login"))}</td></tr>'
         for r in view.charged
     )
     unfunded = "".join(
@@ -162,7 +162,7 @@ def render_pack(view: PackView, *, ready: bool, listener_id: str, refresh: bool 
         f"<td>{'legacy' if c['legacy'] else 'manual'}</td><td>{escape(str(c['outcome']))}</td>"
         f"<td>{escape(str(c['reason'] or ''))}</td>"
         f'<td class="id">{_booking_link(c["booking_id"]) if c["booking_id"] else ""}</td>'
-        f'<td class="caused-by">{_caused_by(c["by_role"], c["by_uid"], c["trace"])}</td></tr>'
+        f'<td class="caused-by">{_caused_by(c["by_role"], c["by_uid"], c["trace"], c.get("by_login"))}</td></tr>'
         for c in view.calls
     )
     body = (
@@ -562,7 +562,7 @@ def _outcomes(outcomes: dict[str, Any], data: DashboardData, refresh: bool) -> s
         f"<td>{_pack(data.names, r['purchase_id'], refresh)}</td>"
         f"<td>{escape(str(r['state']))}</td><td>{escape(str(r['reason'] or ''))}</td>"
         f"<td>{escape(str(r['source']))}</td>"
-        f'<td class="caused-by">{_caused_by(r["by_role"], r["by_uid"], r["trace"])}</td></tr>'
+        f'<td class="caused-by">{_caused_by(r["by_role"], r["by_uid"], r["trace"], r.get("by_login"))}</td></tr>'
         for r in data.recent
     )
     if not rows:
@@ -711,7 +711,7 @@ def _legacy_calls(
         f"<td><code>{'use_session' if a['kind'] == 'use' else 'release_session'}</code></td>"
         f"<td>{_pack(names, a['purchase_id'], refresh)}</td>"
         f'<td class="id">{_booking_link(a["booking_id"])}</td>'
-        f'<td class="caused-by">{_caused_by(a["by_role"], a["by_uid"], a["trace"])}</td></tr>'
+        f'<td class="caused-by">{_caused_by(a["by_role"], a["by_uid"], a["trace"], a.get("by_login"))}</td></tr>'
         for a in absorbed
     )
     return (
@@ -728,13 +728,25 @@ def _legacy_calls(
     )
 
 
-def _caused_by(role: str | None, uid: str | None, trace: str | None) -> str:
-    """Who caused a change: role, then the signed-in user and the trace id shortened, each whole in its title."""
+# The login PostgREST connects as: only its requests carry claims a JWT was checked for.
+API_LOGIN = "authenticator"
+
+
+def _caused_by(role: str | None, uid: str | None, trace: str | None, login: str | None = None) -> str:
+    """Who caused a change: role, then the signed-in user and the trace id shortened, each whole in its title.
+
+    A user that came through any login but the API's is that login's claim, and is shown as one.
+    """
     if not (role or uid or trace):
         return '<span class="muted">unknown</span>'
     parts = [escape(role or "?")]
     if uid:
         parts.append(f'<code class="uid" title="user {escape(uid)}">{escape(uid[:_SHORT_ID])}</code>')
+        if login and login != API_LOGIN:
+            parts.append(
+                f'<span class="claim" title="set by login {escape(login)}, not a checked JWT">'
+                f"claimed by {escape(login)}</span>"
+            )
     if trace:
         match = _TRACEPARENT.match(trace)
         trace_id = match["trace"] if match else trace

@@ -77,6 +77,13 @@ AS $$
     LIMIT 1000
 $$;
 
+-- The four reads below return the login each change came through (by_login) since 0.3.0:
+-- a result's columns cannot change in place, so their earlier forms go first.
+DROP FUNCTION IF EXISTS session_ledger.dashboard_recent_changes(int, timestamptz, uuid);
+DROP FUNCTION IF EXISTS session_ledger.dashboard_absorbed_calls(int);
+DROP FUNCTION IF EXISTS session_ledger.dashboard_pack_charges(uuid, text, int);
+DROP FUNCTION IF EXISTS session_ledger.dashboard_pack_calls(uuid, int);
+
 -- One page of the ledger's changes, newest first, with who caused each row's last
 -- change (charges.caused_by). Keyset-paged: a page starts after the row
 -- (p_before_at, p_before_booking) that ended the previous one, so rows written
@@ -85,12 +92,12 @@ CREATE OR REPLACE FUNCTION session_ledger.dashboard_recent_changes(
     p_limit int, p_before_at timestamptz, p_before_booking uuid
 )
 RETURNS TABLE (booking_id uuid, purchase_id uuid, state text, reason text, source text,
-               updated_at timestamptz, by_role text, by_uid text, trace text)
+               updated_at timestamptz, by_role text, by_uid text, trace text, by_login text)
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT l.booking_id, l.purchase_id, l.state, l.reason, l.source, l.updated_at,
            l.caused_by OPERATOR(pg_catalog.->>) 'role', l.caused_by OPERATOR(pg_catalog.->>) 'uid',
-           l.caused_by OPERATOR(pg_catalog.->>) 'trace'
+           l.caused_by OPERATOR(pg_catalog.->>) 'trace', l.caused_by OPERATOR(pg_catalog.->>) 'login'
     FROM session_ledger.charges l
     WHERE p_before_at IS NULL
        OR l.updated_at OPERATOR(pg_catalog.<) p_before_at
@@ -103,12 +110,12 @@ $$;
 -- echo of a booking write: who made each, when, on which pack, and the booking it matched.
 CREATE OR REPLACE FUNCTION session_ledger.dashboard_absorbed_calls(p_limit int)
 RETURNS TABLE (id bigint, called_at timestamptz, kind text, purchase_id uuid, booking_id uuid,
-               by_role text, by_uid text, trace text)
+               by_role text, by_uid text, trace text, by_login text)
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT pc.id, pc.called_at, pc.kind, pc.purchase_id, pc.booking_id,
            pc.caused_by OPERATOR(pg_catalog.->>) 'role', pc.caused_by OPERATOR(pg_catalog.->>) 'uid',
-           pc.caused_by OPERATOR(pg_catalog.->>) 'trace'
+           pc.caused_by OPERATOR(pg_catalog.->>) 'trace', pc.caused_by OPERATOR(pg_catalog.->>) 'login'
     FROM session_ledger.pack_calls pc
     WHERE pc.outcome OPERATOR(pg_catalog.=) 'absorbed'
     ORDER BY pc.id DESC
@@ -287,12 +294,12 @@ $$;
 -- not pay), newest change first, with the booking's own row beside the ledger's.
 CREATE OR REPLACE FUNCTION session_ledger.dashboard_pack_charges(p_purchase_id uuid, p_state text, p_limit int)
 RETURNS TABLE (booking_id uuid, state text, reason text, source text, updated_at timestamptz,
-               start_time timestamptz, booking_status text, by_role text, by_uid text, trace text)
+               start_time timestamptz, booking_status text, by_role text, by_uid text, trace text, by_login text)
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT l.booking_id, l.state, l.reason, l.source, l.updated_at, b.start_time, b.status::text,
            l.caused_by OPERATOR(pg_catalog.->>) 'role', l.caused_by OPERATOR(pg_catalog.->>) 'uid',
-           l.caused_by OPERATOR(pg_catalog.->>) 'trace'
+           l.caused_by OPERATOR(pg_catalog.->>) 'trace', l.caused_by OPERATOR(pg_catalog.->>) 'login'
     FROM session_ledger.charges l
     LEFT JOIN public.bookings b ON b.id OPERATOR(pg_catalog.=) l.booking_id
     WHERE l.purchase_id OPERATOR(pg_catalog.=) p_purchase_id AND l.state OPERATOR(pg_catalog.=) p_state
@@ -304,12 +311,12 @@ $$;
 -- release_session, absorbed or not, and manual adjustments, newest first.
 CREATE OR REPLACE FUNCTION session_ledger.dashboard_pack_calls(p_purchase_id uuid, p_limit int)
 RETURNS TABLE (id bigint, called_at timestamptz, kind text, legacy boolean, outcome text, reason text,
-               booking_id uuid, by_role text, by_uid text, trace text)
+               booking_id uuid, by_role text, by_uid text, trace text, by_login text)
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT c.id, c.called_at, c.kind, c.legacy, c.outcome, c.reason, c.booking_id,
            c.caused_by OPERATOR(pg_catalog.->>) 'role', c.caused_by OPERATOR(pg_catalog.->>) 'uid',
-           c.caused_by OPERATOR(pg_catalog.->>) 'trace'
+           c.caused_by OPERATOR(pg_catalog.->>) 'trace', c.caused_by OPERATOR(pg_catalog.->>) 'login'
     FROM session_ledger.pack_calls c
     WHERE c.purchase_id OPERATOR(pg_catalog.=) p_purchase_id
     ORDER BY c.id DESC

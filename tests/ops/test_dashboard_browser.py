@@ -214,7 +214,9 @@ def test_dashboard_shows_what_the_database_holds(
             if str(bookings[0]) in row.text
         ]
         short_uid = str(world.org.trainer_user_id)[:8]
-        assert by == f"authenticated {short_uid} trace {trace.split('-')[1][:8]}"
+        # The tests' own login stands in for PostgREST's, so the user is shown as that login's claim.
+        login = world.conn.info.user
+        assert by == f"authenticated {short_uid} claimed by {login} trace {trace.split('-')[1][:8]}"
 
         height = int(browser.execute_script("return document.documentElement.scrollHeight"))
         # The window's frame takes some of its height; leave room so the whole page fits.

@@ -29,9 +29,18 @@ def _short_trace(traceparent: str) -> str:
 
 
 def _assert_caused_by(cell: Cell, cause: dict[str, Any]) -> None:
-    """The cell names the role, and the user and trace shortened, each whole in a title."""
-    assert cell.text == f"{cause['role']} {cause['uid'][:8]} {_short_trace(cause['trace'])}", cell
-    assert cell.titles == [f"user {cause['uid']}", f"traceparent {cause['trace']}"], cell
+    """The cell names the role, and the user and trace shortened, each whole in a title; a user set
+    through any login but the API's (these requests come through the tests' own) is shown as its claim."""
+    login = cause["login"]
+    assert login != "authenticator"
+    assert cell.text == (
+        f"{cause['role']} {cause['uid'][:8]} claimed by {login} {_short_trace(cause['trace'])}"
+    ), cell
+    assert cell.titles == [
+        f"user {cause['uid']}",
+        f"set by login {login}, not a checked JWT",
+        f"traceparent {cause['trace']}",
+    ], cell
 
 
 def test_absorbed_calls_are_listed_with_who_when_pack_and_booking(world: World) -> None:
