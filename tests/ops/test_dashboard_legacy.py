@@ -108,7 +108,13 @@ def test_absorbed_calls_are_listed_with_who_when_pack_and_booking(world: World) 
     for booking in (first, second):
         cell = recent[str(booking)][7]
         _assert_caused_by(
-            cell, {"role": "authenticated", "uid": str(world.org.trainer_user_id), "trace": traces[booking]}
+            cell,
+            {
+                "role": "authenticated",
+                "login": world.conn.info.user,
+                "uid": str(world.org.trainer_user_id),
+                "trace": traces[booking],
+            },
         )
 
 
