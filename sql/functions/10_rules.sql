@@ -376,7 +376,9 @@ $$;
 -- write, or of the last call that absorbed an echo of the same write (same
 -- written_at and writer: the old cron's edge function calls booking after
 -- booking, so a long run stays live while its calls keep coming). absorb_legacy_call
--- and prune_booking_writes both ask this, so nothing still live is ever pruned.
+-- asks this of each echo it may take; prune_booking_writes applies the same rule to the
+-- whole table in one pass (tests/db/test_legacy_calls.py holds the two together), so
+-- nothing still live is ever pruned.
 CREATE OR REPLACE FUNCTION session_ledger.booking_write_live(
     p_written_at timestamptz, p_caused_by jsonb, p_window interval
 ) RETURNS boolean

@@ -230,10 +230,19 @@ $$;
 CREATE OR REPLACE FUNCTION session_ledger.prune_booking_writes() RETURNS void
 LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
+    -- booking_write_live()'s rule for a whole table at once: a row per echo would call it a
+    -- million times after a burst of writes, and a listener's first heartbeat must not wait on that.
+    WITH cfg AS (
+        SELECT pg_catalog.clock_timestamp() - c.legacy_call_window AS since FROM session_ledger.config c
+    ), kept_live AS (
+        SELECT DISTINCT s.written_at, s.caused_by
+        FROM session_ledger.booking_writes s, cfg
+        WHERE s.last_absorbed_at > cfg.since
+    )
     DELETE FROM session_ledger.booking_writes w
-    WHERE w.written_at <= pg_catalog.clock_timestamp() - (SELECT c.legacy_call_window FROM session_ledger.config c)
-      AND NOT session_ledger.booking_write_live(w.written_at, w.caused_by,
-                                                (SELECT c.legacy_call_window FROM session_ledger.config c))
+    USING cfg
+    WHERE w.written_at <= cfg.since
+      AND NOT EXISTS (SELECT 1 FROM kept_live k WHERE k.written_at = w.written_at AND k.caused_by = w.caused_by)
 $$;
 
 -- How long one call of drain() or complete_past_bookings() may work before it

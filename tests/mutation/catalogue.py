@@ -860,8 +860,8 @@ TRIGGER_AND_GUARD: tuple[Mutant, ...] = (
         id="prune-live-echo",
         rule="pruning never removes an echo that is still live",
         file="30_queue.sql",
-        original="      AND NOT session_ledger.booking_write_live(",
-        replacement="      AND true OR NOT session_ledger.booking_write_live(",
+        original="      AND NOT EXISTS (SELECT 1 FROM kept_live k WHERE k.written_at = w.written_at AND k.caused_by = w.caused_by)",
+        replacement="      AND true",
         hint=_legacy("test_pruning_keeps_every_echo_that_is_still_live"),
     ),
     Mutant(
