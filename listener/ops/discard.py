@@ -14,7 +14,8 @@ from typing import Any
 from listener.core.db import connect
 from listener.core.schema import require_ledger
 from listener.core.sql_files import query
-from listener.errors import ConfigError, NothingMatched
+from listener.errors import ConfigError
+from listener.ops.replay import read_dead_letters
 from listener.ops.walk import chunks
 
 # The longest reason the database keeps (session_ledger.discard_dead_letters).
@@ -71,24 +72,7 @@ def discard_dead_letters(
     report = DiscardReport(dry_run=dry_run, reason=check_reason(reason))
     with connect(dsn, purpose="discard") as conn:
         require_ledger(conn, owner_action="read the dead letters")
-        rows = conn.execute(query("dead_letters"), {"ids": list(ids) or None}).fetchall()
-        found = {r["msg_id"] for r in rows}
-        unknown = [i for i in ids if i not in found]
-        if unknown:
-            raise NothingMatched(
-                "no dead letter with id " + ", ".join(map(str, unknown)) + "; nothing was discarded"
-            )
-        report.letters = [
-            {
-                "id": r["msg_id"],
-                "dead_lettered_at": r["enqueued_at"].isoformat(),
-                "reason": r["reason"],
-                "source_msg_id": r["source_msg_id"],
-                "preview": r["preview"],
-                "size": r["size"],
-            }
-            for r in rows
-        ]
+        found, report.letters = read_dead_letters(conn, ids, undone="nothing was discarded")
         if not dry_run:
             # Only the letters shown: one dead-lettered meanwhile was not seen, so it is not discarded.
             for chunk in chunks(iter(sorted(found))):

@@ -139,6 +139,30 @@ class RedriveReport:
         return {"dry_run": self.dry_run, "moved": self.moved, "dead_letters": self.letters}
 
 
+def read_dead_letters(
+    conn: Conn, ids: Sequence[int], *, undone: str
+) -> tuple[set[int], list[dict[str, Any]]]:
+    """The dead letters named (all of them when none is), each with its reason and a preview; an id that
+    names none is refused, saying what was not done."""
+    rows = conn.execute(query("dead_letters"), {"ids": list(ids) or None}).fetchall()
+    found = {r["msg_id"] for r in rows}
+    unknown = [i for i in ids if i not in found]
+    if unknown:
+        raise NothingMatched("no dead letter with id " + ", ".join(map(str, unknown)) + f"; {undone}")
+    letters = [
+        {
+            "id": r["msg_id"],
+            "dead_lettered_at": r["enqueued_at"].isoformat(),
+            "reason": r["reason"],
+            "source_msg_id": r["source_msg_id"],
+            "preview": r["preview"],
+            "size": r["size"],
+        }
+        for r in rows
+    ]
+    return found, letters
+
+
 def redrive_dead_letters(
     dsn: str, *, ids: Sequence[int] = (), all_letters: bool = False, dry_run: bool = False
 ) -> RedriveReport:
@@ -148,24 +172,7 @@ def redrive_dead_letters(
     report = RedriveReport(dry_run=dry_run)
     with connect(dsn, purpose="redrive") as conn:
         require_ledger(conn, owner_action="read the dead letters")
-        rows = conn.execute(query("dead_letters"), {"ids": list(ids) or None}).fetchall()
-        found = {r["msg_id"] for r in rows}
-        unknown = [i for i in ids if i not in found]
-        if unknown:
-            raise NothingMatched(
-                "no dead letter with id " + ", ".join(map(str, unknown)) + "; nothing was moved"
-            )
-        report.letters = [
-            {
-                "id": r["msg_id"],
-                "dead_lettered_at": r["enqueued_at"].isoformat(),
-                "reason": r["reason"],
-                "source_msg_id": r["source_msg_id"],
-                "preview": r["preview"],
-                "size": r["size"],
-            }
-            for r in rows
-        ]
+        found, report.letters = read_dead_letters(conn, ids, undone="nothing was moved")
         if not dry_run:
             for chunk in chunks(iter(sorted(found))):
                 row = conn.execute(query("redrive_dead_letters"), {"ids": chunk}).fetchone()
