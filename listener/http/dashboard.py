@@ -236,17 +236,27 @@ def render_search(result: SearchResult, *, refresh: bool = True) -> str:
     return _document("search", "".join(parts), header=header)
 
 
-def render_redrive_confirm(letters: list[dict[str, Any]], *, nonce: str) -> str:
-    """The confirm step before dead letters go back onto the queue."""
-    if not letters:
-        body = '<section><p>None of the selected dead letters is still waiting.</p><a href="/">back</a></section>'
-        return _document("redrive dead letters", body)
+def _letter_rows(letters: list[dict[str, Any]]) -> tuple[str, str]:
+    """A confirm step's table rows (id, reason, payload) and the hidden ids its form posts."""
     rows = "".join(
         f"<tr><td>{d['msg_id']}</td><td>{escape(str(d['reason']))}</td>"
         f"<td><pre>{escape(_payload(d['payload']))}</pre></td></tr>"
         for d in letters
     )
     hidden = "".join(f'<input type="hidden" name="id" value="{d["msg_id"]}">' for d in letters)
+    return rows, hidden
+
+
+def _none_waiting(title: str) -> str:
+    body = '<section><p>None of the selected dead letters is still waiting.</p><a href="/">back</a></section>'
+    return _document(title, body)
+
+
+def render_redrive_confirm(letters: list[dict[str, Any]], *, nonce: str) -> str:
+    """The confirm step before dead letters go back onto the queue."""
+    if not letters:
+        return _none_waiting("redrive dead letters")
+    rows, hidden = _letter_rows(letters)
     body = (
         f"<section><h2>Redrive {len(letters)} dead letter(s)?</h2>"
         "<p>Each goes back onto the queue with its original payload; the dead letter is archived. "
@@ -263,14 +273,8 @@ def render_redrive_confirm(letters: list[dict[str, Any]], *, nonce: str) -> str:
 def render_discard_confirm(letters: list[dict[str, Any]], *, nonce: str) -> str:
     """The confirm step before dead letters are archived for good: what each carried, and a reason to give."""
     if not letters:
-        body = '<section><p>None of the selected dead letters is still waiting.</p><a href="/">back</a></section>'
-        return _document("discard dead letters", body)
-    rows = "".join(
-        f"<tr><td>{d['msg_id']}</td><td>{escape(str(d['reason']))}</td>"
-        f"<td><pre>{escape(_payload(d['payload']))}</pre></td></tr>"
-        for d in letters
-    )
-    hidden = "".join(f'<input type="hidden" name="id" value="{d["msg_id"]}">' for d in letters)
+        return _none_waiting("discard dead letters")
+    rows, hidden = _letter_rows(letters)
     body = (
         f"<section><h2>Discard {len(letters)} dead letter(s)?</h2>"
         "<p>Each is archived with who discarded it, when and why, and never charged. "
