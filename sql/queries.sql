@@ -163,20 +163,18 @@ SELECT CASE
           HAVING min(v) IS NOT NULL)
 END AS why;
 
--- name: ledger_has_moved_sessions
--- Whether the ledger has done anything a reinstall could not redo: charged or given
--- back a session (ledger rows by the listener or audit, audit's adjustments) or
--- absorbed an old call whose booking it then owes a charge. Tables an incomplete
--- install lacks count as empty; each count is run only where its table exists.
-SELECT coalesce(bool_or(x.n > 0), false) AS moved
-FROM (SELECT CASE WHEN to_regclass(t.rel) IS NOT NULL
-                  THEN (xpath('//n/text()', query_to_xml(t.q, false, false, '')))[1]::text::bigint END AS n
-      FROM (VALUES ('session_ledger.charges',
-                    'SELECT count(*) AS n FROM session_ledger.charges WHERE source IN (''listener'', ''audit'')'),
-                   ('session_ledger.adjustments', 'SELECT count(*) AS n FROM session_ledger.adjustments'),
-                   ('session_ledger.pack_calls',
-                    'SELECT count(*) AS n FROM session_ledger.pack_calls WHERE outcome = ''absorbed''')) AS t(rel, q)
-     ) AS x;
+-- name: ledger_moved_charges
+-- Whether the ledger has done anything a reinstall could not redo (one query per table, run only
+-- where an incomplete install has that table): charged or given back a session ...
+SELECT EXISTS (SELECT 1 FROM session_ledger.charges WHERE source IN ('listener', 'audit')) AS moved;
+
+-- name: ledger_moved_adjustments
+-- ... recorded an audit's adjustment ...
+SELECT EXISTS (SELECT 1 FROM session_ledger.adjustments) AS moved;
+
+-- name: ledger_moved_absorbed_calls
+-- ... or absorbed an old call whose booking it then owes a charge.
+SELECT EXISTS (SELECT 1 FROM session_ledger.pack_calls WHERE outcome = 'absorbed') AS moved;
 
 -- name: ledger_tables_present
 -- Which of these tables (schema-qualified names) exist.

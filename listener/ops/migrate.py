@@ -193,9 +193,23 @@ def _install(conn: Conn, report: MigrateReport) -> None:
         conn.execute(query("record_schema_version"), {"version": SCHEMA_VERSION, "package": __version__})
 
 
+# What a reinstall could not redo, by the table that records it; a table an incomplete install lacks
+# counts as empty.
+_MOVED = {
+    "session_ledger.charges": "ledger_moved_charges",
+    "session_ledger.adjustments": "ledger_moved_adjustments",
+    "session_ledger.pack_calls": "ledger_moved_absorbed_calls",
+}
+
+
+def _has_moved_sessions(conn: Conn) -> bool:
+    present = {r["name"] for r in conn.execute(query("ledger_tables_present"), {"names": list(_MOVED)})}
+    return any(conn.execute(query(_MOVED[t])).fetchone()["moved"] for t in _MOVED if t in present)  # type: ignore[index]
+
+
 def _remove_incomplete_install(conn: Conn, why: str) -> None:
     """Take away an install an earlier run left half-done, as `listener uninstall` does; refuse if it has charged."""
-    if conn.execute(query("ledger_has_moved_sessions")).fetchone()["moved"]:  # type: ignore[index]
+    if _has_moved_sessions(conn):
         raise InstallIncomplete(
             f"the ledger's install is incomplete ({why}) and it has moved sessions since, so migrate will not "
             "reset it: run `listener uninstall --yes --force` (balances are kept), then `listener migrate`"
