@@ -5,6 +5,7 @@ its git tag, and used before the upgrade). Both must end with the same catalog."
 from __future__ import annotations
 
 import os
+import subprocess
 import uuid
 from collections.abc import Iterator
 from datetime import datetime, timedelta
@@ -25,7 +26,7 @@ from listener.ops.migrate import migrate
 from listener.settings import Settings
 from listener.testing.checker import check
 
-from support import catalog, releases
+from support import ROOT, catalog, releases
 
 STATUSES = ("pending", "confirmed", "cancelled", "completed", "no_show")
 
@@ -201,11 +202,11 @@ def test_an_upgraded_release_and_a_fresh_install_have_the_same_schema(
         queued = {r["msg_id"] for r in _rows(conn, "pgmq.q_booking_events")}
 
     report = migrate(old)
-    assert (
-        not report.fresh
-        and report.applied
-        and report.applied[-1] == f"{migrations()[-1].version:04d}_{migrations()[-1].name}"
-    )
+    shipped = {p.stem for p in (tree / "sql" / "migrations").glob("*.sql")}
+    assert not report.fresh
+    assert report.applied == [
+        f"{m.version:04d}_{m.name}" for m in migrations() if f"{m.version:04d}_{m.name}" not in shipped
+    ], "the upgrade applies exactly the migrations the release did not ship"
     assert not migrate(old).changed
 
     with connect(old, purpose="tests") as conn:
@@ -387,6 +388,17 @@ def test_a_seeded_difference_fails_the_comparison(installed_pair: tuple[str, str
         catalog.assert_same(_snapshot(first), seeded, what="seeded")
 
 
-def test_a_missing_release_tag_fails_the_test_rather_than_skipping_it(tmp_path: Path) -> None:
-    with pytest.raises(pytest.fail.Exception, match=r"git tag v0\.0\.0 is missing"):
+def test_a_missing_release_fails_the_test_rather_than_skipping_it(tmp_path: Path) -> None:
+    with pytest.raises(pytest.fail.Exception, match=r"release v0\.0\.0 \(commit unknown\) is missing"):
         releases.extract("v0.0.0", tmp_path)
+
+
+def test_each_release_commit_carries_its_version() -> None:
+    for tag, commit in releases.COMMITS.items():
+        shown = subprocess.run(
+            ["git", "-C", str(ROOT), "show", f"{commit}:pyproject.toml"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        assert f'version = "{tag[1:]}"' in shown, tag

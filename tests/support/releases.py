@@ -1,10 +1,12 @@
-"""Released versions of the package, as their git tags hold them, run as they ran.
+"""Released versions of the package, as their release commits hold them, run as they ran.
 
-A release's `listener` and `sql/` are extracted from its tag (`git archive`) and its
-own CLI is run with this interpreter, so an old install is built by the old code
+A release's `listener` and `sql/` are extracted from its commit (`git archive`) and
+its own CLI is run with this interpreter, so an old install is built by the old code
 itself (its demo schema, its migrate, its listener), never by a copy of its SQL.
-A missing tag fails the test: the upgrade route is only tested from releases that
-exist (`git clone` copies tags; a shallow CI checkout needs `git fetch --tags`).
+A release is named by its commit, not its tag: a clone of the branch alone carries
+the commits but not always the tags. Where the tag exists it must name the same
+commit. A missing commit fails the test (a shallow clone needs `git fetch --unshallow`):
+the upgrade route is only tested from releases that exist.
 """
 
 from __future__ import annotations
@@ -24,8 +26,13 @@ import pytest
 
 from support import ROOT
 
-# Every release with a tag; the upgrade route is tested from each.
-RELEASES = ("v0.1.0", "v0.2.0")
+# Every release and the commit it was cut from; the upgrade route is tested from each.
+COMMITS = {
+    "v0.1.0": "05ee13a0f0466eb50d62b42805917e5b7bb36b72",
+    "v0.2.0": "63adb824bfcdf74a5b31bfaf507aac1b80584cc5",
+    "v0.3.0": "75ef9f05414b2c12597d9e7a26f0e256587c1690",
+}
+RELEASES = tuple(COMMITS)
 
 
 def _git(*args: str) -> subprocess.CompletedProcess[bytes]:
@@ -34,13 +41,17 @@ def _git(*args: str) -> subprocess.CompletedProcess[bytes]:
 
 def extract(tag: str, into: Path) -> Path:
     """The release's `listener` package and `sql/` directory under into/<tag>."""
-    if _git("rev-parse", "--verify", "--quiet", f"refs/tags/{tag}").returncode != 0:
+    commit = COMMITS.get(tag)
+    if commit is None or _git("cat-file", "-e", f"{commit}^{{commit}}").returncode != 0:
         pytest.fail(
-            f"git tag {tag} is missing from {ROOT}: the upgrade route is tested from each release's tag "
-            "(fetch them with `git fetch --tags`)",
+            f"release {tag} (commit {commit or 'unknown'}) is missing from {ROOT}: the upgrade route "
+            "is tested from each release's commit (a shallow clone needs `git fetch --unshallow`)",
             pytrace=False,
         )
-    archive = _git("archive", "--format=tar", tag, "listener", "sql")
+    tagged = _git("rev-parse", "--verify", "--quiet", f"refs/tags/{tag}^{{commit}}")
+    if tagged.returncode == 0 and tagged.stdout.decode().strip() != commit:
+        pytest.fail(f"git tag {tag} names {tagged.stdout.decode().strip()}, not the release commit {commit}")
+    archive = _git("archive", "--format=tar", commit, "listener", "sql")
     assert archive.returncode == 0, archive.stderr.decode()
     tree = into / tag
     with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
