@@ -93,6 +93,26 @@ JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
 WHERE n.nspname = 'public' AND c.relname IN ('bookings', 'client_purchases') AND c.relkind IN ('r', 'p');
 
+-- name: stored_mapping
+-- The mapping an install was rendered from (schema version 7 on; ask ledger_tables_present first).
+SELECT m.mapping::text AS mapping, m.keys
+FROM session_ledger.mapping m;
+
+-- name: store_mapping
+INSERT INTO session_ledger.mapping (singleton, mapping, sha256, keys)
+VALUES (true, %(mapping)s::jsonb, %(sha256)s, %(keys)s::jsonb)
+ON CONFLICT (singleton) DO UPDATE
+SET mapping = EXCLUDED.mapping, sha256 = EXCLUDED.sha256, keys = EXCLUDED.keys,
+    applied_at = now(), applied_by = session_user
+WHERE session_ledger.mapping.sha256 IS DISTINCT FROM EXCLUDED.sha256
+   OR session_ledger.mapping.keys IS DISTINCT FROM EXCLUDED.keys;
+
+-- name: column_types
+-- Each column of one table with its SQL type (integer, bigint, uuid, ...); none for a table that is missing.
+SELECT a.attname::text AS name, pg_catalog.format_type(a.atttypid, NULL) AS type
+FROM pg_catalog.pg_attribute a
+WHERE a.attrelid = pg_catalog.to_regclass(%(table)s) AND a.attnum > 0 AND NOT a.attisdropped;
+
 -- name: host_table_rights
 -- For one of the app's tables: its owner, and which of these privileges the connected role lacks
 -- (USAGE standing for the schema public's, without which nothing in it can be reached).

@@ -132,6 +132,19 @@ CREATE TABLE "session_ledger"."listeners" (
 ALTER TABLE "session_ledger"."listeners" ENABLE ROW LEVEL SECURITY;
 CREATE POLICY "owner_only" ON "session_ledger"."listeners" AS RESTRICTIVE FOR ALL TO PUBLIC USING (false);
 
+CREATE TABLE "session_ledger"."mapping" (
+    "singleton" boolean DEFAULT true NOT NULL,
+    "mapping" jsonb NOT NULL,
+    "sha256" text NOT NULL,
+    "keys" jsonb NOT NULL,
+    "applied_at" timestamp with time zone DEFAULT now() NOT NULL,
+    "applied_by" text DEFAULT SESSION_USER NOT NULL,
+    CONSTRAINT "mapping_singleton_check" CHECK (singleton),
+    CONSTRAINT "mapping_pkey" PRIMARY KEY (singleton)
+);
+ALTER TABLE "session_ledger"."mapping" ENABLE ROW LEVEL SECURITY;
+CREATE POLICY "owner_only" ON "session_ledger"."mapping" AS RESTRICTIVE FOR ALL TO PUBLIC USING (false);
+
 CREATE TABLE "session_ledger"."pack_calls" (
     "id" bigint GENERATED ALWAYS AS IDENTITY NOT NULL,
     "called_at" timestamp with time zone DEFAULT clock_timestamp() NOT NULL,

@@ -12,6 +12,9 @@ from pathlib import Path
 
 from psycopg import sql
 
+from ..mapping import model as mapping_model
+from ..mapping.render import AppSQL, Keys, render
+
 _NAME = re.compile(r"^--\s*name:\s*(?P<name>[a-z_][a-z0-9_]*)\s*$", re.MULTILINE)
 _MIGRATION = re.compile(r"^(?P<version>\d{4})_(?P<name>[a-z0-9_]+)\.sql$")
 _REPEATABLE = re.compile(r"^\d{2}_[a-z0-9_]+\.sql$")
@@ -19,7 +22,7 @@ _REPEATABLE = re.compile(r"^\d{2}_[a-z0-9_]+\.sql$")
 # The schema this package installs and expects. Bump it with every release whose
 # SQL (a migration or a repeatable file) changes: a listener refuses a database
 # whose schema is newer than it knows, and asks for `listener migrate` on an older one.
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 
 @cache
@@ -110,14 +113,24 @@ class Repeatable:
         return _checksum(self.sql)
 
 
+def repeatables(app: AppSQL | None = None) -> tuple[Repeatable, ...]:
+    """Every repeatable file rendered for an app (the coaching app's mapping when none is given),
+    in the order they are applied (by name)."""
+    return _rendered(app or default_app())
+
+
 @cache
-def repeatables() -> tuple[Repeatable, ...]:
-    """Every repeatable file, in the order they are applied (by name)."""
+def _rendered(app: AppSQL) -> tuple[Repeatable, ...]:
     return tuple(
-        Repeatable(path.name, path.read_text(encoding="utf-8"))
+        Repeatable(path.name, render(path.read_text(encoding="utf-8"), app, name=path.name))
         for path in sorted((sql_dir() / "functions").iterdir())
         if _REPEATABLE.match(path.name)
     )
+
+
+def default_app() -> AppSQL:
+    """The coaching app's mapping with uuid keys: what renders when no database says otherwise."""
+    return AppSQL(mapping_model.default(), Keys())
 
 
 _TABLE = re.compile(r'^CREATE TABLE "(?P<schema>[a-z_]+)"\."(?P<table>[a-z_]+)"', re.MULTILINE)
@@ -139,10 +152,15 @@ def schema_sql() -> str:
     return (sql_dir() / "schema.sql").read_text(encoding="utf-8")
 
 
+def install_sql(app: AppSQL | None = None) -> str:
+    """What a fresh install does after the schema and before the repeatable files (sql/install.sql),
+    rendered for an app."""
+    return _install_rendered(app or default_app())
+
+
 @cache
-def install_sql() -> str:
-    """What a fresh install does after the schema and before the repeatable files (sql/install.sql)."""
-    return (sql_dir() / "install.sql").read_text(encoding="utf-8")
+def _install_rendered(app: AppSQL) -> str:
+    return render((sql_dir() / "install.sql").read_text(encoding="utf-8"), app, name="install.sql")
 
 
 def demo_schema() -> str:

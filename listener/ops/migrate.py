@@ -24,6 +24,8 @@ install whose upgrade fails is left whole, the error reported.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import json
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -49,6 +51,9 @@ from listener.errors import (
     MigrationChanged,
     PgmqUnavailable,
 )
+from listener.mapping import model as mapping_model
+from listener.mapping.model import Mapping
+from listener.mapping.render import AppSQL, Keys
 
 log = logging.getLogger("listener.migrate")
 
@@ -117,9 +122,12 @@ def migrate(
     *,
     with_demo_schema: bool = False,
     missing_hint: str = "on a blank database, use --with-demo-schema",
+    mapping: Mapping | None = None,
 ) -> MigrateReport:
     """Bring the database up to date; safe to re-run and to run twice at once. `missing_hint` ends the
-    error that names missing app tables: what the caller's user can do about them."""
+    error that names missing app tables: what the caller's user can do about them. `mapping` is the
+    app's schema mapped (`--mapping FILE`); without one, the install's recorded mapping, or the
+    coaching app's on a new install."""
     report = MigrateReport()
     with connect(dsn, autocommit=True, purpose="migrate") as conn, migration_lock(conn):
         state = ledger_state(conn)
@@ -141,6 +149,7 @@ def migrate(
             raise HostSchemaMissing(
                 "the app's schema is incomplete: missing " + "; ".join(missing) + f" ({missing_hint})"
             )
+        app = app_sql(conn, mapping or recorded_mapping(conn) or mapping_model.default())
         report.pgmq = ensure_pgmq(conn)
         with conn.transaction():
             conn.execute(query("bootstrap"))
@@ -152,10 +161,10 @@ def migrate(
                 _start_again(conn, report, broken)
             try:
                 with conn.transaction():
-                    _install(conn, report)
+                    _install(conn, report, app)
             except _Incomplete as exc:
                 _start_again(conn, report, str(exc))
-                _install(conn, report)
+                _install(conn, report, app)
     return report
 
 
@@ -172,13 +181,14 @@ class _Incomplete(Exception):
     """Every migration is recorded, yet a table the ledger holds is missing."""
 
 
-def _install(conn: Conn, report: MigrateReport) -> None:
+def _install(conn: Conn, report: MigrateReport, app: AppSQL) -> None:
     applied = _recorded_migrations(conn)
     if applied:
         _apply_migrations(conn, report, applied)
     else:
-        _install_fresh(conn, report)
-    _apply_repeatables(conn, report, force=bool(report.applied))
+        _install_fresh(conn, report, app)
+    mapping_changed = _record_mapping(conn, app)
+    _apply_repeatables(conn, report, app, force=bool(report.applied) or mapping_changed)
     report.revoked = [
         f"{', '.join(r['privileges'])} on {r['table_name']} from {r['grantee']}"
         for r in conn.execute(query("app_grants_revoked_now"))
@@ -235,10 +245,10 @@ def _recorded_migrations(conn: Conn) -> set[int]:
     return set(applied)
 
 
-def _install_fresh(conn: Conn, report: MigrateReport) -> None:
+def _install_fresh(conn: Conn, report: MigrateReport, app: AppSQL) -> None:
     """No ledger yet: the schema as it stands and the install's own steps, every migration recorded as applied."""
     conn.execute(schema_sql())
-    conn.execute(install_sql())
+    conn.execute(install_sql(app))
     for m in migrations():
         conn.execute(
             query("record_migration"), {"version": m.version, "name": m.name, "checksum": m.checksum}
@@ -260,13 +270,13 @@ def _apply_migrations(conn: Conn, report: MigrateReport, applied: set[int]) -> N
         log.debug("applied migration %04d_%s", m.version, m.name)
 
 
-def _apply_repeatables(conn: Conn, report: MigrateReport, *, force: bool) -> None:
+def _apply_repeatables(conn: Conn, report: MigrateReport, app: AppSQL, *, force: bool) -> None:
     """Re-apply every repeatable file, in order, when any of them changed (or a migration ran)."""
     row = conn.execute(query("recorded_schema_version")).fetchone()
     if row is not None and row["version"] > SCHEMA_VERSION:
         raise schema_too_new(f"schema version {row['version']}")
     recorded = {r["name"]: r["checksum"] for r in conn.execute(query("recorded_repeatables"))}
-    files = repeatables()
+    files = repeatables(app)
     wanted = {f.name: f.checksum for f in files}
     if not force and recorded == wanted:
         return
@@ -278,6 +288,39 @@ def _apply_repeatables(conn: Conn, report: MigrateReport, *, force: bool) -> Non
     conn.execute(query("forget_repeatables"), names)
     conn.execute(query("record_repeatables"), {**names, "checksums": [f.checksum for f in files]})
     log.debug("applied repeatable files %s", ", ".join(report.repeatables) or "(re-stated)")
+
+
+def recorded_mapping(conn: Conn) -> Mapping | None:
+    """The mapping the install was rendered from, or None (no install, or one from before mappings)."""
+    if not conn.execute(query("ledger_tables_present"), {"names": ["session_ledger.mapping"]}).fetchall():
+        return None
+    row = conn.execute(query("stored_mapping")).fetchone()
+    return mapping_model.from_stored(row["mapping"]) if row is not None else None
+
+
+def key_types(conn: Conn, mapping: Mapping) -> Keys:
+    """The SQL types of the app's keys, from the catalog (uuid where a table or column is missing:
+    the check that names what is missing runs before anything is rendered)."""
+    b, p = mapping.booking, mapping.pack
+    booking = {r["name"]: r["type"] for r in conn.execute(query("column_types"), {"table": b.table})}
+    pack = {r["name"]: r["type"] for r in conn.execute(query("column_types"), {"table": p.table})}
+    client = booking.get(b.client or "") or pack.get(p.client or "") or "uuid"
+    org = booking.get(b.org or "") or pack.get(p.org or "") or "uuid"
+    return Keys(booking=booking.get(b.id, "uuid"), pack=pack.get(p.id, "uuid"), client=client, org=org)
+
+
+def app_sql(conn: Conn, mapping: Mapping) -> AppSQL:
+    """The mapping with the catalog's key types: what the SQL is rendered from."""
+    return AppSQL(mapping, key_types(conn, mapping))
+
+
+def _record_mapping(conn: Conn, app: AppSQL) -> bool:
+    """Record the mapping the SQL is rendered from; whether it changed."""
+    keys = json.dumps(dataclasses.asdict(app.keys), sort_keys=True)
+    stored = conn.execute(
+        query("store_mapping"), {"mapping": app.mapping.text, "sha256": app.mapping.sha256, "keys": keys}
+    )
+    return stored.rowcount > 0
 
 
 def missing_host_objects(conn: Conn) -> list[str]:
