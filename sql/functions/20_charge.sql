@@ -1,17 +1,32 @@
 -- The charge: one implementation of a balance change, which the batch path and
--- the app's use_session / release_session all go through.
+-- the app's old deduction functions (where the mapping names them) all go through.
+--
+-- Written in canonical terms (listener/mapping/render.py): bookings and packs are
+-- read through app.bookings / app.packs, whatever the app calls their columns, and
+-- a balance is moved by app.pack_balance_moved, whether the pack counts what it
+-- used or what remains. A pack counted down reads as total = what remains, used = 0.
+{%- set bk = app.keys.booking %}
+{%- set pk = app.keys.pack %}
+{%- set ck = app.keys.client %}
+{%- set gk = app.keys.org %}
 
 -- Settle requests against packs, set-based. Request i asks pack p_pack[i] to give
--- one session back (p_delta[i] = -1) or to pay for one held at p_at[i] (+1) for a
--- booking of client p_client[i] in organisation p_org[i] (NULL: the pack's own, as
--- for the trainer's manual buttons). The packs are locked in id order; releases
--- are applied first, then charges, earliest session first, within what is left and
--- by unfundable_reason(); one UPDATE per pack. Returns, per request (by position),
--- whether it was done, why not, and the pack's sessions_used afterwards.
+-- back p_amount[i] (p_delta[i] = -1: what a booking's ledger row recorded it paid)
+-- or to pay p_amount[i] (+1) for a session held at p_at[i], for a booking of client
+-- p_client[i] in organisation p_org[i] (NULL: the pack's own, as for the trainer's
+-- manual buttons); p_amount NULL is 1 each. The packs are locked in id order;
+-- releases are applied first, then charges, earliest session first: a charge is
+-- paid whole, while the running sum of what the pack pays stays within what it has
+-- left, or not at all, and by unfundable_reason(). An unlimited pack pays, and
+-- gives back, 0; so is a booking that costs 0 paid whatever the pack has left. One
+-- UPDATE per pack. Returns, per request (by position), whether it was done, why
+-- not, the pack's sessions_used afterwards (of a pack counted down: what remains),
+-- and the amount it moved.
 CREATE OR REPLACE FUNCTION session_ledger.settle_packs(
-    p_pack uuid[], p_delta int[], p_at timestamptz[], p_client uuid[], p_org uuid[]
+    p_pack {{ pk }}[], p_delta int[], p_at timestamptz[], p_client {{ ck }}[], p_org {{ gk }}[],
+    p_amount int[] DEFAULT NULL
 )
-RETURNS TABLE (ord int, ok boolean, reason text, sessions_used int)
+RETURNS TABLE (ord int, ok boolean, reason text, sessions_used int, amount int)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 -- Every access below is a key lookup for one batch; a generic plan cannot see the
 -- batch's size and would otherwise be tempted into scanning whole tables. With seq
@@ -22,81 +37,111 @@ SET jit = 'off'
 AS $$
 DECLARE
     v_shared boolean;
-    r_ord int[]; r_ok boolean[]; r_reason text[]; r_used int[];
-    u_pack uuid[]; u_expected int[]; u_new int[];
+    r_ord int[]; r_ok boolean[]; r_reason text[]; r_used int[]; r_amount int[];
+    u_pack {{ pk }}[]; u_used int[]; u_total int[]; u_delta int[];
     v_updated int;
 BEGIN
     SELECT c.allow_shared_packs INTO v_shared FROM session_ledger.config c;
     -- The UPDATE below runs as the owner and fires every trigger on the packs.
-    PERFORM session_ledger.assert_no_foreign_triggers('public.client_purchases'::regclass);
+    PERFORM session_ledger.assert_no_foreign_triggers({{ app.lit(app.packs_table) }}::regclass);
 
     -- NO KEY UPDATE: it does not conflict with the key-share locks of foreign-key checks.
-    PERFORM 1 FROM public.client_purchases p
-    WHERE p.id = ANY (p_pack)
-    ORDER BY p.id
+    PERFORM 1 FROM {{ app.packs_table }} p
+    WHERE p.{{ app.pack_id }} = ANY (p_pack)
+    ORDER BY p.{{ app.pack_id }}
     FOR NO KEY UPDATE;
 
     WITH req AS (
-        SELECT u.ord::int AS ord, u.pack, u.delta, u.at, u.client, u.org
-        FROM unnest(p_pack, p_delta, p_at, p_client, p_org) WITH ORDINALITY AS u(pack, delta, at, client, org, ord)
+        SELECT u.ord::int AS ord, u.pack, u.delta, u.at, u.client, u.org, coalesce(u.amount, 1) AS amount
+        FROM unnest(p_pack, p_delta, p_at, p_client, p_org, p_amount)
+             WITH ORDINALITY AS u(pack, delta, at, client, org, amount, ord)
     ), packs AS (
-        SELECT p.id, p.org_id, p.client_id, p.sessions_total, p.sessions_used, p.expires_at, p.payment_status
-        FROM public.client_purchases p
+        SELECT p.id, p.org_id, p.client_id, p.sessions_total, p.sessions_used, p.expires_at, p.unusable, p.unlimited
+        FROM {{ app.packs }} p
         WHERE p.id IN (SELECT r.pack FROM req r)
     ), releases AS (
-        SELECT r.ord, r.pack, row_number() OVER (PARTITION BY r.pack ORDER BY r.at, r.ord) AS rn
-        FROM req r WHERE r.delta < 0
+        SELECT r.ord, r.pack, x.give,
+               sum(x.give) OVER (PARTITION BY r.pack ORDER BY r.at, r.ord ROWS UNBOUNDED PRECEDING) AS give_upto
+        FROM req r
+        LEFT JOIN packs p ON p.id = r.pack
+        CROSS JOIN LATERAL (SELECT CASE WHEN p.unlimited THEN 0 ELSE r.amount END AS give) AS x
+        WHERE r.delta < 0
     ), released AS (
+{%- if app.mapping.pack.remaining %}
+        -- a pack counted down keeps no count of what it used, so nothing bounds what
+        -- comes back: each release gives back what its booking's ledger row paid
+        SELECT r.ord, r.pack, r.give, p.id IS NOT NULL AS ok
+{%- else %}
         -- a pack at 0 has nothing to give back (a trainer may have reinstated by hand)
-        SELECT r.ord, r.pack, p.id IS NOT NULL AND r.rn <= p.sessions_used AS ok
+        SELECT r.ord, r.pack, r.give, p.id IS NOT NULL AND r.give_upto <= p.sessions_used AS ok
+{%- endif %}
         FROM releases r LEFT JOIN packs p ON p.id = r.pack
     ), after_release AS (
         SELECT p.*, p.sessions_used - coalesce(x.n, 0) AS used_after
         FROM packs p
-        LEFT JOIN (SELECT r.pack, count(*) FILTER (WHERE r.ok)::int AS n FROM released r GROUP BY r.pack) x
+        LEFT JOIN (SELECT r.pack, sum(r.give) FILTER (WHERE r.ok)::int AS n FROM released r GROUP BY r.pack) x
                ON x.pack = p.id
     ), candidates AS (
-        SELECT r.ord, r.pack, r.at,
+        SELECT r.ord, r.pack, r.at, CASE WHEN p.unlimited THEN 0 ELSE r.amount END AS cost,
                CASE
                    WHEN p.id IS NULL THEN 'pack does not exist'
+{%- if app.mapping.pack.org %}
                    WHEN r.org IS NOT NULL AND p.org_id IS DISTINCT FROM r.org THEN 'pack belongs to another organisation'
+{%- endif %}
+{%- if app.mapping.pack.client %}
                    WHEN r.client IS NOT NULL AND NOT v_shared AND p.client_id IS DISTINCT FROM r.client
                        THEN 'pack belongs to another client'
-                   ELSE session_ledger.unfundable_reason(p.sessions_total, p.expires_at, p.payment_status, r.at)
+{%- endif %}
+                   -- an unlimited pack needs no count of sessions to pay
+                   ELSE session_ledger.unfundable_reason(
+                       coalesce(p.sessions_total, CASE WHEN p.unlimited THEN 0 END), p.expires_at, p.unusable, r.at)
                END AS bad
         FROM req r LEFT JOIN after_release p ON p.id = r.pack
         WHERE r.delta > 0
     ), charged AS (
-        SELECT c.ord, c.pack,
-               c.bad IS NULL AND c.rank_in_pack <= p.sessions_total - p.used_after AS ok,
+        SELECT c.ord, c.pack, c.cost,
+               c.bad IS NULL AND (c.cost = 0 OR c.cost_upto <= p.sessions_total - p.used_after) AS ok,
                coalesce(c.bad, 'pack exhausted') AS why_not
-        FROM (SELECT c0.*, row_number() OVER (PARTITION BY c0.pack, c0.bad IS NULL ORDER BY c0.at, c0.ord) AS rank_in_pack
+        FROM (SELECT c0.*,
+                     sum(c0.cost) OVER (PARTITION BY c0.pack, c0.bad IS NULL ORDER BY c0.at, c0.ord ROWS UNBOUNDED PRECEDING)
+                         AS cost_upto
               FROM candidates c0) AS c
         LEFT JOIN after_release p ON p.id = c.pack
     ), balances AS (
-        SELECT p.id, p.sessions_used AS expected, p.used_after + coalesce(f.n, 0) AS new_used
+        SELECT p.id, p.sessions_used AS expected_used, p.sessions_total AS expected_total,
+               p.used_after + coalesce(f.n, 0) AS new_used
         FROM after_release p
-        LEFT JOIN (SELECT c.pack, count(*)::int AS n FROM charged c WHERE c.ok GROUP BY c.pack) f ON f.pack = p.id
+        LEFT JOIN (SELECT c.pack, sum(c.cost)::int AS n FROM charged c WHERE c.ok GROUP BY c.pack) f ON f.pack = p.id
     ), results AS (
-        SELECT r.ord, r.ok, CASE WHEN NOT r.ok THEN 'pack had nothing to give back' END AS reason, r.pack
+        SELECT r.ord, r.ok, CASE WHEN NOT r.ok THEN 'pack had nothing to give back' END AS reason, r.pack,
+               CASE WHEN r.ok THEN r.give ELSE 0 END AS moved
         FROM released r
         UNION ALL
-        SELECT c.ord, c.ok, CASE WHEN NOT c.ok THEN c.why_not END, c.pack
+        SELECT c.ord, c.ok, CASE WHEN NOT c.ok THEN c.why_not END, c.pack, CASE WHEN c.ok THEN c.cost ELSE 0 END
         FROM charged c
     )
-    SELECT array_agg(x.ord ORDER BY x.ord), array_agg(x.ok ORDER BY x.ord),
-           array_agg(x.reason ORDER BY x.ord), array_agg(b.new_used ORDER BY x.ord),
-           (SELECT array_agg(b2.id ORDER BY b2.id) FROM balances b2 WHERE b2.new_used <> b2.expected),
-           (SELECT array_agg(b2.expected ORDER BY b2.id) FROM balances b2 WHERE b2.new_used <> b2.expected),
-           (SELECT array_agg(b2.new_used ORDER BY b2.id) FROM balances b2 WHERE b2.new_used <> b2.expected)
-      INTO r_ord, r_ok, r_reason, r_used, u_pack, u_expected, u_new
+    SELECT array_agg(x.ord ORDER BY x.ord), array_agg(x.ok ORDER BY x.ord), array_agg(x.reason ORDER BY x.ord),
+{%- if app.mapping.pack.remaining %}
+           array_agg(b.expected_total - b.new_used ORDER BY x.ord),
+{%- else %}
+           array_agg(b.new_used ORDER BY x.ord),
+{%- endif %}
+           array_agg(x.moved ORDER BY x.ord),
+           (SELECT array_agg(b2.id ORDER BY b2.id) FROM balances b2 WHERE b2.new_used <> b2.expected_used),
+           (SELECT array_agg(b2.expected_used ORDER BY b2.id) FROM balances b2 WHERE b2.new_used <> b2.expected_used),
+           (SELECT array_agg(b2.expected_total ORDER BY b2.id) FROM balances b2 WHERE b2.new_used <> b2.expected_used),
+           (SELECT array_agg(b2.new_used - b2.expected_used ORDER BY b2.id)
+            FROM balances b2 WHERE b2.new_used <> b2.expected_used)
+      INTO r_ord, r_ok, r_reason, r_used, r_amount, u_pack, u_used, u_total, u_delta
     FROM results x LEFT JOIN balances b ON b.id = x.pack;
 
     IF u_pack IS NOT NULL THEN
-        UPDATE public.client_purchases p
-           SET sessions_used = u.new_used
-          FROM unnest(u_pack, u_expected, u_new) AS u(pack, expected, new_used)
-         WHERE p.id = u.pack AND p.sessions_used = u.expected;
+        UPDATE {{ app.packs_table }} p
+           SET {{ app.pack_balance_moved('p', 'u.delta') }}
+          FROM unnest(u_pack, u_used, u_total, u_delta) AS u(pack, used, total, delta)
+         WHERE p.{{ app.pack_id }} = u.pack
+           AND {{ app.pack_field('p', 'sessions_used') }} = u.used
+           AND {{ app.pack_field('p', 'sessions_total') }} IS NOT DISTINCT FROM u.total;
         GET DIAGNOSTICS v_updated = ROW_COUNT;
         -- The rows are locked, so this means a balance was read before a concurrent
         -- change committed: retry rather than write a balance from a stale row.
@@ -106,7 +151,7 @@ BEGIN
         END IF;
     END IF;
 
-    RETURN QUERY SELECT * FROM unnest(r_ord, r_ok, r_reason, r_used);
+    RETURN QUERY SELECT * FROM unnest(r_ord, r_ok, r_reason, r_used, r_amount);
 END
 $$;
 
@@ -116,11 +161,12 @@ $$;
 -- came before the cut-over (config.adopt_until) is recorded as the app's old code
 -- left it, without touching a balance. p_causes[i] says who caused event i (the
 -- event's `cause`); a booking's row records the cause of its latest event, or,
--- where none is given, the caller's own (an operator's reconcile or audit).
+-- where none is given, the caller's own (an operator's reconcile or audit). A charge
+-- asks for the booking's amount; a release gives back the amount its row recorded.
 CREATE OR REPLACE FUNCTION session_ledger.apply_bookings(
-    p_booking_ids uuid[], p_enqueued_at timestamptz[], p_causes jsonb[] DEFAULT NULL
+    p_booking_ids {{ bk }}[], p_enqueued_at timestamptz[], p_causes jsonb[] DEFAULT NULL
 )
-RETURNS TABLE (booking_id uuid, outcome text, purchase_id uuid, previous_purchase_id uuid, reason text,
+RETURNS TABLE (booking_id {{ bk }}, outcome text, purchase_id {{ pk }}, previous_purchase_id {{ pk }}, reason text,
                caused_by jsonb)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 SET enable_seqscan = 'off'
@@ -128,14 +174,15 @@ SET jit = 'off'
 AS $$
 DECLARE
     v_cfg session_ledger.config;
-    d_id uuid[]; d_adopt boolean[]; d_at timestamptz[]; d_client uuid[]; d_org uuid[]; d_want uuid[];
-    d_held uuid[]; d_state text[]; d_pack uuid[]; d_release boolean[]; d_charge boolean[]; d_cause jsonb[];
-    d_retry boolean[]; d_adopted boolean[]; v_given uuid[];
+    d_id {{ bk }}[]; d_adopt boolean[]; d_at timestamptz[]; d_client {{ ck }}[]; d_org {{ gk }}[]; d_want {{ pk }}[];
+    d_held {{ pk }}[]; d_state text[]; d_pack {{ pk }}[]; d_release boolean[]; d_charge boolean[]; d_cause jsonb[];
+    d_retry boolean[]; d_adopted boolean[]; d_cost int[]; d_paid int[]; v_given {{ bk }}[];
     v_own_cause jsonb := session_ledger.current_cause();
-    q_pack uuid[]; q_delta int[]; q_at timestamptz[]; q_client uuid[]; q_org uuid[]; q_booking uuid[];
-    s_ok boolean[]; s_reason text[];
-    o_id uuid[]; o_outcome text[]; o_state text[]; o_pack uuid[]; o_prev uuid[]; o_reason text[];
-    o_adopt boolean[]; o_client uuid[]; o_org uuid[]; o_cause jsonb[]; o_still text[];
+    q_pack {{ pk }}[]; q_delta int[]; q_at timestamptz[]; q_client {{ ck }}[]; q_org {{ gk }}[]; q_booking {{ bk }}[];
+    q_amount int[];
+    s_ok boolean[]; s_reason text[]; s_amount int[];
+    o_id {{ bk }}[]; o_outcome text[]; o_state text[]; o_pack {{ pk }}[]; o_prev {{ pk }}[]; o_reason text[];
+    o_adopt boolean[]; o_client {{ ck }}[]; o_org {{ gk }}[]; o_cause jsonb[]; o_still text[]; o_amount int[];
 BEGIN
     SELECT * INTO v_cfg FROM session_ledger.config;
 
@@ -158,9 +205,10 @@ BEGIN
            -- for an event from before the cut-over, which records what the old code did
            array_agg(c.retry),
            -- adopted as paid: its release first uses up the pack's given-away count
-           array_agg(c.l_source IN ('adoption', 'cut-over'))
+           array_agg(c.l_source IN ('adoption', 'cut-over')),
+           array_agg(c.cost), array_agg(c.l_amount)
       INTO d_id, d_adopt, d_at, d_client, d_org, d_want, d_held, d_state, d_pack, d_release, d_charge, d_cause,
-           d_retry, d_adopted
+           d_retry, d_adopted, d_cost, d_paid
     FROM (
         SELECT c1.*, c1.want IS NOT NULL AND NOT c1.changed AND c1.l_state = 'unfunded' AND NOT c1.adopt AS retry
         FROM (
@@ -175,10 +223,12 @@ BEGIN
                coalesce(i.first_at < v_cfg.adopt_until, false)
                    AND NOT EXISTS (SELECT 1 FROM session_ledger.pack_calls pc
                                    WHERE pc.booking_id = i.id AND pc.outcome = 'absorbed') AS adopt,
-               b.start_time, b.client_id AS client, b.org_id AS org,
-               session_ledger.consumed_pack(b.status, b.purchase_id, v_cfg.consuming_statuses) AS want,
+               b.start_time, b.client_id AS client, b.org_id AS org, b.amount AS cost,
+               -- a booking that does not consume (booking.consumes_when) asks for no pack
+               session_ledger.consumed_pack(b.status, CASE WHEN b.consumes THEN b.purchase_id END,
+                                            v_cfg.consuming_statuses) AS want,
                session_ledger.held_pack(l.state, l.purchase_id) AS held,
-               l.state AS l_state, l.purchase_id AS l_pack, l.source AS l_source,
+               l.state AS l_state, l.purchase_id AS l_pack, l.source AS l_source, l.amount AS l_amount,
                -- a row written before the ledger kept these columns was judged for this booking as it was
                coalesce(l.client_id, b.client_id) AS l_client, coalesce(l.org_id, b.org_id) AS l_org
         FROM (SELECT u.id, min(u.at) AS first_at,
@@ -186,7 +236,7 @@ BEGIN
               FROM unnest(p_booking_ids, p_enqueued_at, p_causes) WITH ORDINALITY AS u(id, at, cause, n)
               WHERE u.id IS NOT NULL
               GROUP BY u.id) AS i
-        LEFT JOIN public.bookings b ON b.id = i.id
+        LEFT JOIN {{ app.bookings }} b ON b.id = i.id
         LEFT JOIN session_ledger.charges l ON l.booking_id = i.id
         ) AS c0
         ) AS c1
@@ -210,35 +260,38 @@ BEGIN
 
     -- The releases and charges this asks of the packs; a booking before the cut-over asks for none.
     SELECT array_agg(r.pack ORDER BY r.n), array_agg(r.delta ORDER BY r.n), array_agg(r.at ORDER BY r.n),
-           array_agg(r.client ORDER BY r.n), array_agg(r.org ORDER BY r.n), array_agg(r.id ORDER BY r.n)
-      INTO q_pack, q_delta, q_at, q_client, q_org, q_booking
+           array_agg(r.client ORDER BY r.n), array_agg(r.org ORDER BY r.n), array_agg(r.id ORDER BY r.n),
+           array_agg(r.amount ORDER BY r.n)
+      INTO q_pack, q_delta, q_at, q_client, q_org, q_booking, q_amount
     FROM (SELECT row_number() OVER () AS n, x.*
-          FROM (SELECT d.id, d.held AS pack, -1 AS delta, d.at, NULL::uuid AS client, NULL::uuid AS org
-                FROM unnest(d_id, d_held, d_at, d_release, d_adopt) AS d(id, held, at, rel, adopt)
+          FROM (SELECT d.id, d.held AS pack, -1 AS delta, d.at, NULL::{{ ck }} AS client, NULL::{{ gk }} AS org,
+                       d.paid AS amount
+                FROM unnest(d_id, d_held, d_at, d_release, d_adopt, d_paid) AS d(id, held, at, rel, adopt, paid)
                 WHERE d.rel AND NOT d.adopt AND NOT d.id = ANY (coalesce(v_given, '{}'))
                 UNION ALL
-                SELECT d.id, d.want, 1, d.at, d.client, d.org
-                FROM unnest(d_id, d_want, d_at, d_client, d_org, d_charge, d_adopt)
-                     AS d(id, want, at, client, org, chg, adopt)
+                SELECT d.id, d.want, 1, d.at, d.client, d.org, d.cost
+                FROM unnest(d_id, d_want, d_at, d_client, d_org, d_charge, d_adopt, d_cost)
+                     AS d(id, want, at, client, org, chg, adopt, cost)
                 WHERE d.chg AND NOT d.adopt) AS x) AS r;
 
     IF q_pack IS NOT NULL THEN
-        SELECT array_agg(s.ok ORDER BY s.ord), array_agg(s.reason ORDER BY s.ord)
-          INTO s_ok, s_reason
-        FROM session_ledger.settle_packs(q_pack, q_delta, q_at, q_client, q_org) AS s;
+        SELECT array_agg(s.ok ORDER BY s.ord), array_agg(s.reason ORDER BY s.ord), array_agg(s.amount ORDER BY s.ord)
+          INTO s_ok, s_reason, s_amount
+        FROM session_ledger.settle_packs(q_pack, q_delta, q_at, q_client, q_org, q_amount) AS s;
     END IF;
 
     WITH settled AS (
-        SELECT s.booking, s.delta, s.ok, s.reason
-        FROM unnest(q_booking, q_delta, s_ok, s_reason) AS s(booking, delta, ok, reason)
+        SELECT s.booking, s.delta, s.ok, s.reason, s.amount
+        FROM unnest(q_booking, q_delta, s_ok, s_reason, s_amount) AS s(booking, delta, ok, reason, amount)
         UNION ALL
-        SELECT g.booking, -1, false, 'the app''s old code never charged it: nothing to give back'
+        SELECT g.booking, -1, false, 'the app''s old code never charged it: nothing to give back', 0
         FROM unnest(v_given) AS g(booking)
     ), d AS (
-        SELECT x.*, rel.ok AS release_ok, rel.reason AS release_why_not, ch.ok AS charge_ok, ch.reason AS why_not
+        SELECT x.*, rel.ok AS release_ok, rel.reason AS release_why_not, rel.amount AS given_back,
+               ch.ok AS charge_ok, ch.reason AS why_not, ch.amount AS charged
         FROM unnest(d_id, d_adopt, d_client, d_org, d_want, d_held, d_state, d_pack, d_release, d_charge, d_cause,
-                    d_retry)
-             AS x(id, adopt, client, org, want, held, l_state, l_pack, do_release, do_charge, cause, retry)
+                    d_retry, d_cost, d_paid)
+             AS x(id, adopt, client, org, want, held, l_state, l_pack, do_release, do_charge, cause, retry, cost, paid)
         LEFT JOIN settled rel ON rel.booking = x.id AND rel.delta < 0
         LEFT JOIN settled ch ON ch.booking = x.id AND ch.delta > 0
     )
@@ -275,8 +328,16 @@ BEGIN
                    END
                END),
            array_agg(d.adopt), array_agg(d.client), array_agg(d.org), array_agg(d.cause),
-           array_agg(CASE WHEN d.retry AND NOT d.charge_ok THEN d.why_not END)
-      INTO o_id, o_outcome, o_state, o_pack, o_prev, o_reason, o_adopt, o_client, o_org, o_cause, o_still
+           array_agg(CASE WHEN d.retry AND NOT d.charge_ok THEN d.why_not END),
+           -- the amount the row records: what the pack paid (what a release gives back; adopted:
+           -- what the booking costs, as the old code charged it), what an unfunded booking asks,
+           -- what a release gave back
+           array_agg(CASE
+               WHEN d.do_charge AND d.charge_ok THEN d.charged
+               WHEN d.do_charge THEN d.cost
+               WHEN d.do_release THEN d.given_back
+               ELSE coalesce(d.paid, d.cost) END)
+      INTO o_id, o_outcome, o_state, o_pack, o_prev, o_reason, o_adopt, o_client, o_org, o_cause, o_still, o_amount
     FROM d;
 
     UPDATE session_ledger.charges l
@@ -285,33 +346,35 @@ BEGIN
      WHERE l.booking_id = s.id AND s.why IS NOT NULL AND l.reason IS DISTINCT FROM s.why;
 
     INSERT INTO session_ledger.charges AS l
-        (booking_id, purchase_id, state, reason, source, updated_at, client_id, org_id, caused_by)
+        (booking_id, purchase_id, state, reason, source, updated_at, client_id, org_id, caused_by, amount)
     SELECT s.id, s.pack, s.state, CASE WHEN s.state = 'unfunded' THEN s.reason END,
            CASE WHEN s.adopt THEN 'cut-over' ELSE 'listener' END, pg_catalog.now(), s.client, s.org,
-           nullif(s.cause, '{}'::jsonb)
-    FROM unnest(o_id, o_state, o_pack, o_reason, o_adopt, o_client, o_org, o_cause)
-         AS s(id, state, pack, reason, adopt, client, org, cause)
+           nullif(s.cause, '{}'::jsonb), coalesce(s.amount, 0)
+    FROM unnest(o_id, o_state, o_pack, o_reason, o_adopt, o_client, o_org, o_cause, o_amount)
+         AS s(id, state, pack, reason, adopt, client, org, cause, amount)
     WHERE s.state IS NOT NULL
     ON CONFLICT ON CONSTRAINT charges_pkey DO UPDATE
        SET purchase_id = excluded.purchase_id, state = excluded.state, reason = excluded.reason,
            source = excluded.source, updated_at = excluded.updated_at,
-           client_id = excluded.client_id, org_id = excluded.org_id, caused_by = excluded.caused_by;
+           client_id = excluded.client_id, org_id = excluded.org_id, caused_by = excluded.caused_by,
+           amount = excluded.amount;
 
     RETURN QUERY
     SELECT * FROM unnest(o_id, o_outcome, o_pack, o_prev, o_reason, o_cause);
 END
 $$;
+{%- if app.legacy_use %}
 
 -- Charge one session, judging the pack's validity at p_session_at. Only the ledger's
 -- owner may call it (its grants are revoked from everyone else): a charge for a
 -- given session time is the ledger's own business.
-CREATE OR REPLACE FUNCTION public.use_session(p_purchase_id uuid, p_session_at timestamptz) RETURNS boolean
+CREATE OR REPLACE FUNCTION {{ app.legacy_use }}(p_purchase_id {{ pk }}, p_session_at timestamptz) RETURNS boolean
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     PERFORM session_ledger.assert_may_move_pack(p_purchase_id);
     RETURN coalesce((SELECT s.ok FROM session_ledger.settle_packs(
-        ARRAY[p_purchase_id], ARRAY[1], ARRAY[p_session_at], ARRAY[NULL::uuid], ARRAY[NULL::uuid]) AS s), false);
+        ARRAY[p_purchase_id], ARRAY[1], ARRAY[p_session_at], ARRAY[NULL::{{ ck }}], ARRAY[NULL::{{ gk }}]) AS s), false);
 END
 $$;
 
@@ -323,15 +386,15 @@ $$;
 -- login and signed-in user) for the same pack, recorded by the bookings trigger.
 -- Returns the booking the call echoed, or NULL when it echoes none and is a real
 -- adjustment.
-CREATE OR REPLACE FUNCTION session_ledger.absorb_legacy_call(p_kind text, p_purchase_id uuid, p_cause jsonb)
-RETURNS uuid
+CREATE OR REPLACE FUNCTION session_ledger.absorb_legacy_call(p_kind text, p_purchase_id {{ pk }}, p_cause jsonb)
+RETURNS {{ bk }}
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_on boolean;
     v_window interval;
     v_write bigint;
-    v_booking uuid;
+    v_booking {{ bk }};
 BEGIN
     SELECT c.absorb_legacy_calls, c.legacy_call_window INTO v_on, v_window FROM session_ledger.config c;
     IF NOT v_on THEN
@@ -361,20 +424,22 @@ END
 $$;
 
 -- One session charged or given back by hand, or a legacy call absorbed: every
--- direct move of a pack, recorded with who made it (session_ledger.pack_calls).
--- p_kind 'use' charges one session judged at now(), 'release' gives one back;
--- p_legacy says whether an echo of a booking write may absorb it. Returns the
--- outcome, the booking an absorbed call echoed, and the pack's sessions_used.
+-- direct move of a pack, recorded with who made it and what it moved
+-- (session_ledger.pack_calls). p_kind 'use' charges one session judged at now(),
+-- 'release' gives one back; p_legacy says whether an echo of a booking write may
+-- absorb it. Returns the outcome, the booking an absorbed call echoed, and the
+-- pack's sessions_used (of a pack counted down: what remains).
 CREATE OR REPLACE FUNCTION session_ledger.move_session_directly(
-    p_kind text, p_purchase_id uuid, p_reason text, p_legacy boolean
-) RETURNS TABLE (outcome text, booking_id uuid, sessions_used int)
+    p_kind text, p_purchase_id {{ pk }}, p_reason text, p_legacy boolean
+) RETURNS TABLE (outcome text, booking_id {{ bk }}, sessions_used int)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_cause jsonb := session_ledger.current_cause();
-    v_booking uuid;
+    v_booking {{ bk }};
     v_ok boolean;
     v_used int;
+    v_moved int := 0;
     v_outcome text;
 BEGIN
     PERFORM session_ledger.assert_may_move_pack(p_purchase_id);
@@ -383,16 +448,20 @@ BEGIN
     END IF;
     IF v_booking IS NOT NULL THEN
         v_outcome := 'absorbed';
-        SELECT p.sessions_used INTO v_used FROM public.client_purchases p WHERE p.id = p_purchase_id;
+{%- if app.mapping.pack.remaining %}
+        SELECT p.sessions_total INTO v_used FROM {{ app.packs }} p WHERE p.id = p_purchase_id;
+{%- else %}
+        SELECT p.sessions_used INTO v_used FROM {{ app.packs }} p WHERE p.id = p_purchase_id;
+{%- endif %}
     ELSE
-        SELECT s.ok, s.sessions_used INTO v_ok, v_used
+        SELECT s.ok, s.sessions_used, s.amount INTO v_ok, v_used, v_moved
         FROM session_ledger.settle_packs(ARRAY[p_purchase_id], ARRAY[CASE WHEN p_kind = 'use' THEN 1 ELSE -1 END],
-                                         ARRAY[pg_catalog.now()], ARRAY[NULL::uuid], ARRAY[NULL::uuid]) AS s;
+                                         ARRAY[pg_catalog.now()], ARRAY[NULL::{{ ck }}], ARRAY[NULL::{{ gk }}]) AS s;
         v_outcome := CASE WHEN p_kind = 'use' THEN CASE WHEN v_ok THEN 'charged' ELSE 'not charged' END
                           ELSE CASE WHEN v_ok THEN 'released' ELSE 'nothing to give back' END END;
     END IF;
-    INSERT INTO session_ledger.pack_calls (kind, purchase_id, reason, legacy, outcome, booking_id, caused_by)
-    VALUES (p_kind, p_purchase_id, p_reason, p_legacy, v_outcome, v_booking, v_cause);
+    INSERT INTO session_ledger.pack_calls (kind, purchase_id, reason, legacy, outcome, booking_id, caused_by, amount)
+    VALUES (p_kind, p_purchase_id, p_reason, p_legacy, v_outcome, v_booking, v_cause, coalesce(v_moved, 0));
     RETURN QUERY SELECT v_outcome, v_booking, v_used;
 END
 $$;
@@ -400,7 +469,7 @@ $$;
 -- The app's signature, unchanged for its existing callers: "use 1 session", judged
 -- at now(). While the app's old code may still run it also absorbs the echo of a
 -- booking write the ledger charges (true: that booking's session is the ledger's).
-CREATE OR REPLACE FUNCTION public.use_session(p_purchase_id uuid) RETURNS boolean
+CREATE OR REPLACE FUNCTION {{ app.legacy_use }}(p_purchase_id {{ pk }}) RETURNS boolean
 LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT m.outcome IN ('charged', 'absorbed') FROM session_ledger.move_session_directly('use', p_purchase_id, NULL, true) AS m
@@ -409,7 +478,7 @@ $$;
 -- Give one session back ("reinstate"). Returns the new sessions_used, or -1 when
 -- there was nothing to give back (already 0, or no such pack). Absorbs the echo of
 -- a cancellation the ledger releases, as use_session(uuid) does.
-CREATE OR REPLACE FUNCTION public.release_session(p_purchase_id uuid) RETURNS int
+CREATE OR REPLACE FUNCTION {{ app.legacy_release }}(p_purchase_id {{ pk }}) RETURNS int
 LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT CASE WHEN m.outcome IN ('released', 'absorbed') THEN m.sessions_used ELSE -1 END
@@ -419,7 +488,7 @@ $$;
 -- The trainer's manual buttons in the new app: one session charged ("Use 1
 -- Session"), judged at now(), or given back, with the reason the trainer gives.
 -- Never absorbed: a manual adjustment is never the echo of a booking write.
-CREATE OR REPLACE FUNCTION public.use_session(p_purchase_id uuid, p_reason text) RETURNS boolean
+CREATE OR REPLACE FUNCTION {{ app.legacy_use }}(p_purchase_id {{ pk }}, p_reason text) RETURNS boolean
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
@@ -430,7 +499,7 @@ END
 $$;
 
 -- Returns the new sessions_used, or -1 when there was nothing to give back.
-CREATE OR REPLACE FUNCTION public.release_session(p_purchase_id uuid, p_reason text) RETURNS int
+CREATE OR REPLACE FUNCTION {{ app.legacy_release }}(p_purchase_id {{ pk }}, p_reason text) RETURNS int
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
@@ -439,6 +508,7 @@ BEGIN
             FROM session_ledger.move_session_directly('release', p_purchase_id, pg_catalog.btrim(p_reason), false) AS m);
 END
 $$;
+{%- endif %}
 
 -- A manual adjustment says why, in a line.
 CREATE OR REPLACE FUNCTION session_ledger.require_reason(p_reason text) RETURNS void
