@@ -18,6 +18,9 @@
 -- consumed_pack took no p_consumes before: the old signature goes, with the view that calls it.
 DROP VIEW IF EXISTS session_ledger.out_of_sync;
 DROP FUNCTION IF EXISTS session_ledger.consumed_pack(text, uuid, text[]);
+-- unfundable_reason's third parameter was the payment status; a parameter is renamed only by
+-- dropping the function (nothing depends on it: its callers' bodies are text).
+DROP FUNCTION IF EXISTS session_ledger.unfundable_reason(int, timestamptz, text, timestamptz);
 
 -- The pack a booking consumes now: its purchase while its status is a consuming
 -- status (session_ledger.config.consuming_statuses) and the booking consumes at all
