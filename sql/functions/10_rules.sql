@@ -3,14 +3,35 @@
 --
 -- Repeatable: `listener migrate` re-applies every file in sql/functions/, in name
 -- order, whenever one of them changes.
+--
+-- A template over the app's mapping (listener/mapping/render.py): the ids are the app's
+-- key types, the bookings and packs are read as canonical rows (`app.bookings`,
+-- `app.packs`), and who is trusted, and who else may move a session, is the mapping's
+-- [access]. The key types render as the coaching app's (uuid) for it, so its signatures
+-- stay as they were.
+{## Who may move a session, for the hints: the one allow-list, in words. ##}
+{%- set k = app.keys %}
+{%- set roles = app.mapping.access.trusted_roles | join(', ') %}
+{%- set members = app.mapping.access.mode == 'supabase' and app.membership_function %}
+{%- set who_may = ("members of the pack''s organisation, " if members else "") ~ (roles ~ " and " if roles else "") ~ "the ledger''s owner" %}
+
+-- consumed_pack took no p_consumes before: the old signature goes, with the view that calls it.
+DROP VIEW IF EXISTS session_ledger.out_of_sync;
+DROP FUNCTION IF EXISTS session_ledger.consumed_pack(text, uuid, text[]);
+-- unfundable_reason's third parameter was the payment status; a parameter is renamed only by
+-- dropping the function (nothing depends on it: its callers' bodies are text).
+DROP FUNCTION IF EXISTS session_ledger.unfundable_reason(int, timestamptz, text, timestamptz);
 
 -- The pack a booking consumes now: its purchase while its status is a consuming
--- status (session_ledger.config.consuming_statuses), else none.
-CREATE OR REPLACE FUNCTION session_ledger.consumed_pack(p_status text, p_purchase_id uuid, p_consuming text[])
-RETURNS uuid
+-- status (session_ledger.config.consuming_statuses) and the booking consumes at all
+-- (p_consumes: the canonical row's `consumes`, the mapping's booking.consumes_when;
+-- a booking paid another way never consumes), else none.
+CREATE OR REPLACE FUNCTION session_ledger.consumed_pack(
+    p_status text, p_purchase_id {{ k.pack }}, p_consuming text[], p_consumes boolean DEFAULT true
+) RETURNS {{ k.pack }}
 LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT CASE WHEN p_status OPERATOR(pg_catalog.=) ANY (p_consuming) THEN p_purchase_id END
+    SELECT CASE WHEN p_status OPERATOR(pg_catalog.=) ANY (p_consuming) AND p_consumes THEN p_purchase_id END
 $$;
 
 -- The charge key: what a booking asks of the ledger. It is the pack the booking
@@ -19,7 +40,8 @@ $$;
 -- else: by the trigger (is there anything to charge?), by the guard (may this
 -- writer change it?) and by the charge (does the ledger row still match?).
 CREATE OR REPLACE FUNCTION session_ledger.charge_key_changed(
-    p_was_pack uuid, p_was_client uuid, p_was_org uuid, p_now_pack uuid, p_now_client uuid, p_now_org uuid
+    p_was_pack {{ k.pack }}, p_was_client {{ k.client }}, p_was_org {{ k.org }},
+    p_now_pack {{ k.pack }}, p_now_client {{ k.client }}, p_now_org {{ k.org }}
 ) RETURNS boolean
 LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp
 AS $$
@@ -29,30 +51,31 @@ AS $$
 $$;
 
 -- The pack whose session the ledger holds for a booking: only a paid row holds one.
-CREATE OR REPLACE FUNCTION session_ledger.held_pack(p_state text, p_purchase_id uuid) RETURNS uuid
+CREATE OR REPLACE FUNCTION session_ledger.held_pack(p_state text, p_purchase_id {{ k.pack }}) RETURNS {{ k.pack }}
 LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT CASE WHEN p_state OPERATOR(pg_catalog.=) 'paid' THEN p_purchase_id END
 $$;
 
 -- The pack the ledger has judged a booking against (paid by it, or refused by it).
-CREATE OR REPLACE FUNCTION session_ledger.judged_pack(p_state text, p_purchase_id uuid) RETURNS uuid
+CREATE OR REPLACE FUNCTION session_ledger.judged_pack(p_state text, p_purchase_id {{ k.pack }}) RETURNS {{ k.pack }}
 LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT CASE WHEN p_state OPERATOR(pg_catalog.=) ANY ('{paid,unfunded}'::text[]) THEN p_purchase_id END
 $$;
 
 -- The one rule for "may this pack pay for a session held at p_at", capacity
--- aside: NULL when it may, else why not.
+-- aside: NULL when it may, else why not. p_unusable is the canonical pack's
+-- `unusable`: the mapping's reason (pack.unusable_reason) while its pack.unusable_when
+-- holds, else NULL.
 CREATE OR REPLACE FUNCTION session_ledger.unfundable_reason(
-    p_sessions_total int, p_expires_at timestamptz, p_payment_status text, p_at timestamptz
+    p_sessions_total int, p_expires_at timestamptz, p_unusable text, p_at timestamptz
 ) RETURNS text
 LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT CASE
         WHEN p_sessions_total IS NULL THEN 'purchase is not a session pack'
-        WHEN p_payment_status OPERATOR(pg_catalog.=) ANY ('{refunded,failed}'::text[])
-            THEN 'pack payment ' OPERATOR(pg_catalog.||) p_payment_status
+        WHEN p_unusable IS NOT NULL THEN p_unusable
         WHEN p_expires_at IS NOT NULL AND p_expires_at OPERATOR(pg_catalog.<=) p_at THEN 'pack expired before the session'
     END
 $$;
@@ -69,7 +92,7 @@ $$;
 -- current_cause()) for the ledger row's provenance. p_source marks who put it
 -- there when it is not the trigger (replay, ...). Listeners ignore keys they do
 -- not know, so an older listener reads it too.
-CREATE OR REPLACE FUNCTION session_ledger.booking_event(p_booking_id uuid, p_source text DEFAULT NULL,
+CREATE OR REPLACE FUNCTION session_ledger.booking_event(p_booking_id {{ k.booking }}, p_source text DEFAULT NULL,
                                                         p_cause jsonb DEFAULT NULL)
 RETURNS jsonb
 LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp
@@ -115,7 +138,9 @@ END
 $$;
 
 -- The booking an event names, or NULL when the message is not exactly our event.
-CREATE OR REPLACE FUNCTION session_ledger.event_booking_id(p_message jsonb) RETURNS uuid
+-- booking_id is written as jsonb_build_object writes the app's key: a canonical uuid
+-- string, a number for an integer key (in the type's range), a string for a text key.
+CREATE OR REPLACE FUNCTION session_ledger.event_booking_id(p_message jsonb) RETURNS {{ k.booking }}
 LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT CASE
@@ -123,9 +148,22 @@ AS $$
              AND p_message OPERATOR(pg_catalog.->>) 'type' OPERATOR(pg_catalog.=) 'booking.changed'
              AND pg_catalog.jsonb_typeof(p_message OPERATOR(pg_catalog.->) 'v') OPERATOR(pg_catalog.=) 'number'
              AND p_message OPERATOR(pg_catalog.->>) 'v' OPERATOR(pg_catalog.=) '1'
+{%- if k.booking == 'uuid' %}
              AND pg_catalog.jsonb_typeof(p_message OPERATOR(pg_catalog.->) 'booking_id') OPERATOR(pg_catalog.=) 'string'
              AND session_ledger.is_canonical_uuid(p_message OPERATOR(pg_catalog.->>) 'booking_id')
         THEN (p_message OPERATOR(pg_catalog.->>) 'booking_id')::uuid
+{%- elif k.booking in ('integer', 'bigint', 'smallint') %}
+             AND pg_catalog.jsonb_typeof(p_message OPERATOR(pg_catalog.->) 'booking_id') OPERATOR(pg_catalog.=) 'number'
+             AND p_message OPERATOR(pg_catalog.->>) 'booking_id' OPERATOR(pg_catalog.~) '^-?[0-9]{1,19}$'
+        -- the range test only once the text is known to be a whole number: a CASE orders its tests
+        THEN CASE WHEN (p_message OPERATOR(pg_catalog.->>) 'booking_id')::numeric
+                       BETWEEN {{ {'smallint': '-32768', 'integer': '-2147483648', 'bigint': '-9223372036854775808'}[k.booking] }}
+                           AND {{ {'smallint': '32767', 'integer': '2147483647', 'bigint': '9223372036854775807'}[k.booking] }}
+                  THEN (p_message OPERATOR(pg_catalog.->>) 'booking_id')::{{ k.booking }} END
+{%- else %}
+             AND pg_catalog.jsonb_typeof(p_message OPERATOR(pg_catalog.->) 'booking_id') OPERATOR(pg_catalog.=) 'string'
+        THEN (p_message OPERATOR(pg_catalog.->>) 'booking_id')::{{ k.booking }}
+{%- endif %}
     END
 $$;
 
@@ -141,10 +179,10 @@ WHERE l.stopped_at IS NULL
 -- bookings that are gone): what `listener reconcile` repairs.
 CREATE OR REPLACE VIEW session_ledger.out_of_sync WITH (security_invoker = true) AS
 SELECT coalesce(b.id, l.booking_id) AS booking_id
-FROM public.bookings b
+FROM {{ app.bookings }} b
 FULL JOIN session_ledger.charges l ON l.booking_id = b.id
 CROSS JOIN session_ledger.config c
-WHERE session_ledger.consumed_pack(b.status, b.purchase_id, c.consuming_statuses)
+WHERE session_ledger.consumed_pack(b.status, b.purchase_id, c.consuming_statuses, b.consumes)
       IS DISTINCT FROM session_ledger.judged_pack(l.state, l.purchase_id);
 
 ------------------------------------------------------------------------------
@@ -168,10 +206,11 @@ END
 $$;
 
 -- Callers who may move any session: superusers and the owner of the ledger
--- (migrations, the SQL console), service_role and the roles that are members of
--- it (the cron), and the listener's role (which reaches bookings and packs only
--- through the ledger's own functions). A superuser is a member of every role, and
--- a role that does not exist has no members.
+-- (migrations, the SQL console), the mapping's trusted roles (access.trusted_roles:
+-- service_role for a Supabase app, whose cron uses it) and the roles that are members
+-- of them, and the listener's role (which reaches bookings and packs only through the
+-- ledger's own functions). A superuser is a member of every role, and a role that
+-- does not exist has no members.
 CREATE OR REPLACE FUNCTION session_ledger.caller_is_trusted() RETURNS boolean
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
@@ -181,17 +220,21 @@ DECLARE
 BEGIN
     SELECT n.nspowner INTO v_owner FROM pg_catalog.pg_namespace n WHERE n.nspname OPERATOR(pg_catalog.=) 'session_ledger';
     RETURN coalesce(pg_catalog.pg_has_role(v_who, v_owner, 'MEMBER'), false)
-        OR coalesce(pg_catalog.pg_has_role(v_who, pg_catalog.to_regrole('service_role'), 'MEMBER'), false)
+{%- for role in app.mapping.access.trusted_roles %}
+        OR coalesce(pg_catalog.pg_has_role(v_who, pg_catalog.to_regrole({{ app.lit(role) }}), 'MEMBER'), false)
+{%- endfor %}
         OR coalesce(pg_catalog.pg_has_role(v_who, pg_catalog.to_regrole('session_ledger_listener'), 'MEMBER'), false);
 END
 $$;
 
 -- The one rule for who may move a session of a pack in organisation p_org: a
--- trusted caller, or a signed-in user (a member of `authenticated`) who is a
--- member of that organisation. Everyone else is refused: anon, a client user, a
--- member of another organisation, any other role. p_trusted, when given, is
--- caller_is_trusted() already computed for this statement (the trigger's, once).
-CREATE OR REPLACE FUNCTION session_ledger.may_move_sessions(p_org uuid, p_trusted boolean DEFAULT NULL)
+-- trusted caller, or (access.mode = 'supabase' with an access.membership_function)
+-- a signed-in user (a member of `authenticated`) whom that function calls a member
+-- of the organisation. Everyone else is refused: anon, a client user, a member of
+-- another organisation, any other role; with no membership function, and in
+-- access.mode = 'trusted_writers', everyone but the trusted. p_trusted, when given,
+-- is caller_is_trusted() already computed for this statement (the trigger's, once).
+CREATE OR REPLACE FUNCTION session_ledger.may_move_sessions(p_org {{ k.org }}, p_trusted boolean DEFAULT NULL)
 RETURNS boolean
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
@@ -199,24 +242,29 @@ BEGIN
     IF coalesce(p_trusted, session_ledger.caller_is_trusted()) THEN
         RETURN true;
     END IF;
+{%- if members %}
     -- coalesce: an unknown is a refusal, never a pass
     RETURN coalesce(p_org IS NOT NULL
                     AND pg_catalog.pg_has_role(session_ledger.caller(), pg_catalog.to_regrole('authenticated'), 'MEMBER')
-                    AND public.is_org_member(p_org),
+                    AND {{ app.membership_function }}(p_org),
                     false);
+{%- else %}
+    -- no membership rule: only the trusted may
+    RETURN false;
+{%- endif %}
 END
 $$;
 
 -- The same rule for a pack, by id. Of a pack that does not exist, only a trusted
 -- caller hears so (the charge then says 'pack does not exist'); anyone else is refused.
-CREATE OR REPLACE FUNCTION session_ledger.may_move_pack(p_purchase_id uuid, p_trusted boolean DEFAULT NULL)
+CREATE OR REPLACE FUNCTION session_ledger.may_move_pack(p_purchase_id {{ k.pack }}, p_trusted boolean DEFAULT NULL)
 RETURNS boolean
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v_org uuid;
+    v_org {{ k.org }};
 BEGIN
-    SELECT p.org_id INTO v_org FROM public.client_purchases p WHERE p.id OPERATOR(pg_catalog.=) p_purchase_id;
+    SELECT p.org_id INTO v_org FROM {{ app.packs }} p WHERE p.id OPERATOR(pg_catalog.=) p_purchase_id;
     IF NOT FOUND THEN
         RETURN coalesce(p_trusted, session_ledger.caller_is_trusted());
     END IF;
@@ -225,14 +273,14 @@ END
 $$;
 
 -- Refuse, with insufficient_privilege, a caller who may not move this pack's sessions.
-CREATE OR REPLACE FUNCTION session_ledger.assert_may_move_pack(p_purchase_id uuid) RETURNS void
+CREATE OR REPLACE FUNCTION session_ledger.assert_may_move_pack(p_purchase_id {{ k.pack }}) RETURNS void
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     IF session_ledger.may_move_pack(p_purchase_id) IS NOT TRUE THEN
         RAISE EXCEPTION 'role % may not move sessions of pack %', session_ledger.caller(), p_purchase_id
             USING ERRCODE = 'insufficient_privilege',
-                  HINT = 'only members of the pack''s organisation, service_role and the ledger''s owner may';
+                  HINT = 'only {{ who_may }} may';
     END IF;
 END
 $$;
@@ -256,15 +304,15 @@ $$;
 -- not consume, and has not started, without moving its times (booking a future
 -- session), and cancel or re-confirm their own future booking.
 CREATE OR REPLACE FUNCTION session_ledger.may_write_booking(
-    o_status text, o_pack uuid, o_client uuid, o_org uuid, o_start timestamptz, o_end timestamptz,
-    n_status text, n_pack uuid, n_client uuid, n_org uuid, n_start timestamptz, n_end timestamptz,
+    o_status text, o_pack {{ k.pack }}, o_client {{ k.client }}, o_org {{ k.org }}, o_start timestamptz, o_end timestamptz,
+    n_status text, n_pack {{ k.pack }}, n_client {{ k.client }}, n_org {{ k.org }}, n_start timestamptz, n_end timestamptz,
     p_consuming text[], p_trusted boolean DEFAULT NULL
 ) RETURNS boolean
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    o_c uuid := session_ledger.consumed_pack(o_status, o_pack, p_consuming);
-    n_c uuid := session_ledger.consumed_pack(n_status, n_pack, p_consuming);
+    o_c {{ k.pack }} := session_ledger.consumed_pack(o_status, o_pack, p_consuming);
+    n_c {{ k.pack }} := session_ledger.consumed_pack(n_status, n_pack, p_consuming);
     -- an INSERT has no old side to have started; a DELETE (or an id change's old side) moves its times away
     v_started boolean := o_start IS NOT NULL AND o_start OPERATOR(pg_catalog.<=) pg_catalog.now();
     v_moved boolean := o_status IS NOT NULL AND n_status IS NOT NULL
@@ -304,12 +352,16 @@ BEGIN
                         OR (o_pack IS NULL AND NOT v_started
                             AND (o_client IS NULL
                                  OR (o_client IS NOT DISTINCT FROM n_client AND o_org IS NOT DISTINCT FROM n_org))
-                            AND EXISTS (SELECT 1 FROM public.client_purchases p
+                            AND EXISTS (SELECT 1 FROM {{ app.packs }} p
                                         WHERE p.id OPERATOR(pg_catalog.=) n_pack
+{%- if app.mapping.pack.client %}
                                           AND p.client_id OPERATOR(pg_catalog.=) n_client
+{%- endif %}
+{%- if app.mapping.pack.org %}
                                           AND p.org_id OPERATOR(pg_catalog.=) n_org
+{%- endif %}
                                           AND session_ledger.unfundable_reason(p.sessions_total, p.expires_at,
-                                                                               p.payment_status, pg_catalog.now())
+                                                                               p.unusable, pg_catalog.now())
                                               IS NULL)),
                         false);
     END IF;
@@ -361,7 +413,7 @@ BEGIN
     IF NOT session_ledger.caller_is_trusted() THEN
         RAISE EXCEPTION 'role % may not truncate %.%', session_ledger.caller(), TG_TABLE_SCHEMA, TG_TABLE_NAME
             USING ERRCODE = 'insufficient_privilege',
-                  HINT = 'Only service_role and the ledger''s owner may: every booking and pack is money.';
+                  HINT = 'Only {{ (roles ~ ' and ') if roles else '' }}the ledger''s owner may: every booking and pack is money.';
     END IF;
     RETURN NULL;
 END

@@ -1,4 +1,22 @@
 -- The bookings trigger: guard the write, then enqueue, in the writer's own transaction.
+--
+-- A template over the app's mapping (listener/mapping/render.py): the transition tables
+-- are read as canonical bookings (`app.booking_rows`), so the body below speaks of id,
+-- status, purchase_id, client_id, org_id, start_time, end_time and consumes whatever
+-- the app calls them.
+{%- set k = app.keys %}
+{%- set roles = app.mapping.access.trusted_roles | join(', ') %}
+{%- set members = app.mapping.access.mode == 'supabase' and app.membership_function %}
+{%- set who_may = ("members of the pack''s organisation, " if members else "") ~ (roles ~ " and " if roles else "") ~ "the ledger''s owner" %}
+{## The pack a booking names, for the guard: none while it does not consume at all (a
+    booking paid another way is not the pack's business). ##}
+{%- macro named(b) -%}
+{%- if app.mapping.booking.consumes_when -%}
+CASE WHEN {{ b }}.consumes THEN {{ b }}.purchase_id END
+{%- else -%}
+{{ b }}.purchase_id
+{%- endif -%}
+{%- endmacro %}
 
 -- Statement-level with transition tables: a bulk UPDATE of thousands of rows is
 -- guarded and enqueued in one pass. SECURITY DEFINER because the writer may be a
@@ -23,7 +41,9 @@
 -- inlined, and PostgreSQL before 18 plans its body again in every statement that calls
 -- it, about 70 µs of every signed-in completion on 15 (docs/performance.md). Their
 -- definitions in 10_rules.sql stay the rule; tests/db/test_trigger_rules.py holds the
--- two equal over every transition.
+-- two equal over every transition. The canonical rows cost nothing either: they are
+-- plain subqueries, which the planner pulls up into each statement (no SubqueryScan in
+-- its plan; tests/db/test_mapped_guard.py checks the coaching app's).
 --
 -- The echoes: while config.absorb_legacy_calls is on, every write that makes a
 -- booking start or stop consuming a pack is recorded per pack in
@@ -33,7 +53,8 @@
 -- A write that repeats such a transition within the legacy-call window (a second
 -- browser tab's page load completing a booking the first tab just completed) is
 -- recorded too; any other write (a notes edit, an id change, a write long after)
--- records nothing, so a genuine press after it is charged.
+-- records nothing, so a genuine press after it is charged. Only an app with old
+-- deduction functions to absorb (the mapping's [legacy]) records them.
 CREATE OR REPLACE FUNCTION session_ledger.enqueue_booking_changes() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
@@ -42,7 +63,7 @@ DECLARE
     v_echo boolean;
     v_window interval;
     v_trusted boolean;
-    v_refused uuid;
+    v_refused {{ k.booking }};
     v_cause jsonb;
     v_sent bigint;
     -- one time for every echo of this write: absorbing keeps a write's echoes live together
@@ -54,25 +75,25 @@ BEGIN
 
     IF NOT v_trusted THEN
         IF TG_OP = 'INSERT' THEN
-            SELECT n.id INTO v_refused FROM new_rows n
+            SELECT n.id INTO v_refused FROM {{ app.booking_rows('new_rows') }} n
             WHERE NOT session_ledger.may_write_booking(NULL, NULL, NULL, NULL, NULL, NULL,
-                                                       n.status, n.purchase_id, n.client_id, n.org_id,
+                                                       n.status, {{ named('n') }}, n.client_id, n.org_id,
                                                        n.start_time, n.end_time, v_consuming, v_trusted)
             LIMIT 1;
         ELSIF TG_OP = 'UPDATE' THEN
             SELECT coalesce(o.id, n.id) INTO v_refused
-            FROM new_rows n FULL JOIN old_rows o ON o.id = n.id
+            FROM {{ app.booking_rows('new_rows') }} n FULL JOIN {{ app.booking_rows('old_rows') }} o ON o.id = n.id
             WHERE (o.id IS NULL OR n.id IS NULL
-                   OR (n.status, n.purchase_id, n.client_id, n.org_id, n.start_time, n.end_time) IS DISTINCT FROM
-                      (o.status, o.purchase_id, o.client_id, o.org_id, o.start_time, o.end_time))
-              AND NOT session_ledger.may_write_booking(o.status, o.purchase_id, o.client_id, o.org_id,
+                   OR (n.status, n.purchase_id, n.consumes, n.client_id, n.org_id, n.start_time, n.end_time) IS DISTINCT FROM
+                      (o.status, o.purchase_id, o.consumes, o.client_id, o.org_id, o.start_time, o.end_time))
+              AND NOT session_ledger.may_write_booking(o.status, {{ named('o') }}, o.client_id, o.org_id,
                                                        o.start_time, o.end_time,
-                                                       n.status, n.purchase_id, n.client_id, n.org_id,
+                                                       n.status, {{ named('n') }}, n.client_id, n.org_id,
                                                        n.start_time, n.end_time, v_consuming, v_trusted)
             LIMIT 1;
         ELSE
-            SELECT o.id INTO v_refused FROM old_rows o
-            WHERE NOT session_ledger.may_write_booking(o.status, o.purchase_id, o.client_id, o.org_id,
+            SELECT o.id INTO v_refused FROM {{ app.booking_rows('old_rows') }} o
+            WHERE NOT session_ledger.may_write_booking(o.status, {{ named('o') }}, o.client_id, o.org_id,
                                                        o.start_time, o.end_time,
                                                        NULL, NULL, NULL, NULL, NULL, NULL, v_consuming, v_trusted)
             LIMIT 1;
@@ -81,7 +102,7 @@ BEGIN
             RAISE EXCEPTION 'booking %: role % may not change which session pack it charges, nor when',
                             v_refused, session_ledger.caller()
                 USING ERRCODE = 'insufficient_privilege',
-                      HINT = 'Only members of the pack''s organisation, service_role and the ledger''s owner may.';
+                      HINT = 'Only {{ who_may }} may.';
         END IF;
     END IF;
 
@@ -92,14 +113,14 @@ BEGIN
     -- operation: the events and the echoes come from one pass over the rows.
     IF TG_OP = 'INSERT' THEN
         WITH k AS (
-            SELECT n.id, n.start_time, CASE WHEN n.status = ANY (v_consuming) THEN n.purchase_id END AS now_pack
-            FROM new_rows n
-        ), echoes AS (
+            SELECT n.id, n.start_time, CASE WHEN n.status = ANY (v_consuming) AND n.consumes THEN n.purchase_id END AS now_pack
+            FROM {{ app.booking_rows('new_rows') }} n
+        ){% if app.legacy_use %}, echoes AS (
             INSERT INTO session_ledger.booking_writes (written_at, kind, purchase_id, caused_by, booking_ids)
             SELECT v_now, 'use', k.now_pack, v_cause, array_agg(k.id ORDER BY k.start_time, k.id)
             FROM k WHERE v_echo AND k.now_pack IS NOT NULL
             GROUP BY k.now_pack
-        )
+        ){% endif %}
         INSERT INTO pgmq.q_booking_events (vt, message)
         SELECT pg_catalog.clock_timestamp(), session_ledger.booking_event(k.id, NULL, v_cause)
         FROM k WHERE k.now_pack IS NOT NULL;
@@ -109,14 +130,14 @@ BEGIN
                    -- an UPDATE creates no booking: an unpaired row is an id change, which moves no money
                    o.id IS NOT NULL AND n.id IS NOT NULL AS paired,
                    o.id IS NULL OR n.id IS NULL
-                       OR (n.status, n.purchase_id, n.client_id, n.org_id) IS DISTINCT FROM
-                          (o.status, o.purchase_id, o.client_id, o.org_id) AS touched,
-                   o.purchase_id AS was_named,
+                       OR (n.status, n.purchase_id, n.consumes, n.client_id, n.org_id) IS DISTINCT FROM
+                          (o.status, o.purchase_id, o.consumes, o.client_id, o.org_id) AS touched,
+                   {{ named('o') }} AS was_named,
                    o.client_id AS was_client, o.org_id AS was_org, n.client_id AS now_client, n.org_id AS now_org,
-                   CASE WHEN o.status = ANY (v_consuming) THEN o.purchase_id END AS was_pack,
-                   CASE WHEN n.status = ANY (v_consuming) THEN n.purchase_id END AS now_pack
-            FROM new_rows n FULL JOIN old_rows o ON o.id = n.id
-        ), echoes AS (
+                   CASE WHEN o.status = ANY (v_consuming) AND o.consumes THEN o.purchase_id END AS was_pack,
+                   CASE WHEN n.status = ANY (v_consuming) AND n.consumes THEN n.purchase_id END AS now_pack
+            FROM {{ app.booking_rows('new_rows') }} n FULL JOIN {{ app.booking_rows('old_rows') }} o ON o.id = n.id
+        ){% if app.legacy_use %}, echoes AS (
             INSERT INTO session_ledger.booking_writes (written_at, kind, purchase_id, caused_by, booking_ids)
             SELECT v_now, e.kind, e.pack, v_cause, array_agg(e.id ORDER BY e.start_time, e.id)
             FROM (-- started consuming, or a repeat of a recent start (a second tab)
@@ -142,7 +163,7 @@ BEGIN
                                            AND w.written_at > v_now - v_window)))) AS e
             WHERE v_echo
             GROUP BY e.kind, e.pack
-        )
+        ){% endif %}
         INSERT INTO pgmq.q_booking_events (vt, message)
         SELECT pg_catalog.clock_timestamp(), session_ledger.booking_event(k.id, NULL, v_cause)
         FROM k
@@ -152,14 +173,14 @@ BEGIN
                    AND (k.was_client IS DISTINCT FROM k.now_client OR k.was_org IS DISTINCT FROM k.now_org)));
     ELSE
         WITH k AS (
-            SELECT o.id, o.start_time, CASE WHEN o.status = ANY (v_consuming) THEN o.purchase_id END AS was_pack
-            FROM old_rows o
-        ), echoes AS (
+            SELECT o.id, o.start_time, CASE WHEN o.status = ANY (v_consuming) AND o.consumes THEN o.purchase_id END AS was_pack
+            FROM {{ app.booking_rows('old_rows') }} o
+        ){% if app.legacy_use %}, echoes AS (
             INSERT INTO session_ledger.booking_writes (written_at, kind, purchase_id, caused_by, booking_ids)
             SELECT v_now, 'release', k.was_pack, v_cause, array_agg(k.id ORDER BY k.start_time, k.id)
             FROM k WHERE v_echo AND k.was_pack IS NOT NULL
             GROUP BY k.was_pack
-        )
+        ){% endif %}
         INSERT INTO pgmq.q_booking_events (vt, message)
         SELECT pg_catalog.clock_timestamp(), session_ledger.booking_event(k.id, NULL, v_cause)
         FROM k WHERE k.was_pack IS NOT NULL;
@@ -176,28 +197,28 @@ END
 $$;
 
 -- The triggers themselves, re-created so a changed definition always takes effect.
-DROP TRIGGER IF EXISTS session_ledger_enqueue_insert ON public.bookings;
-DROP TRIGGER IF EXISTS session_ledger_enqueue_update ON public.bookings;
-DROP TRIGGER IF EXISTS session_ledger_enqueue_delete ON public.bookings;
+DROP TRIGGER IF EXISTS session_ledger_enqueue_insert ON {{ app.bookings_table }};
+DROP TRIGGER IF EXISTS session_ledger_enqueue_update ON {{ app.bookings_table }};
+DROP TRIGGER IF EXISTS session_ledger_enqueue_delete ON {{ app.bookings_table }};
 CREATE TRIGGER session_ledger_enqueue_insert
-    AFTER INSERT ON public.bookings
+    AFTER INSERT ON {{ app.bookings_table }}
     REFERENCING NEW TABLE AS new_rows
     FOR EACH STATEMENT EXECUTE FUNCTION session_ledger.enqueue_booking_changes();
 CREATE TRIGGER session_ledger_enqueue_update
-    AFTER UPDATE ON public.bookings
+    AFTER UPDATE ON {{ app.bookings_table }}
     REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
     FOR EACH STATEMENT EXECUTE FUNCTION session_ledger.enqueue_booking_changes();
 CREATE TRIGGER session_ledger_enqueue_delete
-    AFTER DELETE ON public.bookings
+    AFTER DELETE ON {{ app.bookings_table }}
     REFERENCING OLD TABLE AS old_rows
     FOR EACH STATEMENT EXECUTE FUNCTION session_ledger.enqueue_booking_changes();
 
 -- TRUNCATE goes around the statement triggers above: refused unless trusted.
-DROP TRIGGER IF EXISTS session_ledger_refuse_truncate ON public.bookings;
-DROP TRIGGER IF EXISTS session_ledger_refuse_truncate ON public.client_purchases;
+DROP TRIGGER IF EXISTS session_ledger_refuse_truncate ON {{ app.bookings_table }};
+DROP TRIGGER IF EXISTS session_ledger_refuse_truncate ON {{ app.packs_table }};
 CREATE TRIGGER session_ledger_refuse_truncate
-    BEFORE TRUNCATE ON public.bookings
+    BEFORE TRUNCATE ON {{ app.bookings_table }}
     FOR EACH STATEMENT EXECUTE FUNCTION session_ledger.refuse_untrusted_truncate();
 CREATE TRIGGER session_ledger_refuse_truncate
-    BEFORE TRUNCATE ON public.client_purchases
+    BEFORE TRUNCATE ON {{ app.packs_table }}
     FOR EACH STATEMENT EXECUTE FUNCTION session_ledger.refuse_untrusted_truncate();

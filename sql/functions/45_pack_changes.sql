@@ -2,14 +2,27 @@
 -- sessions the app's old code gave away kept given away.
 --
 -- Repeatable: `listener migrate` re-applies every file in sql/functions/ whenever one changes.
+--
+-- A template over the app's mapping (listener/mapping/render.py): packs are read as
+-- canonical rows (`app.packs`, `app.pack_rows`), where what a pack has left is
+-- sessions_total - sessions_used (a pack counted down has sessions_used 0).
+{%- set k = app.keys %}
+
+-- pack_may_pay_more took a payment status before, and no unlimited: the old signature goes.
+DROP FUNCTION IF EXISTS session_ledger.pack_may_pay_more(uuid, uuid, uuid, int, int, timestamptz, text,
+                                                         uuid, uuid, int, int, timestamptz, text);
 
 -- Whether a pack changed from (o_*) to (n_*) in a way that may let it pay for a
--- booking it refused: more sessions, fewer used, a later expiry or none, a payment
--- no longer refunded or failed, another owner, or a pack that was not there (o_id
--- NULL: a new id). A change the other way never takes back a session already paid.
+-- booking it refused: more sessions (or, counted down, more remaining), fewer used, a
+-- later expiry or none, no longer unusable (the mapping's pack.unusable_when: for the
+-- coaching app a payment no longer refunded or failed), newly unlimited, another
+-- owner, or a pack that was not there (o_id NULL: a new id). A change the other way
+-- never takes back a session already paid.
 CREATE OR REPLACE FUNCTION session_ledger.pack_may_pay_more(
-    o_id uuid, o_org uuid, o_client uuid, o_total int, o_used int, o_expires timestamptz, o_payment text,
-    n_org uuid, n_client uuid, n_total int, n_used int, n_expires timestamptz, n_payment text
+    o_id {{ k.pack }}, o_org {{ k.org }}, o_client {{ k.client }}, o_total int, o_used int, o_expires timestamptz,
+    o_unusable text, o_unlimited boolean,
+    n_org {{ k.org }}, n_client {{ k.client }}, n_total int, n_used int, n_expires timestamptz,
+    n_unusable text, n_unlimited boolean
 ) RETURNS boolean
 LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp
 AS $$
@@ -17,18 +30,19 @@ AS $$
         OR (n_total IS NOT NULL AND (o_total IS NULL OR n_total OPERATOR(pg_catalog.>) o_total))
         OR n_used OPERATOR(pg_catalog.<) o_used
         OR (o_expires IS NOT NULL AND (n_expires IS NULL OR n_expires OPERATOR(pg_catalog.>) o_expires))
-        OR (coalesce(o_payment OPERATOR(pg_catalog.=) ANY ('{refunded,failed}'::text[]), false)
-            AND NOT coalesce(n_payment OPERATOR(pg_catalog.=) ANY ('{refunded,failed}'::text[]), false))
+        OR (o_unusable IS NOT NULL AND n_unusable IS NULL)
+        OR (n_unlimited AND NOT o_unlimited)
         OR o_org IS DISTINCT FROM n_org
         OR o_client IS DISTINCT FROM n_client
 $$;
 
--- Level-triggered on packs too: when an UPDATE of client_purchases may let a pack pay
+-- Level-triggered on packs too: when an UPDATE of the packs table may let a pack pay
 -- for a booking it refused, every booking the ledger holds as unfunded on it gets an
 -- event, earliest session first, carrying who changed the pack; the listener then
 -- judges them by the same rules as any event. Statement-level with transition tables,
 -- like the bookings trigger. The ledger's own charges (settle_packs raising
--- sessions_used) can pay for nothing more: one pass over the changed rows, no lookup.
+-- sessions_used, or lowering what remains) can pay for nothing more: one pass over the
+-- changed rows, no lookup.
 CREATE OR REPLACE FUNCTION session_ledger.enqueue_pack_changes() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 -- The transition tables are small and the unfunded rows few: key lookups, never a scan of charges.
@@ -36,16 +50,16 @@ SET enable_seqscan = 'off'
 SET jit = 'off'
 AS $$
 DECLARE
-    v_packs uuid[];
+    v_packs {{ k.pack }}[];
     v_cause jsonb;
     v_sent bigint;
 BEGIN
     SELECT array_agg(n.id) INTO v_packs
-    FROM new_rows n LEFT JOIN old_rows o ON o.id = n.id
+    FROM {{ app.pack_rows('new_rows') }} n LEFT JOIN {{ app.pack_rows('old_rows') }} o ON o.id = n.id
     WHERE session_ledger.pack_may_pay_more(o.id, o.org_id, o.client_id, o.sessions_total, o.sessions_used,
-                                           o.expires_at, o.payment_status,
+                                           o.expires_at, o.unusable, o.unlimited,
                                            n.org_id, n.client_id, n.sessions_total, n.sessions_used,
-                                           n.expires_at, n.payment_status);
+                                           n.expires_at, n.unusable, n.unlimited);
     IF v_packs IS NULL THEN
         RETURN NULL;
     END IF;
@@ -55,7 +69,7 @@ BEGIN
     SELECT pg_catalog.clock_timestamp(), session_ledger.booking_event(x.id, 'pack', v_cause)
     FROM (SELECT l.booking_id AS id
           FROM session_ledger.charges l
-          JOIN public.bookings b ON b.id = l.booking_id
+          JOIN {{ app.bookings }} b ON b.id = l.booking_id
           WHERE l.purchase_id = ANY (v_packs) AND l.state = 'unfunded'
           ORDER BY b.start_time, b.id) AS x;
     GET DIAGNOSTICS v_sent = ROW_COUNT;
@@ -67,9 +81,9 @@ BEGIN
 END
 $$;
 
-DROP TRIGGER IF EXISTS session_ledger_pack_changes ON public.client_purchases;
+DROP TRIGGER IF EXISTS session_ledger_pack_changes ON {{ app.packs_table }};
 CREATE TRIGGER session_ledger_pack_changes
-    AFTER UPDATE ON public.client_purchases
+    AFTER UPDATE ON {{ app.packs_table }}
     REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
     FOR EACH STATEMENT EXECUTE FUNCTION session_ledger.enqueue_pack_changes();
 
@@ -79,21 +93,21 @@ CREATE TRIGGER session_ledger_pack_changes
 -- itself charged (source 'listener' or 'audit') are counted. A pack adopted with u
 -- sessions used and n > u completed bookings records n - u. Migration 0006 recorded
 -- it this way for every pack; `listener cutover` records it for the packs it settled.
-CREATE OR REPLACE FUNCTION session_ledger.record_given_away(p_packs uuid[]) RETURNS void
+CREATE OR REPLACE FUNCTION session_ledger.record_given_away(p_packs {{ k.pack }}[]) RETURNS void
 LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
     INSERT INTO session_ledger.given_away AS g (purchase_id, sessions, recorded)
     SELECT p.id, x.n, x.n
-    FROM public.client_purchases p
+    FROM {{ app.packs }} p
     CROSS JOIN LATERAL (
         SELECT greatest(count(*) FILTER (WHERE l.source IN ('adoption', 'cut-over'))
                         - greatest(p.sessions_used - count(*) FILTER (WHERE l.source IN ('listener', 'audit')), 0),
                         0)::int AS n
         FROM session_ledger.charges l
         CROSS JOIN session_ledger.config c
-        JOIN public.bookings b ON b.id = l.booking_id
+        JOIN {{ app.bookings }} b ON b.id = l.booking_id
         WHERE l.purchase_id = p.id AND l.state = 'paid'
-          AND b.purchase_id = l.purchase_id AND b.status = ANY (c.consuming_statuses)) AS x
+          AND b.purchase_id = l.purchase_id AND b.status = ANY (c.consuming_statuses) AND b.consumes) AS x
     WHERE p.id = ANY (p_packs)
     ON CONFLICT (purchase_id) DO UPDATE
        SET sessions = excluded.sessions, recorded = excluded.recorded,
@@ -108,21 +122,21 @@ $$;
 -- (p_lock: every pack the caller's batch may touch, so the caller's later locks keep
 -- that order), then the counts: the same order as audit_charge.
 CREATE OR REPLACE FUNCTION session_ledger.use_given_away(
-    p_booking uuid[], p_pack uuid[], p_at timestamptz[], p_adopted boolean[], p_lock uuid[]
-) RETURNS uuid[]
+    p_booking {{ k.booking }}[], p_pack {{ k.pack }}[], p_at timestamptz[], p_adopted boolean[], p_lock {{ k.pack }}[]
+) RETURNS {{ k.booking }}[]
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 SET enable_seqscan = 'off'
 SET jit = 'off'
 AS $$
 DECLARE
-    v_absorbed uuid[];
+    v_absorbed {{ k.booking }}[];
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM unnest(p_pack, p_adopted) AS r(pack, adopted) WHERE r.adopted AND r.pack IS NOT NULL)
        OR NOT EXISTS (SELECT 1 FROM session_ledger.given_away g
                       WHERE g.purchase_id = ANY (p_pack) AND g.sessions > 0) THEN
         RETURN '{}';
     END IF;
-    PERFORM 1 FROM public.client_purchases p WHERE p.id = ANY (p_lock) ORDER BY p.id FOR NO KEY UPDATE;
+    PERFORM 1 FROM {{ app.packs_table }} p WHERE p.{{ app.pack_id }} = ANY (p_lock) ORDER BY p.{{ app.pack_id }} FOR NO KEY UPDATE;
     PERFORM 1 FROM session_ledger.given_away g WHERE g.purchase_id = ANY (p_pack) ORDER BY g.purchase_id FOR UPDATE;
 
     WITH asked AS (

@@ -30,7 +30,7 @@ class Ids:
 CALLERS: dict[str, dict[str, str]] = {
     # The bookings trigger writes these two out (a function call per row cost it measurably);
     # tests/db/test_trigger_rules.py holds its copy to the functions over every transition.
-    "session_ledger.consumed_pack(text, uuid, text[])": {
+    "session_ledger.consumed_pack(text, uuid, text[], boolean)": {
         "the guard": "SELECT session_ledger.may_write_booking('confirmed', %(pack)s, %(client)s, %(org)s, NULL, NULL,"
         " 'completed', %(pack)s, %(client)s, %(org)s, NULL, NULL, '{completed}', true)",
         "the charge": "SELECT * FROM session_ledger.apply_bookings(ARRAY[%(booking)s]::uuid[], ARRAY[now()])",
