@@ -59,3 +59,10 @@ ORDER BY b.starts_at, b.id;
 -- name: ledger_state
 -- What the ledger holds for a booking: paid, unfunded (with why) or released.
 SELECT state, reason FROM session_ledger.charges WHERE booking_id::text = %(booking)s::text;
+
+-- name: legacy_book
+-- The old app's booking call (examples/marketplace/legacy.sql), before the ledger.
+SELECT public.book_class_with_credits(%(class_name)s, %(starts_at)s, %(ends_at)s, %(credits)s) AS id;
+
+-- name: legacy_cancel
+SELECT public.cancel_booking_with_refund(%(booking)s);

@@ -104,7 +104,7 @@ def example(name: str) -> ExampleApp:
     """The example app of that name."""
     if name not in APPS:
         raise SchemaFileMissing(f"no example app {name!r}: one of {', '.join(APPS)}")
-    return ExampleApp(name)  # type: ignore[arg-type]
+    return ExampleApp(name)
 
 
 def load_schema(app: ExampleApp, dsn: str) -> None:
@@ -207,7 +207,9 @@ class Gym:
 
     def mark_class(self, bookings: Sequence[int], status: str, *, conn: Conn | None = None) -> int:
         """The coach's attendance sheet: every listed booking marked at once."""
-        cur = (conn or self._desk).execute(self.q["mark_class"], {"status": status, "bookings": list(bookings)})
+        cur = (conn or self._desk).execute(
+            self.q["mark_class"], {"status": status, "bookings": list(bookings)}
+        )
         return cur.rowcount
 
     def add_note(self, booking: int, notes: str, *, conn: Conn | None = None) -> int:
@@ -336,9 +338,15 @@ class Marketplace:
         """Set a booking completed by hand: as the user (refused), or as service_role."""
         return self._write("complete", {"booking": booking.id}, booking, as_user)
 
-    def reschedule(self, booking: Booked, starts_at: datetime, *, as_user: bool = True, minutes: int = 60) -> int:
+    def reschedule(
+        self, booking: Booked, starts_at: datetime, *, as_user: bool = True, minutes: int = 60
+    ) -> int:
         """Move a booking's session."""
-        params = {"booking": booking.id, "starts_at": starts_at, "ends_at": starts_at + timedelta(minutes=minutes)}
+        params = {
+            "booking": booking.id,
+            "starts_at": starts_at,
+            "ends_at": starts_at + timedelta(minutes=minutes),
+        }
         return self._write("reschedule", params, booking, as_user)
 
     def _write(self, name: str, params: dict[str, Any], booking: Booked, as_user: bool) -> int:

@@ -8,6 +8,7 @@ import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
+
 import pytest
 from psycopg import errors
 from psycopg.conninfo import conninfo_to_dict
