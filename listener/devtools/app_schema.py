@@ -24,6 +24,7 @@ import psycopg
 from listener.core.db import connect
 from listener.core.sql_files import query, sql_dir
 from listener.errors import SchemaFileFailed, SchemaFileMissing, first_line
+from listener.mapping.model import Mapping
 from listener.ops.migrate import MigrateReport, migrate
 
 SchemaPath = str | Path
@@ -239,10 +240,16 @@ def apply_supabase_base(dsn: str) -> None:
 
 
 def build_app_database(
-    dsn: str, paths: Sequence[SchemaPath], *, ledger_dsn: str | None = None, ledger: bool = True
+    dsn: str,
+    paths: Sequence[SchemaPath],
+    *,
+    ledger_dsn: str | None = None,
+    ledger: bool = True,
+    mapping: Mapping | None = None,
 ) -> MigrateReport | None:
     """The loader: the base and the app's files on dsn (a superuser), then unless ledger=False the
-    ledger by migrate() connected as ledger_dsn (default dsn); returns what migrate() did."""
+    ledger by migrate() connected as ledger_dsn (default dsn), rendered from `mapping` (default: the
+    coaching app's); returns what migrate() did."""
     files = schema_files(paths)  # a missing path fails before anything is applied
     apply_supabase_base(dsn)
     for path in files:
@@ -250,4 +257,4 @@ def build_app_database(
     if not ledger:
         return None
     # The files stand for the app's whole schema: the demo schema is not on offer here.
-    return migrate(ledger_dsn or dsn, missing_hint="the app's schema files must create them")
+    return migrate(ledger_dsn or dsn, missing_hint="the app's schema files must create them", mapping=mapping)

@@ -29,6 +29,9 @@ from listener.core.sql_files import query
 from listener.devtools import app_schema
 from listener.devtools.app_schema import SchemaPath
 from listener.devtools.embedded import check_port, embedded_server
+from listener.errors import ConfigError
+from listener.mapping import model as mapping_model
+from listener.mapping.model import Mapping
 from listener.ops.migrate import migrate
 from listener.settings import Settings
 
@@ -53,18 +56,20 @@ class DevSession:
     made_token: SecretStr | None = None
 
 
-def prepare_database(admin_dsn: str, *, schema: Sequence[SchemaPath] = ()) -> str:
+def prepare_database(
+    admin_dsn: str, *, schema: Sequence[SchemaPath] = (), mapping: Mapping | None = None
+) -> str:
     """Create the dev database if missing and install the app's schema (default: the demo schema),
-    PGMQ and the ledger; return its DSN."""
+    PGMQ and the ledger rendered from `mapping` (default: the coaching app's); return its DSN."""
     with connect(admin_dsn, purpose="dev") as conn:
         row = conn.execute(query("database_exists"), [DEV_DATABASE]).fetchone()
         if row is None:
             conn.execute(sql.SQL(query("create_database")).format(sql.Identifier(DEV_DATABASE)))
     dsn = make_conninfo(admin_dsn, dbname=DEV_DATABASE)
     if schema:
-        app_schema.build_app_database(dsn, schema)
+        app_schema.build_app_database(dsn, schema, mapping=mapping)
     else:
-        migrate(dsn, with_demo_schema=True)
+        migrate(dsn, with_demo_schema=True, mapping=mapping)
     return dsn
 
 
@@ -74,6 +79,16 @@ def check_options(*, port: int | None, schema: Sequence[SchemaPath]) -> list[Pat
     return app_schema.schema_files(schema) if schema else []
 
 
+def load_mapping(path: SchemaPath | None) -> Mapping | None:
+    """The mapping file given with --mapping, parsed before anything starts (None: the coaching app's)."""
+    if path is None:
+        return None
+    try:
+        return mapping_model.load(Path(path))
+    except mapping_model.MappingError as exc:
+        raise ConfigError(str(exc)) from None
+
+
 @contextmanager
 def dev_session(
     settings: Settings,
@@ -81,6 +96,7 @@ def dev_session(
     keep: bool = False,
     port: int | None = None,
     schema_files: Sequence[Path] = (),
+    mapping: Mapping | None = None,
     http_port: int | None = None,
 ) -> Iterator[DevSession]:
     """Start the server, build the database, make the listener and serve HTTP if asked; stop them all after."""
@@ -88,7 +104,7 @@ def dev_session(
     from listener.http.server import HttpServer, serve
 
     with embedded_server(keep=keep, port=port) as server:
-        prepare_database(server.dsn(), schema=schema_files)
+        prepare_database(server.dsn(), schema=schema_files, mapping=mapping)
         dsn = server.dsn(DEV_DATABASE)
         worker = Worker(settings.model_copy(update={"dsn": SecretStr(dsn)}))
         http: HttpServer | None = None

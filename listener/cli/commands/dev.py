@@ -50,11 +50,25 @@ def register(subparsers: Subparsers) -> None:
         "or a directory of them (applied in name order); repeatable, applied in the order given "
         "(default: the demo schema)",
     )
+    p.add_argument(
+        "--mapping",
+        metavar="FILE",
+        help="the app's schema mapped for the ledger, a TOML file as `listener migrate --mapping` takes "
+        "(e.g. examples/gym/mapping.toml with --schema examples/gym/schema.sql) "
+        "(default: the coaching app's mapping)",
+    )
 
     p = command(
         subparsers, "demo", "the whole story on an embedded PostgreSQL, no setup needed", _demo, dsn=False
     )
     p.add_argument("--keep", action="store_true", help="keep the embedded server's data directory")
+    p.add_argument(
+        "--app",
+        choices=("coaching", "gym", "marketplace"),
+        default="coaching",
+        help="whose story: the coaching app on Supabase, a gym on its own PostgreSQL (examples/gym), "
+        "or a credits marketplace on Supabase (examples/marketplace) (default: coaching)",
+    )
 
 
 def _say(line: str) -> None:
@@ -64,12 +78,18 @@ def _say(line: str) -> None:
 
 def _dev(args: argparse.Namespace, settings: Settings) -> int:
     """Serve an embedded database with a listener until Ctrl-C (SIGINT) or SIGTERM, saying how to connect."""
-    from listener.devtools.dev import check_options, dev_session
+    from listener.devtools.dev import check_options, dev_session, load_mapping
 
     files = check_options(port=args.port, schema=args.schema)
+    mapping = load_mapping(args.mapping)
     _say("starting an embedded PostgreSQL (no server or Docker needed)...")
     with dev_session(
-        settings, keep=args.keep, port=args.port, schema_files=files, http_port=settings.http_port
+        settings,
+        keep=args.keep,
+        port=args.port,
+        schema_files=files,
+        mapping=mapping,
+        http_port=settings.http_port,
     ) as dev:
         worker = dev.worker
 
@@ -112,7 +132,7 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
 
     console = Console()
     logging.getLogger("listener").setLevel(logging.WARNING)
-    result = run_demo(keep=args.keep, step=console.status)
+    result = run_demo(app=args.app, keep=args.keep, step=console.status)
     render_demo(result, console)
     if args.keep:
         console.print(f'data directory kept and server left running; connect with: psql "{result.dsn}"')
@@ -123,19 +143,16 @@ def render_demo(result: DemoResult, console: Console) -> None:
     """The story's outcome: the cron's one UPDATE, then each booking and each pack's balance."""
     from rich.table import Table
 
-    console.print(
-        f"cron completed {result.completed} bookings in one statement; "
-        f"the listener handled {result.handled} events\n"
-    )
+    console.print(result.summary + "\n")
     bookings = Table(title="bookings")
-    for col in ("session", "pack", "completed by", "status", "ledger", "why"):
+    for col in ("session", "pack", result.by_title, "status", "ledger", "why"):
         bookings.add_column(col)
     for b in result.bookings:
         bookings.add_row(b.session_at, b.pack, b.completed_by, b.status, b.ledger or "-", b.why)
     console.print(bookings)
-    packs = Table(title="packs: sessions used")
+    packs = Table(title=result.packs_title)
     for col in ("pack", "before", "after", "total"):
         packs.add_column(col, justify="right" if col != "pack" else "left")
     for p in result.packs:
-        packs.add_row(p.name, str(p.before), str(p.after), str(p.total))
+        packs.add_row(p.name, str(p.before), str(p.after), "-" if p.total is None else str(p.total))
     console.print(packs)

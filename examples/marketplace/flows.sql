@@ -1,0 +1,68 @@
+-- The SQL the marketplace runs: its mobile app's requests as the signed-in user
+-- (PostgREST, role authenticated), its payment webhook and cron as service_role.
+-- Named for the harness that plays it (listener/devtools/example_apps.py:
+-- `listener demo --app marketplace` and tests/examples/test_marketplace.py).
+
+-- name: add_user
+INSERT INTO auth.users (id, email, role, aud) VALUES (%(user)s, %(email)s, 'authenticated', 'authenticated');
+
+-- name: open_wallet
+-- The signup webhook (service_role): one wallet per user.
+INSERT INTO public.credit_wallets (user_id, credits_balance) VALUES (%(user)s, %(credits)s) RETURNING id;
+
+-- name: top_up
+-- The payment webhook (service_role) after a credit pack is paid for.
+UPDATE public.credit_wallets SET credits_balance = credits_balance + %(credits)s WHERE user_id = %(user)s;
+
+-- name: book
+-- The user books a class, paying with credits or by card. No credits are taken here:
+-- the ledger charges the wallet when the booking is completed.
+INSERT INTO public.bookings (user_id, class_name, starts_at, ends_at, payment_method, credits_used)
+VALUES (%(user)s, %(class_name)s, %(starts_at)s, %(ends_at)s, %(payment_method)s, %(credits_used)s)
+RETURNING id;
+
+-- name: cancel
+UPDATE public.bookings SET status = 'cancelled' WHERE id = %(booking)s;
+
+-- name: complete
+UPDATE public.bookings SET status = 'completed' WHERE id = %(booking)s;
+
+-- name: reschedule
+UPDATE public.bookings SET starts_at = %(starts_at)s, ends_at = %(ends_at)s WHERE id = %(booking)s;
+
+-- name: cron_complete
+-- The cron (service_role, or pg_cron as the owner): every confirmed booking that has ended.
+SELECT session_ledger.complete_past_bookings() AS completed;
+
+-- name: app_cron_complete
+-- The app's own cron, as it ran before the ledger's: the same bulk UPDATE.
+UPDATE public.bookings SET status = 'completed' WHERE status = 'confirmed' AND ends_at < now();
+
+-- name: time_passes
+-- Not the app's: the tests' and the demo's clock. Sessions booked ahead move into the past.
+UPDATE public.bookings SET starts_at = starts_at - %(by)s, ends_at = ends_at - %(by)s
+WHERE id = ANY (%(bookings)s::uuid[]);
+
+-- name: credits
+SELECT credits_balance FROM public.credit_wallets WHERE user_id = %(user)s;
+
+-- name: booking_status
+SELECT status FROM public.bookings WHERE id = %(booking)s;
+
+-- name: booking_rows
+SELECT b.id, b.status, b.class_name, b.payment_method, b.credits_used, b.user_id,
+       to_char(b.starts_at, 'Dy DD Mon HH24:MI') AS at
+FROM public.bookings b
+WHERE b.id = ANY (%(bookings)s::uuid[])
+ORDER BY b.starts_at, b.id;
+
+-- name: ledger_state
+-- What the ledger holds for a booking: paid, unfunded (with why) or released.
+SELECT state, reason FROM session_ledger.charges WHERE booking_id::text = %(booking)s::text;
+
+-- name: legacy_book
+-- The old app's booking call (examples/marketplace/legacy.sql), before the ledger.
+SELECT public.book_class_with_credits(%(class_name)s, %(starts_at)s, %(ends_at)s, %(credits)s) AS id;
+
+-- name: legacy_cancel
+SELECT public.cancel_booking_with_refund(%(booking)s);
