@@ -233,7 +233,14 @@ SELECT n.nspname::text AS schema, c.relname::text AS name,
        ARRAY(SELECT a.attname::text FROM pg_catalog.pg_index i
              JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
              WHERE i.indrelid = c.oid AND i.indisunique AND i.indnkeyatts = 1 AND i.indpred IS NULL
-             ORDER BY 1) AS unique_columns
+             ORDER BY 1) AS unique_columns,
+       ARRAY(SELECT a.attname::text FROM pg_catalog.pg_attribute a
+             WHERE a.attrelid = c.oid AND a.attnum > 0 AND a.attgenerated <> '' ORDER BY a.attnum) AS generated,
+       ARRAY(SELECT pg_catalog.pg_get_constraintdef(k.oid) FROM pg_catalog.pg_constraint k
+             WHERE k.conrelid = c.oid AND k.contype = 'c' ORDER BY k.conname) AS checks,
+       ARRAY(SELECT a.attname::text || ':' || e.enumlabel::text
+             FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_enum e ON e.enumtypid = a.atttypid
+             WHERE a.attrelid = c.oid AND a.attnum > 0 ORDER BY a.attnum, e.enumsortorder) AS enum_labels
 FROM pg_catalog.pg_class c
 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind IN ('r', 'p')
@@ -271,9 +278,11 @@ WHERE p.pronargs = 1 AND p.prokind = 'f'
 ORDER BY 1;
 
 -- name: mapping_roles
--- `listener map`: the roles that are not the system's, for access.trusted_roles.
-SELECT r.rolname::text AS name FROM pg_catalog.pg_roles r
-WHERE r.rolname NOT LIKE 'pg\_%%' ORDER BY 1;
+-- `listener map`: the roles that are not the system's, for access.trusted_roles; and whether the
+-- database is Supabase's (its API roles, and the schema auth with auth.uid()).
+SELECT ARRAY(SELECT r.rolname::text FROM pg_catalog.pg_roles r
+             WHERE r.rolname NOT LIKE 'pg\_%%' AND NOT r.rolsuper ORDER BY 1) AS roles,
+       pg_catalog.to_regprocedure('auth.uid()') IS NOT NULL AS has_auth_uid;
 
 ------------------------------------------------------------------------------
 -- `listener migrate`: its lock, the bootstrap, the recorded migrations and repeatables, recovery
