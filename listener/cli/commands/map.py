@@ -16,10 +16,9 @@ def register(subparsers: Subparsers) -> None:
         "map",
         "propose the app's mapping (TOML) from its tables, for `listener migrate --mapping`",
         _map,
-        description="Read the app's tables, foreign keys, functions and roles and print a proposed "
-        "mapping as TOML, each guessed value followed by a `# guess:` comment saying why. "
-        "Nothing is written to the database. Check each guess (docs/mapping.md), save the file, "
-        "then run `listener migrate --mapping FILE`.",
+        description="Print a mapping proposed from the app's tables, foreign keys, functions and roles, "
+        "as TOML with a `# guess:` comment on each guess, for you to check and pass to "
+        "`listener migrate --mapping FILE` (nothing is written to the database).",
     )
 
 
