@@ -94,6 +94,9 @@ class MigrateReport:
     # and whether it differs from the one recorded before (a first install records it)
     mapping_from: str = DEFAULT
     mapping_changed: bool = False
+    # whether an earlier run had recorded a mapping (not so on a first install, an install from
+    # before schema version 7, or one from exported files)
+    mapping_was_recorded: bool = False
     # what the mapping's check said without refusing (a pack column with no foreign key)
     warnings: list[str] = field(default_factory=list)
 
@@ -101,12 +104,7 @@ class MigrateReport:
     def changed(self) -> bool:
         """Whether the run changed the database at all."""
         return bool(
-            self.demo_schema
-            or self.pgmq != "present"
-            or self.applied
-            or self.repeatables
-            or self.recovered
-            or self.mapping_changed
+            self.demo_schema or self.pgmq != "present" or self.applied or self.repeatables or self.recovered
         )
 
 
@@ -139,6 +137,7 @@ def migrate(
         if state.installed and not state.acts_as_owner:
             raise owner_needed(state, "change the ledger")
         recorded = recorded_mapping(conn)
+        report.mapping_was_recorded = recorded is not None
         if mapping is not None:
             report.mapping_from = GIVEN
         elif recorded is not None:

@@ -151,15 +151,6 @@ def render_migrate(report: MigrateReport, *, mapping_file: str | None = None) ->
     the ledger's functions are rendered from."""
     from listener.ops.migrate import GIVEN
 
-    used = mapping_file if report.mapping_from == GIVEN and mapping_file else report.mapping_from
-    if not report.mapping_changed:
-        print(f"mapping: {used} (unchanged)")
-    elif report.fresh:
-        print(f"mapping: {used} (recorded with the install)")
-    else:
-        print(f"mapping: {used} (changed since the last migrate: the functions were rendered from it again)")
-    for warning in report.warnings:
-        print(f"warning: {warning}")
     if report.demo_schema:
         print("created the demo app schema")
     if report.pgmq != "present":
@@ -175,6 +166,15 @@ def render_migrate(report: MigrateReport, *, mapping_file: str | None = None) ->
         print("re-applied functions, triggers and grants: " + ", ".join(report.repeatables))
     for revoked in report.revoked:
         print(f"revoked {revoked}: no app flow needs it, and it would let a caller go around the ledger")
+    used = mapping_file if report.mapping_from == GIVEN and mapping_file else report.mapping_from
+    if not report.mapping_changed:
+        print(f"mapping: {used} (unchanged)")
+    elif not report.mapping_was_recorded:
+        print(f"mapping: {used} (recorded)")
+    else:
+        print(f"mapping: {used} (changed since the last migrate: the functions were rendered from it again)")
+    for warning in report.warnings:
+        print(f"warning: {warning}")
     if not report.changed:
         print(f"already up to date (schema version {report.schema_version})")
 
