@@ -64,9 +64,6 @@ SELECT to_regclass('pgmq.meta') IS NOT NULL AS present;
 -- name: pgmq_extension_available
 SELECT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'pgmq') AS available;
 
--- name: host_function
-SELECT to_regprocedure(%(signature)s) IS NOT NULL AS present;
-
 -- name: ledger_state
 -- Whether the ledger is installed, who owns it, and what the connected role may do
 -- with it. From the catalogs, which every role may read (to_regclass() fails on a
@@ -83,15 +80,6 @@ SELECT current_user::text AS role,
 FROM (SELECT 1) AS one
 LEFT JOIN pg_catalog.pg_namespace s ON s.nspname = 'session_ledger'
 LEFT JOIN pg_catalog.pg_proc f ON f.pronamespace = s.oid AND f.proname = 'installed_schema' AND f.pronargs = 0;
-
--- name: host_columns
--- The app's tables and their columns, from the catalogs: information_schema hides
--- what the connected role holds no privilege on, which is not the same as missing.
-SELECT c.relname::text AS table_name, a.attname::text AS column_name
-FROM pg_catalog.pg_class c
-JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
-WHERE n.nspname = 'public' AND c.relname IN ('bookings', 'client_purchases') AND c.relkind IN ('r', 'p');
 
 -- name: stored_mapping
 -- The mapping an install was rendered from (schema version 7 on; ask ledger_tables_present first).
@@ -113,20 +101,6 @@ SELECT a.attname::text AS name, pg_catalog.format_type(a.atttypid, NULL) AS type
 FROM pg_catalog.pg_attribute a
 WHERE a.attrelid = pg_catalog.to_regclass(%(table)s) AND a.attnum > 0 AND NOT a.attisdropped;
 
--- name: host_table_rights
--- For one of the app's tables: its owner, and which of these privileges the connected role lacks
--- (USAGE standing for the schema public's, without which nothing in it can be reached).
-SELECT pg_catalog.pg_get_userbyid(c.relowner)::text AS owner,
-       ARRAY(
-           SELECT w.privilege FROM unnest(%(privileges)s::text[]) WITH ORDINALITY AS w(privilege, i)
-           WHERE NOT pg_catalog.has_table_privilege(c.oid, w.privilege)
-           ORDER BY w.i
-       ) || CASE WHEN pg_catalog.has_schema_privilege(n.oid, 'USAGE') THEN '{}'::text[]
-                 ELSE ARRAY['USAGE'] END AS lacking
-FROM pg_catalog.pg_class c
-JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-WHERE n.nspname = 'public' AND c.relname = %(table)s AND c.relkind IN ('r', 'p');
-
 -- name: may_create_schema
 SELECT pg_catalog.has_database_privilege(pg_catalog.current_database(), 'CREATE') AS allowed,
        pg_catalog.current_database()::text AS database;
@@ -136,6 +110,179 @@ SELECT pg_catalog.has_database_privilege(pg_catalog.current_database(), 'CREATE'
 SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_class c
                JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
                WHERE n.nspname = %(schema)s AND c.relname = %(name)s) AS present;
+
+------------------------------------------------------------------------------
+-- the mapping's check (listener/mapping/check.py) and `listener map`: what the catalog holds
+-- of the tables, columns, functions and roles a mapping names, read before anything changes
+------------------------------------------------------------------------------
+
+-- name: mapping_relation
+-- One relation by schema and name: its kind (r, p, v, m, ...), or no row. From the catalogs,
+-- which every role may read, where to_regclass() fails on a schema without USAGE.
+SELECT c.relkind::text AS kind
+FROM pg_catalog.pg_class c
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = %(schema)s AND c.relname = %(name)s;
+
+-- name: mapping_schema_tables
+-- Whether a schema exists, and its tables: named in a problem about a table that is not there.
+SELECT s.oid IS NOT NULL AS schema_exists,
+       ARRAY(SELECT c.relname::text FROM pg_catalog.pg_class c
+             WHERE c.relnamespace = s.oid AND c.relkind IN ('r', 'p') ORDER BY c.relname) AS tables
+FROM (SELECT 1) AS one
+LEFT JOIN pg_catalog.pg_namespace s ON s.nspname = %(schema)s;
+
+-- name: mapping_columns
+-- The columns of one table in order: the type as written (format_type), the type a domain
+-- stands for (what the checks judge), and an enum's values.
+SELECT a.attname::text AS name,
+       pg_catalog.format_type(a.atttypid, NULL) AS type,
+       pg_catalog.format_type(coalesce(nullif(t.typbasetype, 0), a.atttypid), NULL) AS base_type,
+       ARRAY(SELECT e.enumlabel::text FROM pg_catalog.pg_enum e
+             WHERE e.enumtypid = a.atttypid ORDER BY e.enumsortorder) AS labels,
+       t.typtype = 'e' AS is_enum
+FROM pg_catalog.pg_class c
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
+WHERE n.nspname = %(schema)s AND c.relname = %(name)s
+ORDER BY a.attnum;
+
+-- name: mapping_foreign_key
+-- Whether a foreign key of one column references exactly another table's column.
+SELECT EXISTS (
+    SELECT 1
+    FROM pg_catalog.pg_constraint k
+    JOIN pg_catalog.pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = k.conkey[1]
+    JOIN pg_catalog.pg_attribute f ON f.attrelid = k.confrelid AND f.attnum = k.confkey[1]
+    WHERE k.contype = 'f' AND k.conrelid = pg_catalog.to_regclass(%(table)s)
+      AND k.confrelid = pg_catalog.to_regclass(%(references)s)
+      AND pg_catalog.cardinality(k.conkey) = 1 AND a.attname = %(column)s AND f.attname = %(referenced)s
+) AS present;
+
+-- name: mapping_unique_column
+-- Whether one column alone is unique: a primary key, unique constraint or unique index on just
+-- it, not partial (a partial index leaves rows outside its predicate free to repeat).
+SELECT EXISTS (
+    SELECT 1
+    FROM pg_catalog.pg_index i
+    JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+    WHERE i.indrelid = pg_catalog.to_regclass(%(table)s) AND i.indisunique AND i.indnkeyatts = 1
+      AND i.indpred IS NULL AND a.attname = %(column)s
+) AS present;
+
+-- name: mapping_function
+-- The function with exactly this signature (schema.name(type)): its return type, or no row;
+-- and every function of that name, for the problem that names what there is instead.
+SELECT pg_catalog.format_type(p.prorettype, NULL) AS returns
+FROM pg_catalog.pg_proc p
+WHERE p.oid = pg_catalog.to_regprocedure(%(signature)s);
+
+-- name: mapping_functions_named
+SELECT p.oid::pg_catalog.regprocedure::text AS signature
+FROM pg_catalog.pg_proc p
+JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+WHERE n.nspname = %(schema)s AND p.proname = %(name)s
+ORDER BY 1;
+
+-- name: mapping_roles_present
+SELECT r.rolname::text AS name FROM pg_catalog.pg_roles r WHERE r.rolname = ANY (%(names)s::text[]);
+
+-- name: mapping_table_rights
+-- For one of the app's tables: its owner, and which of these privileges the connected role lacks
+-- (USAGE standing for its schema's, without which nothing in it can be reached).
+SELECT pg_catalog.pg_get_userbyid(c.relowner)::text AS owner,
+       ARRAY(
+           SELECT w.privilege FROM unnest(%(privileges)s::text[]) WITH ORDINALITY AS w(privilege, i)
+           WHERE NOT pg_catalog.has_table_privilege(c.oid, w.privilege)
+           ORDER BY w.i
+       ) || CASE WHEN pg_catalog.has_schema_privilege(n.oid, 'USAGE') THEN '{}'::text[]
+                 ELSE ARRAY['USAGE'] END AS lacking
+FROM pg_catalog.pg_class c
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = %(schema)s AND c.relname = %(name)s AND c.relkind IN ('r', 'p', 'v', 'm');
+
+-- name: mapping_fragment_guard
+-- Before a mapping's predicate or expression is compiled: it runs as the owner, so it may not
+-- write, take long, or find anything outside pg_catalog and pg_temp (as in the ledger's functions).
+-- The transaction is rolled back after.
+SET TRANSACTION READ ONLY;
+SET LOCAL statement_timeout = '5s';
+SET LOCAL lock_timeout = '5s';
+SET LOCAL search_path = pg_catalog, pg_temp
+
+-- name: mapping_fragment_type
+-- A predicate or expression of the mapping over one row of its table, planned, never run (LIMIT
+-- 0): its one column's type. The fragment is the operator's own file; the LIMIT's parameter sends
+-- the statement by the extended protocol, which takes a single statement only.
+SELECT ({fragment}) AS value FROM {table} AS r LIMIT %(limit)s;
+
+-- name: type_name
+SELECT pg_catalog.format_type(%(oid)s::pg_catalog.oid, NULL) AS name;
+
+-- name: mapping_tables
+-- `listener map`: every table outside the system schemas and the ledger's, with its columns
+-- (name, type as the checks judge it) in order.
+SELECT n.nspname::text AS schema, c.relname::text AS name,
+       ARRAY(SELECT a.attname::text FROM pg_catalog.pg_attribute a
+             WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum) AS columns,
+       ARRAY(SELECT pg_catalog.format_type(coalesce(nullif(t.typbasetype, 0), a.atttypid), NULL)
+             || CASE WHEN t.typtype = 'e' THEN ' enum' ELSE '' END
+             FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
+             WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum) AS types,
+       ARRAY(SELECT a.attname::text FROM pg_catalog.pg_index i
+             JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+             WHERE i.indrelid = c.oid AND i.indisunique AND i.indnkeyatts = 1 AND i.indpred IS NULL
+             ORDER BY 1) AS unique_columns,
+       ARRAY(SELECT a.attname::text FROM pg_catalog.pg_attribute a
+             WHERE a.attrelid = c.oid AND a.attnum > 0 AND a.attgenerated <> '' ORDER BY a.attnum) AS generated,
+       ARRAY(SELECT pg_catalog.pg_get_constraintdef(k.oid) FROM pg_catalog.pg_constraint k
+             WHERE k.conrelid = c.oid AND k.contype = 'c' ORDER BY k.conname) AS checks,
+       ARRAY(SELECT a.attname::text || ':' || e.enumlabel::text
+             FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_enum e ON e.enumtypid = a.atttypid
+             WHERE a.attrelid = c.oid AND a.attnum > 0 ORDER BY a.attnum, e.enumsortorder) AS enum_labels
+FROM pg_catalog.pg_class c
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'p')
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'session_ledger', 'pgmq', 'cron', 'auth',
+                        'storage', 'extensions', 'realtime', 'supabase_functions', 'vault', 'graphql')
+  AND n.nspname NOT LIKE 'pg\_%%'
+ORDER BY 1, 2;
+
+-- name: mapping_foreign_keys
+-- `listener map`: the single-column foreign keys between those tables.
+SELECT sn.nspname || '.' || s.relname AS from_table, a.attname::text AS from_column,
+       tn.nspname || '.' || t.relname AS to_table, f.attname::text AS to_column
+FROM pg_catalog.pg_constraint k
+JOIN pg_catalog.pg_class s ON s.oid = k.conrelid
+JOIN pg_catalog.pg_namespace sn ON sn.oid = s.relnamespace
+JOIN pg_catalog.pg_class t ON t.oid = k.confrelid
+JOIN pg_catalog.pg_namespace tn ON tn.oid = t.relnamespace
+JOIN pg_catalog.pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = k.conkey[1]
+JOIN pg_catalog.pg_attribute f ON f.attrelid = k.confrelid AND f.attnum = k.confkey[1]
+WHERE k.contype = 'f' AND pg_catalog.cardinality(k.conkey) = 1
+ORDER BY 1, 2;
+
+-- name: mapping_functions_of_one_argument
+-- `listener map`: the app's functions of one argument, where a membership function (returning
+-- boolean) and the old deduction functions are found.
+SELECT p.oid::pg_catalog.regprocedure::text AS signature, n.nspname::text AS schema, p.proname::text AS name,
+       pg_catalog.format_type(p.proargtypes[0], NULL) AS argument,
+       pg_catalog.format_type(p.prorettype, NULL) AS returns
+FROM pg_catalog.pg_proc p
+JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+WHERE p.pronargs = 1 AND p.prokind = 'f'
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'session_ledger', 'pgmq', 'cron', 'auth',
+                        'storage', 'extensions', 'realtime', 'supabase_functions', 'vault', 'graphql')
+  AND n.nspname NOT LIKE 'pg\_%%'
+ORDER BY 1;
+
+-- name: mapping_roles
+-- `listener map`: the roles that are not the system's, for access.trusted_roles; and whether the
+-- database is Supabase's (its API roles, and the schema auth with auth.uid()).
+SELECT ARRAY(SELECT r.rolname::text FROM pg_catalog.pg_roles r
+             WHERE r.rolname NOT LIKE 'pg\_%%' AND NOT r.rolsuper ORDER BY 1) AS roles,
+       pg_catalog.to_regprocedure('auth.uid()') IS NOT NULL AS has_auth_uid;
 
 ------------------------------------------------------------------------------
 -- `listener migrate`: its lock, the bootstrap, the recorded migrations and repeatables, recovery

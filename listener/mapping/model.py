@@ -16,13 +16,68 @@ from functools import cache, cached_property
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    model_validator,
+)
 
 _IDENT = r"[a-z_][a-z0-9_$]{0,62}"
 Identifier = Annotated[str, StringConstraints(pattern=rf"^{_IDENT}$")]
 QualifiedName = Annotated[str, StringConstraints(pattern=rf"^{_IDENT}\.{_IDENT}$")]
+
+
+def _one_expression(text: str) -> str:
+    """Refuse a fragment that could end the expression it is put into: outside its quoted
+    strings and names, no `;`, no comment, no dollar quoting, and its parentheses balanced.
+    The renderer writes it inside parentheses, so it stays one value of one row."""
+    depth, i, n = 0, 0, len(text)
+    while i < n:
+        c = text[i]
+        if c in "'\"":
+            if (
+                c == "'"
+                and i > 0
+                and text[i - 1] in "eE"
+                and (i < 2 or not (text[i - 2].isalnum() or text[i - 2] == "_"))
+            ):
+                raise ValueError(
+                    "escape strings (E'...') are not supported in a fragment: write the text plainly"
+                )
+            end = text.find(c, i + 1)
+            while end != -1 and text[end + 1 : end + 2] == c:
+                end = text.find(c, end + 2)
+            if end == -1:
+                what = "string" if c == "'" else "quoted name"
+                raise ValueError(f"unterminated {what} in the fragment")
+            i = end + 1
+            continue
+        if c == ";":
+            raise ValueError("a fragment is one expression: no `;`")
+        if text.startswith("--", i) or text.startswith("/*", i):
+            raise ValueError("no comments in a fragment")
+        if c == "$":
+            raise ValueError("no `$` in a fragment (dollar quoting or parameters)")
+        if c == "\\":
+            raise ValueError("no backslash in a fragment outside its strings")
+        if c == "(":
+            depth += 1
+        elif c == ")":
+            depth -= 1
+            if depth < 0:
+                raise ValueError("unbalanced parentheses in the fragment: a `)` closes nothing")
+        i += 1
+    if depth:
+        raise ValueError("unbalanced parentheses in the fragment: a `(` is never closed")
+    return text
+
+
 # An SQL fragment over one row; `{row}` stands for the row's alias.
-Fragment = Annotated[str, StringConstraints(min_length=1, max_length=2000)]
+Fragment = Annotated[str, StringConstraints(min_length=1, max_length=2000), AfterValidator(_one_expression)]
 Status = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 
 

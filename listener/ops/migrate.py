@@ -54,31 +54,24 @@ from listener.errors import (
 from listener.mapping import model as mapping_model
 from listener.mapping.model import Mapping
 from listener.mapping.render import AppSQL, Keys
+from listener.ops import mapping_check
 
 log = logging.getLogger("listener.migrate")
 
 # Session-level advisory lock: a second `listener migrate` (or an uninstall) waits, then finds nothing to do.
 LOCK_KEY = 0x5E55_1ED6
 
-REQUIRED_COLUMNS = {
-    "bookings": ("id", "org_id", "client_id", "status", "purchase_id", "start_time", "end_time"),
-    "client_purchases": (
-        "id",
-        "org_id",
-        "client_id",
-        "sessions_total",
-        "sessions_used",
-        "expires_at",
-        "payment_status",
-    ),
-}
-REQUIRED_FUNCTIONS = ("public.is_org_member(uuid)",)
-# What installing does to the app's tables: locks and reads them, puts the triggers on
-# bookings, and its functions (owned by the migrating role) update both.
+# What installing does to the app's tables, by the mapping's table: locks and reads them, puts
+# the triggers on the bookings, and its functions (owned by the migrating role) update the
+# bookings and packs and read the sessions. What else the app must have comes from the
+# mapping (listener/ops/mapping_check.py).
 REQUIRED_PRIVILEGES = {
-    "bookings": ("SELECT", "UPDATE", "TRIGGER"),
-    "client_purchases": ("SELECT", "UPDATE"),
+    "booking": ("SELECT", "UPDATE", "TRIGGER"),
+    "pack": ("SELECT", "UPDATE"),
+    "session": ("SELECT",),
 }
+# Where the mapping came from, as the summary says it.
+GIVEN, RECORDED, DEFAULT = "given", "recorded", "the coaching app's default"
 
 
 @dataclass
@@ -97,6 +90,15 @@ class MigrateReport:
     recovered: str | None = None
     # installed from the schema as it stands (every migration then recorded as applied)
     fresh: bool = False
+    # the mapping rendered from: GIVEN (--mapping FILE), RECORDED (the install's), or DEFAULT;
+    # and whether it differs from the one recorded before (a first install records it)
+    mapping_from: str = DEFAULT
+    mapping_changed: bool = False
+    # whether an earlier run had recorded a mapping (not so on a first install, an install from
+    # before schema version 7, or one from exported files)
+    mapping_was_recorded: bool = False
+    # what the mapping's check said without refusing (a pack column with no foreign key)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def changed(self) -> bool:
@@ -121,35 +123,52 @@ def migrate(
     dsn: str,
     *,
     with_demo_schema: bool = False,
-    missing_hint: str = "on a blank database, use --with-demo-schema",
+    missing_hint: str | None = None,
     mapping: Mapping | None = None,
 ) -> MigrateReport:
     """Bring the database up to date; safe to re-run and to run twice at once. `missing_hint` ends the
-    error that names missing app tables: what the caller's user can do about them. `mapping` is the
-    app's schema mapped (`--mapping FILE`); without one, the install's recorded mapping, or the
-    coaching app's on a new install."""
+    error that names missing app tables: what the caller's user can do about them (by default, on the
+    coaching app's mapping, the demo schema). `mapping` is the app's schema mapped (`--mapping FILE`);
+    without one, the install's recorded mapping, or the coaching app's on a new install. The mapping is
+    checked against the catalog before anything changes."""
     report = MigrateReport()
     with connect(dsn, autocommit=True, purpose="migrate") as conn, migration_lock(conn):
         state = ledger_state(conn)
         if state.installed and not state.acts_as_owner:
             raise owner_needed(state, "change the ledger")
-        lacking = missing_host_rights(conn, schema_exists=state.owner is not None)
+        recorded = recorded_mapping(conn)
+        report.mapping_was_recorded = recorded is not None
+        if mapping is not None:
+            report.mapping_from = GIVEN
+        elif recorded is not None:
+            mapping, report.mapping_from = recorded, RECORDED
+        else:
+            mapping = mapping_model.default()
+        is_default = mapping.sha256 == mapping_model.default().sha256
+        lacking = missing_host_rights(conn, mapping, schema_exists=state.owner is not None)
         if lacking:
             raise MigrateNotPermitted(
                 f"role {state.role} lacks the rights `listener migrate` needs: "
                 + "; ".join(lacking)
                 + ": run it as the owner of the app's tables"
             )
-        if with_demo_schema and missing_host_objects(conn):
+        if with_demo_schema and missing_host_objects(conn, mapping):
             with conn.transaction():
                 conn.execute(demo_schema())
             report.demo_schema = True
-        missing = missing_host_objects(conn)
-        if missing:
-            raise HostSchemaMissing(
-                "the app's schema is incomplete: missing " + "; ".join(missing) + f" ({missing_hint})"
-            )
-        app = app_sql(conn, mapping or recorded_mapping(conn) or mapping_model.default())
+        findings = mapping_check.check(conn, mapping)
+        if findings.problems:
+            if missing_hint is None:
+                missing_hint = (
+                    "on a blank database, use --with-demo-schema"
+                    if is_default
+                    else "check the mapping's names against the database"
+                )
+            raise HostSchemaMissing(_refusal(findings, missing_hint))
+        for warning in findings.warnings:
+            log.warning("%s", warning)
+        report.warnings = findings.warnings
+        app = app_sql(conn, mapping)
         report.pgmq = ensure_pgmq(conn)
         with conn.transaction():
             conn.execute(query("bootstrap"))
@@ -166,6 +185,18 @@ def migrate(
                 _start_again(conn, report, str(exc))
                 _install(conn, report, app)
     return report
+
+
+def _refusal(findings: mapping_check.Findings, hint: str) -> str:
+    """The error for a mapping the schema does not fit: what is missing in one line (with the hint),
+    then each other problem on its own line naming its key."""
+    lines = []
+    if findings.missing:
+        lines.append(f"the app's schema is incomplete: missing {findings.summary()} ({hint})")
+    else:
+        lines.append("the app's schema does not fit the mapping:")
+    lines += [str(p) for p in findings.problems if p.missing is None]
+    return "\n".join(lines)
 
 
 def _start_again(conn: Conn, report: MigrateReport, why: str) -> None:
@@ -188,6 +219,7 @@ def _install(conn: Conn, report: MigrateReport, app: AppSQL) -> None:
     else:
         _install_fresh(conn, report, app)
     mapping_changed = _record_mapping(conn, app)
+    report.mapping_changed = mapping_changed
     _apply_repeatables(conn, report, app, force=bool(report.applied) or mapping_changed)
     report.revoked = [
         f"{', '.join(r['privileges'])} on {r['table_name']} from {r['grantee']}"
@@ -323,34 +355,33 @@ def _record_mapping(conn: Conn, app: AppSQL) -> bool:
     return stored.rowcount > 0
 
 
-def missing_host_objects(conn: Conn) -> list[str]:
-    """The app's tables, columns and functions the ledger needs but cannot find."""
-    have: dict[str, set[str]] = {}
-    for row in conn.execute(query("host_columns")).fetchall():
-        have.setdefault(row["table_name"], set()).add(row["column_name"])
+def missing_host_objects(conn: Conn, mapping: Mapping) -> list[str]:
+    """The mapped tables the app's schema lacks (what the demo schema would create)."""
+    tables = [mapping.booking.table, mapping.pack.table]
+    if mapping.booking.session is not None:
+        tables.append(mapping.booking.session.table)
     missing = []
-    for table, columns in REQUIRED_COLUMNS.items():
-        if table not in have:
-            missing.append(f"table public.{table}")
-            continue
-        lacking = [c for c in columns if c not in have[table]]
-        if lacking:
-            missing.append(f"public.{table} columns {', '.join(lacking)}")
-    for signature in REQUIRED_FUNCTIONS:
-        if not conn.execute(query("host_function"), {"signature": signature}).fetchone()["present"]:  # type: ignore[index]
-            missing.append(f"function {signature}")
+    for name in tables:
+        schema, _, rel = name.partition(".")
+        if conn.execute(query("mapping_relation"), {"schema": schema, "name": rel}).fetchone() is None:
+            missing.append(f"table {name}")
     return missing
 
 
-def missing_host_rights(conn: Conn, *, schema_exists: bool) -> list[str]:
-    """What the connected role may not do that installing needs, on the app's tables that exist; each with who may."""
+def missing_host_rights(conn: Conn, mapping: Mapping, *, schema_exists: bool) -> list[str]:
+    """What the connected role may not do that installing needs, on the mapped tables that exist; each with who may."""
+    tables = {"booking": mapping.booking.table, "pack": mapping.pack.table}
+    if mapping.booking.session is not None:
+        tables["session"] = mapping.booking.session.table
     lacking = []
-    for table, privileges in REQUIRED_PRIVILEGES.items():
+    for role, table in tables.items():
+        schema, _, name = table.partition(".")
         row = conn.execute(
-            query("host_table_rights"), {"table": table, "privileges": list(privileges)}
+            query("mapping_table_rights"),
+            {"schema": schema, "name": name, "privileges": list(REQUIRED_PRIVILEGES[role])},
         ).fetchone()
         if row is not None and row["lacking"]:
-            lacking.append(f"{', '.join(row['lacking'])} on public.{table} (owned by {row['owner']})")
+            lacking.append(f"{', '.join(row['lacking'])} on {table} (owned by {row['owner']})")
     if not schema_exists:
         row = conn.execute(query("may_create_schema")).fetchone()
         if row is not None and not row["allowed"]:

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from listener.cli.args import Subparsers
 
-from . import audit, dev, discard, doctor, install, operate, repair, run, status
+from . import audit, dev, discard, doctor, install, map, operate, repair, run, status
 
 # In the order `listener --help` lists them: install, run, watch, operate, repair, try out.
-GROUPS = (install, run, status, doctor, operate, repair, discard, audit, dev)
+GROUPS = (install, map, run, status, doctor, operate, repair, discard, audit, dev)
 
 
 def register(subparsers: Subparsers) -> None:

@@ -27,6 +27,12 @@ def register(subparsers: Subparsers) -> None:
         action="store_true",
         help="first create the coaching app's tables on a blank database",
     )
+    p.add_argument(
+        "--mapping",
+        metavar="FILE",
+        help="the app's schema mapped, a TOML file (docs/mapping.md; `listener map` proposes one); "
+        "default: the mapping the install recorded, else the coaching app's",
+    )
 
     p = command(
         subparsers,
@@ -77,9 +83,21 @@ def register(subparsers: Subparsers) -> None:
 
 def _migrate(args: argparse.Namespace, settings: Settings) -> int:
     """Install or upgrade the ledger, then say what changed."""
+    from listener.mapping.model import MappingError, load
     from listener.ops.migrate import migrate
 
-    render_migrate(migrate(settings.require_dsn(), with_demo_schema=args.with_demo_schema))
+    mapping = None
+    if args.mapping is not None:
+        if args.with_demo_schema:
+            raise ConfigError(
+                "--with-demo-schema creates the coaching app's tables: it does not go with --mapping"
+            )
+        try:
+            mapping = load(Path(args.mapping))
+        except MappingError as exc:
+            raise ConfigError(str(exc)) from None
+    report = migrate(settings.require_dsn(), with_demo_schema=args.with_demo_schema, mapping=mapping)
+    render_migrate(report, mapping_file=args.mapping)
     return 0
 
 
@@ -128,8 +146,11 @@ def _uninstall(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def render_migrate(report: MigrateReport) -> None:
-    """Print what a migrate run changed, a line a kind, or that nothing needed to."""
+def render_migrate(report: MigrateReport, *, mapping_file: str | None = None) -> None:
+    """Print what a migrate run changed, a line a kind, or that nothing needed to; and which mapping
+    the ledger's functions are rendered from."""
+    from listener.ops.migrate import GIVEN
+
     if report.demo_schema:
         print("created the demo app schema")
     if report.pgmq != "present":
@@ -145,6 +166,15 @@ def render_migrate(report: MigrateReport) -> None:
         print("re-applied functions, triggers and grants: " + ", ".join(report.repeatables))
     for revoked in report.revoked:
         print(f"revoked {revoked}: no app flow needs it, and it would let a caller go around the ledger")
+    used = mapping_file if report.mapping_from == GIVEN and mapping_file else report.mapping_from
+    if not report.mapping_changed:
+        print(f"mapping: {used} (unchanged)")
+    elif not report.mapping_was_recorded:
+        print(f"mapping: {used} (recorded)")
+    else:
+        print(f"mapping: {used} (changed since the last migrate: the functions were rendered from it again)")
+    for warning in report.warnings:
+        print(f"warning: {warning}")
     if not report.changed:
         print(f"already up to date (schema version {report.schema_version})")
 
