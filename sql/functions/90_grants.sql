@@ -96,6 +96,7 @@ BEGIN
         session_ledger.pause_state(),
         session_ledger.drain(int),
         session_ledger.installed_schema(),
+        session_ledger.booking_key_type(),
         session_ledger.complete_past_bookings(int, interval),
         -- the dashboard's reads and its actions (70_dashboard.sql)
         session_ledger.dashboard_lag(int),
@@ -108,7 +109,7 @@ BEGIN
         session_ledger.dashboard_redrive(bigint[]),
         session_ledger.dashboard_replay(uuid),
         session_ledger.dashboard_discard(bigint[], text),
-        session_ledger.dashboard_names(uuid[]),
+        session_ledger.dashboard_names(text[]),
         session_ledger.dashboard_search(text, int),
         session_ledger.dashboard_packs(uuid[], uuid[], int),
         session_ledger.dashboard_pack_charges(uuid, text, int),
