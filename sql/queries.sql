@@ -24,6 +24,9 @@ FROM session_ledger.handle_batch_v3(
 -- name: installed_schema
 SELECT session_ledger.installed_schema() AS version;
 
+-- name: app_keys
+SELECT session_ledger.app_keys() AS keys;
+
 -- name: heartbeat
 SELECT session_ledger.heartbeat(%(listener)s, %(host)s, %(pid)s, %(waiting)s);
 
@@ -822,7 +825,8 @@ SELECT c.purchase_id,
        max(c.called_at) AS last_call_at
 FROM session_ledger.pack_calls c
 JOIN session_ledger.app_packs p ON p.id = c.purchase_id
-WHERE %(org)s IS NULL OR p.org_id = %(org)s
+-- the comparison first: it gives the parameter the type of the app's organisation key
+WHERE p.org_id = %(org)s OR %(org)s IS NULL
 GROUP BY c.purchase_id
 ORDER BY c.purchase_id;
 

@@ -419,13 +419,17 @@ END
 {%- endif %}
 $$;
 
--- The SQL type of the app's booking key (uuid, integer, bigint or text), as this
--- install was rendered for: the listener checks each event's booking_id against it,
--- exactly as event_booking_id() does, before it hands a batch over.
-CREATE OR REPLACE FUNCTION session_ledger.booking_key_type() RETURNS text
+-- The SQL types of the app's keys (uuid, integer, bigint or text), as this install was
+-- rendered for: {"booking": ..., "pack": ..., "client": ..., "org": ...}. The listener
+-- checks each event's booking_id against the booking's, exactly as event_booking_id()
+-- does, before it hands a batch over; the dashboard reads an id typed in by them.
+CREATE OR REPLACE FUNCTION session_ledger.app_keys() RETURNS jsonb
 LANGUAGE sql IMMUTABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT {{ app.lit(app.keys.booking) }}::text
+    SELECT pg_catalog.jsonb_build_object('booking', {{ app.lit(app.keys.booking) }}::text,
+                                         'pack', {{ app.lit(app.keys.pack) }}::text,
+                                         'client', {{ app.lit(app.keys.client) }}::text,
+                                         'org', {{ app.lit(app.keys.org) }}::text)
 $$;
 
 -- Put events for these bookings on the queue, as the trigger would.

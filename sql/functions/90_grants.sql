@@ -96,7 +96,7 @@ BEGIN
         session_ledger.pause_state(),
         session_ledger.drain(int),
         session_ledger.installed_schema(),
-        session_ledger.booking_key_type(),
+        session_ledger.app_keys(),
         session_ledger.complete_past_bookings(int, interval),
         -- the dashboard's reads and its actions (70_dashboard.sql)
         session_ledger.dashboard_lag(int),

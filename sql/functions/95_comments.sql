@@ -89,8 +89,8 @@ COMMENT ON FUNCTION session_ledger.heartbeat(uuid, text, int, boolean) IS $$Regi
 
 COMMENT ON FUNCTION session_ledger.stop_listener(uuid) IS $$Record that a listener stopped cleanly.$$;
 
-COMMENT ON FUNCTION session_ledger.booking_key_type() IS $$The SQL type of the app's booking key (uuid, integer, bigint or text) this install was rendered for.
-The listener checks each event's booking_id against it before it hands a batch over.$$;
+COMMENT ON FUNCTION session_ledger.app_keys() IS $$The SQL types of the app's keys (uuid, integer, bigint or text) this install was rendered for, as {"booking", "pack", "client", "org"}.
+The listener checks each event's booking_id against the booking's before it hands a batch over; the dashboard reads the ids typed into it by them.$$;
 
 COMMENT ON FUNCTION session_ledger.dashboard_lag(int) IS $$The dashboard: commit-to-charge lag (p50, p99, max) and events handled, per minute over the last p_minutes.
 Minutes without events are left out.$$;
