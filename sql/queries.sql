@@ -1106,15 +1106,15 @@ INSERT INTO public.bookings
 SELECT consuming_statuses FROM session_ledger.config;
 
 -- name: checker_bookings_and_ledger
-SELECT b.id, b.purchase_id, b.status = ANY (%s) AND b.consumes AS consumes, l.state, l.purchase_id AS l_pack
-           FROM session_ledger.app_bookings b LEFT JOIN session_ledger.charges l ON l.booking_id = b.id;
+SELECT b.id, b.purchase_id, b.status = ANY (%s) AS consumes, l.state, l.purchase_id AS l_pack
+           FROM public.bookings b LEFT JOIN session_ledger.charges l ON l.booking_id = b.id;
 
 -- name: checker_paid_rows_of_deleted_bookings
 SELECT count(*) AS n FROM session_ledger.charges l
-           WHERE l.state = 'paid' AND NOT EXISTS (SELECT 1 FROM session_ledger.app_bookings b WHERE b.id = l.booking_id);
+           WHERE l.state = 'paid' AND NOT EXISTS (SELECT 1 FROM public.bookings b WHERE b.id = l.booking_id);
 
 -- name: checker_packs
-SELECT id, sessions_used, sessions_total FROM session_ledger.app_packs;
+SELECT id, sessions_used, sessions_total FROM public.client_purchases;
 
 -- name: checker_queue_left
 SELECT count(*) AS n FROM pgmq.q_booking_events;
@@ -1126,7 +1126,7 @@ SELECT count(*) AS n FROM pgmq.q_booking_events_dlq;
 SELECT count(*) AS n FROM session_ledger.charges WHERE booking_id = ANY(%s);
 
 -- name: checker_sessions_used
-SELECT id, sessions_used FROM session_ledger.app_packs;
+SELECT id, sessions_used FROM public.client_purchases;
 
 -- name: checker_archived_msg_ids
 SELECT msg_id FROM pgmq.a_booking_events;

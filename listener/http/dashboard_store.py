@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
-from listener.core.events import key_text
+from listener.core.events import CANONICAL_UUID, key_text
 from listener.core.sql_files import query
 from listener.http.snapshot import Snapshot
 
@@ -27,6 +27,7 @@ _CURSOR = re.compile(r"^(?P<micros>-?\d{1,18})_(?P<booking>\S{1,1000})$")
 # text, which PostgreSQL reads as the type of the function's parameter: exact, and served by the key's index.
 Key = uuid.UUID | int | str
 _V = TypeVar("_V")
+_CANONICAL_UUID = re.compile(CANONICAL_UUID)
 
 
 class ById(dict[str, _V]):
@@ -51,6 +52,18 @@ def key_types(snapshot: Snapshot) -> dict[str, str]:
     return dict(row["keys"]) if row else {}
 
 
+def typed_key(text: str, key_type: str) -> Key | None:
+    """An id as the key prints it (what SQL returns as text, what a cursor carries), in the key's Python
+    type; None when the text is not exactly that. Case does not matter to a uuid."""
+    if key_type == "uuid":
+        text = text.lower()
+        return uuid.UUID(text) if _CANONICAL_UUID.match(text) else None
+    if key_type in ("integer", "bigint"):
+        key = key_text(text, key_type)
+        return int(key) if key == text else None
+    return text
+
+
 def key_of(snapshot: Snapshot, kind: str, text: str) -> str | None:
     """An id typed in, as the app's key of this kind prints; None when it cannot be one."""
     return key_text(text, key_types(snapshot).get(kind, "uuid"))
@@ -68,7 +81,7 @@ class Cursor:
         return f"{(self.updated_at - _EPOCH) // _MICROSECOND}_{self.booking_id}"
 
 
-def parse_cursor(text: str) -> Cursor | None:
+def parse_cursor(text: str, key_type: str = "uuid") -> Cursor | None:
     """The cursor an "older" link carries; None when `text` is not one."""
     match = _CURSOR.match(text.strip())
     if match is None:
@@ -77,7 +90,8 @@ def parse_cursor(text: str) -> Cursor | None:
         at = _EPOCH + timedelta(microseconds=int(match["micros"]))
     except OverflowError:
         return None
-    return Cursor(at, match["booking"])
+    booking = typed_key(match["booking"], key_type)
+    return None if booking is None else Cursor(at, booking)
 
 
 @dataclass(frozen=True)
@@ -244,7 +258,9 @@ def search(snapshot: Snapshot, text: str) -> SearchResult:
     )
     bookings = [r["id"] for r in found if r["kind"] == "booking"]
     packs = [r["id"] for r in found if r["kind"] == "pack"]
-    result.clients = list(dict.fromkeys(r["id"] for r in found if r["kind"] == "client"))
+    client_key = key_types(snapshot).get("client", "uuid") if found else "uuid"
+    clients = (typed_key(r["id"], client_key) for r in found if r["kind"] == "client")
+    result.clients = list(dict.fromkeys(c for c in clients if c is not None))
     if bookings:
         result.bookings = snapshot.call(
             lambda c: c.execute(query("dashboard_bookings"), {"booking_ids": bookings}).fetchall()
@@ -253,7 +269,7 @@ def search(snapshot: Snapshot, text: str) -> SearchResult:
         result.packs = snapshot.call(
             lambda c: c.execute(
                 query("dashboard_packs"),
-                {"pack_ids": packs, "client_ids": result.clients, "limit": SEARCH_ROWS},
+                {"pack_ids": packs, "client_ids": [str(c) for c in result.clients], "limit": SEARCH_ROWS},
             ).fetchall()
         )
     result.names = read_names(

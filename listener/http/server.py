@@ -369,7 +369,9 @@ class _App:
         try:
             if path == "/":
                 before_text = params.get("before", [""])[0]
-                before = dashboard_store.parse_cursor(before_text)
+                before = dashboard_store.parse_cursor(
+                    before_text, dashboard_store.key_types(self.snapshot).get("booking", "uuid")
+                )
                 if before_text and before is None:
                     return _html(
                         400,

@@ -338,7 +338,7 @@ BEGIN
                                    {{ app.pack_field('p', 'sessions_total') }} AS sessions_total,
                                    {{ app.pack_field('p', 'sessions_used') }} AS sessions_used,
                                    {{ app.pack_field('p', 'expires_at') }} AS expires_at) AS c
-        CROSS JOIN LATERAL session_ledger.dashboard_pack_counts(c.id) AS s
+        CROSS JOIN LATERAL session_ledger.pack_counts(c.id) AS s
         WHERE c.id OPERATOR(pg_catalog.=) ANY (p_pack_ids) OR c.client_id OPERATOR(pg_catalog.=) ANY (p_client_ids)
         ORDER BY p.purchased_at DESC, c.id
         LIMIT v_limit;
@@ -347,7 +347,7 @@ BEGIN
         SELECT c.id, c.client_id, c.sessions_total, c.sessions_used, c.expires_at, NULL::text, NULL::timestamptz,
                s.paid, s.unfunded, s.released, s.calls
         FROM {{ app.packs }} c
-        CROSS JOIN LATERAL session_ledger.dashboard_pack_counts(c.id) AS s
+        CROSS JOIN LATERAL session_ledger.pack_counts(c.id) AS s
         WHERE c.id OPERATOR(pg_catalog.=) ANY (p_pack_ids) OR c.client_id OPERATOR(pg_catalog.=) ANY (p_client_ids)
         ORDER BY c.id DESC
         LIMIT v_limit;
@@ -356,7 +356,7 @@ END
 $$;
 
 -- How many of a pack's bookings the ledger holds paid, unfunded and released, and its direct calls.
-CREATE OR REPLACE FUNCTION session_ledger.dashboard_pack_counts(p_pack {{ app.keys.pack }})
+CREATE OR REPLACE FUNCTION session_ledger.pack_counts(p_pack {{ app.keys.pack }})
 RETURNS TABLE (paid bigint, unfunded bigint, released bigint, calls bigint)
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
 AS $$
