@@ -24,6 +24,9 @@ FROM session_ledger.handle_batch_v3(
 -- name: installed_schema
 SELECT session_ledger.installed_schema() AS version;
 
+-- name: app_keys
+SELECT session_ledger.app_keys() AS keys;
+
 -- name: heartbeat
 SELECT session_ledger.heartbeat(%(listener)s, %(host)s, %(pid)s, %(waiting)s);
 
@@ -664,35 +667,33 @@ SELECT set_config('session_ledger.uninstall_keep_grants', %(keep)s, true);
 SELECT
     EXISTS (
         SELECT 1 FROM pg_catalog.pg_class c
-        JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-        WHERE n.nspname = 'public' AND c.relname = 'bookings' AND c.relkind IN ('r', 'p')
+        WHERE c.oid = pg_catalog.to_regclass(%(bookings)s) AND c.relkind IN ('r', 'p')
     ) AS bookings,
     EXISTS (SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = 'pgmq') AS pgmq;
 
 -- name: doctor_bookings_table
 -- Whether RLS is on, and which API roles may write the columns that decide a charge.
-SELECT c.relrowsecurity AS rls,
+SELECT c.relrowsecurity AS rls, c.oid::pg_catalog.regclass::text AS table_name,
        ARRAY(
            SELECT DISTINCT r.rolname::text
            FROM pg_catalog.pg_roles r
            CROSS JOIN pg_catalog.pg_attribute a
            WHERE r.rolname IN ('anon', 'authenticated')
              AND a.attrelid = c.oid AND NOT a.attisdropped
-             AND a.attname IN ('status', 'purchase_id', 'org_id', 'client_id')
+             AND a.attname = ANY (%(charge_columns)s::text[])
              AND (pg_catalog.has_column_privilege(r.oid, c.oid, a.attnum, 'INSERT')
                   OR pg_catalog.has_column_privilege(r.oid, c.oid, a.attnum, 'UPDATE'))
            ORDER BY 1
        ) AS writers
 FROM pg_catalog.pg_class c
-JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-WHERE n.nspname = 'public' AND c.relname = 'bookings' AND c.relkind IN ('r', 'p');
+WHERE c.oid = pg_catalog.to_regclass(%(bookings)s) AND c.relkind IN ('r', 'p');
 
 -- name: doctor_bookings_policies
 -- Expressions are deparsed under search_path '' by the caller, so function
 -- names come out schema-qualified. writable_columns: the charge-deciding
--- columns some role of the policy may write with the policy's command
+-- columns (the mapping's status, pack, organisation and client columns) some role of the policy may write with the policy's command
 -- (a policy role of PUBLIC stands for PUBLIC and the API roles).
-SELECT p.polname::text AS name,
+SELECT p.polname::text AS name, p.polrelid::pg_catalog.regclass::text AS table_name,
        CASE p.polcmd WHEN 'r' THEN 'SELECT' WHEN 'a' THEN 'INSERT' WHEN 'w' THEN 'UPDATE'
                      WHEN 'd' THEN 'DELETE' ELSE 'ALL' END AS cmd,
        p.polpermissive AS permissive,
@@ -712,7 +713,7 @@ SELECT p.polname::text AS name,
                WHERE 0 = ANY (p.polroles) AND r.rolname IN ('anon', 'authenticated')
            ) AS who
            WHERE a.attrelid = p.polrelid AND NOT a.attisdropped
-             AND a.attname IN ('status', 'purchase_id', 'org_id', 'client_id')
+             AND a.attname = ANY (%(charge_columns)s::text[])
              AND ((p.polcmd IN ('a', '*')
                    AND pg_catalog.has_column_privilege(who.oid, p.polrelid, a.attnum, 'INSERT'))
                   OR (p.polcmd IN ('w', '*')
@@ -720,19 +721,16 @@ SELECT p.polname::text AS name,
            ORDER BY 1
        ) AS writable_columns
 FROM pg_catalog.pg_policy p
-JOIN pg_catalog.pg_class c ON c.oid = p.polrelid
-JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-WHERE n.nspname = 'public' AND c.relname = 'bookings'
+WHERE p.polrelid = pg_catalog.to_regclass(%(bookings)s)
 ORDER BY p.polname;
 
 -- name: doctor_views_over_money
--- Views (and materialized views) that read bookings or client_purchases,
--- directly or through other views, with the API roles that may select them.
+-- Views (and materialized views) that read the app's bookings or packs (the mapping's
+-- tables), directly or through other views, with the API roles that may select them.
 WITH RECURSIVE money AS (
     SELECT c.oid
     FROM pg_catalog.pg_class c
-    JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-    WHERE n.nspname = 'public' AND c.relname IN ('bookings', 'client_purchases')
+    WHERE c.oid IN (pg_catalog.to_regclass(%(bookings)s), pg_catalog.to_regclass(%(packs)s))
 ), over (oid) AS (
     SELECT r.ev_class
     FROM pg_catalog.pg_depend d
@@ -824,7 +822,7 @@ SELECT current_user::text AS name,
        s.owner AS schema_owner,
        s.owner IS NOT NULL AND (s.owner = current_user OR (NOT r.rolsuper
            AND pg_catalog.pg_has_role(current_user, s.owner_oid, 'MEMBER'))) AS acts_as_schema_owner,
-       b.owner AS bookings_owner,
+       b.owner AS bookings_owner, coalesce(b.table_name, %(bookings)s) AS bookings_table,
        b.owner IS NOT NULL AND (b.owner = current_user OR (NOT r.rolsuper
            AND pg_catalog.pg_has_role(current_user, b.owner_oid, 'MEMBER'))) AS acts_as_bookings_owner
 FROM pg_catalog.pg_roles r
@@ -833,17 +831,18 @@ LEFT JOIN (
     FROM pg_catalog.pg_namespace n WHERE n.nspname = 'session_ledger'
 ) s ON true
 LEFT JOIN (
-    SELECT c.relowner AS owner_oid, pg_catalog.pg_get_userbyid(c.relowner)::text AS owner
+    SELECT c.relowner AS owner_oid, pg_catalog.pg_get_userbyid(c.relowner)::text AS owner,
+           c.oid::pg_catalog.regclass::text AS table_name
     FROM pg_catalog.pg_class c
-    JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-    WHERE n.nspname = 'public' AND c.relname = 'bookings' AND c.relkind IN ('r', 'p')
+    WHERE c.oid = pg_catalog.to_regclass(%(bookings)s) AND c.relkind IN ('r', 'p')
 ) b ON true
 WHERE r.rolname = current_user;
 
 -- name: doctor_definer_search_path
 -- The app's SECURITY DEFINER functions: not the ledger's, PGMQ's, the system's or an
 -- extension's. search_path is the function's own setting as stored (NULL when it sets
--- none); touches_money whether its body names bookings or client_purchases.
+-- none); touches_money whether its body names the app's bookings or packs table
+-- (%(money)s: their names, as a regular expression's alternatives).
 SELECT pg_catalog.quote_ident(n.nspname) || '.' || pg_catalog.quote_ident(p.proname)
            || '(' || pg_catalog.oidvectortypes(p.proargtypes) || ')' AS name,
        n.nspname::text AS schema,
@@ -851,16 +850,16 @@ SELECT pg_catalog.quote_ident(n.nspname) || '.' || pg_catalog.quote_ident(p.pron
        (SELECT pg_catalog.substr(s.setting, 13)
         FROM unnest(p.proconfig) AS s(setting)
         WHERE pg_catalog.starts_with(s.setting, 'search_path=')) AS search_path,
-       (p.prosrc ~* '\m(bookings|client_purchases)\M'
+       (p.prosrc ~* ('\m(' || %(money)s || ')\M')
         OR (p.prosqlbody IS NOT NULL
-            AND pg_catalog.pg_get_functiondef(p.oid) ~* '\m(bookings|client_purchases)\M')) AS touches_money,
+            AND pg_catalog.pg_get_functiondef(p.oid) ~* ('\m(' || %(money)s || ')\M'))) AS touches_money,
        -- a row security policy of the bookings or the packs calls it
        (SELECT pg_catalog.string_agg(DISTINCT pc.relname::text, ', ')
         FROM pg_catalog.pg_depend d
         JOIN pg_catalog.pg_policy pol ON d.classid = 'pg_catalog.pg_policy'::pg_catalog.regclass AND pol.oid = d.objid
         JOIN pg_catalog.pg_class pc ON pc.oid = pol.polrelid
         WHERE d.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND d.refobjid = p.oid
-          AND pol.polrelid IN (pg_catalog.to_regclass('public.bookings'), pg_catalog.to_regclass('public.client_purchases')))
+          AND pol.polrelid IN (pg_catalog.to_regclass(%(bookings)s), pg_catalog.to_regclass(%(packs)s)))
            AS policy_of
 FROM pg_catalog.pg_proc p
 JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
@@ -876,7 +875,7 @@ ORDER BY 1;
 -- name: doctor_app_table_triggers
 -- Triggers on the app's bookings and packs whose function's owner could not already act
 -- as the table's owner: the ledger's writes as the owner would run that role's code.
-SELECT t.tgname::text AS trigger, 'public.' || pg_catalog.quote_ident(c.relname) AS table_name,
+SELECT t.tgname::text AS trigger, c.oid::pg_catalog.regclass::text AS table_name,
        pg_catalog.quote_ident(fn.nspname) || '.' || pg_catalog.quote_ident(p.proname)
            || '(' || pg_catalog.oidvectortypes(p.proargtypes) || ')' AS function,
        p.proowner::pg_catalog.regrole::text AS function_owner,
@@ -885,7 +884,7 @@ FROM pg_catalog.pg_trigger t
 JOIN pg_catalog.pg_class c ON c.oid = t.tgrelid
 JOIN pg_catalog.pg_proc p ON p.oid = t.tgfoid
 JOIN pg_catalog.pg_namespace fn ON fn.oid = p.pronamespace
-WHERE t.tgrelid IN (pg_catalog.to_regclass('public.bookings'), pg_catalog.to_regclass('public.client_purchases'))
+WHERE t.tgrelid IN (pg_catalog.to_regclass(%(bookings)s), pg_catalog.to_regclass(%(packs)s))
   AND t.tgenabled <> 'D'
   AND NOT pg_catalog.pg_has_role(p.proowner, c.relowner, 'MEMBER')
 ORDER BY 2, 1;
@@ -893,13 +892,13 @@ ORDER BY 2, 1;
 -- name: doctor_app_table_grants
 -- TRIGGER, TRUNCATE and REFERENCES that PUBLIC, anon or authenticated hold on the app's
 -- bookings and packs: no app flow needs them (Supabase's default privileges hand them out).
-SELECT 'public.' || pg_catalog.quote_ident(c.relname) AS table_name,
+SELECT c.oid::pg_catalog.regclass::text AS table_name,
        CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE r.rolname::text END AS grantee,
        pg_catalog.array_agg(a.privilege_type::text ORDER BY a.privilege_type) AS privileges
 FROM pg_catalog.pg_class c
 CROSS JOIN LATERAL pg_catalog.aclexplode(coalesce(c.relacl, pg_catalog.acldefault('r', c.relowner))) AS a
 LEFT JOIN pg_catalog.pg_roles r ON r.oid = a.grantee
-WHERE c.oid IN (pg_catalog.to_regclass('public.bookings'), pg_catalog.to_regclass('public.client_purchases'))
+WHERE c.oid IN (pg_catalog.to_regclass(%(bookings)s), pg_catalog.to_regclass(%(packs)s))
   AND a.privilege_type IN ('TRIGGER', 'TRUNCATE', 'REFERENCES')
   AND (a.grantee = 0 OR r.rolname IN ('anon', 'authenticated'))
 GROUP BY 1, 2
@@ -915,11 +914,9 @@ SELECT t.tgname::text AS name, t.tgenabled <> 'D' AS enabled,
            CASE WHEN t.tgtype::int & 8 <> 0 THEN 'DELETE' END
        ], NULL)::text[] AS events
 FROM pg_catalog.pg_trigger t
-JOIN pg_catalog.pg_class c ON c.oid = t.tgrelid
-JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 JOIN pg_catalog.pg_proc f ON f.oid = t.tgfoid
 JOIN pg_catalog.pg_namespace fn ON fn.oid = f.pronamespace
-WHERE n.nspname = 'public' AND c.relname = 'bookings' AND NOT t.tgisinternal
+WHERE t.tgrelid = pg_catalog.to_regclass(%(bookings)s) AND NOT t.tgisinternal
   AND fn.nspname = 'session_ledger' AND f.proname = 'enqueue_booking_changes'
   AND EXISTS (SELECT 1 FROM pg_catalog.pg_proc g
               JOIN pg_catalog.pg_namespace gn ON gn.oid = g.pronamespace
@@ -939,30 +936,30 @@ SET LOCAL search_path = '';
 
 -- name: audit_packs
 -- Per pack: consuming bookings, sessions_used and the ledger's view, side by side.
-SELECT * FROM session_ledger.audit_packs(%(org)s::uuid);
+SELECT * FROM session_ledger.audit_packs(%(org)s);
 
 -- name: audit_packs_to_charge
 -- The packs holding given-away sessions not yet judged, in id order.
-SELECT DISTINCT purchase_id FROM session_ledger.audit_uncharged(%(org)s::uuid, NULL) ORDER BY purchase_id;
+SELECT DISTINCT purchase_id FROM session_ledger.audit_uncharged(%(org)s, NULL) ORDER BY purchase_id;
 
 -- name: audit_org_known
 -- Whether any pack or booking belongs to this organisation (the ledger knows
 -- organisations only through them).
-SELECT EXISTS (SELECT 1 FROM public.client_purchases WHERE org_id = %(org)s::uuid)
-    OR EXISTS (SELECT 1 FROM public.bookings WHERE org_id = %(org)s::uuid) AS known;
+SELECT EXISTS (SELECT 1 FROM session_ledger.app_packs WHERE org_id = %(org)s)
+    OR EXISTS (SELECT 1 FROM session_ledger.app_bookings WHERE org_id = %(org)s) AS known;
 
 -- name: audit_existing_packs
 -- Which of these purchase ids exist.
-SELECT id FROM public.client_purchases WHERE id = ANY (%(packs)s::uuid[]);
+SELECT id FROM session_ledger.app_packs WHERE id = ANY (%(packs)s);
 
 -- name: audit_charge
 -- Take the given-away sessions of these packs (one transaction; the caller commits or rolls back).
 SELECT booking_id, purchase_id, start_time, charged, reason, sessions_used
-FROM session_ledger.audit_charge(%(packs)s::uuid[]);
+FROM session_ledger.audit_charge(%(packs)s);
 
 -- name: audit_packs_in_flight
 -- Of these packs, those a charge run leaves for later: a booking's event is still in flight.
-SELECT purchase_id FROM session_ledger.packs_in_flight(%(packs)s::uuid[]) ORDER BY purchase_id;
+SELECT purchase_id FROM session_ledger.packs_in_flight(%(packs)s) ORDER BY purchase_id;
 
 -- dashboard
 
@@ -974,8 +971,9 @@ SELECT c.purchase_id,
        count(*) FILTER (WHERE NOT c.legacy AND c.outcome IN ('charged', 'released'))::int AS manual_moved,
        max(c.called_at) AS last_call_at
 FROM session_ledger.pack_calls c
-JOIN public.client_purchases p ON p.id = c.purchase_id
-WHERE %(org)s::uuid IS NULL OR p.org_id = %(org)s::uuid
+JOIN session_ledger.app_packs p ON p.id = c.purchase_id
+-- the comparison first: it gives the parameter the type of the app's organisation key
+WHERE p.org_id = %(org)s OR %(org)s IS NULL
 GROUP BY c.purchase_id
 ORDER BY c.purchase_id;
 
@@ -1010,7 +1008,7 @@ SELECT session_ledger.dashboard_discard(%(msg_ids)s, %(reason)s) AS discarded;
 
 -- name: dashboard_names
 SELECT id, kind, client_id, name, at
-FROM session_ledger.dashboard_names(%(ids)s::uuid[]);
+FROM session_ledger.dashboard_names(%(ids)s::text[]);
 
 -- name: dashboard_search
 SELECT kind, id
@@ -1019,7 +1017,7 @@ FROM session_ledger.dashboard_search(%(query)s, %(limit)s);
 -- name: dashboard_packs
 SELECT id, client_id, sessions_total, sessions_used, expires_at, payment_status, purchased_at,
        paid, unfunded, released, calls
-FROM session_ledger.dashboard_packs(%(pack_ids)s::uuid[], %(client_ids)s::uuid[], %(limit)s);
+FROM session_ledger.dashboard_packs(%(pack_ids)s, %(client_ids)s, %(limit)s);
 
 -- name: dashboard_pack_charges
 SELECT booking_id, state, reason, source, updated_at, start_time, booking_status, by_role, by_uid, trace, by_login
@@ -1032,7 +1030,7 @@ FROM session_ledger.dashboard_pack_calls(%(purchase_id)s, %(limit)s);
 -- name: dashboard_bookings
 SELECT booking_id, in_app, booking_status, purchase_id, client_id, start_time, ledger_state,
        ledger_purchase_id, ledger_reason, updated_at, out_of_sync
-FROM session_ledger.dashboard_bookings(%(booking_ids)s::uuid[]);
+FROM session_ledger.dashboard_bookings(%(booking_ids)s);
 
 -- name: dashboard_recent_changes
 SELECT booking_id, purchase_id, state, reason, source, updated_at, by_role, by_uid, trace, by_login

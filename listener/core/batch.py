@@ -27,7 +27,7 @@ class BatchHandler:
 
     def handle(self, store: LedgerStore, batch: Sequence[RawMessage]) -> list[Outcome]:
         """Apply a batch; if the database rejects it, split it until the culprit is alone and dead-letter that."""
-        accepted, rejected = self.judge(batch)
+        accepted, rejected = self.judge(batch, booking_key=store.booking_key)
         try:
             return self.apply(store, accepted, rejected)
         except TRANSIENT:
@@ -40,13 +40,19 @@ class BatchHandler:
             half = len(batch) // 2
             return self.handle(store, batch[:half]) + self.handle(store, batch[half:])
 
-    def judge(self, batch: Sequence[RawMessage]) -> tuple[list[Accepted], list[Rejected]]:
-        """Sort the raw messages into those naming a booking and those to dead-letter, logging the latter."""
+    def judge(
+        self, batch: Sequence[RawMessage], *, booking_key: str = "uuid"
+    ) -> tuple[list[Accepted], list[Rejected]]:
+        """Sort the raw messages into those naming a booking (by a key of type booking_key) and those to
+        dead-letter."""
         accepted: list[Accepted] = []
         rejected: list[Rejected] = []
         for raw in batch:
             verdict = judge(
-                raw, max_payload_bytes=self.settings.max_payload_bytes, max_reads=self.settings.max_reads
+                raw,
+                max_payload_bytes=self.settings.max_payload_bytes,
+                max_reads=self.settings.max_reads,
+                booking_key=booking_key,
             )
             if isinstance(verdict, Accepted):
                 accepted.append(verdict)

@@ -3,17 +3,61 @@
 from __future__ import annotations
 
 import json
+import re
+import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 # Exactly what jsonb_build_object writes for a uuid: lowercase, hyphenated.
 # Braced, uppercase or URN forms are not ours, so they are not guessed at.
 # sql/functions/10_rules.sql (session_ledger.is_canonical_uuid) holds the same pattern; a test keeps them equal.
 CANONICAL_UUID = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
-CanonicalUuid = Annotated[str, StringConstraints(pattern=CANONICAL_UUID)]
+_UUID = re.compile(CANONICAL_UUID)
+
+# The types an app's booking key may have (the mapping's key types), and the range of each integer one.
+KeyType = Literal["uuid", "integer", "bigint", "text"]
+_INT_RANGE = {"integer": (-(2**31), 2**31 - 1), "bigint": (-(2**63), 2**63 - 1)}
+
+
+def key_problem(value: object, key_type: str) -> str | None:
+    """Why a booking_id is not exactly what jsonb_build_object writes for a key of this type; None when it is.
+
+    uuid: a string, canonical; integer and bigint: a JSON integer (no fraction, no exponent) in the
+    type's range; text: any string.
+    """
+    if key_type in _INT_RANGE:
+        low, high = _INT_RANGE[key_type]
+        if not isinstance(value, int) or isinstance(value, bool):
+            return f"not an {key_type}" if key_type == "integer" else f"not a {key_type}"
+        return None if low <= value <= high else f"out of range for {key_type}"
+    if not isinstance(value, str):
+        return "not a string"
+    if key_type == "uuid" and not _UUID.match(value):
+        return "not a canonical uuid (lowercase, hyphenated)"
+    return None
+
+
+def key_text(text: str, key_type: str) -> str | None:
+    """An id typed in (a URL, a form) as its key prints, or None when it cannot be a key of this type.
+
+    A uuid may be typed as PostgreSQL reads one (capitals, braces, no hyphens); an integer in decimal.
+    """
+    text = text.strip()
+    if key_type in _INT_RANGE:
+        if not re.fullmatch(r"-?[0-9]{1,19}", text):
+            return None
+        value = int(text)
+        low, high = _INT_RANGE[key_type]
+        return str(value) if low <= value <= high else None
+    if key_type == "uuid":
+        try:
+            return str(uuid.UUID(text))
+        except ValueError:
+            return None
+    return text if 0 < len(text) <= 1000 else None
 
 
 class BookingChanged(BaseModel):
@@ -23,7 +67,8 @@ class BookingChanged(BaseModel):
 
     type: Literal["booking.changed"]
     v: Literal[1]
-    booking_id: CanonicalUuid
+    # str or int as the JSON holds it; key_problem() judges it against the app's key type
+    booking_id: str | int
 
 
 @dataclass(frozen=True)
@@ -41,7 +86,7 @@ class Accepted:
     """A message that names a booking."""
 
     msg_id: int
-    booking_id: str  # canonical: lowercase, hyphenated
+    booking_id: str  # the key as it prints (a uuid lowercase and hyphenated, an integer in decimal)
     enqueued_at: datetime
 
 
@@ -53,8 +98,10 @@ class Rejected:
     reason: str
 
 
-def judge(raw: RawMessage, *, max_payload_bytes: int, max_reads: int) -> Accepted | Rejected:
-    """Accept a well-formed event or reject it with a one-line reason."""
+def judge(
+    raw: RawMessage, *, max_payload_bytes: int, max_reads: int, booking_key: str = "uuid"
+) -> Accepted | Rejected:
+    """Accept a well-formed event naming a booking by a key of type booking_key, or reject it with a one-line reason."""
     if raw.read_ct > max_reads:
         return Rejected(raw.msg_id, f"read {raw.read_ct} times without being handled")
     text = raw.message
@@ -65,7 +112,8 @@ def judge(raw: RawMessage, *, max_payload_bytes: int, max_reads: int) -> Accepte
     try:
         # The common case, validated by pydantic's Rust JSON parser in one step.
         event = BookingChanged.model_validate_json(text)
-        return Accepted(raw.msg_id, event.booking_id, raw.enqueued_at)
+        if key_problem(event.booking_id, booking_key) is None:
+            return Accepted(raw.msg_id, str(event.booking_id), raw.enqueued_at)
     except ValidationError:
         pass  # find the precise reason below
     try:
@@ -85,7 +133,10 @@ def judge(raw: RawMessage, *, max_payload_bytes: int, max_reads: int) -> Accepte
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "payload"
         return Rejected(raw.msg_id, f"invalid {where}: {first['msg']}")
-    return Accepted(raw.msg_id, event.booking_id, raw.enqueued_at)
+    problem = key_problem(event.booking_id, booking_key)
+    if problem is not None:
+        return Rejected(raw.msg_id, f"invalid booking_id: {problem}")
+    return Accepted(raw.msg_id, str(event.booking_id), raw.enqueued_at)
 
 
 def _json_kind(value: object) -> str:

@@ -48,6 +48,10 @@ class LedgerStore(Protocol):
     database rejected the batch.
     """
 
+    # The SQL type of the app's booking key (uuid, integer, bigint or text): what an event's
+    # booking_id must be. Read by verify_schema(); uuid until then.
+    booking_key: str
+
     @property
     def lost(self) -> bool:
         """The connection was closed or broke: open another store."""
@@ -86,6 +90,7 @@ class Store:
     def __init__(self, conn: Conn, *, deadline_s: float = 60.0) -> None:
         self.conn = conn
         self.deadline_s = deadline_s
+        self.booking_key = "uuid"
 
     @property
     def lost(self) -> bool:
@@ -98,8 +103,10 @@ class Store:
             self.conn.close()
 
     def verify_schema(self) -> None:
-        """Refuse, with one line saying what to run, a database whose schema is not this listener's."""
+        """Refuse, with one line saying what to run, a database whose schema is not this listener's;
+        learn the app's booking key type."""
         require_ledger(self.conn)
+        self.booking_key = str(self._rows("app_keys")[0]["keys"]["booking"])
 
     def _rows(self, name: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         with watchdog.guard(self.conn, self.deadline_s):

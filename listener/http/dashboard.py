@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import json
 import re
-import uuid
 from datetime import UTC, datetime, timedelta
 from html import escape
 from typing import Any
 from urllib.parse import urlencode
 
-from listener.http.dashboard_store import LAG_MINUTES, DashboardData, Names, PackView, SearchResult
+from listener.http.dashboard_store import LAG_MINUTES, DashboardData, Key, Names, PackView, SearchResult
 
 # The page loads nothing from anywhere and runs no script; forms post to this origin only.
 CSP = (
@@ -107,7 +106,7 @@ def render_pack(view: PackView, *, ready: bool, listener_id: str, refresh: bool 
     pack = view.pack
     assert pack is not None
     names = view.names
-    pack_id: uuid.UUID = pack["id"]
+    pack_id: Key = pack["id"]
     now = datetime.now(UTC)
     header = _header(
         ready=ready,
@@ -386,7 +385,7 @@ def _href(path: str, refresh: bool, **params: str | None) -> str:
     return path + ("?" + urlencode(given) if given else "")
 
 
-def _client(names: Names, client: uuid.UUID | None) -> str:
+def _client(names: Names, client: Key | None) -> str:
     """A client by the app's name for it, the uuid in the title; the uuid itself when the app has no name."""
     if client is None:
         return '<span class="muted">-</span>'
@@ -396,7 +395,7 @@ def _client(names: Names, client: uuid.UUID | None) -> str:
     return f'<span class="client" title="client {client}">{escape(name)}</span>'
 
 
-def _pack_label(names: Names, pack: uuid.UUID) -> str | None:
+def _pack_label(names: Names, pack: Key) -> str | None:
     """A pack as the app names it: its offer, its client and the day it was bought; None without a name."""
     info = names.packs.get(pack)
     if info is None:
@@ -410,7 +409,7 @@ def _pack_label(names: Names, pack: uuid.UUID) -> str | None:
     return " · ".join(parts)
 
 
-def _pack(names: Names, pack: uuid.UUID | None, refresh: bool, *, link: bool = True) -> str:
+def _pack(names: Names, pack: Key | None, refresh: bool, *, link: bool = True) -> str:
     """A pack by name, linked to its page, the uuid in the title; the uuid itself when the app has no name."""
     if pack is None:
         return '<span class="muted">-</span>'
@@ -422,7 +421,7 @@ def _pack(names: Names, pack: uuid.UUID | None, refresh: bool, *, link: bool = T
     return f'<a class="{cls}" href="{escape(_href("/pack", refresh, id=str(pack)))}" title="pack {pack}">{text}</a>'
 
 
-def _booking_link(booking: uuid.UUID) -> str:
+def _booking_link(booking: Key) -> str:
     """A booking's id, linked to what search knows of it."""
     return f'<a href="{escape(_href("/search", True, q=str(booking)))}">{booking}</a>'
 
@@ -662,7 +661,7 @@ def _out_of_sync(rows: list[dict[str, Any]], status: dict[str, Any], names: Name
 def _replay_form() -> str:
     return (
         '<section id="replay-section"><h2>Replay one booking</h2>'
-        '<form method="get" action="/replay"><input name="booking" size="40" placeholder="booking id (UUID)" '
+        '<form method="get" action="/replay"><input name="booking" size="40" placeholder="booking id" '
         'required> <button type="submit" id="replay">Replay…</button> '
         '<span class="muted">asks for confirmation first</span></form></section>'
     )

@@ -7,8 +7,9 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
+from listener.core.events import CANONICAL_UUID, key_text
 from listener.core.sql_files import query
 from listener.http.snapshot import Snapshot
 
@@ -20,9 +21,52 @@ MAX_REDRIVE = 1000
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
-_CURSOR = re.compile(
-    r"^(?P<micros>-?\d{1,18})_(?P<booking>[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$"
-)
+_CURSOR = re.compile(r"^(?P<micros>-?\d{1,18})_(?P<booking>\S{1,1000})$")
+
+# An id of the app's as psycopg reads the key's type (uuid, integer or bigint, text). Ids go to SQL as
+# text, which PostgreSQL reads as the type of the function's parameter: exact, and served by the key's index.
+Key = uuid.UUID | int | str
+_V = TypeVar("_V")
+_CANONICAL_UUID = re.compile(CANONICAL_UUID)
+
+
+class ById(dict[str, _V]):
+    """A dict keyed by an id's text, so a uuid, an integer or a text id finds its entry however it is held."""
+
+    def __getitem__(self, key: object) -> _V:
+        return super().__getitem__(str(key))
+
+    def __setitem__(self, key: object, value: _V) -> None:
+        super().__setitem__(str(key), value)
+
+    def __contains__(self, key: object) -> bool:
+        return super().__contains__(str(key))
+
+    def get(self, key: object, default: _V | None = None) -> _V | None:  # type: ignore[override]
+        return super().get(str(key), default)
+
+
+def key_types(snapshot: Snapshot) -> dict[str, str]:
+    """The SQL types of the app's keys: {"booking", "pack", "client", "org"}."""
+    row = snapshot.call(lambda c: c.execute(query("app_keys")).fetchone())
+    return dict(row["keys"]) if row else {}
+
+
+def typed_key(text: str, key_type: str) -> Key | None:
+    """An id as the key prints it (what SQL returns as text, what a cursor carries), in the key's Python
+    type; None when the text is not exactly that. Case does not matter to a uuid."""
+    if key_type == "uuid":
+        text = text.lower()
+        return uuid.UUID(text) if _CANONICAL_UUID.match(text) else None
+    if key_type in ("integer", "bigint"):
+        key = key_text(text, key_type)
+        return int(key) if key == text else None
+    return text
+
+
+def key_of(snapshot: Snapshot, kind: str, text: str) -> str | None:
+    """An id typed in, as the app's key of this kind prints; None when it cannot be one."""
+    return key_text(text, key_types(snapshot).get(kind, "uuid"))
 
 
 @dataclass(frozen=True)
@@ -30,30 +74,31 @@ class Cursor:
     """Where a page of recent ledger changes ended: its last row's updated_at and booking."""
 
     updated_at: datetime
-    booking_id: uuid.UUID
+    booking_id: Key
 
     def token(self) -> str:
         """The cursor as a URL-safe `?before=` value; exact to the microsecond, as timestamptz is."""
         return f"{(self.updated_at - _EPOCH) // _MICROSECOND}_{self.booking_id}"
 
 
-def parse_cursor(text: str) -> Cursor | None:
+def parse_cursor(text: str, key_type: str = "uuid") -> Cursor | None:
     """The cursor an "older" link carries; None when `text` is not one."""
-    match = _CURSOR.match(text.strip().lower())
+    match = _CURSOR.match(text.strip())
     if match is None:
         return None
     try:
         at = _EPOCH + timedelta(microseconds=int(match["micros"]))
     except OverflowError:
         return None
-    return Cursor(at, uuid.UUID(match["booking"]))
+    booking = typed_key(match["booking"], key_type)
+    return None if booking is None else Cursor(at, booking)
 
 
 @dataclass(frozen=True)
 class PackName:
     """What the app knows of a pack: whose it is, when it was bought, and its offer's name if the app has one."""
 
-    client_id: uuid.UUID | None
+    client_id: Key | None
     offer: str | None
     purchased_at: datetime | None
 
@@ -62,12 +107,12 @@ class PackName:
 class Names:
     """The app's names for the ids on a page; an id it has no name for is shown as itself."""
 
-    clients: dict[uuid.UUID, str] = field(default_factory=dict)
-    packs: dict[uuid.UUID, PackName] = field(default_factory=dict)
+    clients: ById[str] = field(default_factory=ById)
+    packs: ById[PackName] = field(default_factory=ById)
     # A booking's client, where the app still has the booking.
-    booking_clients: dict[uuid.UUID, uuid.UUID] = field(default_factory=dict)
+    booking_clients: ById[Key] = field(default_factory=ById)
 
-    def client_of(self, booking: uuid.UUID | None, pack: uuid.UUID | None = None) -> uuid.UUID | None:
+    def client_of(self, booking: Key | None, pack: Key | None = None) -> Key | None:
         """The client of a booking, else of its pack; None when the app knows neither."""
         if booking is not None and booking in self.booking_clients:
             return self.booking_clients[booking]
@@ -107,7 +152,7 @@ def read_dashboard(snapshot: Snapshot, *, before: Cursor | None = None) -> Dashb
         query("dashboard_recent_changes"),
         limit=ROWS + 1,
         before_at=before.updated_at if before else None,
-        before_booking=before.booking_id if before else None,
+        before_booking=str(before.booking_id) if before else None,
     )
     older = None
     if len(recent) > ROWS:
@@ -135,9 +180,9 @@ def read_dashboard(snapshot: Snapshot, *, before: Cursor | None = None) -> Dashb
     return data
 
 
-def read_names(snapshot: Snapshot, ids: Iterable[uuid.UUID | None]) -> Names:
+def read_names(snapshot: Snapshot, ids: Iterable[Key | None]) -> Names:
     """The app's names for these bookings, packs and clients, in one read."""
-    wanted = sorted({i for i in ids if i is not None})
+    wanted = sorted({str(i) for i in ids if i is not None})
     names = Names()
     if not wanted:
         return names
@@ -166,20 +211,22 @@ class PackView:
 PACK_ROWS = 200
 
 
-def read_pack(snapshot: Snapshot, pack: uuid.UUID) -> PackView:
+def read_pack(snapshot: Snapshot, pack: Key) -> PackView:
     """The pack's page; `pack` is None in it when the app has no such pack."""
 
     def rows(sql: str, **params: Any) -> list[dict[str, Any]]:
         return snapshot.call(lambda c: c.execute(sql, params).fetchall())
 
-    found = rows(query("dashboard_packs"), pack_ids=[pack], client_ids=[], limit=1)
+    found = rows(query("dashboard_packs"), pack_ids=[str(pack)], client_ids=[], limit=1)
     if not found:
         return PackView(pack=None)
     view = PackView(
         pack=found[0],
-        charged=rows(query("dashboard_pack_charges"), purchase_id=pack, state="paid", limit=PACK_ROWS),
-        unfunded=rows(query("dashboard_pack_charges"), purchase_id=pack, state="unfunded", limit=PACK_ROWS),
-        calls=rows(query("dashboard_pack_calls"), purchase_id=pack, limit=PACK_ROWS),
+        charged=rows(query("dashboard_pack_charges"), purchase_id=str(pack), state="paid", limit=PACK_ROWS),
+        unfunded=rows(
+            query("dashboard_pack_charges"), purchase_id=str(pack), state="unfunded", limit=PACK_ROWS
+        ),
+        calls=rows(query("dashboard_pack_calls"), purchase_id=str(pack), limit=PACK_ROWS),
     )
     view.names = read_names(
         snapshot,
@@ -195,7 +242,7 @@ class SearchResult:
     query: str
     bookings: list[dict[str, Any]] = field(default_factory=list)
     packs: list[dict[str, Any]] = field(default_factory=list)
-    clients: list[uuid.UUID] = field(default_factory=list)
+    clients: list[Key] = field(default_factory=list)
     names: Names = field(default_factory=Names)
 
 
@@ -211,7 +258,9 @@ def search(snapshot: Snapshot, text: str) -> SearchResult:
     )
     bookings = [r["id"] for r in found if r["kind"] == "booking"]
     packs = [r["id"] for r in found if r["kind"] == "pack"]
-    result.clients = list(dict.fromkeys(r["id"] for r in found if r["kind"] == "client"))
+    client_key = key_types(snapshot).get("client", "uuid") if found else "uuid"
+    clients = (typed_key(r["id"], client_key) for r in found if r["kind"] == "client")
+    result.clients = list(dict.fromkeys(c for c in clients if c is not None))
     if bookings:
         result.bookings = snapshot.call(
             lambda c: c.execute(query("dashboard_bookings"), {"booking_ids": bookings}).fetchall()
@@ -220,7 +269,7 @@ def search(snapshot: Snapshot, text: str) -> SearchResult:
         result.packs = snapshot.call(
             lambda c: c.execute(
                 query("dashboard_packs"),
-                {"pack_ids": packs, "client_ids": result.clients, "limit": SEARCH_ROWS},
+                {"pack_ids": packs, "client_ids": [str(c) for c in result.clients], "limit": SEARCH_ROWS},
             ).fetchall()
         )
     result.names = read_names(
@@ -234,10 +283,10 @@ def search(snapshot: Snapshot, text: str) -> SearchResult:
     return result
 
 
-def find_booking(snapshot: Snapshot, booking_id: uuid.UUID) -> dict[str, Any] | None:
+def find_booking(snapshot: Snapshot, booking_id: Key) -> dict[str, Any] | None:
     """The booking as the app and the ledger hold it; None when neither has it."""
     rows = snapshot.call(
-        lambda c: c.execute(query("dashboard_bookings"), {"booking_ids": [booking_id]}).fetchall()
+        lambda c: c.execute(query("dashboard_bookings"), {"booking_ids": [str(booking_id)]}).fetchall()
     )
     return rows[0] if rows else None
 
@@ -272,9 +321,11 @@ def discard(snapshot: Snapshot, ids: list[int], reason: str) -> int:
     return int(row["discarded"]) if row else 0
 
 
-def replay(snapshot: Snapshot, booking: uuid.UUID) -> int:
+def replay(snapshot: Snapshot, booking: Key) -> int:
     """Enqueue one booking again; how many events were sent."""
-    row = snapshot.call(lambda c: c.execute(query("dashboard_replay"), {"booking_id": booking}).fetchone())
+    row = snapshot.call(
+        lambda c: c.execute(query("dashboard_replay"), {"booking_id": str(booking)}).fetchone()
+    )
     return int(row["enqueued"]) if row else 0
 
 
@@ -283,5 +334,5 @@ def _msg_ids(ids: list[int]) -> list[int]:
     return sorted({i for i in ids if 0 < i < 2**63})
 
 
-def _ids(rows: list[dict[str, Any]], keys: tuple[str, ...]) -> list[uuid.UUID | None]:
+def _ids(rows: list[dict[str, Any]], keys: tuple[str, ...]) -> list[Key | None]:
     return [r.get(k) for r in rows for k in keys]

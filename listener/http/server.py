@@ -25,7 +25,6 @@ import logging
 import socket
 import threading
 import time
-import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -370,7 +369,9 @@ class _App:
         try:
             if path == "/":
                 before_text = params.get("before", [""])[0]
-                before = dashboard_store.parse_cursor(before_text)
+                before = dashboard_store.parse_cursor(
+                    before_text, dashboard_store.key_types(self.snapshot).get("booking", "uuid")
+                )
                 if before_text and before is None:
                     return _html(
                         400,
@@ -410,9 +411,9 @@ class _App:
                     )
                 found = dashboard_store.search(self.snapshot, text)
                 return _html(200, dashboard.render_search(found, refresh=refresh))
-            booking = _booking(params.get("booking", [""])[0])
+            booking = self._key("booking", params.get("booking", [""])[0])
             if booking is None:
-                return _html(400, dashboard.render_message("bad request", "A booking id is a UUID."))
+                return self._not_a_key("booking")
             row = dashboard_store.find_booking(self.snapshot, booking)
             if row is None:
                 return _unknown_booking(booking)
@@ -423,10 +424,18 @@ class _App:
         except DatabaseUnreachable:
             return _html(503, dashboard.render_message("unavailable", "The database could not be read."))
 
+    def _key(self, kind: str, text: str) -> str | None:
+        """An id typed in, as the app's key of this kind prints; None when it cannot be one."""
+        return dashboard_store.key_of(self.snapshot, kind, text)
+
+    def _not_a_key(self, kind: str) -> _Reply:
+        key_type = dashboard_store.key_types(self.snapshot).get(kind, "uuid")
+        return _html(400, dashboard.render_message("bad request", f"A {kind} id is {_KEY_WORDS[key_type]}."))
+
     def _pack(self, params: dict[str, list[str]], refresh: bool) -> _Reply:
-        pack = _booking(params.get("id", [""])[0])
+        pack = self._key("pack", params.get("id", [""])[0])
         if pack is None:
-            return _html(400, dashboard.render_message("bad request", "A pack id is a UUID."))
+            return self._not_a_key("pack")
         view = dashboard_store.read_pack(self.snapshot, pack)
         if view.pack is None:
             return _html(
@@ -483,9 +492,9 @@ class _App:
         )
 
     def _replay(self, form: dict[str, list[str]], environ: WSGIEnvironment) -> _Reply:
-        booking = _booking((form.get("booking") or [""])[0])
+        booking = self._key("booking", (form.get("booking") or [""])[0])
         if booking is None:
-            return _html(400, dashboard.render_message("bad request", "A booking id is a UUID."))
+            return self._not_a_key("booking")
         if dashboard_store.find_booking(self.snapshot, booking) is None:
             return _unknown_booking(booking)
         sent = dashboard_store.replay(self.snapshot, booking)
@@ -510,7 +519,7 @@ def _form(environ: WSGIEnvironment) -> dict[str, list[str]] | None:
     return parse_qs(body, max_num_fields=1000)
 
 
-def _unknown_booking(booking: uuid.UUID) -> _Reply:
+def _unknown_booking(booking: str) -> _Reply:
     """What replaying an id no booking has answers: nothing was, or will be, enqueued."""
     text = (
         f"No booking has id {booking}: neither the app's bookings nor the ledger holds it. Nothing to replay."
@@ -545,8 +554,5 @@ def _ints(values: list[str]) -> list[int] | None:
         return None
 
 
-def _booking(text: str) -> uuid.UUID | None:
-    try:
-        return uuid.UUID(text.strip())
-    except ValueError:
-        return None
+# How an id of each key type is written, for the page that refuses one.
+_KEY_WORDS = {"uuid": "a UUID", "integer": "an integer", "bigint": "an integer", "text": "some text"}

@@ -47,6 +47,15 @@ from listener.core.schema import require_ledger
 from listener.core.sql_files import query
 from listener.errors import UnknownOrg, UnknownPack
 
+# An id of the app's, as psycopg reads the key's type: uuid, integer or bigint, text. It goes back
+# to SQL as text, which PostgreSQL reads as the key's own type (exact, and served by its index).
+Key = uuid.UUID | int | str
+
+# What the audit cannot judge: a pack counted down keeps no count of what it used.
+NOT_AUDITED = (
+    "balances of packs counted down (pack.remaining) are not audited: they keep no count of what they used"
+)
+
 # Packs per transaction when charging: each commits (or, dry, rolls back) on its own.
 CHUNK = 100
 
@@ -55,9 +64,9 @@ CHUNK = 100
 class PackAudit:
     """One pack's bookings, balance and ledger, side by side."""
 
-    purchase_id: uuid.UUID
-    org_id: uuid.UUID
-    client_id: uuid.UUID
+    purchase_id: Key
+    org_id: Key | None
+    client_id: Key | None
     sessions_total: int | None
     sessions_used: int
     expires_at: datetime | None
@@ -69,13 +78,16 @@ class PackAudit:
     unfunded: int
     adjusted_charged: int
     adjusted_unfunded: int
-    given_away: int
-    manual: int
-    to_charge: int
+    # None: a pack counted down, whose balance is not audited
+    given_away: int | None
+    manual: int | None
+    to_charge: int | None
 
     @property
     def kind(self) -> str:
-        """given-away, manual-deduction, or balanced."""
+        """given-away, manual-deduction, balanced, or not-audited."""
+        if self.given_away is None:
+            return "not-audited"
         if self.given_away:
             return "given-away"
         if self.manual:
@@ -93,7 +105,7 @@ class PackAudit:
 class AuditReport:
     """Every pack with bookings, a balance or ledger rows, of one organisation or all."""
 
-    org_id: uuid.UUID | None
+    org_id: Key | None
     packs: list[PackAudit] = field(default_factory=list)
     # Per pack, the direct calls on record (session_ledger.pack_calls): the app's old
     # use_session / release_session absorbed as echoes or moving the balance, and manual adjustments.
@@ -109,15 +121,22 @@ class AuditReport:
         """Packs whose sessions_used exceeds their consuming bookings (those not judged unfunded)."""
         return [p for p in self.packs if p.kind == "manual-deduction"]
 
+    @property
+    def not_audited(self) -> list[PackAudit]:
+        """Packs counted down: their bookings and ledger rows are shown, their balance not judged."""
+        return [p for p in self.packs if p.kind == "not-audited"]
+
     def as_json(self) -> dict[str, Any]:
         """The machine-readable report."""
         return {
             "org_id": _plain(self.org_id),
             "packs_checked": len(self.packs),
             "given_away_packs": len(self.given_away),
-            "sessions_given_away": sum(p.given_away for p in self.packs),
-            "sessions_to_charge": sum(p.to_charge for p in self.packs),
+            "sessions_given_away": sum(p.given_away or 0 for p in self.packs),
+            "sessions_to_charge": sum(p.to_charge or 0 for p in self.packs),
             "manual_deduction_packs": len(self.manual),
+            "not_audited_packs": len(self.not_audited),
+            "notes": [NOT_AUDITED] if self.not_audited else [],
             "packs": [p.as_json() for p in self.packs],
             "calls": [{k: _plain(v) for k, v in c.items()} for c in self.calls],
         }
@@ -127,8 +146,8 @@ class AuditReport:
 class ChargeOutcome:
     """What charging one given-away booking did (or would do)."""
 
-    booking_id: uuid.UUID
-    purchase_id: uuid.UUID
+    booking_id: Key
+    purchase_id: Key
     start_time: datetime
     charged: bool
     reason: str | None
@@ -144,10 +163,10 @@ class ChargeReport:
     """What a charge run did (or, dry, would do), booking by booking."""
 
     dry_run: bool
-    packs: list[uuid.UUID] = field(default_factory=list)
+    packs: list[Key] = field(default_factory=list)
     outcomes: list[ChargeOutcome] = field(default_factory=list)
     # Packs left for a later run: a booking of theirs has an event still in flight.
-    skipped: list[uuid.UUID] = field(default_factory=list)
+    skipped: list[Key] = field(default_factory=list)
 
     @property
     def packs_charged(self) -> int:
@@ -171,7 +190,7 @@ class ChargeReport:
 
     def per_pack(self) -> list[dict[str, Any]]:
         """Per pack judged: sessions charged, unfunded, and sessions_used afterwards."""
-        rows: dict[uuid.UUID, dict[str, Any]] = {}
+        rows: dict[Key, dict[str, Any]] = {}
         for o in self.outcomes:
             row = rows.setdefault(
                 o.purchase_id, {"purchase_id": str(o.purchase_id), "charged": 0, "unfunded": 0}
@@ -193,21 +212,21 @@ class ChargeReport:
         }
 
 
-def audit(dsn: str, *, org: uuid.UUID | None = None) -> AuditReport:
+def audit(dsn: str, *, org: Key | None = None) -> AuditReport:
     """Read every pack's bookings, balance and ledger (of one organisation when given)."""
     with connect(dsn, purpose="audit") as conn:
         require_ledger(conn, owner_action="read the audit")
         _require_org(conn, org)
-        rows = conn.execute(query("audit_packs"), {"org": org}).fetchall()
-        calls = conn.execute(query("audit_pack_calls"), {"org": org}).fetchall()
+        rows = conn.execute(query("audit_packs"), {"org": _text(org)}).fetchall()
+        calls = conn.execute(query("audit_pack_calls"), {"org": _text(org)}).fetchall()
     return AuditReport(org_id=org, packs=[PackAudit(**r) for r in rows], calls=[dict(c) for c in calls])
 
 
 def charge(
     dsn: str,
     *,
-    packs: Sequence[uuid.UUID] | None = None,
-    org: uuid.UUID | None = None,
+    packs: Sequence[Key] | None = None,
+    org: Key | None = None,
     dry_run: bool = True,
 ) -> ChargeReport:
     """Take the given-away sessions of these packs (None: every pack, of org when given); dry unless told."""
@@ -219,32 +238,38 @@ def charge(
         for start in range(0, len(report.packs), CHUNK):
             chunk = report.packs[start : start + CHUNK]
             with conn.transaction(force_rollback=dry_run):
-                rows = conn.execute(query("audit_charge"), {"packs": chunk}).fetchall()
-                in_flight = conn.execute(query("audit_packs_in_flight"), {"packs": chunk}).fetchall()
+                texts = [str(p) for p in chunk]
+                rows = conn.execute(query("audit_charge"), {"packs": texts}).fetchall()
+                in_flight = conn.execute(query("audit_packs_in_flight"), {"packs": texts}).fetchall()
             report.outcomes.extend(ChargeOutcome(**r) for r in rows)
             judged = {r["purchase_id"] for r in rows}
             report.skipped.extend(r["purchase_id"] for r in in_flight if r["purchase_id"] not in judged)
     return report
 
 
-def _require_org(conn: Conn, org: uuid.UUID | None) -> None:
+def _require_org(conn: Conn, org: Key | None) -> None:
     """Fail when `org` is given and no pack or booking belongs to it: a mistyped id, not an empty audit."""
     if org is None:
         return
-    row = conn.execute(query("audit_org_known"), {"org": org}).fetchone()
+    row = conn.execute(query("audit_org_known"), {"org": _text(org)}).fetchone()
     if not (row and row["known"]):
         raise UnknownOrg(f"no pack or booking belongs to organisation {org}")
 
 
-def _packs_to_charge(conn: Conn, packs: Sequence[uuid.UUID] | None, org: uuid.UUID | None) -> list[uuid.UUID]:
+def _packs_to_charge(conn: Conn, packs: Sequence[Key] | None, org: Key | None) -> list[Key]:
     if packs is None:
-        return [r["purchase_id"] for r in conn.execute(query("audit_packs_to_charge"), {"org": org})]
-    wanted = sorted(set(packs), key=str)
-    found = {r["id"] for r in conn.execute(query("audit_existing_packs"), {"packs": wanted})}
-    missing = [str(p) for p in wanted if p not in found]
+        return [r["purchase_id"] for r in conn.execute(query("audit_packs_to_charge"), {"org": _text(org)})]
+    wanted = sorted({str(p) for p in packs})
+    found = {str(r["id"]): r["id"] for r in conn.execute(query("audit_existing_packs"), {"packs": wanted})}
+    missing = [p for p in wanted if p not in found]
     if missing:
         raise UnknownPack(f"no such pack: {', '.join(missing)}")
-    return wanted
+    return [found[p] for p in wanted]
+
+
+def _text(key: Key | None) -> str | None:
+    """An id as the text PostgreSQL reads as the key's type."""
+    return None if key is None else str(key)
 
 
 def _plain(value: object) -> object:

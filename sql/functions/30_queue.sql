@@ -94,15 +94,17 @@ $$;
 CREATE OR REPLACE FUNCTION session_ledger.handle_batch_v3(
     p_listener uuid, p_msg_ids bigint[], p_dead_msg_ids bigint[], p_dead_reasons text[]
 )
-RETURNS TABLE (booking_id uuid, outcome text, purchase_id uuid, previous_purchase_id uuid, reason text,
+RETURNS TABLE (booking_id {{ app.keys.booking }}, outcome text, purchase_id {{ app.keys.pack }},
+               previous_purchase_id {{ app.keys.pack }}, reason text,
                caused_by jsonb, msg_id bigint, dead_letter_id bigint)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v_ids bigint[]; v_bookings uuid[]; v_at timestamptz[]; v_causes jsonb[];
+    v_ids bigint[]; v_bookings {{ app.keys.booking }}[]; v_at timestamptz[]; v_causes jsonb[];
     v_bad_ids bigint[];
     v_dead jsonb[]; v_dead_reasons text[]; v_dead_sources bigint[]; v_dead_ids bigint[];
-    o_booking uuid[]; o_outcome text[]; o_pack uuid[]; o_prev uuid[]; o_reason text[]; o_cause jsonb[];
+    o_booking {{ app.keys.booking }}[]; o_outcome text[]; o_pack {{ app.keys.pack }}[]; o_prev {{ app.keys.pack }}[];
+    o_reason text[]; o_cause jsonb[];
 BEGIN
     -- Paused: nothing is charged, released or dead-lettered, whoever calls and whatever
     -- they claimed before the pause. The messages go back to the queue as they are,
@@ -132,7 +134,8 @@ BEGIN
         SELECT d.msg_id, d.reason
         FROM unnest(p_dead_msg_ids, p_dead_reasons) AS d(msg_id, reason)
         UNION ALL
-        SELECT x, 'not a booking.changed v1 event naming a booking by its canonical uuid'
+        SELECT x, {{ app.lit('not a booking.changed v1 event naming a booking by its '
+                             ~ ('canonical uuid' if app.keys.booking == 'uuid' else app.keys.booking ~ ' id')) }}
         FROM unnest(v_bad_ids) AS x
     ), gone AS (
         DELETE FROM pgmq.q_booking_events q
@@ -182,7 +185,8 @@ BEGIN
     RETURN QUERY
     SELECT o.*, NULL::bigint, NULL::bigint FROM unnest(o_booking, o_outcome, o_pack, o_prev, o_reason, o_cause) AS o
     UNION ALL
-    SELECT NULL::uuid, 'dead-lettered', NULL::uuid, NULL::uuid, d.reason, NULL::jsonb, d.source, d.id
+    SELECT NULL::{{ app.keys.booking }}, 'dead-lettered', NULL::{{ app.keys.pack }}, NULL::{{ app.keys.pack }},
+           d.reason, NULL::jsonb, d.source, d.id
     FROM unnest(v_dead_reasons, v_dead_sources, v_dead_ids) AS d(reason, source, id);
 END
 $$;
@@ -192,7 +196,8 @@ $$;
 CREATE OR REPLACE FUNCTION session_ledger.handle_batch_v2(
     p_listener uuid, p_msg_ids bigint[], p_dead_msg_ids bigint[], p_dead_reasons text[]
 )
-RETURNS TABLE (booking_id uuid, outcome text, purchase_id uuid, previous_purchase_id uuid, reason text)
+RETURNS TABLE (booking_id {{ app.keys.booking }}, outcome text, purchase_id {{ app.keys.pack }},
+               previous_purchase_id {{ app.keys.pack }}, reason text)
 LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT h.booking_id, h.outcome, h.purchase_id, h.previous_purchase_id, h.reason
@@ -211,7 +216,8 @@ CREATE OR REPLACE FUNCTION session_ledger.handle_batch(
     p_dead_reasons text[],
     p_waiting boolean
 )
-RETURNS TABLE (booking_id uuid, outcome text, purchase_id uuid, previous_purchase_id uuid, reason text)
+RETURNS TABLE (booking_id {{ app.keys.booking }}, outcome text, purchase_id {{ app.keys.pack }},
+               previous_purchase_id {{ app.keys.pack }}, reason text)
 LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT h.booking_id, h.outcome, h.purchase_id, h.previous_purchase_id, h.reason
@@ -351,18 +357,31 @@ BEGIN
 END
 $$;
 
--- The cron path: complete confirmed bookings that have ended, and nothing else.
--- In chunks of p_chunk, bookings with a pack first, oldest first, until none is
--- left or one more chunk would not fit p_budget (by default statement_budget():
--- half the statement_timeout). At least one chunk is done per call. A flood of
--- bookings therefore cannot make a call exceed the statement_timeout and complete
--- nothing: what a call did commits with it, and the next call goes on. Returns
--- how many bookings this call completed.
+-- The cron path: move the bookings that have ended from the mapped status to the
+-- completed one ([completion] of the mapping: confirmed to completed for the coaching
+-- app), and nothing else; the trigger then queues their charges. In chunks of
+-- p_chunk, bookings with a pack first, oldest first, until none is left or one more
+-- chunk would not fit p_budget (by default statement_budget(): half the
+-- statement_timeout). At least one chunk is done per call. A flood of bookings
+-- therefore cannot make a call exceed the statement_timeout and complete nothing:
+-- what a call did commits with it, and the next call goes on. Returns how many
+-- bookings this call completed.
+-- An app with no [completion] completes its own bookings: the function is still
+-- there, with the grants and the signature every install has, and refuses with one
+-- line saying so, so a cron job scheduled for it fails loudly instead of doing nothing.
 CREATE OR REPLACE FUNCTION session_ledger.complete_past_bookings(p_chunk int DEFAULT 1000,
                                                                  p_budget interval DEFAULT NULL)
 RETURNS bigint
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
+{%- if app.mapping.completion is none %}
+BEGIN
+    RAISE EXCEPTION 'no completion is mapped: this app completes its own bookings'
+        USING ERRCODE = 'feature_not_supported',
+              HINT = 'add a [completion] section (from_status, to_status) to the mapping and run listener migrate';
+END
+{%- else %}
+{%- set c = app.mapping.completion %}
 DECLARE
     v_started timestamptz := pg_catalog.clock_timestamp();
     v_budget interval := coalesce(p_budget, session_ledger.statement_budget());
@@ -375,18 +394,19 @@ BEGIN
         RAISE EXCEPTION 'chunk size must be at least 1' USING ERRCODE = 'invalid_parameter_value';
     END IF;
     -- The UPDATE below runs as the owner and fires every trigger on the bookings.
-    PERFORM session_ledger.assert_no_foreign_triggers('public.bookings'::regclass);
+    PERFORM session_ledger.assert_no_foreign_triggers({{ app.lit(app.bookings_table) }}::regclass);
     LOOP
         v_chunk_started := pg_catalog.clock_timestamp();
         -- SKIP LOCKED: a booking a writer holds right now is left for the next call.
-        UPDATE public.bookings b SET status = 'completed'
-         WHERE b.id = ANY (ARRAY(
-                   SELECT x.id FROM public.bookings x
-                   WHERE x.status = 'confirmed' AND x.end_time < pg_catalog.now()
-                   ORDER BY x.purchase_id IS NULL, x.end_time, x.id
+        UPDATE {{ app.bookings_table }} b SET {{ app.booking_status }} = {{ app.lit(c.to_status) }}
+         WHERE b.{{ app.booking_id }} = ANY (ARRAY(
+                   SELECT x.{{ app.booking_id }} FROM {{ app.bookings_table }} x
+                   WHERE x.{{ app.booking_status }} = {{ app.lit(c.from_status) }}
+                     AND {{ app.session_end('x') }} < pg_catalog.now()
+                   ORDER BY {{ app.booking_field('x', 'purchase_id') }} IS NULL, {{ app.session_end('x') }}, x.{{ app.booking_id }}
                    LIMIT p_chunk
-                   FOR UPDATE SKIP LOCKED))
-           AND b.status = 'confirmed';
+                   FOR UPDATE OF x SKIP LOCKED))
+           AND b.{{ app.booking_status }} = {{ app.lit(c.from_status) }};
         GET DIAGNOSTICS v_done = ROW_COUNT;
         v_n := v_n + v_done;
         v_slowest := greatest(v_slowest, pg_catalog.clock_timestamp() - v_chunk_started);
@@ -396,10 +416,25 @@ BEGIN
     END LOOP;
     RETURN v_n;
 END
+{%- endif %}
+$$;
+
+-- The SQL types of the app's keys (uuid, integer, bigint or text), as this install was
+-- rendered for: {"booking": ..., "pack": ..., "client": ..., "org": ...}. The listener
+-- checks each event's booking_id against the booking's, exactly as event_booking_id()
+-- does, before it hands a batch over; the dashboard reads an id typed in by them.
+CREATE OR REPLACE FUNCTION session_ledger.app_keys() RETURNS jsonb
+LANGUAGE sql IMMUTABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT pg_catalog.jsonb_build_object('booking', {{ app.lit(app.keys.booking) }}::text,
+                                         'pack', {{ app.lit(app.keys.pack) }}::text,
+                                         'client', {{ app.lit(app.keys.client) }}::text,
+                                         'org', {{ app.lit(app.keys.org) }}::text)
 $$;
 
 -- Put events for these bookings on the queue, as the trigger would.
-CREATE OR REPLACE FUNCTION session_ledger.enqueue_bookings(p_booking_ids uuid[], p_source text) RETURNS bigint
+CREATE OR REPLACE FUNCTION session_ledger.enqueue_bookings(p_booking_ids {{ app.keys.booking }}[], p_source text)
+RETURNS bigint
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE

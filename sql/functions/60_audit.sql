@@ -15,38 +15,58 @@
 -- the listener records one, and is not judged again. An unfunded booking, whoever
 -- judged it, is a refusal by its pack and never counts as given away.
 --
+-- The app's rows are read through the canonical bookings and packs (app.bookings,
+-- app.packs: listener/mapping/render.py), so the rule is the same for every app. Where
+-- a booking costs an amount (pack.amount_column), the balance covers amounts, earliest
+-- first by running sum, as a charge does: a booking it cannot cover whole was given away.
+-- A booking on an unlimited pack costs nothing, so it is never given away.
+-- A pack counted down (pack.remaining) keeps no count of what it used: its balance
+-- cannot say which adopted bookings the old code charged, so the balances of such packs
+-- are not audited. audit_uncharged() finds nothing on them, and audit_packs() shows
+-- their bookings and ledger rows with given_away, manual and to_charge NULL.
+--
 -- Repeatable: `listener migrate` re-applies every file in sql/functions/ whenever one changes.
 
 -- The bookings of these packs (NULL: every pack, of organisation p_org when given)
 -- whose session was never taken from the pack.
-CREATE OR REPLACE FUNCTION session_ledger.audit_uncharged(p_org uuid, p_packs uuid[])
-RETURNS TABLE (booking_id uuid, purchase_id uuid, start_time timestamptz, client_id uuid, org_id uuid)
+CREATE OR REPLACE FUNCTION session_ledger.audit_uncharged(p_org {{ app.keys.org }}, p_packs {{ app.keys.pack }}[])
+RETURNS TABLE (booking_id {{ app.keys.booking }}, purchase_id {{ app.keys.pack }}, start_time timestamptz,
+               client_id {{ app.keys.client }}, org_id {{ app.keys.org }})
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
     WITH consuming AS (
-        SELECT b.id, b.start_time, b.client_id, b.org_id,
-               session_ledger.consumed_pack(b.status, b.purchase_id, c.consuming_statuses) AS pack,
+        SELECT b.id, b.start_time, b.client_id, b.org_id, b.amount,
+               session_ledger.consumed_pack(b.status, CASE WHEN b.consumes THEN b.purchase_id END,
+                                            c.consuming_statuses) AS pack,
                l.source AS paid_by
-        FROM public.bookings b
+        FROM {{ app.bookings }} b
         CROSS JOIN session_ledger.config c
         JOIN session_ledger.charges l ON l.booking_id = b.id
         WHERE (p_packs IS NULL OR b.purchase_id = ANY (p_packs))
-          AND session_ledger.consumed_pack(b.status, b.purchase_id, c.consuming_statuses)
+          AND session_ledger.consumed_pack(b.status, CASE WHEN b.consumes THEN b.purchase_id END,
+                                           c.consuming_statuses)
               = session_ledger.held_pack(l.state, l.purchase_id)
     ), certain AS (
-        SELECT x.pack, count(*)::int AS n
+        SELECT x.pack, sum(x.amount)::int AS n
         FROM consuming x WHERE x.paid_by IN ('listener', 'audit')
         GROUP BY x.pack
     ), adopted AS (
-        SELECT x.*, row_number() OVER (PARTITION BY x.pack ORDER BY x.start_time, x.id) AS rn
+        -- rn: what the pack's earliest adopted bookings up to this one cost together
+        SELECT x.*, sum(x.amount) OVER (PARTITION BY x.pack ORDER BY x.start_time, x.id) AS rn
         FROM consuming x WHERE x.paid_by IN ('adoption', 'cut-over')
     )
     SELECT a.id, a.pack, a.start_time, a.client_id, a.org_id
     FROM adopted a
-    JOIN public.client_purchases p ON p.id = a.pack
+    JOIN {{ app.packs }} p ON p.id = a.pack
     LEFT JOIN certain k ON k.pack = a.pack
     WHERE (p_org IS NULL OR p.org_id = p_org)
+      AND NOT p.unlimited
+{%- if app.mapping.pack.remaining %}
+      -- a pack counted down keeps no count of what it used: not audited (see above)
+      AND false
+{%- else %}
       AND a.rn > greatest(p.sessions_used - coalesce(k.n, 0), 0)
+{%- endif %}
 $$;
 
 -- Per pack (of organisation p_org, or all): its consuming bookings, its
@@ -56,9 +76,10 @@ $$;
 -- given_away: the other consuming bookings beyond sessions_used; manual:
 -- sessions_used beyond them (the trainer's "use 1 session"); to_charge: what
 -- audit_charge would still try.
-CREATE OR REPLACE FUNCTION session_ledger.audit_packs(p_org uuid)
+CREATE OR REPLACE FUNCTION session_ledger.audit_packs(p_org {{ app.keys.org }})
 RETURNS TABLE (
-    purchase_id uuid, org_id uuid, client_id uuid, sessions_total int, sessions_used int, expires_at timestamptz,
+    purchase_id {{ app.keys.pack }}, org_id {{ app.keys.org }}, client_id {{ app.keys.client }},
+    sessions_total int, sessions_used int, expires_at timestamptz,
     consuming int, paid_adoption int, paid_cutover int, paid_listener int, paid_audit int,
     unfunded int, adjusted_charged int, adjusted_unfunded int,
     given_away int, manual int, to_charge int
@@ -68,11 +89,16 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 SET jit = 'off'
 AS $$
     WITH bk AS (
+        -- owed: what the consuming bookings the pack did not refuse cost (their count
+        -- where a booking costs one session)
         SELECT x.pack, count(*)::int AS n,
-               count(*) FILTER (WHERE session_ledger.judged_pack(l.state, l.purchase_id) = x.pack
-                                  AND session_ledger.held_pack(l.state, l.purchase_id) IS NULL)::int AS refused
-        FROM (SELECT b.id, session_ledger.consumed_pack(b.status, b.purchase_id, c.consuming_statuses) AS pack
-              FROM public.bookings b CROSS JOIN session_ledger.config c) AS x
+               coalesce(sum(x.amount) FILTER (WHERE session_ledger.judged_pack(l.state, l.purchase_id) IS DISTINCT FROM x.pack
+                                                 OR session_ledger.held_pack(l.state, l.purchase_id) IS NOT NULL), 0)::int
+                   AS owed
+        FROM (SELECT b.id, b.amount,
+                     session_ledger.consumed_pack(b.status, CASE WHEN b.consumes THEN b.purchase_id END,
+                                                  c.consuming_statuses) AS pack
+              FROM {{ app.bookings }} b CROSS JOIN session_ledger.config c) AS x
         LEFT JOIN session_ledger.charges l ON l.booking_id = x.id
         WHERE x.pack IS NOT NULL
         GROUP BY 1
@@ -104,10 +130,15 @@ AS $$
            coalesce(bk.n, 0), coalesce(lg.paid_adoption, 0), coalesce(lg.paid_cutover, 0),
            coalesce(lg.paid_listener, 0), coalesce(lg.paid_audit, 0), coalesce(lg.unfunded, 0),
            coalesce(adj.charged, 0), coalesce(adj.unfunded, 0),
-           greatest(coalesce(bk.n - bk.refused, 0) - p.sessions_used, 0),
-           greatest(p.sessions_used - coalesce(bk.n - bk.refused, 0), 0),
+{%- if app.mapping.pack.remaining %}
+           -- a pack counted down keeps no count of what it used: not audited
+           NULL::int, NULL::int, NULL::int
+{%- else %}
+           CASE WHEN p.unlimited THEN 0 ELSE greatest(coalesce(bk.owed, 0) - p.sessions_used, 0) END,
+           CASE WHEN p.unlimited THEN 0 ELSE greatest(p.sessions_used - coalesce(bk.owed, 0), 0) END,
            coalesce(un.n, 0)
-    FROM public.client_purchases p
+{%- endif %}
+    FROM {{ app.packs }} p
     LEFT JOIN bk ON bk.pack = p.id
     LEFT JOIN lg ON lg.pack = p.id
     LEFT JOIN adj ON adj.pack = p.id
@@ -119,8 +150,8 @@ $$;
 
 -- Of these packs, those with a booking whose ledger row disagrees with its row: an
 -- event for it is still in flight (or was dead-lettered, until replayed or reconciled).
-CREATE OR REPLACE FUNCTION session_ledger.packs_in_flight(p_packs uuid[])
-RETURNS TABLE (purchase_id uuid)
+CREATE OR REPLACE FUNCTION session_ledger.packs_in_flight(p_packs {{ app.keys.pack }}[])
+RETURNS TABLE (purchase_id {{ app.keys.pack }})
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 -- A few packs' bookings and ledger rows: neither JIT nor parallel workers pay for
 -- their start-up here (hundreds of milliseconds, and ten, a call).
@@ -128,18 +159,20 @@ SET jit = 'off'
 SET max_parallel_workers_per_gather = 0
 AS $$
     SELECT DISTINCT x.pack
-    FROM (SELECT session_ledger.consumed_pack(b.status, b.purchase_id, c.consuming_statuses) AS now_pack,
+    FROM (SELECT session_ledger.consumed_pack(b.status, CASE WHEN b.consumes THEN b.purchase_id END,
+                                              c.consuming_statuses) AS now_pack,
                  session_ledger.judged_pack(l.state, l.purchase_id) AS was_pack
-          FROM public.bookings b
+          FROM {{ app.bookings }} b
           CROSS JOIN session_ledger.config c
           LEFT JOIN session_ledger.charges l ON l.booking_id = b.id
           WHERE b.purchase_id = ANY (p_packs)
           UNION ALL
-          SELECT session_ledger.consumed_pack(b.status, b.purchase_id, c.consuming_statuses),
+          SELECT session_ledger.consumed_pack(b.status, CASE WHEN b.consumes THEN b.purchase_id END,
+                                              c.consuming_statuses),
                  session_ledger.judged_pack(l.state, l.purchase_id)
           FROM session_ledger.charges l
           CROSS JOIN session_ledger.config c
-          LEFT JOIN public.bookings b ON b.id = l.booking_id
+          LEFT JOIN {{ app.bookings }} b ON b.id = l.booking_id
           WHERE l.purchase_id = ANY (p_packs) AND l.state IN ('paid', 'unfunded')) AS s
     CROSS JOIN LATERAL (VALUES (s.now_pack), (s.was_pack)) AS x(pack)
     WHERE s.now_pack IS DISTINCT FROM s.was_pack AND x.pack = ANY (p_packs)
@@ -151,15 +184,17 @@ $$;
 -- earliest first. Each booking's ledger row then says what audit did (source
 -- 'audit': paid, or unfunded with the reason), and an adjustment row records it
 -- with who ran it. Returns one row per booking judged.
-CREATE OR REPLACE FUNCTION session_ledger.audit_charge(p_packs uuid[])
+CREATE OR REPLACE FUNCTION session_ledger.audit_charge(p_packs {{ app.keys.pack }}[])
 RETURNS TABLE (
-    booking_id uuid, purchase_id uuid, start_time timestamptz, charged boolean, reason text, sessions_used int
+    booking_id {{ app.keys.booking }}, purchase_id {{ app.keys.pack }}, start_time timestamptz, charged boolean,
+    reason text, sessions_used int
 )
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v_seen uuid[];
-    q_booking uuid[]; q_pack uuid[]; q_at timestamptz[]; q_client uuid[]; q_org uuid[];
+    v_seen {{ app.keys.booking }}[];
+    q_booking {{ app.keys.booking }}[]; q_pack {{ app.keys.pack }}[]; q_amount int[]; q_at timestamptz[];
+    q_client {{ app.keys.client }}[]; q_org {{ app.keys.org }}[];
     s_ok boolean[]; s_reason text[]; s_used int[];
 BEGIN
     SELECT array_agg(u.booking_id) INTO v_seen FROM session_ledger.audit_uncharged(NULL, p_packs) u;
@@ -172,20 +207,24 @@ BEGIN
     -- until this commits. Same order as apply_bookings, so the two never deadlock.
     PERFORM pg_catalog.pg_advisory_xact_lock(7391, k.key)
     FROM (SELECT DISTINCT pg_catalog.hashtext(u.id::text) AS key FROM unnest(v_seen) AS u(id) ORDER BY 1) AS k;
-    PERFORM 1 FROM public.client_purchases p WHERE p.id = ANY (p_packs) ORDER BY p.id FOR NO KEY UPDATE;
+    PERFORM 1 FROM {{ app.packs_table }} p WHERE p.{{ app.pack_id }} = ANY (p_packs)
+     ORDER BY p.{{ app.pack_id }} FOR NO KEY UPDATE;
 
     -- Judged again under the locks; a booking that turned up in between waits for the next run.
     -- So does every pack with a booking whose event is still in flight (its ledger row
     -- disagrees with its row): the balance a pending release will give back is not yet
     -- the balance the rule reads, and counting it would give a session back twice.
     -- One statement, so the two judgements read one snapshot.
+    -- Each booking is charged what it costs (one session, or its amount).
     SELECT array_agg(u.booking_id ORDER BY u.purchase_id, u.start_time, u.booking_id),
            array_agg(u.purchase_id ORDER BY u.purchase_id, u.start_time, u.booking_id),
+           array_agg(b.amount ORDER BY u.purchase_id, u.start_time, u.booking_id),
            array_agg(u.start_time ORDER BY u.purchase_id, u.start_time, u.booking_id),
            array_agg(u.client_id ORDER BY u.purchase_id, u.start_time, u.booking_id),
            array_agg(u.org_id ORDER BY u.purchase_id, u.start_time, u.booking_id)
-      INTO q_booking, q_pack, q_at, q_client, q_org
+      INTO q_booking, q_pack, q_amount, q_at, q_client, q_org
     FROM session_ledger.audit_uncharged(NULL, p_packs) u
+    JOIN {{ app.bookings }} b ON b.id = u.booking_id
     WHERE u.booking_id = ANY (v_seen)
       AND NOT EXISTS (SELECT 1 FROM session_ledger.packs_in_flight(p_packs) f WHERE f.purchase_id = u.purchase_id);
     IF q_booking IS NULL THEN
@@ -194,7 +233,7 @@ BEGIN
 
     SELECT array_agg(s.ok ORDER BY s.ord), array_agg(s.reason ORDER BY s.ord), array_agg(s.sessions_used ORDER BY s.ord)
       INTO s_ok, s_reason, s_used
-    FROM session_ledger.settle_packs(q_pack, array_fill(1, ARRAY[cardinality(q_pack)]), q_at, q_client, q_org) AS s;
+    FROM session_ledger.settle_packs(q_pack, q_amount, q_at, q_client, q_org) AS s;
 
     UPDATE session_ledger.charges l
        SET state = CASE WHEN s.ok THEN 'paid' ELSE 'unfunded' END,
@@ -209,10 +248,10 @@ BEGIN
      WHERE g.purchase_id = ANY (q_pack) AND g.sessions <> 0;
 
     INSERT INTO session_ledger.adjustments (booking_id, purchase_id, delta, outcome, reason, made_by)
-    SELECT s.booking, s.pack, CASE WHEN s.ok THEN 1 ELSE 0 END,
+    SELECT s.booking, s.pack, CASE WHEN s.ok THEN s.amount ELSE 0 END,
            CASE WHEN s.ok THEN 'charged' ELSE 'unfunded' END,
            CASE WHEN s.ok THEN NULL ELSE s.reason END, session_ledger.caller()
-    FROM unnest(q_booking, q_pack, s_ok, s_reason) AS s(booking, pack, ok, reason);
+    FROM unnest(q_booking, q_pack, q_amount, s_ok, s_reason) AS s(booking, pack, amount, ok, reason);
 
     -- sessions_used: the pack's balance once every request of this run is settled.
     RETURN QUERY

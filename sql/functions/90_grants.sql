@@ -43,7 +43,7 @@ DECLARE
         'dashboard_recent_changes', 'dashboard_dead_letters_by_id', 'dashboard_absorbed_calls',
         'dashboard_redrive', 'dashboard_replay', 'dashboard_discard', 'dashboard_names', 'dashboard_search',
         'dashboard_packs', 'dashboard_pack_charges', 'dashboard_pack_calls', 'dashboard_bookings',
-        'discard_dead_letters', 'status_details'];
+        'discard_dead_letters', 'status_details', 'app_keys'];
 BEGIN
     REVOKE ALL ON SCHEMA session_ledger FROM PUBLIC;
     REVOKE ALL ON ALL TABLES IN SCHEMA session_ledger FROM PUBLIC;

@@ -14,6 +14,7 @@ from listener.core.db import connect
 from listener.core.sql_files import demo_schema, query
 from listener.devtools.throwaway import create_database, drop_database
 from listener.errors import ConfigError
+from listener.mapping.model import default as default_mapping
 from listener.ops.doctor import (
     EXPECTED_GRANTS,
     Finding,
@@ -28,6 +29,7 @@ from listener.ops.doctor import (
     probe_pool_mode,
     security_invoker,
 )
+from listener.ops.doctor.tables import tables_of
 from listener.testing import app_data
 from listener.testing.ledger import Ledger
 from listener.testing.supabase import SupabaseAppDb
@@ -62,6 +64,9 @@ EXPECTED = {
     ("pgmq_public_exposed", "pgmq_public"): "high",
 }
 
+# The coaching app's tables, as the doctor takes them from a recorded mapping or the default one.
+COACHING = tables_of(default_mapping())
+
 
 def _keyed(findings: list[Finding]) -> dict[tuple[str, str], Finding]:
     keyed = {(f.check, f.object): f for f in findings if f.check not in ROLE_CHECKS}
@@ -74,7 +79,7 @@ def app_dsn(ledger_dsn: str) -> str:
     """A migrated database carrying the real app's policies, view, function and careless grants."""
     with connect(ledger_dsn, purpose="tests") as conn:
         # A guard the ledger may install later must not hide the unguarded verdict: disable it here.
-        for row in conn.execute(query("doctor_guard_trigger_events")).fetchall():
+        for row in conn.execute(query("doctor_guard_trigger_events"), COACHING.params).fetchall():
             conn.execute(
                 sql.SQL("ALTER TABLE public.bookings DISABLE TRIGGER {}").format(sql.Identifier(row["name"]))
             )
@@ -128,7 +133,10 @@ def test_every_check_reports_the_app_and_goes_quiet_once_fixed(app_dsn: str, lis
     # The ledger's guard (re-enabled) makes the loose policies medium: the money is guarded,
     # the policy still loose.
     with connect(app_dsn, purpose="tests") as conn:
-        names = [row["name"] for row in conn.execute(query("doctor_guard_trigger_events")).fetchall()]
+        names = [
+            row["name"]
+            for row in conn.execute(query("doctor_guard_trigger_events"), COACHING.params).fetchall()
+        ]
         assert len(names) == 3, "the guard rides the ledger's three bookings triggers"
         for name in names:
             conn.execute(
@@ -353,6 +361,7 @@ def test_policy_expression_judgements() -> None:
     assert not security_invoker(["security_invoker=false"]) and not security_invoker([])
     loose = {
         "name": "p",
+        "table_name": "public.bookings",
         "cmd": "UPDATE",
         "permissive": True,
         "roles": ["authenticated"],
@@ -368,6 +377,7 @@ def test_policy_expression_judgements() -> None:
     restrictive = {
         **loose,
         "name": "r",
+        "table_name": "public.bookings",
         "cmd": "ALL",
         "permissive": False,
         "roles": ["public"],
@@ -380,6 +390,7 @@ def test_policy_expression_judgements() -> None:
 def test_a_policy_is_guarded_only_by_triggers_on_the_writes_it_allows() -> None:
     policy = {
         "name": "p",
+        "table_name": "public.bookings",
         "permissive": True,
         "roles": ["authenticated"],
         "qual": "(client_id = auth.uid())",

@@ -196,6 +196,8 @@ class MemoryLedger:
 class MemoryStore:
     """One connection to a MemoryLedger; a LedgerStore."""
 
+    booking_key = "uuid"
+
     def __init__(self, ledger: MemoryLedger, generation: int) -> None:
         self.ledger = ledger
         self._generation = generation

@@ -41,3 +41,19 @@ def test_judge_accepts_exactly_the_triggers_event() -> None:
         judge(RawMessage(7, 6, raw.enqueued_at, raw.message), max_payload_bytes=100_000, max_reads=5),
         Rejected,
     )
+
+
+def test_a_booking_id_is_judged_exactly_against_the_apps_key_type() -> None:
+    from listener.core.events import key_problem, key_text
+
+    assert key_problem(42, "integer") is None and key_problem(2**31, "integer") == "out of range for integer"
+    assert key_problem(2**31, "bigint") is None and key_problem(2**63, "bigint") == "out of range for bigint"
+    # JSON true is not 1, 42.0 is not 42, "42" is not 42
+    assert key_problem(True, "integer") and key_problem(42.0, "integer") and key_problem("42", "integer")
+    assert key_problem("0b6b3f1e-8d5c-4a3e-9f00-1a2b3c4d5e6f", "uuid") is None
+    assert key_problem("0B6B3F1E-8D5C-4A3E-9F00-1A2B3C4D5E6F", "uuid") and key_problem(42, "uuid")
+    assert key_problem("anything", "text") is None and key_problem(42, "text") == "not a string"
+    # typed in: a uuid in any form PostgreSQL reads, an integer in decimal without leading zeros
+    assert key_text(" {0B6B3F1E8D5C4A3E9F001A2B3C4D5E6F} ", "uuid") == "0b6b3f1e-8d5c-4a3e-9f00-1a2b3c4d5e6f"
+    assert key_text("42", "integer") == "42" and key_text("nope", "integer") is None
+    assert key_text("2147483648", "integer") is None and key_text("2147483648", "bigint") == "2147483648"

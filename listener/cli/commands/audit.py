@@ -111,6 +111,8 @@ def render_audit(report: AuditReport, console: Console | None = None, *, wide: b
         f"{summary['sessions_given_away']} session(s), {summary['sessions_to_charge']} of them still to charge; "
         f"{summary['manual_deduction_packs']} with manual deductions"
     )
+    for note in summary["notes"]:
+        console.print(f"{summary['not_audited_packs']} pack(s) not audited: {note}")
     if report.calls:
         absorbed = sum(c["absorbed"] for c in report.calls)
         legacy = sum(c["legacy_moved"] for c in report.calls)

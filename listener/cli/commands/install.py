@@ -74,7 +74,7 @@ def register(subparsers: Subparsers) -> None:
         "--keep-grants",
         action="store_true",
         help="leave EXECUTE on the restored use_session/release_session as it is, and give back the "
-        "TRIGGER, TRUNCATE and REFERENCES privileges on bookings and client_purchases that migrate revoked "
+        "TRIGGER, TRUNCATE and REFERENCES privileges on the app's bookings and packs tables that migrate revoked "
         "(default: revoke EXECUTE from PUBLIC, anon and authenticated, service_role keeps it; the table "
         "privileges stay revoked)",
     )

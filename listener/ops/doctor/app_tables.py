@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from listener.core.db import Conn
 from listener.core.sql_files import query
 from listener.ops.doctor.report import Finding, Row, quote_ident, role_name
+from listener.ops.doctor.tables import AppTables
 
 
 def judge_app_table_triggers(triggers: Iterable[Row]) -> list[Finding]:
@@ -51,8 +52,8 @@ def judge_app_table_grants(grants: Iterable[Row]) -> list[Finding]:
     return findings
 
 
-def check_app_tables(conn: Conn) -> list[Finding]:
+def check_app_tables(conn: Conn, tables: AppTables) -> list[Finding]:
     """Check 4b: foreign triggers on, and API roles' TRIGGER/TRUNCATE/REFERENCES on, bookings and packs."""
     return judge_app_table_triggers(
-        conn.execute(query("doctor_app_table_triggers")).fetchall()
-    ) + judge_app_table_grants(conn.execute(query("doctor_app_table_grants")).fetchall())
+        conn.execute(query("doctor_app_table_triggers"), tables.params).fetchall()
+    ) + judge_app_table_grants(conn.execute(query("doctor_app_table_grants"), tables.params).fetchall())

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from listener.core.db import Conn
 from listener.core.sql_files import query
 from listener.ops.doctor.report import Finding, Row, Severity
+from listener.ops.doctor.tables import AppTables
 
 # What the ledger's guard calls with the owner's rights: the membership test, and the auth
 # helpers that name the caller.
@@ -99,6 +100,8 @@ def judge_definer_search_paths(functions: Iterable[Row]) -> list[Finding]:
     return findings
 
 
-def check_definers(conn: Conn) -> list[Finding]:
+def check_definers(conn: Conn, tables: AppTables) -> list[Finding]:
     """Check 4: the app's SECURITY DEFINER functions whose search path lets pg_temp come first."""
-    return judge_definer_search_paths(conn.execute(query("doctor_definer_search_path")).fetchall())
+    return judge_definer_search_paths(
+        conn.execute(query("doctor_definer_search_path"), tables.params).fetchall()
+    )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from listener.core.db import Conn
 from listener.core.sql_files import query
 from listener.ops.doctor.report import LISTENER_DSN_OPTION, Finding, NotChecked, Report, Row, dsn_label
+from listener.ops.doctor.tables import AppTables
 
 # The checks that judge the listener's login.
 LISTENER_CHECKS = ("listener_superuser", "listener_owner")
@@ -27,7 +28,7 @@ def judge_connected_role(row: Row, *, listener: bool = False) -> list[Finding]:
         )
     for target, owner_key, flag_key in (
         ("schema session_ledger", "schema_owner", "acts_as_schema_owner"),
-        ("table public.bookings", "bookings_owner", "acts_as_bookings_owner"),
+        (f"table {row['bookings_table']}", "bookings_owner", "acts_as_bookings_owner"),
     ):
         if not row[flag_key]:
             continue
@@ -53,13 +54,13 @@ def owners_login(row: Row) -> str | None:
     if who == row["schema_owner"]:
         return f"{who}, the owner of schema session_ledger"
     if who == row["bookings_owner"]:
-        return f"{who}, the owner of table public.bookings"
+        return f"{who}, the owner of table {row['bookings_table']}"
     return None
 
 
-def connected_role(conn: Conn) -> Row | None:
+def connected_role(conn: Conn, tables: AppTables) -> Row | None:
     """The doctor_connected_role row of a connection."""
-    row: Row | None = conn.execute(query("doctor_connected_role")).fetchone()
+    row: Row | None = conn.execute(query("doctor_connected_role"), tables.params).fetchone()
     return row
 
 

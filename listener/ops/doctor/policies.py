@@ -1,4 +1,4 @@
-"""Check 1: who may write public.bookings past row-level security."""
+"""Check 1: who may write the app's bookings past row-level security."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from collections.abc import Iterable, Mapping
 from listener.core.db import Conn
 from listener.core.sql_files import query
 from listener.ops.doctor.report import Finding, Row, Severity, quote
+from listener.ops.doctor.tables import AppTables
 
 # Qualified under doctor's empty search_path, bare where the caller's path has public; never another schema's.
 _MEMBER_CALL = re.compile(r"(?<![\w.])(?:public\.)?is_org_member\s*\(")
@@ -45,9 +46,9 @@ def judge_bookings_table(row: Row | None) -> list[Finding]:
         Finding(
             check="bookings_rls_disabled",
             severity="high",
-            object="public.bookings",
-            message=f"row-level security is off on public.bookings and {roles} may write it",
-            fix="ALTER TABLE public.bookings ENABLE ROW LEVEL SECURITY",
+            object=row["table_name"],
+            message=f"row-level security is off on {row['table_name']} and {roles} may write it",
+            fix=f"ALTER TABLE {row['table_name']} ENABLE ROW LEVEL SECURITY",
         )
     ]
 
@@ -106,7 +107,7 @@ def _loose_policy(row: Row, columns: list[str], guards: Mapping[str, list[str]])
     what = "insert bookings setting" if row["cmd"] == "INSERT" else "change their bookings'"
     check = _write_check(row)
     message = (
-        f"{row['cmd']} policy {name} on public.bookings lets {roles} {what} "
+        f"{row['cmd']} policy {name} on {row['table_name']} lets {roles} {what} "
         f"{', '.join(columns)} without being an org member"
     )
     triggers = _guarding(row["cmd"], guards)
@@ -130,25 +131,25 @@ def _loose_policy(row: Row, columns: list[str], guards: Mapping[str, list[str]])
                 "changes to what a booking charges; policy still loose)"
             )
         condition = " ".join((check or "true").split())
-        fix = f"{guard}; tighten: ALTER POLICY {name} ON public.bookings WITH CHECK (({condition}) AND {_CLIENT_CHECK})"
+        fix = f"{guard}; tighten: ALTER POLICY {name} ON {row['table_name']} WITH CHECK (({condition}) AND {_CLIENT_CHECK})"
     return Finding(
         check="bookings_policy_not_member_scoped",
         severity=severity,
-        object=f"{name} ON public.bookings",
+        object=f"{name} ON {row['table_name']}",
         message=message,
         fix=fix,
     )
 
 
-def check_bookings_policies(conn: Conn) -> list[Finding]:
-    """Check 1: who may write public.bookings past row-level security."""
-    table = conn.execute(query("doctor_bookings_table")).fetchone()
+def check_bookings_policies(conn: Conn, tables: AppTables) -> list[Finding]:
+    """Check 1: who may write the app's bookings past row-level security."""
+    table = conn.execute(query("doctor_bookings_table"), tables.params).fetchone()
     if table is None:
         return []
     guards: dict[str, list[str]] = {}
-    for trigger in conn.execute(query("doctor_guard_trigger_events")):
+    for trigger in conn.execute(query("doctor_guard_trigger_events"), tables.params):
         if trigger["enabled"]:
             for write in trigger["events"]:
                 guards.setdefault(write, []).append(trigger["name"])
-    policies = conn.execute(query("doctor_bookings_policies")).fetchall()
+    policies = conn.execute(query("doctor_bookings_policies"), tables.params).fetchall()
     return judge_bookings_table(table) + judge_bookings_policies(policies, guards)

@@ -14,12 +14,13 @@ from listener.ops.doctor.listener_login import connected_role, judge_listener_lo
 from listener.ops.doctor.policies import check_bookings_policies
 from listener.ops.doctor.pooler import check_pooler, dsn_pooler_findings
 from listener.ops.doctor.report import LISTENER_DSN_OPTION, SEVERITY_ORDER, Finding, Report
+from listener.ops.doctor.tables import AppTables, app_tables
 from listener.ops.doctor.views import check_views
 
-CATALOG_CHECKS: tuple[Callable[[Conn], list[Finding]], ...] = (
+CATALOG_CHECKS: tuple[Callable[[Conn, AppTables], list[Finding]], ...] = (
     check_bookings_policies,
     check_views,
-    api_role_exposure,
+    lambda conn, _tables: api_role_exposure(conn),
     check_definers,
     check_app_tables,
 )
@@ -38,7 +39,8 @@ def audit(conn: Conn, *, listener: Conn | None = None) -> Report:
     report = Report(findings=check_pooler(conn))
     with conn.transaction():
         _read_only(conn)
-        installed = conn.execute(query("doctor_installed")).fetchone()
+        tables = app_tables(conn)
+        installed = conn.execute(query("doctor_installed"), tables.params).fetchone()
         assert installed is not None
         report.ledger_installed = ledger_state(conn).installed
         if not report.ledger_installed:
@@ -46,18 +48,18 @@ def audit(conn: Conn, *, listener: Conn | None = None) -> Report:
                 "the ledger is not installed yet (run `listener migrate`); checked what applies before it"
             )
         if not installed["bookings"]:
-            report.notes.append("public.bookings does not exist; its policies and owner were not checked")
+            report.notes.append(f"{tables.bookings} does not exist; its policies and owner were not checked")
         if not installed["pgmq"]:
             report.notes.append("PGMQ is not installed; there are no queues to check yet")
         for check in CATALOG_CHECKS:
-            report.findings.extend(check(conn))
+            report.findings.extend(check(conn, tables))
         if listener is None:
-            judge_listener_login(report, connected_role(conn), listener=False)
+            judge_listener_login(report, connected_role(conn, tables), listener=False)
     if listener is not None:
         report.findings.extend(check_pooler(listener, listener=True))
         with listener.transaction():
             _read_only(listener)
-            row = connected_role(listener)
+            row = connected_role(listener, tables)
         judge_listener_login(report, row, listener=True)
         if row is not None:
             report.notes.append(

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from listener.core.db import Conn
 from listener.core.sql_files import query
 from listener.ops.doctor.report import Finding, Row
+from listener.ops.doctor.tables import AppTables
 
 _TRUE = frozenset({"true", "on", "yes", "1", "t", "y"})
 
@@ -50,6 +51,6 @@ def judge_views(views: Iterable[Row]) -> list[Finding]:
     return findings
 
 
-def check_views(conn: Conn) -> list[Finding]:
-    """Check 2: views over bookings or client_purchases without security_invoker."""
-    return judge_views(conn.execute(query("doctor_views_over_money")).fetchall())
+def check_views(conn: Conn, tables: AppTables) -> list[Finding]:
+    """Check 2: views over the app's bookings or packs without security_invoker."""
+    return judge_views(conn.execute(query("doctor_views_over_money"), tables.params).fetchall())
