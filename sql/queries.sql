@@ -98,6 +98,10 @@ SET mapping = EXCLUDED.mapping, sha256 = EXCLUDED.sha256, keys = EXCLUDED.keys,
 WHERE session_ledger.mapping.sha256 IS DISTINCT FROM EXCLUDED.sha256
    OR session_ledger.mapping.keys IS DISTINCT FROM EXCLUDED.keys;
 
+-- name: set_consuming_statuses
+-- The statuses in which a booking consumes its pack, from the mapping.
+UPDATE session_ledger.config SET consuming_statuses = %(statuses)s::text[];
+
 -- name: column_types
 -- Each column of one table with its SQL type (integer, bigint, uuid, ...); none for a table that is missing.
 SELECT a.attname::text AS name, pg_catalog.format_type(a.atttypid, NULL) AS type

@@ -220,6 +220,12 @@ def _install(conn: Conn, report: MigrateReport, app: AppSQL) -> None:
         _install_fresh(conn, report, app)
     mapping_changed = _record_mapping(conn, app)
     report.mapping_changed = mapping_changed
+    if mapping_changed and (report.mapping_was_recorded or report.mapping_from == GIVEN):
+        # The mapping names the consuming statuses; an install from before mappings keeps
+        # whatever its config says until a mapping is given.
+        conn.execute(
+            query("set_consuming_statuses"), {"statuses": list(app.mapping.booking.consuming_statuses)}
+        )
     _apply_repeatables(conn, report, app, force=bool(report.applied) or mapping_changed)
     report.revoked = [
         f"{', '.join(r['privileges'])} on {r['table_name']} from {r['grantee']}"
@@ -347,8 +353,18 @@ def app_sql(conn: Conn, mapping: Mapping) -> AppSQL:
 
 
 def _record_mapping(conn: Conn, app: AppSQL) -> bool:
-    """Record the mapping the SQL is rendered from; whether it changed."""
+    """Record the mapping the SQL is rendered from; whether it changed. The ledger's rows are
+    keyed by the app's key types, so a change of type on an installed ledger is refused."""
     keys = json.dumps(dataclasses.asdict(app.keys), sort_keys=True)
+    if conn.execute(query("ledger_tables_present"), {"names": ["session_ledger.mapping"]}).fetchall():
+        row = conn.execute(query("stored_mapping")).fetchone()
+        if row is not None and row["keys"] != dataclasses.asdict(app.keys):
+            was = ", ".join(f"{k} {v}" for k, v in sorted(row["keys"].items()))
+            raise MigrateNotPermitted(
+                f"the app's key types changed (recorded: {was}; now: "
+                + ", ".join(f"{k} {v}" for k, v in sorted(dataclasses.asdict(app.keys).items()))
+                + "): the ledger's rows are keyed by the recorded types; uninstall and install again"
+            )
     stored = conn.execute(
         query("store_mapping"), {"mapping": app.mapping.text, "sha256": app.mapping.sha256, "keys": keys}
     )

@@ -13,11 +13,9 @@ from typing import Any
 import pytest
 
 from listener.core.db import Conn, connect
-from listener.core.sql_files import repeatables
 from listener.devtools.throwaway import create_database, drop_database
 from listener.mapping import model
 from listener.mapping.model import Mapping
-from listener.mapping.render import AppSQL, Keys
 from listener.ops.migrate import migrate
 
 GYM_SCHEMA = """
@@ -97,46 +95,6 @@ from_status = "confirmed"
 to_status = "completed"
 """
 
-# While a repeatable file still names the coaching app's tables it needs them to exist to be
-# created, whatever the mapping: these stand in for them beside the app's own (in `public`, where
-# the marketplace's bookings table gains the columns that file reads). Applied only while some
-# rendered file still names public.client_purchases; the charge under test never reads them.
-COACHING_STANDINS = """
-DO $$
-BEGIN
-    CREATE ROLE anon NOLOGIN;
-EXCEPTION WHEN duplicate_object THEN NULL;
-END $$;
-DO $$
-BEGIN
-    CREATE ROLE authenticated NOLOGIN;
-EXCEPTION WHEN duplicate_object THEN NULL;
-END $$;
-DO $$
-BEGIN
-    CREATE ROLE service_role NOLOGIN BYPASSRLS;
-EXCEPTION WHEN duplicate_object THEN NULL;
-END $$;
-CREATE SCHEMA IF NOT EXISTS auth;
-CREATE OR REPLACE FUNCTION auth.uid() RETURNS uuid LANGUAGE sql STABLE
-AS $$ SELECT nullif(current_setting('request.jwt.claim.sub', true), '')::uuid $$;
-CREATE TABLE public.client_purchases (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), org_id uuid,
-    client_id uuid, sessions_total int, sessions_used int NOT NULL DEFAULT 0, expires_at timestamptz,
-    payment_status text, purchased_at timestamptz, offer_id uuid);
-CREATE TABLE IF NOT EXISTS public.bookings (id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
-    status text NOT NULL DEFAULT 'confirmed');
-ALTER TABLE public.bookings ADD COLUMN IF NOT EXISTS org_id uuid, ADD COLUMN IF NOT EXISTS client_id uuid,
-    ADD COLUMN IF NOT EXISTS purchase_id uuid, ADD COLUMN IF NOT EXISTS start_time timestamptz,
-    ADD COLUMN IF NOT EXISTS end_time timestamptz;
-CREATE FUNCTION public.is_org_member(_org uuid) RETURNS boolean LANGUAGE sql STABLE AS $$ SELECT false $$;
-CREATE FUNCTION public.use_session(uuid) RETURNS boolean LANGUAGE sql AS $$ SELECT false $$;
-CREATE FUNCTION public.use_session(uuid, timestamptz) RETURNS boolean LANGUAGE sql AS $$ SELECT false $$;
-CREATE FUNCTION public.use_session(uuid, text) RETURNS boolean LANGUAGE sql AS $$ SELECT false $$;
-CREATE FUNCTION public.release_session(uuid) RETURNS int LANGUAGE sql AS $$ SELECT -1 $$;
-CREATE FUNCTION public.release_session(uuid, text) RETURNS int LANGUAGE sql AS $$ SELECT -1 $$;
-"""
-
-
 # Each event queued now, after the install's cut-over: charged, not adopted.
 _APPLY = {
     "integer": "SELECT a.booking_id, a.outcome FROM session_ledger.apply_bookings("
@@ -175,8 +133,6 @@ def _install(admin: str, schema: str, mapping: Mapping) -> Iterator[App]:
     try:
         with connect(dsn, autocommit=True, purpose="tests") as conn:
             conn.execute(schema)
-            if any("public.client_purchases" in f.sql for f in repeatables(AppSQL(mapping, Keys()))):
-                conn.execute(COACHING_STANDINS)
         migrate(dsn, mapping=mapping)
         with connect(dsn, autocommit=True, purpose="tests") as conn:
             yield App(conn)

@@ -16,11 +16,11 @@ import pytest
 
 from listener.core.db import Conn, connect
 from listener.core.events import Accepted, RawMessage, judge
-from listener.core.sql_files import query, repeatables
+from listener.core.sql_files import query
 from listener.devtools.throwaway import create_database, drop_database
+from listener.errors import MigrateNotPermitted
 from listener.mapping import model
 from listener.mapping.model import Mapping
-from listener.mapping.render import AppSQL, Keys
 from listener.ops.audit import NOT_AUDITED, audit
 from listener.ops.migrate import migrate
 
@@ -101,45 +101,6 @@ from_status = "confirmed"
 to_status = "completed"
 """
 
-# While a repeatable file still names the coaching app's tables it needs them to exist to be
-# created, whatever the mapping: these stand in for them beside the app's own (in `public`, where
-# the marketplace's bookings table gains the columns that file reads). Applied only while some
-# rendered file still names public.client_purchases; the charge under test never reads them.
-COACHING_STANDINS = """
-DO $$
-BEGIN
-    CREATE ROLE anon NOLOGIN;
-EXCEPTION WHEN duplicate_object THEN NULL;
-END $$;
-DO $$
-BEGIN
-    CREATE ROLE authenticated NOLOGIN;
-EXCEPTION WHEN duplicate_object THEN NULL;
-END $$;
-DO $$
-BEGIN
-    CREATE ROLE service_role NOLOGIN BYPASSRLS;
-EXCEPTION WHEN duplicate_object THEN NULL;
-END $$;
-CREATE SCHEMA IF NOT EXISTS auth;
-CREATE OR REPLACE FUNCTION auth.uid() RETURNS uuid LANGUAGE sql STABLE
-AS $$ SELECT nullif(current_setting('request.jwt.claim.sub', true), '')::uuid $$;
-CREATE TABLE public.client_purchases (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), org_id uuid,
-    client_id uuid, sessions_total int, sessions_used int NOT NULL DEFAULT 0, expires_at timestamptz,
-    payment_status text, purchased_at timestamptz, offer_id uuid);
-CREATE TABLE IF NOT EXISTS public.bookings (id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
-    status text NOT NULL DEFAULT 'confirmed');
-ALTER TABLE public.bookings ADD COLUMN IF NOT EXISTS org_id uuid, ADD COLUMN IF NOT EXISTS client_id uuid,
-    ADD COLUMN IF NOT EXISTS purchase_id uuid, ADD COLUMN IF NOT EXISTS start_time timestamptz,
-    ADD COLUMN IF NOT EXISTS end_time timestamptz;
-CREATE FUNCTION public.is_org_member(_org uuid) RETURNS boolean LANGUAGE sql STABLE AS $$ SELECT false $$;
-CREATE FUNCTION public.use_session(uuid) RETURNS boolean LANGUAGE sql AS $$ SELECT false $$;
-CREATE FUNCTION public.use_session(uuid, timestamptz) RETURNS boolean LANGUAGE sql AS $$ SELECT false $$;
-CREATE FUNCTION public.use_session(uuid, text) RETURNS boolean LANGUAGE sql AS $$ SELECT false $$;
-CREATE FUNCTION public.release_session(uuid) RETURNS int LANGUAGE sql AS $$ SELECT -1 $$;
-CREATE FUNCTION public.release_session(uuid, text) RETURNS int LANGUAGE sql AS $$ SELECT -1 $$;
-"""
-
 
 @dataclass
 class App:
@@ -162,9 +123,6 @@ def _install(admin: str, schema: str, mapping: Mapping) -> Iterator[App]:
     try:
         with connect(dsn, autocommit=True, purpose="tests") as conn:
             conn.execute(schema)
-            # While a repeatable file still names the coaching app's tables, they must exist for it.
-            if any("public.client_purchases" in f.sql for f in repeatables(AppSQL(mapping, Keys()))):
-                conn.execute(COACHING_STANDINS)
         migrate(dsn, mapping=mapping)
         with connect(dsn, autocommit=True, purpose="tests") as conn:
             yield App(dsn, conn)
@@ -373,3 +331,27 @@ def test_a_gyms_event_names_its_booking_by_an_integer_the_listener_accepts(gym: 
     assert gym.one("SELECT session_ledger.event_booking_id(%(m)s::jsonb)", {"m": message}) == d["booked"]
     # a uuid-keyed listener would not take it
     assert not isinstance(judge(raw, max_payload_bytes=65536, max_reads=5), Accepted)
+
+
+def test_a_given_mapping_sets_the_consuming_statuses_and_a_key_type_change_is_refused(gym: App) -> None:
+    assert app_config_statuses(gym) == ["attended", "no_show"], "the install takes the mapping's statuses"
+    # A mapping naming other statuses re-renders and moves the config with it.
+    narrower = model.parse(GYM_MAPPING.replace('["attended", "no_show"]', '["attended"]'))
+    report = migrate(gym.dsn, mapping=narrower)
+    assert report.mapping_changed
+    assert app_config_statuses(gym) == ["attended"]
+    # Another bookings table keyed by bigint: the ledger's rows are keyed by integer, so refused.
+    gym.conn.execute("CREATE TABLE gym.bookings_big (LIKE gym.bookings INCLUDING DEFAULTS)")
+    gym.conn.execute("ALTER TABLE gym.bookings_big ALTER COLUMN id TYPE bigint")
+    moved = model.parse(GYM_MAPPING.replace('table = "gym.bookings"', 'table = "gym.bookings_big"'))
+    with pytest.raises(
+        MigrateNotPermitted, match=r"key types changed \(recorded: .*booking integer.*now: .*booking bigint"
+    ):
+        migrate(gym.dsn, mapping=moved)
+    assert app_config_statuses(gym) == ["attended"], "a refused migrate changes nothing"
+
+
+def app_config_statuses(app: App) -> list[str]:
+    statuses = app.one("SELECT consuming_statuses FROM session_ledger.config")
+    assert isinstance(statuses, list)
+    return statuses
