@@ -222,8 +222,9 @@ def test_a_temporary_type_runs_nothing_as_the_owner_from_the_listeners_login(wor
         "session_ledger.dashboard_absorbed_calls(integer)": "SELECT * FROM session_ledger.dashboard_absorbed_calls(10)",
         "session_ledger.dashboard_discard(bigint[],text)":
             "SELECT session_ledger.dashboard_discard(ARRAY[1]::bigint[], 'why')",
-        "session_ledger.dashboard_names(uuid[])":
-            "SELECT * FROM session_ledger.dashboard_names(ARRAY[%(b)s, %(p)s, %(c)s]::uuid[])",
+        "session_ledger.dashboard_names(text[])":
+            "SELECT * FROM session_ledger.dashboard_names(ARRAY[%(b)s, %(p)s, %(c)s]::text[])",
+        "session_ledger.app_keys()": "SELECT session_ledger.app_keys()",
         "session_ledger.dashboard_search(text,integer)": "SELECT * FROM session_ledger.dashboard_search('client', 10)",
         "session_ledger.dashboard_packs(uuid[],uuid[],integer)":
             "SELECT * FROM session_ledger.dashboard_packs(ARRAY[%(p)s]::uuid[], ARRAY[%(c)s]::uuid[], 10)",
