@@ -220,7 +220,9 @@ class AppSQL:
             case "id":
                 return f"{r}.{ident(b.id)}"
             case "status":
-                return f"{r}.{ident(b.status)}"
+                # text whatever the app's type: the ledger compares it with text[] (consuming
+                # statuses), which an enum has no operator for; a no-op on text.
+                return f"{r}.{ident(b.status)}::text"
             case "purchase_id":
                 if p.find == "column":
                     assert p.column is not None
