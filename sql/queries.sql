@@ -195,6 +195,16 @@ ORDER BY 1;
 -- name: mapping_roles_present
 SELECT r.rolname::text AS name FROM pg_catalog.pg_roles r WHERE r.rolname = ANY (%(names)s::text[]);
 
+-- name: mapping_signed_in_roles
+-- Whether the role the ledger asks its membership function of (authenticated) exists, and which
+-- of these roles are members of it.
+SELECT pg_catalog.to_regrole('authenticated') IS NOT NULL AS present,
+       ARRAY(SELECT r.rolname::text FROM pg_catalog.pg_roles r
+             WHERE r.rolname = ANY (%(names)s::text[])
+               AND pg_catalog.to_regrole('authenticated') IS NOT NULL
+               AND pg_catalog.pg_has_role(r.oid, pg_catalog.to_regrole('authenticated'), 'MEMBER')
+             ORDER BY 1) AS members;
+
 -- name: mapping_table_rights
 -- For one of the app's tables: its owner, and which of these privileges the connected role lacks
 -- (USAGE standing for its schema's, without which nothing in it can be reached).

@@ -221,8 +221,16 @@ def test_times_without_a_zone_are_refused(gym: Conn) -> None:
         "booking.session.start: column gym.classes.starts_at is timestamp without time zone: times must be "
         "timestamptz (ALTER TABLE gym.classes ALTER COLUMN starts_at TYPE timestamptz USING starts_at AT TIME "
         "ZONE 'UTC', if they were written in UTC)",
-        "pack.expires: column gym.packages.expires_on is date: times must be timestamptz",
+        "pack.expires: column gym.packages.expires_on is date: times must be timestamptz (ALTER TABLE "
+        "gym.packages ALTER COLUMN expires_on TYPE timestamptz USING (expires_on + 1)::timestamp AT TIME ZONE "
+        "'UTC', for the end of the last valid day in UTC)",
     ]
+    # and the fix it names is one the check then accepts
+    gym.execute(
+        "ALTER TABLE gym.packages ALTER COLUMN expires_on TYPE timestamptz "
+        "USING (expires_on + 1)::timestamp AT TIME ZONE 'UTC'"
+    )
+    assert problems(gym, _gym())[1:] == []
 
 
 def test_status_is_text_or_an_enum_holding_the_statuses(gym: Conn) -> None:
@@ -316,6 +324,33 @@ def test_roles_must_exist(gym: Conn) -> None:
     assert problems(gym, _gym(access__trusted_roles='["gym_server", "no_such_role_q7"]')) == [
         "access.trusted_roles: role no_such_role_q7 does not exist"
     ]
+
+
+def test_a_membership_function_is_asked_only_of_members_of_authenticated(gym: Conn) -> None:
+    """The gym's server role as the signed-in users' role: the function would never be asked of it."""
+    gym.execute(
+        """DO $$ BEGIN CREATE ROLE authenticated NOLOGIN;
+        EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$"""
+    )
+    gym.execute("CREATE FUNCTION gym.may_mark(uuid) RETURNS boolean LANGUAGE sql AS 'SELECT true'")
+    signed_in = {
+        "access__mode": '"supabase"',
+        "access__api_roles": '["gym_server"]',
+        "access__trusted_roles": "[]",
+        "access__membership_function": '"gym.may_mark"',
+    }
+    found = check(gym, _gym(**signed_in))
+    assert found.problems == []
+    assert found.warnings == [
+        "access.membership_function: none of access.api_roles (gym_server) is a member of role "
+        "authenticated, the only role the ledger asks it of: their writes that move a session are refused "
+        "(GRANT authenticated TO the role your signed-in users write as)"
+    ]
+    gym.execute("CREATE ROLE gym_web_q7 NOLOGIN IN ROLE authenticated")
+    try:
+        assert check(gym, _gym(**{**signed_in, "access__api_roles": '["gym_web_q7"]'})).warnings == []
+    finally:
+        gym.execute("DROP ROLE gym_web_q7")
 
 
 def test_migrate_refuses_before_anything_changes(gym: Conn, blank_dsn: str) -> None:
