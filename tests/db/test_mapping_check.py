@@ -10,6 +10,7 @@ import pytest
 
 from listener.core.db import Conn, connect
 from listener.core.sql_files import demo_schema
+from listener.devtools.app_schema import apply_sql_file
 from listener.devtools.throwaway import create_database, drop_database
 from listener.errors import HostSchemaMissing
 from listener.mapping import model
@@ -17,6 +18,7 @@ from listener.ops.mapping_check import check, problems
 from listener.ops.mapping_propose import propose
 from listener.ops.migrate import migrate
 
+from support import ROOT
 from support.world import run_cli
 
 GYM_SQL = """
@@ -399,6 +401,31 @@ def test_map_proposes_the_marketplaces_mapping(market: Conn) -> None:
     assert proposed.pack == expected.pack
     assert proposed.completion == expected.completion
     assert (proposed.access.mode, proposed.access.trusted_roles) == ("supabase", ("service_role",))
+
+
+def test_map_proposes_the_music_schools_mapping(blank_dsn: str) -> None:
+    """A state enum, *_start and *_end times, lessons_taken of lessons_bought, a branch as the
+    organisation, an unlimited flag and a refunded_at stamp: each guessed, and the trusted role
+    is the one that may update both tables, not every role named for the schema."""
+    school = ROOT / "examples" / "music_school"
+    apply_sql_file(blank_dsn, school / "schema.sql")
+    with connect(blank_dsn) as conn:
+        text = propose(conn)
+    proposed, expected = model.parse(text), model.load(school / "mapping.toml")
+    assert proposed.booking == expected.booking
+    assert proposed.pack == expected.pack.model_copy(update={"unusable_reason": "'credit bundle refunded'"})
+    assert proposed.access.mode == "trusted_writers" and proposed.access.trusted_roles == ("school_staff",)
+    assert "# school.can_manage_branch looks like a membership check" in text
+
+
+def test_map_says_once_when_it_finds_nothing(blank_dsn: str) -> None:
+    result = run_cli("map", "--dsn", blank_dsn)
+    assert result.returncode == 1
+    assert "*_taken" in result.stdout, "the proposal says what it looks for"
+    assert result.stderr.splitlines() == [
+        "listener map: No bookings table found (a status column and a start time) pointing at a packs "
+        "table (an integer balance): write the mapping by hand from docs/mapping.md."
+    ]
 
 
 def test_the_cli_map_and_migrate_with_a_mapping(gym: Conn, blank_dsn: str, tmp_path: Path) -> None:
