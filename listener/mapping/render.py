@@ -290,9 +290,11 @@ class AppSQL:
             case "sessions_total":
                 col = p.remaining if p.remaining else p.total
                 assert col is not None
-                return f"{r}.{ident(col)}"
+                # integer whatever the app's integer type (as the amount): the ledger's functions
+                # take integer balances, and a bigint or smallint column would match none of them
+                return f"{r}.{ident(col)}::integer"
             case "sessions_used":
-                return "0" if p.remaining else f"{r}.{ident(p.used or '')}"
+                return "0" if p.remaining else f"{r}.{ident(p.used or '')}::integer"
             case "expires_at":
                 return f"{r}.{ident(p.expires)}" if p.expires else "NULL::timestamptz"
             case "unusable":
