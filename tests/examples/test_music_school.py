@@ -466,8 +466,12 @@ def test_a_role_outside_the_signed_in_users_is_refused_even_with_the_tables_gran
     bundle = school.sell(ana, branch, 10)
     [lesson] = school.past_lessons(ana, tess, branch, bundle, 1)
     with school.teacher(tess, role="school_reports") as reports:
-        with pytest.raises(REFUSED):
+        with pytest.raises(REFUSED) as refused:
             school.mark(lesson, "taught", conn=reports)
+        assert refused.value.diag.message_hint == (
+            "Only signed-in users (members of authenticated) whom school.can_manage_branch admits for the "
+            "pack's organisation, school_staff and the ledger's owner may."
+        ), "the hint names who is asked the membership function"
         assert school.note(lesson, "exported", conn=reports) == 1
     school.drain()
     assert (school.state(lesson), school.taken(bundle)) == ("scheduled", 0)
