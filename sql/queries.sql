@@ -195,6 +195,16 @@ ORDER BY 1;
 -- name: mapping_roles_present
 SELECT r.rolname::text AS name FROM pg_catalog.pg_roles r WHERE r.rolname = ANY (%(names)s::text[]);
 
+-- name: mapping_signed_in_roles
+-- Whether the role the ledger asks its membership function of (authenticated) exists, and which
+-- of these roles are members of it.
+SELECT pg_catalog.to_regrole('authenticated') IS NOT NULL AS present,
+       ARRAY(SELECT r.rolname::text FROM pg_catalog.pg_roles r
+             WHERE r.rolname = ANY (%(names)s::text[])
+               AND pg_catalog.to_regrole('authenticated') IS NOT NULL
+               AND pg_catalog.pg_has_role(r.oid, pg_catalog.to_regrole('authenticated'), 'MEMBER')
+             ORDER BY 1) AS members;
+
 -- name: mapping_table_rights
 -- For one of the app's tables: its owner, and which of these privileges the connected role lacks
 -- (USAGE standing for its schema's, without which nothing in it can be reached).
@@ -290,6 +300,23 @@ ORDER BY 1;
 SELECT ARRAY(SELECT r.rolname::text FROM pg_catalog.pg_roles r
              WHERE r.rolname NOT LIKE 'pg\_%%' AND NOT r.rolsuper ORDER BY 1) AS roles,
        pg_catalog.to_regprocedure('auth.uid()') IS NOT NULL AS has_auth_uid;
+
+-- name: mapping_writer_roles
+-- `listener map`: the roles that may update both the bookings and the packs (the app's server or
+-- its staff, where a signed-in user's role may update bookings alone), leaving out superusers, the
+-- tables' owner and a role that is a member of another one listed (its group is named instead).
+WITH w AS (
+    SELECT r.oid, r.rolname
+    FROM pg_catalog.pg_roles r
+    WHERE r.rolname NOT LIKE 'pg\_%%' AND NOT r.rolsuper
+      AND r.oid <> (SELECT c.relowner FROM pg_catalog.pg_class c WHERE c.oid = %(bookings)s::regclass)
+      AND pg_catalog.has_table_privilege(r.oid, %(bookings)s::regclass, 'UPDATE')
+      AND pg_catalog.has_table_privilege(r.oid, %(packs)s::regclass, 'UPDATE')
+)
+SELECT ARRAY(SELECT w.rolname::text FROM w
+             WHERE NOT EXISTS (SELECT 1 FROM w g WHERE g.oid <> w.oid
+                               AND pg_catalog.pg_has_role(w.oid, g.oid, 'MEMBER'))
+             ORDER BY 1) AS roles;
 
 ------------------------------------------------------------------------------
 -- `listener migrate`: its lock, the bootstrap, the recorded migrations and repeatables, recovery

@@ -85,11 +85,12 @@ class ExampleApp:
 
     def queries(self) -> dict[str, str]:
         """The app's flows (flows.sql), by name."""
-        return _flows(self.dir / "flows.sql")
+        return named_statements(self.dir / "flows.sql")
 
 
 @cache
-def _flows(path: Path) -> dict[str, str]:
+def named_statements(path: Path) -> dict[str, str]:
+    """A flows.sql file's statements, by the `-- name:` above each."""
     parts = _NAME.split(path.read_text(encoding="utf-8"))
     found: dict[str, str] = {}
     for name, body in zip(parts[1::2], parts[2::2], strict=True):

@@ -220,7 +220,9 @@ class AppSQL:
             case "id":
                 return f"{r}.{ident(b.id)}"
             case "status":
-                return f"{r}.{ident(b.status)}"
+                # text whatever the app's type: the ledger compares it with text[] (consuming
+                # statuses), which an enum has no operator for; a no-op on text.
+                return f"{r}.{ident(b.status)}::text"
             case "purchase_id":
                 if p.find == "column":
                     assert p.column is not None
@@ -288,9 +290,11 @@ class AppSQL:
             case "sessions_total":
                 col = p.remaining if p.remaining else p.total
                 assert col is not None
-                return f"{r}.{ident(col)}"
+                # integer whatever the app's integer type (as the amount): the ledger's functions
+                # take integer balances, and a bigint or smallint column would match none of them
+                return f"{r}.{ident(col)}::integer"
             case "sessions_used":
-                return "0" if p.remaining else f"{r}.{ident(p.used or '')}"
+                return "0" if p.remaining else f"{r}.{ident(p.used or '')}::integer"
             case "expires_at":
                 return f"{r}.{ident(p.expires)}" if p.expires else "NULL::timestamptz"
             case "unusable":

@@ -192,6 +192,15 @@ class _Checker:
                 f"(ALTER TABLE {table} ALTER COLUMN {col.name} TYPE timestamptz "
                 f"USING {col.name} AT TIME ZONE 'UTC', if they were written in UTC)",
             )
+        elif col.base_type == "date":
+            # A date is a day in some zone: the ledger compares the pack's expiry with a
+            # booking's start, an instant, so the column must say which instant it lapses at.
+            self.problem(
+                key,
+                f"column {table}.{col.name} is date: times must be timestamptz "
+                f"(ALTER TABLE {table} ALTER COLUMN {col.name} TYPE timestamptz "
+                f"USING ({col.name} + 1)::timestamp AT TIME ZONE 'UTC', for the end of the last valid day in UTC)",
+            )
         else:
             self.problem(key, f"column {table}.{col.name} is {col.shown}: times must be timestamptz")
 
@@ -367,3 +376,26 @@ class _Checker:
         for key, name in named:
             if name not in present:
                 self.problem(key, f"role {name} does not exist", missing=f"role {name}")
+        if a.mode == "supabase" and a.membership_function is not None:
+            self.signed_in(list(a.api_roles))
+
+    def signed_in(self, api_roles: list[str]) -> None:
+        # The ledger asks the membership function only of members of authenticated (Supabase's
+        # and PostgREST's signed-in role): without that role the function is never asked, and
+        # every write but the trusted roles' is refused, however the mapping reads.
+        row = self.conn.execute(query("mapping_signed_in_roles"), {"names": api_roles}).fetchone()
+        assert row is not None
+        if not row["present"]:
+            self.problem(
+                "access.membership_function",
+                "the ledger asks it only of members of role authenticated (the signed-in users), and "
+                "there is none: CREATE ROLE authenticated NOLOGIN and GRANT authenticated TO the role "
+                "your signed-in users write as",
+                missing="role authenticated",
+            )
+        elif api_roles and not row["members"]:
+            self.found.warnings.append(
+                f"access.membership_function: none of access.api_roles ({', '.join(api_roles)}) is a "
+                "member of role authenticated, the only role the ledger asks it of: their writes that "
+                "move a session are refused (GRANT authenticated TO the role your signed-in users write as)"
+            )

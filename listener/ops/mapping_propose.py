@@ -20,18 +20,45 @@ KEY_TYPES = ("uuid", "integer", "bigint", "text")
 INTEGERS = ("smallint", "integer", "bigint")
 TIMESTAMPTZ = "timestamp with time zone"
 
+# starts_at, start_time, and a thing's own start: lesson_start, class_starts_at, session_start_time
 _START = re.compile(
     r"^(start|starts|begin|begins|scheduled)(_at|_time|s_at|_on)?$|^(start|begin)s?_(at|time)$"
+    r"|^[a-z0-9]+_(start|begin)s?(_at|_time)?$"
 )
-_END = re.compile(r"^(end|ends|finish|finishes)(_at|_time|s_at|_on)?$|^(end|finish)s?_(at|time)$")
+_END = re.compile(
+    r"^(end|ends|finish|finishes)(_at|_time|s_at|_on)?$|^(end|finish)s?_(at|time)$"
+    r"|^[a-z0-9]+_(end|finish)(s|es)?(_at|_time)?$"
+)
 _EXPIRES = re.compile(r"^(expires|expiry|expiration|expire|valid_until|valid_to)(_at|_on|_date)?$")
 _REMAINING = re.compile(r"(^|_)(remaining|balance|left)$|^credits?(_balance|_remaining|_left)?$")
-_USED = re.compile(r"^(?P<stem>[a-z0-9_]*?)_?used$")
+_USED = re.compile(r"^(?P<stem>[a-z0-9_]*?)_?(used|taken|consumed|spent)$")
+# what a pack holds, beside its used count with the same stem: sessions_total, lessons_bought
+_TOTAL_WORDS = ("total", "bought", "purchased", "granted", "included", "sold")
+# the status column: status, else state or a column named for one, text or an enum
+_STATUS = re.compile(r"^(status|state)$|_(status|state)$")
 _AMOUNT = re.compile(r"credits?_(used|cost|spent|charged)|^(cost|price)_credits?$|^sessions_cost$")
-_ORG = re.compile(r"^(org|organisation|organization|tenant|team|workspace|company|studio|business)_id$")
+_ORG = re.compile(
+    r"^(org|organisation|organization|tenant|team|workspace|company|studio|business"
+    r"|branch|school|location|site|venue|clinic|academy)_id$"
+)
 _CLIENT = re.compile(r"^(client|user|member|customer|account|student|person|profile|owner)_id$")
-_CONSUMING_FIRST = ("completed", "attended", "used", "done", "fulfilled", "checked_in")
-_UNUSABLE_FLAGS = re.compile(r"^(is_)?(expired|cancelled|canceled|revoked|disabled|voided|refunded|frozen)$")
+_CONSUMING_FIRST = (
+    "completed",
+    "attended",
+    "taught",
+    "delivered",
+    "held",
+    "used",
+    "done",
+    "fulfilled",
+    "checked_in",
+)
+# statuses that cost a session in many apps though nobody came: proposed beside the first
+_CHARGED_ABSENCE = re.compile(r"no_?show|missed|late_cancel")
+_UNUSABLE_WORDS = r"(expired|cancelled|canceled|revoked|disabled|voided|refunded|frozen)"
+_UNUSABLE_FLAGS = re.compile(rf"^(is_)?{_UNUSABLE_WORDS}$")
+_UNUSABLE_TIMES = re.compile(rf"^{_UNUSABLE_WORDS}_(at|on)$")
+_UNLIMITED = re.compile(r"^(is_|has_)?unlimited$")
 _CHECK_VALUE = re.compile(r"'((?:[^']|'')*)'::")
 _SYSTEM_ROLES = frozenset({"anon", "authenticated", "service_role", "authenticator", "postgres"})
 
@@ -81,6 +108,8 @@ class Catalog:
     functions: list[dict[str, str]]
     roles: list[str]
     supabase: bool
+    # the roles that may update both the chosen bookings and packs (read once they are chosen)
+    writers: list[str] = field(default_factory=list)
 
 
 def read_catalog(conn: Conn) -> Catalog:
@@ -151,16 +180,24 @@ def _balance(table: Table) -> tuple[dict[str, str], str] | None:
         m = _USED.match(col)
         if m and typ in INTEGERS and col not in table.generated:
             stem = m["stem"]
-            total = next(
-                (c for c in (f"{stem}_total", f"total_{stem}", "total") if table.columns.get(c) in INTEGERS),
-                None,
-            )
+            names = [f"{stem}_{w}" for w in _TOTAL_WORDS] + [f"total_{stem}", "total"]
+            total = next((c for c in names if table.columns.get(c) in INTEGERS), None)
             if total:
                 return {"used": col, "total": total}, f"integer {col} and {total}: a balance counted up"
     remaining = table.of(_REMAINING, INTEGERS)
     if remaining:
         return {"remaining": remaining}, f"integer {remaining}: a balance counted down"
     return None
+
+
+def _status(table: Table) -> str | None:
+    """The status column: `status`, else one named for a state, text or an enum."""
+    candidates = [
+        c
+        for c, t in table.columns.items()
+        if _STATUS.search(c) and (c in table.enums or t in ("text", "character varying"))
+    ]
+    return "status" if "status" in candidates else next(iter(candidates), None)
 
 
 def _start(table: Table, catalog: Catalog) -> tuple[dict[str, str] | None, str | None]:
@@ -188,7 +225,7 @@ def _pairs(catalog: Catalog) -> list[_Pair]:
     found = []
     packs = [t for t in catalog.tables.values() if _balance(t)]
     for b in catalog.tables.values():
-        if "status" not in b.columns:
+        if _status(b) is None:
             continue
         own, session = _start(b, catalog)
         if own is None and session is None:
@@ -211,21 +248,38 @@ def _pairs(catalog: Catalog) -> list[_Pair]:
 def _consuming(values: list[str]) -> tuple[list[str], str]:
     if "completed" in values:
         return ["completed"], "'completed' is one of the status values; a booking completed uses its session"
+    absences = [v for v in values if _CHARGED_ABSENCE.search(v)]
     if "attended" in values:
-        chosen = ["attended"] + (["no_show"] if "no_show" in values else [])
         return (
-            chosen,
+            ["attended", *absences],
             "attendance is recorded: an attended booking (and a no-show, if they cost) uses its session",
         )
     for v in _CONSUMING_FIRST:
         if v in values:
-            return [v], f"'{v}' is one of the status values"
+            also = f" (and {', '.join(absences)}, if those cost a session)" if absences else ""
+            return [v, *absences], f"'{v}' is one of the status values{also}"
+    if values:
+        return ["completed"], "no status value reads as a session used: name the ones that use a session"
     return ["completed"], "no status values found: name the statuses that use a session"
+
+
+NOTHING_FOUND = (
+    "No bookings table found (a status column and a start time) pointing at a packs table "
+    "(an integer balance): write the mapping by hand from docs/mapping.md."
+)
 
 
 def propose(conn: Conn) -> str:
     """A mapping for the connected database, as TOML with a `# guess:` comment on each guess."""
-    return render(read_catalog(conn))
+    catalog = read_catalog(conn)
+    pairs = _pairs(catalog)
+    if pairs:
+        row = conn.execute(
+            query("mapping_writer_roles"), {"bookings": pairs[0].booking.name, "packs": pairs[0].pack.name}
+        ).fetchone()
+        assert row is not None
+        catalog.writers = list(row["roles"])
+    return render(catalog)
 
 
 def render(catalog: Catalog) -> str:
@@ -235,15 +289,21 @@ def render(catalog: Catalog) -> str:
     out.note("Proposed by `listener map`: check each guess, then `listener migrate --mapping FILE`.")
     out.note("Every key is explained in docs/mapping.md.")
     if not pairs:
+        out.note(NOTHING_FOUND)
         out.note(
-            "No bookings table found (a status column and a start time) pointing at a packs table "
-            "(an integer balance): write the mapping by hand from docs/mapping.md."
+            "A packs table is one with an integer balance named *_used (or *_taken) beside *_total "
+            "(or *_bought), *_remaining, *_balance or credits*; a bookings table one with a status "
+            "(status, state or *_status: text or an enum) and a timestamptz start (starts_at, "
+            "start_time, *_start, or its session's) that references the packs or shares their unique "
+            "client column."
         )
         return "\n".join(out.lines) + "\n"
     pair = pairs[0]
     b, p = pair.booking, pair.pack
     own, session_key = _start(b, catalog)
-    statuses = b.values("status")
+    status = _status(b)
+    assert status is not None
+    statuses = b.values(status)
 
     out.section("booking")
     link = (
@@ -253,7 +313,7 @@ def render(catalog: Catalog) -> str:
     )
     out.put("table", b.name, f"a status column and a start time, and {link}")
     out.put("id", _key_column(b))
-    out.put("status", "status")
+    out.put("status", status, None if status == "status" else f"{status} names the booking's state")
     consuming, why = _consuming(statuses)
     out.put("consuming_statuses", consuming, why + (f" (values: {', '.join(statuses)})" if statuses else ""))
     method = next((c for c in b.columns if c.endswith("payment_method") and "credits" in b.values(c)), None)
@@ -308,6 +368,7 @@ def render(catalog: Catalog) -> str:
     expires = p.of(_EXPIRES, (TIMESTAMPTZ,))
     if expires:
         out.put("expires", expires, "a timestamptz named as an expiry")
+    _unlimited(out, p)
     _unusable(out, p)
     if client and client in p.columns:
         out.put("client", client, "a client's key on both tables")
@@ -330,6 +391,20 @@ def _client(b: Table, p: Table, pair: _Pair) -> str | None:
     return shared[0] if shared else None
 
 
+def _unlimited(out: _Out, p: Table) -> None:
+    flag = next((c for c, t in p.columns.items() if t == "boolean" and _UNLIMITED.match(c)), None)
+    if flag:
+        out.put("unlimited_when", f"{{row}}.{flag}", f"boolean {flag}: its bookings cost nothing")
+        return
+    plan = next((c for c in p.columns if "unlimited" in p.values(c)), None)
+    if plan:
+        out.put(
+            "unlimited_when",
+            f"{{row}}.{plan} = 'unlimited'",
+            f"{plan} may be 'unlimited': its bookings cost nothing",
+        )
+
+
 def _unusable(out: _Out, p: Table) -> None:
     status = next((c for c in p.columns if c == "payment_status"), None)
     if status:
@@ -344,11 +419,18 @@ def _unusable(out: _Out, p: Table) -> None:
             "unusable_reason", f"'pack payment ' || {{row}}.{status}", "the reason a refused booking records"
         )
         return
+    noun = p.singular.replace("_", " ")
     flag = next((c for c, t in p.columns.items() if t == "boolean" and _UNUSABLE_FLAGS.match(c)), None)
     if flag:
         word = flag.removeprefix("is_")
         out.put("unusable_when", f"{{row}}.{flag}", f"boolean {flag}: such a pack cannot pay")
-        out.put("unusable_reason", f"'{p.singular} {word}'", "the reason a refused booking records")
+        out.put("unusable_reason", f"'{noun} {word}'", "the reason a refused booking records")
+        return
+    stamp = next((c for c, t in p.columns.items() if t == TIMESTAMPTZ and _UNUSABLE_TIMES.match(c)), None)
+    if stamp:
+        word = stamp.rpartition("_")[0]
+        out.put("unusable_when", f"{{row}}.{stamp} IS NOT NULL", f"{stamp} set: such a pack cannot pay")
+        out.put("unusable_reason", f"'{noun} {word}'", "the reason a refused booking records")
 
 
 def _access(out: _Out, catalog: Catalog, b: Table, org: str | None, p: Table) -> None:
@@ -357,21 +439,45 @@ def _access(out: _Out, catalog: Catalog, b: Table, org: str | None, p: Table) ->
         out.put("mode", "supabase", "Supabase's roles and auth.uid() are here")
         out.put("api_roles", ["anon", "authenticated"], "Supabase's API roles")
         out.put("trusted_roles", ["service_role"], "Supabase's server-side role")
-        org_type = b.columns.get(org or "") or p.columns.get(org or "")
-        member = next(
-            (
-                f"{f['schema']}.{f['name']}"
-                for f in catalog.functions
-                if org_type
-                and f["argument"] == org_type
-                and f["returns"] == "boolean"
-                and "member" in f["name"]
-            ),
-            None,
-        )
+        member = _membership(catalog, b, org, p)
         if member:
-            out.put("membership_function", member, f"({org_type}) -> boolean, named for membership")
+            out.put(
+                "membership_function", member, "(the organisation's key) -> boolean, named for membership"
+            )
         return
+    out.put("mode", "trusted_writers", "no Supabase here: the app's server is the one writer")
+    out.put("api_roles", [])
+    writers = [r for r in catalog.writers if r not in _SYSTEM_ROLES and not r.startswith("session_ledger")]
+    if writers:
+        out.put("trusted_roles", writers, f"the roles that may update both {b.name} and {p.name}")
+    else:
+        _trusted_by_name(out, catalog, b)
+    member = _membership(catalog, b, org, p)
+    if member:
+        out.note(
+            f"{member} looks like a membership check: for signed-in users (members of role "
+            'authenticated) to move their organisation\'s sessions, use mode = "supabase", '
+            f'membership_function = "{member}" and their role in api_roles.'
+        )
+
+
+def _membership(catalog: Catalog, b: Table, org: str | None, p: Table) -> str | None:
+    """A function (org key) -> boolean named for membership or management, if there is one."""
+    org_type = b.columns.get(org or "") or p.columns.get(org or "")
+    return next(
+        (
+            f"{f['schema']}.{f['name']}"
+            for f in catalog.functions
+            if org_type
+            and f["argument"] == org_type
+            and f["returns"] == "boolean"
+            and re.search(r"member|manage|^can_|^may_", f["name"])
+        ),
+        None,
+    )
+
+
+def _trusted_by_name(out: _Out, catalog: Catalog, b: Table) -> None:
     schema = b.name.partition(".")[0]
     candidates = [
         r
@@ -382,8 +488,6 @@ def _access(out: _Out, catalog: Catalog, b: Table, org: str | None, p: Table) ->
             (schema != "public" and r.startswith(f"{schema}_")) or re.search(r"(server|backend|app|api)$", r)
         )
     ]
-    out.put("mode", "trusted_writers", "no Supabase here: the app's server is the one writer")
-    out.put("api_roles", [])
     out.put(
         "trusted_roles",
         candidates or ["app_server"],

@@ -13,7 +13,7 @@
 {%- set k = app.keys %}
 {%- set roles = app.mapping.access.trusted_roles | join(', ') %}
 {%- set members = app.mapping.access.mode == 'supabase' and app.membership_function %}
-{%- set who_may = ("members of the pack''s organisation, " if members else "") ~ (roles ~ " and " if roles else "") ~ "the ledger''s owner" %}
+{%- set who_may = ("signed-in users (members of authenticated) whom " ~ app.membership_function ~ " admits for the pack''s organisation, " if members else "") ~ (roles ~ " and " if roles else "") ~ "the ledger''s owner" %}
 
 -- consumed_pack took no p_consumes before: the old signature goes, with the view that calls it.
 DROP VIEW IF EXISTS session_ledger.out_of_sync;

@@ -7,7 +7,7 @@
 {%- set k = app.keys %}
 {%- set roles = app.mapping.access.trusted_roles | join(', ') %}
 {%- set members = app.mapping.access.mode == 'supabase' and app.membership_function %}
-{%- set who_may = ("members of the pack''s organisation, " if members else "") ~ (roles ~ " and " if roles else "") ~ "the ledger''s owner" %}
+{%- set who_may = ("signed-in users (members of authenticated) whom " ~ app.membership_function ~ " admits for the pack''s organisation, " if members else "") ~ (roles ~ " and " if roles else "") ~ "the ledger''s owner" %}
 {## The pack a booking names, for the guard: none while it does not consume at all (a
     booking paid another way is not the pack's business). ##}
 {%- macro named(b) -%}

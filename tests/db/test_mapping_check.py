@@ -10,6 +10,7 @@ import pytest
 
 from listener.core.db import Conn, connect
 from listener.core.sql_files import demo_schema
+from listener.devtools.app_schema import apply_sql_file
 from listener.devtools.throwaway import create_database, drop_database
 from listener.errors import HostSchemaMissing
 from listener.mapping import model
@@ -17,6 +18,7 @@ from listener.ops.mapping_check import check, problems
 from listener.ops.mapping_propose import propose
 from listener.ops.migrate import migrate
 
+from support import ROOT
 from support.world import run_cli
 
 GYM_SQL = """
@@ -221,8 +223,16 @@ def test_times_without_a_zone_are_refused(gym: Conn) -> None:
         "booking.session.start: column gym.classes.starts_at is timestamp without time zone: times must be "
         "timestamptz (ALTER TABLE gym.classes ALTER COLUMN starts_at TYPE timestamptz USING starts_at AT TIME "
         "ZONE 'UTC', if they were written in UTC)",
-        "pack.expires: column gym.packages.expires_on is date: times must be timestamptz",
+        "pack.expires: column gym.packages.expires_on is date: times must be timestamptz (ALTER TABLE "
+        "gym.packages ALTER COLUMN expires_on TYPE timestamptz USING (expires_on + 1)::timestamp AT TIME ZONE "
+        "'UTC', for the end of the last valid day in UTC)",
     ]
+    # and the fix it names is one the check then accepts
+    gym.execute(
+        "ALTER TABLE gym.packages ALTER COLUMN expires_on TYPE timestamptz "
+        "USING (expires_on + 1)::timestamp AT TIME ZONE 'UTC'"
+    )
+    assert problems(gym, _gym())[1:] == []
 
 
 def test_status_is_text_or_an_enum_holding_the_statuses(gym: Conn) -> None:
@@ -318,6 +328,33 @@ def test_roles_must_exist(gym: Conn) -> None:
     ]
 
 
+def test_a_membership_function_is_asked_only_of_members_of_authenticated(gym: Conn) -> None:
+    """The gym's server role as the signed-in users' role: the function would never be asked of it."""
+    gym.execute(
+        """DO $$ BEGIN CREATE ROLE authenticated NOLOGIN;
+        EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$"""
+    )
+    gym.execute("CREATE FUNCTION gym.may_mark(uuid) RETURNS boolean LANGUAGE sql AS 'SELECT true'")
+    signed_in = {
+        "access__mode": '"supabase"',
+        "access__api_roles": '["gym_server"]',
+        "access__trusted_roles": "[]",
+        "access__membership_function": '"gym.may_mark"',
+    }
+    found = check(gym, _gym(**signed_in))
+    assert found.problems == []
+    assert found.warnings == [
+        "access.membership_function: none of access.api_roles (gym_server) is a member of role "
+        "authenticated, the only role the ledger asks it of: their writes that move a session are refused "
+        "(GRANT authenticated TO the role your signed-in users write as)"
+    ]
+    gym.execute("CREATE ROLE gym_web_q7 NOLOGIN IN ROLE authenticated")
+    try:
+        assert check(gym, _gym(**{**signed_in, "access__api_roles": '["gym_web_q7"]'})).warnings == []
+    finally:
+        gym.execute("DROP ROLE gym_web_q7")
+
+
 def test_migrate_refuses_before_anything_changes(gym: Conn, blank_dsn: str) -> None:
     gym.execute("ALTER TABLE gym.packages ALTER COLUMN sessions_remaining TYPE numeric")
     mapping = _gym(booking__client='"member"')
@@ -364,6 +401,31 @@ def test_map_proposes_the_marketplaces_mapping(market: Conn) -> None:
     assert proposed.pack == expected.pack
     assert proposed.completion == expected.completion
     assert (proposed.access.mode, proposed.access.trusted_roles) == ("supabase", ("service_role",))
+
+
+def test_map_proposes_the_music_schools_mapping(blank_dsn: str) -> None:
+    """A state enum, *_start and *_end times, lessons_taken of lessons_bought, a branch as the
+    organisation, an unlimited flag and a refunded_at stamp: each guessed, and the trusted role
+    is the one that may update both tables, not every role named for the schema."""
+    school = ROOT / "examples" / "music_school"
+    apply_sql_file(blank_dsn, school / "schema.sql")
+    with connect(blank_dsn) as conn:
+        text = propose(conn)
+    proposed, expected = model.parse(text), model.load(school / "mapping.toml")
+    assert proposed.booking == expected.booking
+    assert proposed.pack == expected.pack.model_copy(update={"unusable_reason": "'credit bundle refunded'"})
+    assert proposed.access.mode == "trusted_writers" and proposed.access.trusted_roles == ("school_staff",)
+    assert "# school.can_manage_branch looks like a membership check" in text
+
+
+def test_map_says_once_when_it_finds_nothing(blank_dsn: str) -> None:
+    result = run_cli("map", "--dsn", blank_dsn)
+    assert result.returncode == 1
+    assert "*_taken" in result.stdout, "the proposal says what it looks for"
+    assert result.stderr.splitlines() == [
+        "listener map: No bookings table found (a status column and a start time) pointing at a packs "
+        "table (an integer balance): write the mapping by hand from docs/mapping.md."
+    ]
 
 
 def test_the_cli_map_and_migrate_with_a_mapping(gym: Conn, blank_dsn: str, tmp_path: Path) -> None:

@@ -26,11 +26,15 @@ def _map(args: argparse.Namespace, settings: Settings) -> int:
     """Print the proposal; say on stderr if it does not parse as it stands."""
     from listener.core.db import connect
     from listener.mapping.model import MappingError
-    from listener.ops.mapping_propose import check_parses, propose
+    from listener.ops.mapping_propose import NOTHING_FOUND, check_parses, propose
 
     with connect(settings.require_dsn(), purpose="map") as conn:
         text = propose(conn)
     print(text, end="")
+    if NOTHING_FOUND in text:
+        # nothing to edit: say so once, not as the model's missing sections
+        print(f"listener map: {NOTHING_FOUND}", file=sys.stderr)
+        return 1
     try:
         check_parses(text)
     except MappingError as exc:
