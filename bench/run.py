@@ -32,7 +32,7 @@ from psycopg.conninfo import conninfo_to_dict
 from rich.console import Console
 from rich.table import Table
 
-from bench import browser, guard, measurements, writer
+from bench import apps, browser, guard, measurements, writer
 from bench.workload import Server
 from listener.core.db import connect
 from listener.settings import Settings
@@ -53,6 +53,10 @@ TARGETS: list[tuple[str, float, str]] = [
     ("browser_vs_legacy", 1.0, "min"),
     ("browser_quiet_vs_v020", 1.0, "min"),
     ("browser_guard_cost_pct", 10.0, "max"),
+    # The trigger generated from the coaching app's mapping, no slower than 0.3.0's.
+    ("generated_us_vs_v030", 1.0, "max"),
+    ("generated_browser_vs_v030", 1.0, "min"),
+    ("generated_bulk_vs_v030", 1.0, "max"),
     ("drain_vs_listener", 0.8, "min"),
     ("lag_p50_ms", 15.0, "max"),
     ("lag_p99_ms", 100.0, "max"),
@@ -172,6 +176,11 @@ STEPS: list[tuple[str, str, Callable[[Context], dict[str, Any]]]] = [
     ),
     ("writer", "writer: per-completion counters and µs", lambda c: writer.writer(c.server, c.sizes)),
     ("browser", "browser writer", lambda c: browser.browser(c.server, c.sizes, c.work, c.logs)),
+    (
+        "generated",
+        "generated trigger beside 0.3.0's, and on the example apps",
+        lambda c: apps.generated(c.server, c.sizes, c.work),
+    ),
     (
         "drain",
         "in-database drain vs one listener",
@@ -299,6 +308,9 @@ def render(res: dict[str, Any]) -> None:
     out.print(table)
     if "writer_counters" in res:
         out.print(writer_table(res))
+    if "generated_counters" in res:
+        out.print(writer_table(res, "generated", "the generated trigger beside 0.3.0's, per completion"))
+        out.print(generated_table(res))
     rates_table = Table(title="rates (events/s) and writer figures")
     rates_table.add_column("what")
     rates_table.add_column("value", justify="right")
@@ -362,22 +374,23 @@ WRITER_ROWS: list[tuple[str, str, str]] = [
 ]
 
 
-def writer_cells(res: dict[str, Any]) -> list[tuple[str, list[str]]]:
-    """The writer's counters and µs, one row per figure, one cell per arm."""
-    counters = res["writer_counters"]
+def writer_cells(res: dict[str, Any], prefix: str = "writer") -> list[tuple[str, list[str]]]:
+    """The writer's (or another step's, by prefix) counters and µs, one row per figure, one cell per arm."""
+    counters = res[f"{prefix}_counters"]
     arms = list(counters)
     rows: list[tuple[str, list[str]]] = []
-    us = res["writer_us"]
-    spread = res["writer_us_spread"]
+    us = res[f"{prefix}_us"]
+    spread = res[f"{prefix}_us_spread"]
     rows.append(
         (
             "µs per completion to its COMMIT, median (round medians' range)",
             [f"{us[a]:.0f} ({spread[a][0]:.0f}..{spread[a][1]:.0f})" for a in arms],
         )
     )
-    if "writer_cpu_us" in res:
-        rows.append(("server CPU µs per completion, mean", [f"{res['writer_cpu_us'][a]:.0f}" for a in arms]))
-    commit = res.get("writer_commit_us")
+    if f"{prefix}_cpu_us" in res:
+        cpu = res[f"{prefix}_cpu_us"]
+        rows.append(("server CPU µs per completion, mean", [f"{cpu[a]:.0f}" for a in arms]))
+    commit = res.get(f"{prefix}_commit_us")
     if commit:
         rows.append(("µs per COMMIT (the WAL flush), median", [f"{commit[a]:.0f}" for a in arms]))
     for label, counter, fmt in WRITER_ROWS:
@@ -391,13 +404,61 @@ def writer_cells(res: dict[str, Any]) -> list[tuple[str, list[str]]]:
     return rows
 
 
-def writer_table(res: dict[str, Any]) -> Table:
-    """The writer's per-completion counters by arm."""
-    table = Table(title="the writer, per completion (one client)")
+def writer_table(
+    res: dict[str, Any], prefix: str = "writer", title: str = "the writer, per completion (one client)"
+) -> Table:
+    """The writer's (or another step's, by prefix) per-completion counters by arm."""
+    table = Table(title=title)
     table.add_column("figure")
-    for arm in res["writer_counters"]:
+    for arm in res[f"{prefix}_counters"]:
         table.add_column(arm, justify="right")
-    for label, cells in writer_cells(res):
+    for label, cells in writer_cells(res, prefix):
+        table.add_row(label, *cells)
+    return table
+
+
+def generated_cells(res: dict[str, Any]) -> list[tuple[str, list[str]]]:
+    """The generated step's browser TPS and bulk seconds by arm, and each arm's ratios to 0.3.0's."""
+    arms = list(res["generated_counters"])
+
+    def runs(what: str, median: str, fmt: str) -> list[str]:
+        cells = []
+        for arm in arms:
+            values = res[f"generated_{what}_runs"][arm]
+            cells.append(f"{res[median][arm]:{fmt}} ({min(values):{fmt}}..{max(values):{fmt}})")
+        return cells
+
+    def ratios(what: str) -> list[str]:
+        cells = []
+        for arm in arms:
+            key = f"generated_{what}_vs_v030" if arm == "coaching" else f"generated_{what}_{arm}_vs_v030"
+            cells.append("1" if arm == "v030" else f"{res[key]:.3g}{spread_text(res, key)}")
+        return cells
+
+    return [
+        (
+            "browser TPS, 8 clients, median (lowest..highest round)",
+            runs("browser", "generated_browser_tps", ".0f"),
+        ),
+        (
+            "bulk UPDATE seconds, median (lowest..highest round)",
+            runs("bulk", "generated_bulk_seconds", ".3f"),
+        ),
+        ("µs per completion ÷ 0.3.0's, median round (range)", ratios("us")),
+        ("browser TPS ÷ 0.3.0's, median round (range)", ratios("browser")),
+        ("bulk seconds ÷ 0.3.0's, median round (range)", ratios("bulk")),
+    ]
+
+
+def generated_table(res: dict[str, Any]) -> Table:
+    """The generated step's TPS, bulk seconds and ratios by arm."""
+    table = Table(
+        title=f"the generated trigger: browser and bulk, {res['generated_bulk_size']} bookings per bulk"
+    )
+    table.add_column("figure")
+    for arm in res["generated_counters"]:
+        table.add_column(arm, justify="right")
+    for label, cells in generated_cells(res):
         table.add_row(label, *cells)
     return table
 

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bench.run import TARGETS, _verdict, spread_text, writer_cells
+from bench.run import TARGETS, _verdict, generated_cells, spread_text, writer_cells
 
 # Figures reported beside the targets, with what each is.
 REPORTED: list[tuple[str, str]] = [
@@ -32,6 +32,9 @@ REPORTED: list[tuple[str, str]] = [
     ("guard_bulk_trusted_pct", "guard's share of the trusted bulk UPDATE, %"),
     ("guard_untrusted_pct", "guard's share of one untrusted UPDATE (rolled back), %"),
     ("guard_untrusted_us_per_statement", "… µs of guard per untrusted UPDATE"),
+    ("generated_cpu_vs_v030", "server CPU per completion, generated coaching trigger ÷ 0.3.0's"),
+    ("generated_wal_bytes_vs_v030", "WAL bytes per completion, generated coaching trigger ÷ 0.3.0's"),
+    ("generated_buffers_hit_vs_v030", "buffers hit per completion, generated coaching trigger ÷ 0.3.0's"),
 ]
 
 _RATES: list[tuple[str, str]] = [
@@ -96,6 +99,11 @@ def render(res: dict[str, Any]) -> str:
         arms = list(res["writer_counters"])
         text += "\n| per completion | " + " | ".join(arms) + " |\n|---|" + "---|" * len(arms) + "\n"
         for label, cells in writer_cells(res):
+            text += f"| {label.strip()} | " + " | ".join(cells) + " |\n"
+    if "generated_counters" in res:
+        arms = list(res["generated_counters"])
+        text += "\n| per completion | " + " | ".join(arms) + " |\n|---|" + "---|" * len(arms) + "\n"
+        for label, cells in writer_cells(res, "generated") + generated_cells(res):
             text += f"| {label.strip()} | " + " | ".join(cells) + " |\n"
     return text
 

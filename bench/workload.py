@@ -69,12 +69,12 @@ class Server:
         """Create the migrated template, and the app-only template, every measurement database is cloned from."""
         dsn = create_database(self.admin_dsn, prefix="bench_tmpl")
         migrate(dsn, with_demo_schema=True)
-        _seed(dsn)
+        seed(dsn)
         self.template = str(conninfo_to_dict(dsn)["dbname"])
         legacy = create_database(self.admin_dsn, prefix="bench_legacy_tmpl")
         with connect(legacy) as conn:
             conn.execute(demo_schema())
-        _seed(legacy)
+        seed(legacy)
         self.legacy_template = str(conninfo_to_dict(legacy)["dbname"])
 
     def drop_template(self) -> None:
@@ -94,7 +94,7 @@ class Server:
             drop_database(self.admin_dsn, dsn)
 
 
-def _seed(dsn: str) -> None:
+def seed(dsn: str) -> None:
     """The bench schema, one organisation with the trainer as a member, and one client."""
     with connect(dsn) as conn:
         conn.execute(_BENCH_SCHEMA)

@@ -164,3 +164,50 @@ def test_only_browser_runs_the_browser_arms_alone(ledger_server: str, tmp_path: 
     assert "`throughput_vs_inline`" not in rendered
     browser_targets = [key for key, _, _ in TARGETS if key.startswith("browser_")]
     assert rendered.rstrip().endswith(f"of {len(browser_targets)} targets met.")
+
+
+def test_only_generated_runs_the_release_and_example_app_arms(ledger_server: str, tmp_path: Path) -> None:
+    """The generated trigger beside 0.3.0's: every arm ran its own ledger, and every ratio is there."""
+    figures = _bench(ledger_server, tmp_path / "generated.json", "--only", "generated")
+    assert figures["steps"] == ["generated"]
+    arms = ["v030", "coaching", "gym", "marketplace"]
+    counters = figures["generated_counters"]
+    assert list(counters) == arms
+    trigger = "session_ledger.enqueue_booking_changes"
+    queue, echoes = "pgmq.q_booking_events", "session_ledger.booking_writes"
+    for arm, c in counters.items():
+        # one event per completion, from one call of the arm's trigger
+        assert c["events"] == 1.0, arm
+        assert c["function_calls"][trigger] == 1.0, arm
+        for key in ("wal_bytes", "wal_records", "buffers_hit"):
+            assert c[key] > 0, (arm, key)
+        assert figures["generated_us_completions"][arm] >= 5 * 4, arm
+    # the coaching app absorbs its old use_session, so both its triggers record an echo;
+    # the gym and the marketplace have no old deduction code mapped ([legacy]), so none
+    for arm in ("v030", "coaching"):
+        assert counters[arm]["rows_inserted"] == {queue: 1.0, echoes: 1.0}, arm
+        # the signed-in trainer is not trusted: the guard judged the row
+        assert counters[arm]["function_calls"]["session_ledger.may_write_booking"] == 1.0, arm
+    for arm in ("gym", "marketplace"):
+        assert counters[arm]["rows_inserted"] == {queue: 1.0}, arm
+        # a trusted writer: no guard
+        assert "session_ledger.may_write_booking" not in counters[arm]["function_calls"], arm
+    evidence = figures["generated_evidence"]
+    for what, per in (("browser", "browser_completions_per_run"), ("bulk", "bulk_completions_per_run")):
+        assert evidence[per] > 0
+        for arm in arms:
+            runs = evidence[f"{what}_events"][arm]
+            assert len(runs) >= 5 and set(runs) == {evidence[per]}, (what, arm, runs)
+    for what in ("us", "browser", "bulk"):
+        for key in (
+            f"generated_{what}_vs_v030",
+            *(f"generated_{what}_{a}_vs_v030" for a in ("gym", "marketplace")),
+        ):
+            low, high = figures[f"{key}_spread"]
+            assert math.isfinite(figures[key]) and low <= figures[key] <= high, key
+    for key in ("generated_us_vs_v030", "generated_browser_vs_v030", "generated_bulk_vs_v030"):
+        assert key in {k for k, _, _ in TARGETS}
+    # the README's table of such a run has the three targets and the arms' table
+    rendered = table.render(figures)
+    assert "| `generated_us_vs_v030` | ≤ 1 |" in rendered
+    assert "| per completion | v030 | coaching | gym | marketplace |" in rendered
