@@ -4,11 +4,14 @@
 -- are read as canonical bookings (`app.booking_rows`), so the body below speaks of id,
 -- status, purchase_id, client_id, org_id, start_time, end_time, amount and consumes
 -- whatever the app calls them. Without a pack.amount_column the amount is the constant
--- 1, and every comparison of it below folds away when the statement is planned.
+-- 1 and never changes, so the comparisons of it below are not rendered at all: under
+-- the FULL JOIN the constant reads as a nullable placeholder, which the planner keeps
+-- (an unpaired row's side is NULL), so it would not fold away.
 {%- set k = app.keys %}
 {%- set roles = app.mapping.access.trusted_roles | join(', ') %}
 {%- set members = app.mapping.access.mode == 'supabase' and app.membership_function %}
 {%- set who_may = ("members of the pack''s organisation, " if members else "") ~ (roles ~ " and " if roles else "") ~ "the ledger''s owner" %}
+{%- set amounts = app.mapping.pack.amount_column %}
 {## The pack a booking names, for the guard: none while it does not consume at all (a
     booking paid another way is not the pack's business). ##}
 {%- macro named(b) -%}
@@ -87,10 +90,10 @@ BEGIN
             SELECT coalesce(o.id, n.id) INTO v_refused
             FROM {{ app.booking_rows('new_rows') }} n FULL JOIN {{ app.booking_rows('old_rows') }} o ON o.id = n.id
             WHERE (o.id IS NULL OR n.id IS NULL
-                   OR (n.status, n.purchase_id, n.consumes, n.client_id, n.org_id, n.start_time, n.end_time,
-                       n.amount) IS DISTINCT FROM
-                      (o.status, o.purchase_id, o.consumes, o.client_id, o.org_id, o.start_time, o.end_time,
-                       o.amount))
+                   OR (n.status, n.purchase_id, n.consumes, n.client_id, n.org_id, n.start_time, n.end_time
+                       {{- ', n.amount' if amounts }}) IS DISTINCT FROM
+                      (o.status, o.purchase_id, o.consumes, o.client_id, o.org_id, o.start_time, o.end_time
+                       {{- ', o.amount' if amounts }}))
               AND NOT session_ledger.may_write_booking(o.status, {{ named('o') }}, o.client_id, o.org_id,
                                                        o.start_time, o.end_time, o.amount,
                                                        n.status, {{ named('n') }}, n.client_id, n.org_id,
@@ -135,11 +138,15 @@ BEGIN
                    -- an UPDATE creates no booking: an unpaired row is an id change, which moves no money
                    o.id IS NOT NULL AND n.id IS NOT NULL AS paired,
                    o.id IS NULL OR n.id IS NULL
-                       OR (n.status, n.purchase_id, n.consumes, n.client_id, n.org_id, n.amount) IS DISTINCT FROM
-                          (o.status, o.purchase_id, o.consumes, o.client_id, o.org_id, o.amount) AS touched,
+                       OR (n.status, n.purchase_id, n.consumes, n.client_id, n.org_id{{ ', n.amount' if amounts }})
+                          IS DISTINCT FROM
+                          (o.status, o.purchase_id, o.consumes, o.client_id, o.org_id{{ ', o.amount' if amounts }})
+                          AS touched,
                    {{ named('o') }} AS was_named,
                    o.client_id AS was_client, o.org_id AS was_org, n.client_id AS now_client, n.org_id AS now_org,
+{%- if amounts %}
                    o.amount AS was_amount, n.amount AS now_amount,
+{%- endif %}
                    CASE WHEN o.status = ANY (v_consuming) AND o.consumes THEN o.purchase_id END AS was_pack,
                    CASE WHEN n.status = ANY (v_consuming) AND n.consumes THEN n.purchase_id END AS now_pack
             FROM {{ app.booking_rows('new_rows') }} n FULL JOIN {{ app.booking_rows('old_rows') }} o ON o.id = n.id
@@ -177,8 +184,10 @@ BEGIN
           AND (k.was_pack IS DISTINCT FROM k.now_pack
                OR (k.now_pack IS NOT NULL
                    AND (k.was_client IS DISTINCT FROM k.now_client OR k.was_org IS DISTINCT FROM k.now_org
+{%- if amounts %}
                         -- the same pack at another amount: the ledger row converges to it
-                        OR k.was_amount IS DISTINCT FROM k.now_amount)));
+                        OR k.was_amount IS DISTINCT FROM k.now_amount
+{%- endif %})));
     ELSE
         WITH k AS (
             SELECT o.id, o.start_time, CASE WHEN o.status = ANY (v_consuming) AND o.consumes THEN o.purchase_id END AS was_pack
