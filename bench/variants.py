@@ -96,7 +96,7 @@ def installed(conn: Conn, variant: str, original: str) -> Iterator[None]:
 # The per-row rules the enqueue calls. Their SET search_path clause keeps the planner
 # from inlining them, so a bulk UPDATE pays a function call per row for each.
 PER_ROW_RULES = (
-    "session_ledger.consumed_pack(text, uuid, text[])",
+    "session_ledger.consumed_pack(text, uuid, text[], boolean)",
     "session_ledger.booking_event(uuid, text, jsonb)",
 )
 
