@@ -5,7 +5,8 @@
 -- Its body is 0.2.0's, search path included, with one change so it runs against
 -- today's schema: booking_event() now takes the event's source and cause, passed
 -- here as NULL, so each event is 0.2.0's payload; and may_write_booking() now also
--- takes each side's start and end times, passed here from the rows. No provenance,
+-- takes each side's start and end times, passed here from the rows, and each side's
+-- amount, the coaching app's constant 1. No provenance,
 -- no echo records, and an UPDATE pairs old and new rows with an inner join.
 CREATE OR REPLACE FUNCTION session_ledger.enqueue_booking_changes() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = ''
@@ -22,24 +23,24 @@ BEGIN
     IF NOT v_trusted THEN
         IF TG_OP = 'INSERT' THEN
             SELECT n.id INTO v_refused FROM new_rows n
-            WHERE NOT session_ledger.may_write_booking(NULL, NULL, NULL, NULL, NULL, NULL,
+            WHERE NOT session_ledger.may_write_booking(NULL, NULL, NULL, NULL, NULL, NULL, NULL,
                                                        n.status, n.purchase_id, n.client_id, n.org_id,
-                                                       n.start_time, n.end_time, v_consuming, v_trusted)
+                                                       n.start_time, n.end_time, 1, v_consuming, v_trusted)
             LIMIT 1;
         ELSIF TG_OP = 'UPDATE' THEN
             SELECT n.id INTO v_refused FROM new_rows n JOIN old_rows o ON o.id = n.id
             WHERE (n.status, n.purchase_id, n.client_id, n.org_id) IS DISTINCT FROM
                   (o.status, o.purchase_id, o.client_id, o.org_id)
               AND NOT session_ledger.may_write_booking(o.status, o.purchase_id, o.client_id, o.org_id,
-                                                       o.start_time, o.end_time,
+                                                       o.start_time, o.end_time, 1,
                                                        n.status, n.purchase_id, n.client_id, n.org_id,
-                                                       n.start_time, n.end_time, v_consuming, v_trusted)
+                                                       n.start_time, n.end_time, 1, v_consuming, v_trusted)
             LIMIT 1;
         ELSE
             SELECT o.id INTO v_refused FROM old_rows o
             WHERE NOT session_ledger.may_write_booking(o.status, o.purchase_id, o.client_id, o.org_id,
-                                                       o.start_time, o.end_time,
-                                                       NULL, NULL, NULL, NULL, NULL, NULL, v_consuming, v_trusted)
+                                                       o.start_time, o.end_time, 1,
+                                                       NULL, NULL, NULL, NULL, NULL, NULL, NULL, v_consuming, v_trusted)
             LIMIT 1;
         END IF;
         IF v_refused IS NOT NULL THEN

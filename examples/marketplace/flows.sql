@@ -14,12 +14,22 @@ INSERT INTO public.credit_wallets (user_id, credits_balance) VALUES (%(user)s, %
 -- The payment webhook (service_role) after a credit pack is paid for.
 UPDATE public.credit_wallets SET credits_balance = credits_balance + %(credits)s WHERE user_id = %(user)s;
 
+-- name: price_class
+-- The platform (service_role) sets what a class costs; bookings made after it cost that.
+INSERT INTO public.classes (name, credits) VALUES (%(class_name)s, %(credits)s)
+ON CONFLICT (name) DO UPDATE SET credits = excluded.credits;
+
 -- name: book
 -- The user books a class, paying with credits or by card. No credits are taken here:
--- the ledger charges the wallet when the booking is completed.
-INSERT INTO public.bookings (user_id, class_name, starts_at, ends_at, payment_method, credits_used)
-VALUES (%(user)s, %(class_name)s, %(starts_at)s, %(ends_at)s, %(payment_method)s, %(credits_used)s)
-RETURNING id;
+-- the ledger charges the wallet when the booking is completed. The booking costs what
+-- its class costs (public.price_booking): the user names no price.
+INSERT INTO public.bookings (user_id, class_name, starts_at, ends_at, payment_method)
+VALUES (%(user)s, %(class_name)s, %(starts_at)s, %(ends_at)s, %(payment_method)s)
+RETURNING id, credits_used;
+
+-- name: reprice
+-- Support (service_role) changes what one booking costs: a partial refund, a correction.
+UPDATE public.bookings SET credits_used = %(credits_used)s WHERE id = %(booking)s;
 
 -- name: cancel
 UPDATE public.bookings SET status = 'cancelled' WHERE id = %(booking)s;

@@ -315,7 +315,8 @@ class Marketplace:
         credits_used: int = 1,
         minutes: int = 60,
     ) -> Booked:
-        """The user books a class through the API."""
+        """The user books a class through the API; the platform first prices the class at `credits_used`."""
+        self.price_class(class_name, credits_used)
         rows, _ = self.request(
             "book",
             {
@@ -324,12 +325,11 @@ class Marketplace:
                 "starts_at": starts_at,
                 "ends_at": starts_at + timedelta(minutes=minutes),
                 "payment_method": payment_method,
-                "credits_used": credits_used,
             },
             role="authenticated",
             user=user,
         )
-        return Booked(uuid.UUID(str(rows[0]["id"])), user, credits_used, payment_method)
+        return Booked(uuid.UUID(str(rows[0]["id"])), user, int(rows[0]["credits_used"]), payment_method)
 
     def cancel(self, booking: Booked, *, as_user: bool = True) -> int:
         """Cancel: as the user through the app, or as service_role (the support desk)."""
@@ -356,6 +356,14 @@ class Marketplace:
         return self.request(name, params, role="service_role")[1]
 
     # --- the platform's side -------------------------------------------------------
+    def price_class(self, class_name: str, credits: int) -> None:
+        """The platform sets what a class costs (service_role)."""
+        self.request("price_class", {"class_name": class_name, "credits": credits}, role="service_role")
+
+    def reprice(self, booking: Booked, credits_used: int, *, as_user: bool = False) -> int:
+        """Change what one booking costs: as service_role (support), or as the user (refused)."""
+        return self._write("reprice", {"booking": booking.id, "credits_used": credits_used}, booking, as_user)
+
     def top_up(self, user: uuid.UUID, credits: int) -> None:
         """The payment webhook adds bought credits to the user's wallet."""
         self.request("top_up", {"user": user, "credits": credits}, role="service_role")

@@ -21,6 +21,10 @@ DROP FUNCTION IF EXISTS session_ledger.consumed_pack(text, uuid, text[]);
 -- unfundable_reason's third parameter was the payment status; a parameter is renamed only by
 -- dropping the function (nothing depends on it: its callers' bodies are text).
 DROP FUNCTION IF EXISTS session_ledger.unfundable_reason(int, timestamptz, text, timestamptz);
+-- may_write_booking took no amounts before: the old signature goes (its callers' bodies are text).
+DROP FUNCTION IF EXISTS session_ledger.may_write_booking(
+    text, {{ k.pack }}, {{ k.client }}, {{ k.org }}, timestamptz, timestamptz,
+    text, {{ k.pack }}, {{ k.client }}, {{ k.org }}, timestamptz, timestamptz, text[], boolean);
 
 -- The pack a booking consumes now: its purchase while its status is a consuming
 -- status (session_ledger.config.consuming_statuses) and the booking consumes at all
@@ -289,23 +293,29 @@ $$;
 -- an INSERT or DELETE lacks (an UPDATE that changes a booking's id is the old
 -- booking deleted and a new one inserted). Applied by the bookings trigger to
 -- writers who are not trusted, on every booking whose judged columns (status,
--- purchase_id, client_id, org_id, start_time, end_time) the write changes. A write may not,
--- unless its writer may move the sessions of the pack concerned:
+-- purchase_id, client_id, org_id, start_time, end_time, amount) the write changes. A
+-- write may not, unless its writer may move the sessions of the pack concerned:
 --   1. change the booking's charge key (session_ledger.charge_key_changed) for a
 --      pack it consumed or consumes;
 --   2. detach or switch the pack it names, or name it for another client or organisation;
---   3. change anything judged (its status, times, client, organisation or pack) of a
+--   3. change anything judged (its status, times, amount, client, organisation or pack) of a
 --      booking that names a pack once its session has started, or delete a booking
 --      that names a pack: what happened is the pack's business, not the client's (a
 --      cancel after the fact is a free session);
---   4. move the times of a booking that names a pack (or attach a pack while moving
---      them): the cron completes by end_time and the charge is judged at start_time.
+--   4. move the times, or change the amount, of a booking that names a pack (or attach
+--      a pack while doing so): the cron completes by end_time, the charge is judged at
+--      start_time, and the amount (the mapping's pack.amount_column) is what the pack
+--      pays. Whoever may set a booking's amount sets its price.
 -- A client may attach their own live pack to their own booking that has none, does
--- not consume, and has not started, without moving its times (booking a future
--- session), and cancel or re-confirm their own future booking.
+-- not consume, and has not started, without moving its times or changing its amount
+-- (booking a future session), and cancel or re-confirm their own future booking.
+-- The amount is what the canonical booking says (1 without an amount_column: a
+-- constant that never changes).
 CREATE OR REPLACE FUNCTION session_ledger.may_write_booking(
     o_status text, o_pack {{ k.pack }}, o_client {{ k.client }}, o_org {{ k.org }}, o_start timestamptz, o_end timestamptz,
+    o_amount int,
     n_status text, n_pack {{ k.pack }}, n_client {{ k.client }}, n_org {{ k.org }}, n_start timestamptz, n_end timestamptz,
+    n_amount int,
     p_consuming text[], p_trusted boolean DEFAULT NULL
 ) RETURNS boolean
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -315,8 +325,9 @@ DECLARE
     n_c {{ k.pack }} := session_ledger.consumed_pack(n_status, n_pack, p_consuming);
     -- an INSERT has no old side to have started; a DELETE (or an id change's old side) moves its times away
     v_started boolean := o_start IS NOT NULL AND o_start OPERATOR(pg_catalog.<=) pg_catalog.now();
+    -- a changed amount is judged as a move: both change what the pack pays for
     v_moved boolean := o_status IS NOT NULL AND n_status IS NOT NULL
-                       AND (o_start, o_end) IS DISTINCT FROM (n_start, n_end);
+                       AND (o_start, o_end, o_amount) IS DISTINCT FROM (n_start, n_end, n_amount);
 BEGIN
     -- IS NOT TRUE: an unknown is a refusal, never a pass.
     -- 1. A pack it stops consuming (or consumes for another client or organisation).
@@ -340,7 +351,8 @@ BEGIN
        AND session_ledger.may_move_pack(o_pack, p_trusted) IS NOT TRUE THEN
         RETURN false;
     END IF;
-    -- 4. Times moved on a booking that names a pack (one it no longer names is rule 2's).
+    -- 4. Times moved, or the amount changed, on a booking that names a pack (one it no
+    -- longer names is rule 2's).
     IF v_moved AND n_pack IS NOT NULL AND session_ledger.may_move_pack(n_pack, p_trusted) IS NOT TRUE THEN
         RETURN false;
     END IF;

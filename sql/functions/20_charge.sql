@@ -163,6 +163,16 @@ $$;
 -- event's `cause`); a booking's row records the cause of its latest event, or,
 -- where none is given, the caller's own (an operator's reconcile or audit). A charge
 -- asks for the booking's amount; a release gives back the amount its row recorded.
+--
+-- The amount converges too: a paid booking that consumes the same pack at another
+-- amount than its row recorded (its pack.amount_column changed) gives back what it
+-- paid and is charged what it costs now, both in one settle_packs call (releases
+-- first). Whole or not at all, as any charge: a pack that cannot pay the new amount
+-- leaves the booking unfunded, its old amount given back, and a later top-up judges it
+-- again. It is reported as moved. A pack that is unlimited now pays 0 whatever the
+-- amount, so its bookings are left as paid; a booking paid 0 by a pack that has since
+-- stopped being unlimited reads as one whose amount changed, and is charged it when
+-- next judged. An unfunded booking is judged again on every event, at its amount now.
 CREATE OR REPLACE FUNCTION session_ledger.apply_bookings(
     p_booking_ids {{ bk }}[], p_enqueued_at timestamptz[], p_causes jsonb[] DEFAULT NULL
 )
@@ -198,8 +208,8 @@ BEGIN
            array_agg(c.want), array_agg(c.held), array_agg(c.l_state), array_agg(c.l_pack),
            -- judged against another charge key than the booking's now: give back what it holds,
            -- and judge what it asks for
-           array_agg(c.held IS NOT NULL AND c.changed),
-           array_agg(c.want IS NOT NULL AND (c.changed OR c.retry)),
+           array_agg(c.held IS NOT NULL AND (c.changed OR c.repriced)),
+           array_agg(c.want IS NOT NULL AND (c.changed OR c.retry OR c.repriced)),
            array_agg(c.cause),
            -- unfunded on the same charge key: judged again (its pack may pay now), except
            -- for an event from before the cut-over, which records what the old code did
@@ -210,7 +220,11 @@ BEGIN
       INTO d_id, d_adopt, d_at, d_client, d_org, d_want, d_held, d_state, d_pack, d_release, d_charge, d_cause,
            d_retry, d_adopted, d_cost, d_paid
     FROM (
-        SELECT c1.*, c1.want IS NOT NULL AND NOT c1.changed AND c1.l_state = 'unfunded' AND NOT c1.adopt AS retry
+        SELECT c1.*, c1.want IS NOT NULL AND NOT c1.changed AND c1.l_state = 'unfunded' AND NOT c1.adopt AS retry,
+               -- paid by the same pack at another amount than it costs now: given back and
+               -- charged again (before the cut-over, left as the old code did, like retry)
+               c1.want IS NOT NULL AND NOT c1.changed AND c1.l_state = 'paid' AND NOT c1.adopt
+                   AND c1.l_amount IS DISTINCT FROM c1.cost AND NOT c1.l_unlimited AS repriced
         FROM (
         SELECT c0.*,
                session_ledger.charge_key_changed(
@@ -229,6 +243,12 @@ BEGIN
                                             v_cfg.consuming_statuses) AS want,
                session_ledger.held_pack(l.state, l.purchase_id) AS held,
                l.state AS l_state, l.purchase_id AS l_pack, l.source AS l_source, l.amount AS l_amount,
+{%- if app.mapping.pack.unlimited_when %}
+               -- the pack pays 0 whatever the amount: nothing to converge
+               coalesce(p.unlimited, false) AS l_unlimited,
+{%- else %}
+               false AS l_unlimited,
+{%- endif %}
                -- a row written before the ledger kept these columns was judged for this booking as it was
                coalesce(l.client_id, b.client_id) AS l_client, coalesce(l.org_id, b.org_id) AS l_org
         FROM (SELECT u.id, min(u.at) AS first_at,
@@ -238,6 +258,9 @@ BEGIN
               GROUP BY u.id) AS i
         LEFT JOIN {{ app.bookings }} b ON b.id = i.id
         LEFT JOIN session_ledger.charges l ON l.booking_id = i.id
+{%- if app.mapping.pack.unlimited_when %}
+        LEFT JOIN {{ app.packs }} p ON p.id = l.purchase_id
+{%- endif %}
         ) AS c0
         ) AS c1
     ) AS c;
@@ -340,10 +363,12 @@ BEGIN
       INTO o_id, o_outcome, o_state, o_pack, o_prev, o_reason, o_adopt, o_client, o_org, o_cause, o_still, o_amount
     FROM d;
 
+    -- still unfunded: the reason, and the amount it asks (its amount may have changed)
     UPDATE session_ledger.charges l
-       SET reason = s.why, updated_at = pg_catalog.now()
-      FROM unnest(o_id, o_still) AS s(id, why)
-     WHERE l.booking_id = s.id AND s.why IS NOT NULL AND l.reason IS DISTINCT FROM s.why;
+       SET reason = s.why, amount = s.amount, updated_at = pg_catalog.now()
+      FROM unnest(o_id, o_still, o_amount) AS s(id, why, amount)
+     WHERE l.booking_id = s.id AND s.why IS NOT NULL
+       AND (l.reason IS DISTINCT FROM s.why OR l.amount IS DISTINCT FROM s.amount);
 
     INSERT INTO session_ledger.charges AS l
         (booking_id, purchase_id, state, reason, source, updated_at, client_id, org_id, caused_by, amount)

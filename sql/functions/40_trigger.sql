@@ -2,12 +2,16 @@
 --
 -- A template over the app's mapping (listener/mapping/render.py): the transition tables
 -- are read as canonical bookings (`app.booking_rows`), so the body below speaks of id,
--- status, purchase_id, client_id, org_id, start_time, end_time and consumes whatever
--- the app calls them.
+-- status, purchase_id, client_id, org_id, start_time, end_time, amount and consumes
+-- whatever the app calls them. Without a pack.amount_column the amount is the constant
+-- 1 and never changes, so the comparisons of it below are not rendered at all: under
+-- the FULL JOIN the constant reads as a nullable placeholder, which the planner keeps
+-- (an unpaired row's side is NULL), so it would not fold away.
 {%- set k = app.keys %}
 {%- set roles = app.mapping.access.trusted_roles | join(', ') %}
 {%- set members = app.mapping.access.mode == 'supabase' and app.membership_function %}
 {%- set who_may = ("signed-in users (members of authenticated) whom " ~ app.membership_function ~ " admits for the pack''s organisation, " if members else "") ~ (roles ~ " and " if roles else "") ~ "the ledger''s owner" %}
+{%- set amounts = app.mapping.pack.amount_column %}
 {## The pack a booking names, for the guard: none while it does not consume at all (a
     booking paid another way is not the pack's business). ##}
 {%- macro named(b) -%}
@@ -28,13 +32,15 @@ CASE WHEN {{ b }}.consumes THEN {{ b }}.purchase_id END
 --
 -- The guard: a writer who is not trusted (session_ledger.caller_is_trusted(), one
 -- check per statement) may not change what the ledger judges a booking by (its
--- status, pack, client, organisation and times) where that moves a session, unless
+-- status, pack, client, organisation, times and amount) where that moves a session, unless
 -- they may move that pack's sessions (session_ledger.may_write_booking has the rule).
 -- The whole statement fails with insufficient_privilege, naming the booking.
 --
 -- The event: one per booking whose charge key changed (session_ledger.charge_key_changed),
--- carrying who caused it (session_ledger.current_cause()). An UPDATE that changes
--- nothing relevant inserts no event, so it cannot fail.
+-- or that consumes the same pack at another amount (the listener converges what the
+-- ledger row paid to what the booking costs now), carrying who caused it
+-- (session_ledger.current_cause()). An UPDATE that changes nothing relevant inserts no
+-- event, so it cannot fail.
 --
 -- The per-row rules the events come from, consumed_pack and charge_key_changed, are
 -- written out here rather than called: a SQL function with a SET clause is never
@@ -76,30 +82,32 @@ BEGIN
     IF NOT v_trusted THEN
         IF TG_OP = 'INSERT' THEN
             SELECT n.id INTO v_refused FROM {{ app.booking_rows('new_rows') }} n
-            WHERE NOT session_ledger.may_write_booking(NULL, NULL, NULL, NULL, NULL, NULL,
+            WHERE NOT session_ledger.may_write_booking(NULL, NULL, NULL, NULL, NULL, NULL, NULL,
                                                        n.status, {{ named('n') }}, n.client_id, n.org_id,
-                                                       n.start_time, n.end_time, v_consuming, v_trusted)
+                                                       n.start_time, n.end_time, n.amount, v_consuming, v_trusted)
             LIMIT 1;
         ELSIF TG_OP = 'UPDATE' THEN
             SELECT coalesce(o.id, n.id) INTO v_refused
             FROM {{ app.booking_rows('new_rows') }} n FULL JOIN {{ app.booking_rows('old_rows') }} o ON o.id = n.id
             WHERE (o.id IS NULL OR n.id IS NULL
-                   OR (n.status, n.purchase_id, n.consumes, n.client_id, n.org_id, n.start_time, n.end_time) IS DISTINCT FROM
-                      (o.status, o.purchase_id, o.consumes, o.client_id, o.org_id, o.start_time, o.end_time))
+                   OR (n.status, n.purchase_id, n.consumes, n.client_id, n.org_id, n.start_time, n.end_time
+                       {{- ', n.amount' if amounts }}) IS DISTINCT FROM
+                      (o.status, o.purchase_id, o.consumes, o.client_id, o.org_id, o.start_time, o.end_time
+                       {{- ', o.amount' if amounts }}))
               AND NOT session_ledger.may_write_booking(o.status, {{ named('o') }}, o.client_id, o.org_id,
-                                                       o.start_time, o.end_time,
+                                                       o.start_time, o.end_time, o.amount,
                                                        n.status, {{ named('n') }}, n.client_id, n.org_id,
-                                                       n.start_time, n.end_time, v_consuming, v_trusted)
+                                                       n.start_time, n.end_time, n.amount, v_consuming, v_trusted)
             LIMIT 1;
         ELSE
             SELECT o.id INTO v_refused FROM {{ app.booking_rows('old_rows') }} o
             WHERE NOT session_ledger.may_write_booking(o.status, {{ named('o') }}, o.client_id, o.org_id,
-                                                       o.start_time, o.end_time,
-                                                       NULL, NULL, NULL, NULL, NULL, NULL, v_consuming, v_trusted)
+                                                       o.start_time, o.end_time, o.amount,
+                                                       NULL, NULL, NULL, NULL, NULL, NULL, NULL, v_consuming, v_trusted)
             LIMIT 1;
         END IF;
         IF v_refused IS NOT NULL THEN
-            RAISE EXCEPTION 'booking %: role % may not change which session pack it charges, nor when',
+            RAISE EXCEPTION 'booking %: role % may not change which session pack it charges, nor when, nor how much',
                             v_refused, session_ledger.caller()
                 USING ERRCODE = 'insufficient_privilege',
                       HINT = 'Only {{ who_may }} may.';
@@ -130,10 +138,15 @@ BEGIN
                    -- an UPDATE creates no booking: an unpaired row is an id change, which moves no money
                    o.id IS NOT NULL AND n.id IS NOT NULL AS paired,
                    o.id IS NULL OR n.id IS NULL
-                       OR (n.status, n.purchase_id, n.consumes, n.client_id, n.org_id) IS DISTINCT FROM
-                          (o.status, o.purchase_id, o.consumes, o.client_id, o.org_id) AS touched,
+                       OR (n.status, n.purchase_id, n.consumes, n.client_id, n.org_id{{ ', n.amount' if amounts }})
+                          IS DISTINCT FROM
+                          (o.status, o.purchase_id, o.consumes, o.client_id, o.org_id{{ ', o.amount' if amounts }})
+                          AS touched,
                    {{ named('o') }} AS was_named,
                    o.client_id AS was_client, o.org_id AS was_org, n.client_id AS now_client, n.org_id AS now_org,
+{%- if amounts %}
+                   o.amount AS was_amount, n.amount AS now_amount,
+{%- endif %}
                    CASE WHEN o.status = ANY (v_consuming) AND o.consumes THEN o.purchase_id END AS was_pack,
                    CASE WHEN n.status = ANY (v_consuming) AND n.consumes THEN n.purchase_id END AS now_pack
             FROM {{ app.booking_rows('new_rows') }} n FULL JOIN {{ app.booking_rows('old_rows') }} o ON o.id = n.id
@@ -170,7 +183,11 @@ BEGIN
         WHERE k.touched
           AND (k.was_pack IS DISTINCT FROM k.now_pack
                OR (k.now_pack IS NOT NULL
-                   AND (k.was_client IS DISTINCT FROM k.now_client OR k.was_org IS DISTINCT FROM k.now_org)));
+                   AND (k.was_client IS DISTINCT FROM k.now_client OR k.was_org IS DISTINCT FROM k.now_org
+{%- if amounts %}
+                        -- the same pack at another amount: the ledger row converges to it
+                        OR k.was_amount IS DISTINCT FROM k.now_amount
+{%- endif %})));
     ELSE
         WITH k AS (
             SELECT o.id, o.start_time, CASE WHEN o.status = ANY (v_consuming) AND o.consumes THEN o.purchase_id END AS was_pack

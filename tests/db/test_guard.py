@@ -35,12 +35,13 @@ YESTERDAY = (
 
 
 def _may(conn: Conn, old: tuple[object, ...] | None, new: tuple[object, ...] | None) -> bool:
-    """may_write_booking for an untrusted writer; old and new are (status, pack, client, org[, start, end]),
-    None for absent; the times default to a session next week."""
-    o = (*old, *NEXT_WEEK[len(old) - 4 :]) if old else (None,) * 6
-    n = (*new, *NEXT_WEEK[len(new) - 4 :]) if new else (None,) * 6
+    """may_write_booking for an untrusted writer; old and new are (status, pack, client, org[, start, end[,
+    amount]]), None for absent; the times default to a session next week, the amount to 1."""
+    o = (*old, *(*NEXT_WEEK, 1)[len(old) - 4 :]) if old else (None,) * 7
+    n = (*new, *(*NEXT_WEEK, 1)[len(new) - 4 :]) if new else (None,) * 7
     row = conn.execute(
-        "SELECT session_ledger.may_write_booking(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, false) AS ok",
+        "SELECT session_ledger.may_write_booking(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, false)"
+        " AS ok",
         [*o, *n, CONSUMING],
     ).fetchone()
     assert row is not None

@@ -313,3 +313,36 @@ def test_a_booking_paid_by_card_after_credits_gives_the_credits_back(market: App
     market.conn.execute("UPDATE public.bookings SET payment_method = 'card' WHERE id = %(b)s", {"b": booking})
     assert market.charge([booking], "uuid") == {booking: "released"}
     assert _balance(market, user) == 4
+
+
+def test_marketplace_a_repriced_booking_converges(market: App) -> None:
+    """A paid booking's amount changed: what it paid comes back and its new amount is charged, whole or
+    not at all; an unfunded one is judged again at its new amount."""
+    user = market.one("SELECT gen_random_uuid()")
+    market.conn.execute(
+        "INSERT INTO public.credit_wallets (user_id, credits_balance) VALUES (%(u)s, 4)", {"u": user}
+    )
+    booking = _market_booking(market, user, "credits", 3)
+    assert market.charge([booking], "uuid") == {booking: "paid"}
+    assert (_balance(market, user), market.ledger(booking)) == (1, ("paid", 3))
+    reprice = "UPDATE public.bookings SET credits_used = %(c)s WHERE id = %(b)s"
+    # 3 to 2: exactly 1 comes back
+    market.conn.execute(reprice, {"c": 2, "b": booking})
+    assert market.charge([booking], "uuid") == {booking: "moved"}
+    assert (_balance(market, user), market.ledger(booking)) == (2, ("paid", 2))
+    # judged again, nothing moves: the row already says what the booking costs
+    assert market.charge([booking], "uuid") == {booking: "no-op"}
+    assert _balance(market, user) == 2
+    # 2 to 5 with 2 left (4 with its own 2 back): unfunded, its 2 given back
+    market.conn.execute(reprice, {"c": 5, "b": booking})
+    assert market.charge([booking], "uuid") == {booking: "unfunded"}
+    assert (_balance(market, user), market.ledger(booking)) == (4, ("unfunded", 5))
+    # still unfunded at 5 on 4 credits; down to 4, paid whole
+    assert market.charge([booking], "uuid") == {booking: "no-op"}
+    market.conn.execute(reprice, {"c": 4, "b": booking})
+    assert market.charge([booking], "uuid") == {booking: "paid"}
+    assert (_balance(market, user), market.ledger(booking)) == (0, ("paid", 4))
+    # a cancel gives back what the row now says it paid
+    market.conn.execute("UPDATE public.bookings SET status = 'cancelled' WHERE id = %(b)s", {"b": booking})
+    assert market.charge([booking], "uuid") == {booking: "released"}
+    assert _balance(market, user) == 4

@@ -368,6 +368,52 @@ def test_marketplace_service_role_completions_enqueue_one_event_per_credits_book
     assert _events(conn) == []
 
 
+def test_marketplace_a_user_may_not_change_what_their_own_booking_costs(
+    marketplace: psycopg.Connection[dict[str, object]],
+) -> None:
+    conn = marketplace
+    user = conn.execute("SELECT gen_random_uuid() AS u").fetchone()["u"]  # type: ignore[index]
+    future, past, card = _market_world(conn, user, ["credits", "credits", "card"])
+    conn.execute(
+        "UPDATE public.bookings SET starts_at = now() - interval '2 hours', ends_at = now() - interval '1 hour'"
+        " WHERE id = %s",
+        [past],
+    )
+    reprice = "UPDATE public.bookings SET credits_used = 0 WHERE id = %s"
+    # a past confirmed credits booking the cron has yet to complete, and one next week: the price is
+    # what the wallet pays, so it is the wallet's business either way
+    for booking in (past, future):
+        with pytest.raises(errors.InsufficientPrivilege, match="nor how much"):
+            _as(conn, "authenticated", reprice, [booking], user)
+    # a card booking names no wallet: its price is not the ledger's to guard
+    _as(conn, "authenticated", reprice, [card], user)
+    costs = conn.execute(
+        "SELECT id, credits_used FROM public.bookings WHERE id = ANY (%s)", [[future, past]]
+    ).fetchall()
+    assert {r["credits_used"] for r in costs} == {1}
+    assert _events(conn) == []
+
+
+def test_marketplace_a_changed_amount_enqueues_an_event_while_it_consumes(
+    marketplace: psycopg.Connection[dict[str, object]],
+) -> None:
+    conn = marketplace
+    user = conn.execute("SELECT gen_random_uuid() AS u").fetchone()["u"]  # type: ignore[index]
+    completed, _upcoming, card = _market_world(conn, user, ["credits", "credits", "card"])
+    _as(
+        conn,
+        "service_role",
+        "UPDATE public.bookings SET status = 'completed' WHERE id = ANY (%s)",
+        [[completed, card]],
+    )
+    assert _events(conn) == [completed]
+    # only the completed credits booking consumes: its ledger row converges to its new amount
+    _as(conn, "service_role", "UPDATE public.bookings SET credits_used = 3 WHERE user_id = %s", [user])
+    assert _events(conn) == [completed]
+    _as(conn, "service_role", "UPDATE public.bookings SET credits_used = 3 WHERE user_id = %s", [user])
+    assert _events(conn) == []
+
+
 # --- the coaching app: the canonical rows cost nothing --------------------------------------
 
 

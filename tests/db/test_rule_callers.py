@@ -31,14 +31,14 @@ CALLERS: dict[str, dict[str, str]] = {
     # The bookings trigger writes these two out (a function call per row cost it measurably);
     # tests/db/test_trigger_rules.py holds its copy to the functions over every transition.
     "session_ledger.consumed_pack(text, uuid, text[], boolean)": {
-        "the guard": "SELECT session_ledger.may_write_booking('confirmed', %(pack)s, %(client)s, %(org)s, NULL, NULL,"
-        " 'completed', %(pack)s, %(client)s, %(org)s, NULL, NULL, '{completed}', true)",
+        "the guard": "SELECT session_ledger.may_write_booking('confirmed', %(pack)s, %(client)s, %(org)s, NULL, NULL, 1,"
+        " 'completed', %(pack)s, %(client)s, %(org)s, NULL, NULL, 1, '{completed}', true)",
         "the charge": "SELECT * FROM session_ledger.apply_bookings(ARRAY[%(booking)s]::uuid[], ARRAY[now()])",
         "reconcile": "SELECT count(*) FROM session_ledger.out_of_sync",
     },
     "session_ledger.charge_key_changed(uuid, uuid, uuid, uuid, uuid, uuid)": {
-        "the guard": "SELECT session_ledger.may_write_booking('completed', %(pack)s, %(client)s, %(org)s, NULL, NULL,"
-        " 'cancelled', %(pack)s, %(client)s, %(org)s, NULL, NULL, '{completed}', true)",
+        "the guard": "SELECT session_ledger.may_write_booking('completed', %(pack)s, %(client)s, %(org)s, NULL, NULL, 1,"
+        " 'cancelled', %(pack)s, %(client)s, %(org)s, NULL, NULL, 1, '{completed}', true)",
         "the charge": "SELECT * FROM session_ledger.apply_bookings(ARRAY[%(booking)s]::uuid[], ARRAY[now()])",
     },
     "session_ledger.judged_pack(text, uuid)": {
@@ -47,14 +47,14 @@ CALLERS: dict[str, dict[str, str]] = {
     },
     "session_ledger.unfundable_reason(integer, timestamptz, text, timestamptz)": {
         "the charge": "SELECT public.use_session(%(pack)s, 'by hand')",
-        "the guard's own-pack rule": "SELECT session_ledger.may_write_booking(NULL, NULL, NULL, NULL, NULL, NULL,"
-        " 'confirmed', %(pack)s, %(client)s, %(org)s, NULL, NULL, '{completed}', false)",
+        "the guard's own-pack rule": "SELECT session_ledger.may_write_booking(NULL, NULL, NULL, NULL, NULL, NULL, NULL,"
+        " 'confirmed', %(pack)s, %(client)s, %(org)s, NULL, NULL, 1, '{completed}', false)",
     },
     "session_ledger.may_move_pack(uuid, boolean)": {
         "the manual buttons": "SELECT public.use_session(%(pack)s, 'by hand')",
         "the app's old buttons": "SELECT public.release_session(%(pack)s)",
-        "the guard": "SELECT session_ledger.may_write_booking('completed', %(pack)s, %(client)s, %(org)s, NULL, NULL,"
-        " 'cancelled', %(pack)s, %(client)s, %(org)s, NULL, NULL, '{completed}', false)",
+        "the guard": "SELECT session_ledger.may_write_booking('completed', %(pack)s, %(client)s, %(org)s, NULL, NULL, 1,"
+        " 'cancelled', %(pack)s, %(client)s, %(org)s, NULL, NULL, 1, '{completed}', false)",
     },
     "session_ledger.caller_is_trusted()": {
         "the trigger": "UPDATE public.bookings SET notes = 'x' WHERE id = %(booking)s",

@@ -703,8 +703,8 @@ def test_switching_a_consuming_bookings_pack_needs_the_right_to_move_both(world:
     )
     c, o = world.org.client_id, world.org.id
     ask = (
-        "SELECT session_ledger.may_write_booking('completed', %(old)s, %(c)s, %(o)s, NULL, NULL,"
-        " 'completed', %(new)s, %(c)s, %(o)s, NULL, NULL, '{completed}', false) AS ok"
+        "SELECT session_ledger.may_write_booking('completed', %(old)s, %(c)s, %(o)s, NULL, NULL, 1,"
+        " 'completed', %(new)s, %(c)s, %(o)s, NULL, NULL, 1, '{completed}', false) AS ok"
     )
     for trainer in (world.org.trainer_user_id, elsewhere.trainer_user_id):
         # untrusted (p_trusted false): the signed-in trainer's memberships decide

@@ -151,6 +151,7 @@ def test_the_legacy_path_takes_credits_at_booking_and_refunds_every_cancel(plain
     market = plain_market
     apply_sql_file(market.owner_dsn, MARKETPLACE / "legacy.sql")
     maya = market.add_user("maya@example.com", credits=10)
+    market.price_class("Pottery", 3)
     start = next_week()
     rows, _ = market.request(
         "legacy_book",
@@ -287,3 +288,61 @@ def test_a_user_may_book_and_cancel_a_future_class_and_never_pays_for_it(market:
         market.complete(market.book(maya, "Spin", next_week(), credits_used=1))
     drain(market)
     assert market.credits(maya) == 10
+
+
+# --- what a booking costs ------------------------------------------------------------------
+
+
+def test_a_user_may_not_price_their_own_booking(market: Marketplace) -> None:
+    maya = market.add_user("maya@example.com", credits=10)
+    pottery = market.book(maya, "Pottery", next_week(), credits_used=3)
+    assert pottery.credits_used == 3, "the booking costs what its class costs"
+    with pytest.raises(REFUSED):  # the app's column privileges: credits_used is not the user's
+        market.reprice(pottery, 0, as_user=True)
+    happened(market, pottery)
+    with pytest.raises(REFUSED):
+        market.reprice(pottery, 0, as_user=True)
+    assert market.cron() == 1
+    drain(market)
+    assert market.credits(maya) == 7
+
+
+def test_support_repricing_a_completed_booking_converges_the_wallet(market: Marketplace) -> None:
+    maya = market.add_user("maya@example.com", credits=10)
+    pottery = market.book(maya, "Pottery", next_week(), credits_used=3)
+    happened(market, pottery)
+    assert market.cron() == 1
+    drain(market)
+    assert market.credits(maya) == 7
+    # a partial refund: the class now costs 2, and exactly 1 credit comes back
+    assert market.reprice(pottery, 2) == 1
+    drain(market)
+    assert market.credits(maya) == 8
+    assert market.ledger_state(pottery) == ("paid", None)
+    drain(market)  # nothing left to do: level-triggered
+    assert market.credits(maya) == 8
+
+
+def test_repricing_beyond_the_wallet_leaves_the_booking_unfunded_with_its_credits_given_back(
+    market: Marketplace,
+) -> None:
+    noah = market.add_user("noah@example.com", credits=3)
+    dj = market.book(noah, "DJ workshop", next_week(), credits_used=2)
+    happened(market, dj)
+    assert market.cron() == 1
+    drain(market)
+    assert market.credits(noah) == 1
+    # 5 credits, of a wallet holding 1 (and the 2 the booking paid): not paid whole, so not at all
+    assert market.reprice(dj, 5) == 1
+    drain(market)
+    assert market.credits(noah) == 3, "the 2 it paid came back, and nothing was taken"
+    state = market.ledger_state(dj)
+    assert state is not None and state[0] == "unfunded"
+    market.top_up(noah, 1)
+    drain(market)
+    assert market.credits(noah) == 4, "4 credits do not pay a class of 5"
+    state = market.ledger_state(dj)
+    assert state is not None and state[0] == "unfunded"
+    market.top_up(noah, 1)
+    drain(market)
+    assert (market.credits(noah), market.ledger_state(dj)) == (0, ("paid", None))

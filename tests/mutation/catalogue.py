@@ -408,17 +408,25 @@ CHARGE = (
         id="release-without-holding",
         rule="only a booking that holds a session releases one",
         file="20_charge.sql",
-        original="array_agg(c.held IS NOT NULL AND c.changed),",
-        replacement="array_agg(c.changed),",
+        original="array_agg(c.held IS NOT NULL AND (c.changed OR c.repriced)),",
+        replacement="array_agg(c.changed OR c.repriced),",
         hint=_pinned("test_the_outcome_names_what_happened"),
     ),
     Mutant(
         id="charge-without-wanting",
         rule="only a booking that consumes a pack asks it for a session",
         file="20_charge.sql",
-        original="array_agg(c.want IS NOT NULL AND (c.changed OR c.retry)),",
-        replacement="array_agg(c.changed OR c.retry),",
+        original="array_agg(c.want IS NOT NULL AND (c.changed OR c.retry OR c.repriced)),",
+        replacement="array_agg(c.changed OR c.retry OR c.repriced),",
         hint=_pinned("test_the_outcome_names_what_happened"),
+    ),
+    Mutant(
+        id="amount-never-converges",
+        rule="a paid booking charged at another amount than it costs now gives back what it paid and pays anew",
+        file="20_charge.sql",
+        original="                   AND c1.l_amount IS DISTINCT FROM c1.cost AND NOT c1.l_unlimited AS repriced",
+        replacement="                   AND false AS repriced",
+        hint=("tests/db/test_mapped_charge.py::test_marketplace_a_repriced_booking_converges",),
     ),
     Mutant(
         id="moved-reported-as-paid",
@@ -601,9 +609,8 @@ TRIGGER_AND_GUARD: tuple[Mutant, ...] = (
         id="trigger-key-ignores-owner",
         rule="a consuming booking handed to another client or organisation gets an event",
         file="40_trigger.sql",
-        original="\n               OR (k.now_pack IS NOT NULL\n"
-        "                   AND (k.was_client IS DISTINCT FROM k.now_client OR k.was_org IS DISTINCT FROM k.now_org)));",
-        replacement=");",
+        original="                   AND (k.was_client IS DISTINCT FROM k.now_client OR k.was_org IS DISTINCT FROM k.now_org\n",
+        replacement="                   AND (false\n",
         hint=_guard("test_a_paid_booking_handed_to_another_client_is_judged_again"),
     ),
     Mutant(
@@ -666,12 +673,29 @@ TRIGGER_AND_GUARD: tuple[Mutant, ...] = (
         id="guard-ignores-times",
         rule="the guard judges a write that moves a session's times",
         file="40_trigger.sql",
-        original="                   OR (n.status, n.purchase_id, n.consumes, n.client_id, n.org_id, n.start_time, n.end_time)"
-        " IS DISTINCT FROM\n"
-        "                      (o.status, o.purchase_id, o.consumes, o.client_id, o.org_id, o.start_time, o.end_time))",
-        replacement="                   OR (n.status, n.purchase_id, n.consumes, n.client_id, n.org_id) IS DISTINCT FROM\n"
-        "                      (o.status, o.purchase_id, o.consumes, o.client_id, o.org_id))",
+        original="n.org_id, n.start_time, n.end_time\n                       {{- ', n.amount' if amounts }})",
+        replacement="n.org_id, o.start_time, o.end_time\n                       {{- ', n.amount' if amounts }})",
         hint=_guard("test_the_trigger_refuses_a_client_moving_a_sessions_times"),
+    ),
+    Mutant(
+        id="guard-ignores-amount",
+        rule="the guard judges a write that changes a booking's amount",
+        file="40_trigger.sql",
+        original="{{- ', n.amount' if amounts }}) IS DISTINCT FROM",
+        replacement="{{- ', o.amount' if amounts }}) IS DISTINCT FROM",
+        hint=(
+            "tests/db/test_mapped_guard.py::test_marketplace_a_user_may_not_change_what_their_own_booking_costs",
+        ),
+    ),
+    Mutant(
+        id="amount-change-no-event",
+        rule="a consuming booking whose amount changes gets an event, so its ledger row converges",
+        file="40_trigger.sql",
+        original="                        OR k.was_amount IS DISTINCT FROM k.now_amount\n",
+        replacement="                        OR false\n",
+        hint=(
+            "tests/db/test_mapped_guard.py::test_marketplace_a_changed_amount_enqueues_an_event_while_it_consumes",
+        ),
     ),
     Mutant(
         id="truncate-open",
@@ -763,6 +787,16 @@ TRIGGER_AND_GUARD: tuple[Mutant, ...] = (
         replacement="    IF false AND n_pack IS NOT NULL AND",
         hint=_guard(
             "test_what_a_session_is_judged_by_is_the_packs_business_once_it_started_or_for_its_times"
+        ),
+    ),
+    Mutant(
+        id="guard-amount-open",
+        rule="only a writer who may move the pack's sessions may change the amount of a booking that names it",
+        file="10_rules.sql",
+        original="AND (o_start, o_end, o_amount) IS DISTINCT FROM (n_start, n_end, n_amount);",
+        replacement="AND (o_start, o_end) IS DISTINCT FROM (n_start, n_end);",
+        hint=(
+            "tests/db/test_mapped_guard.py::test_marketplace_a_user_may_not_change_what_their_own_booking_costs",
         ),
     ),
     Mutant(
