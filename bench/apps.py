@@ -110,6 +110,8 @@ _GYM_BACKLOG = (
 )
 
 # Marketplace: one wallet per user, 10 bookings per user, paid in credits, all in the past.
+# The class the bookings are of: its price is what a booking costs (the app's trigger copies it).
+_MARKETPLACE_CLASS = "INSERT INTO public.classes (name, credits) VALUES ('bench', 1) ON CONFLICT (name) DO NOTHING"
 _MARKETPLACE_POPULATE = """
 WITH w AS (INSERT INTO public.credit_wallets (user_id, credits_balance)
            SELECT gen_random_uuid(), 1000000 FROM generate_series(1, %(packs)s) RETURNING user_id),
@@ -265,6 +267,7 @@ def _populate(conn: Conn, arm: str, n: int) -> None:
         conn.execute(_GYM_BACKLOG)
         workload.vacuum(conn)
     else:
+        conn.execute(_MARKETPLACE_CLASS)
         conn.execute(_MARKETPLACE_POPULATE, {"packs": packs, "n": n})
         conn.execute(_MARKETPLACE_BACKLOG)
         workload.vacuum(conn)
