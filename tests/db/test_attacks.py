@@ -28,7 +28,7 @@ from listener.testing import app_data, supabase
 from listener.testing.ledger import Ledger
 from listener.testing.supabase import SupabaseAppDb, SupabaseCluster
 
-from support import roles
+from support import columns, roles
 from support.supabase_fixtures import APP_SCHEMA
 
 # Every case starts listeners or a Supabase-shaped cluster of its own.
@@ -278,38 +278,6 @@ def test_a_direct_logins_claim_is_recorded_as_a_claim(world: World) -> None:
 # --- every column of bookings, from the catalog ----------------------------------------------------
 
 
-def _candidates(owner: Conn, column: dict[str, Any], others: dict[str, Any]) -> list[str]:
-    """SQL expressions for other values of a column, by its type and checks: what an attacker would try."""
-    kind = column["type"]
-    if column["name"] in ("purchase_id",):
-        return [f"'{others['own_pack']}'::uuid", f"'{others['their_pack']}'::uuid", "NULL"]
-    if kind == "uuid":
-        return ["gen_random_uuid()", "NULL"]
-    if kind.startswith("timestamp"):
-        return [
-            "'infinity'",
-            "'-infinity'",
-            "now() - interval '400 days'",
-            "now() + interval '100 years'",
-            "NULL",
-        ]
-    if kind == "text":
-        allowed: list[str] = []
-        for r in owner.execute(
-            "SELECT pg_get_constraintdef(c.oid) AS def FROM pg_constraint c"
-            " WHERE c.conrelid = 'public.bookings'::regclass AND c.contype = 'c' AND %s = ANY ("
-            "   SELECT a.attname FROM pg_attribute a WHERE a.attrelid = c.conrelid AND a.attnum = ANY (c.conkey))",
-            [column["name"]],
-        ):
-            allowed += re.findall(r"'([^']*)'::text", r["def"])
-        return [f"'{v}'" for v in allowed] or ["'changed'", "NULL"]
-    if kind in ("integer", "bigint", "smallint", "numeric"):
-        return ["0", "-1", "100000", "NULL"]
-    if kind == "boolean":
-        return [f"NOT {column['name']}", "NULL"]
-    return ["NULL"]
-
-
 def test_no_single_column_write_by_a_client_or_an_outsider_moves_a_session(world: World) -> None:
     """Generated from the catalog: a column the app adds later is covered with no change here."""
     other = app_data.create_studio(world.owner, "B")
@@ -330,21 +298,17 @@ def test_no_single_column_write_by_a_client_or_an_outsider_moves_a_session(world
     future = row["id"]
     judged = "SELECT id, status, purchase_id, client_id, org_id, start_time, end_time FROM public.bookings WHERE id = ANY (%s) ORDER BY id"
     before = world.owner.execute(judged, [[consuming, past]]).fetchall()
-    columns = world.owner.execute(
-        "SELECT a.attname::text AS name, format_type(a.atttypid, a.atttypmod) AS type FROM pg_attribute a"
-        " WHERE a.attrelid = 'public.bookings'::regclass AND a.attnum > 0 AND NOT a.attisdropped"
-        "   AND a.attgenerated = '' ORDER BY a.attnum"
-    ).fetchall()
-    assert {"status", "purchase_id", "start_time", "end_time", "notes"} <= {c["name"] for c in columns}
+    table = columns.columns(world.owner, "public.bookings")
+    assert {"status", "purchase_id", "start_time", "end_time", "notes"} <= {c.name for c in table}
     attackers = {"client": world.studio.client_user_id, "other trainer": other.trainer_user_id}
     tried = 0
-    for column in columns:
-        for value in _candidates(world.owner, column, {"own_pack": own_other, "their_pack": their_pack}):
+    # Another pack of the client's own, another organisation's, or none.
+    packs = {"purchase_id": [f"'{own_other}'::uuid", f"'{their_pack}'::uuid", "NULL"]}
+    for column in table:
+        for value in columns.candidates(world.owner, "public.bookings", column, packs):
+            statement = columns.single_column_update("public.bookings", column, value)
             for booking in (consuming, past, future):
                 for user in attackers.values():
-                    statement = sql.SQL("UPDATE public.bookings SET {} = " + value + " WHERE id = %s").format(
-                        sql.Identifier(column["name"])
-                    )
                     with contextlib.suppress(psycopg.Error):
                         world.db.request(
                             statement.as_string(world.owner), [booking], role="authenticated", user_id=user

@@ -5,63 +5,23 @@ database, its server's writes raced, the listener drained, every balance exact."
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 
 import pytest
 from psycopg import errors
-from psycopg.conninfo import conninfo_to_dict
 
 from listener.devtools.app_schema import apply_sql_file
 from listener.devtools.driver import Ledger
 from listener.devtools.example_apps import Gym
-from listener.devtools.throwaway import create_database, drop_database
 from listener.mapping import model
-from listener.ops.migrate import migrate
 
 from support import ROOT
 
 GYM = ROOT / "examples" / "gym"
 NOW = datetime.now().astimezone()
 REFUSED = errors.InsufficientPrivilege
-
-
-def _install(dsn: str) -> None:
-    apply_sql_file(dsn, GYM / "schema.sql")
-    migrate(dsn, mapping=model.load(GYM / "mapping.toml"))
-
-
-@pytest.fixture(scope="module")
-def gym_template(ledger_server: str) -> Iterator[str]:
-    """A database with the gym's schema and the ledger rendered from its mapping, to clone."""
-    dsn = create_database(ledger_server, prefix="gym_tmpl")
-    try:
-        _install(dsn)
-        yield str(conninfo_to_dict(dsn)["dbname"])
-    finally:
-        drop_database(ledger_server, dsn)
-
-
-@pytest.fixture
-def gym(ledger_server: str, gym_template: str) -> Iterator[Gym]:
-    """The gym's server on a fresh clone."""
-    dsn = create_database(ledger_server, prefix="gym", template=gym_template)
-    app = Gym(dsn)
-    yield app
-    app.close()
-    drop_database(ledger_server, dsn)
-
-
-@pytest.fixture
-def plain_gym(ledger_server: str) -> Iterator[Gym]:
-    """The gym's tables alone, no ledger: what the app's own SQL does on them."""
-    dsn = create_database(ledger_server, prefix="gym_plain")
-    apply_sql_file(dsn, GYM / "schema.sql")
-    app = Gym(dsn)
-    yield app
-    app.close()
-    drop_database(ledger_server, dsn)
 
 
 def drain(gym: Gym) -> None:

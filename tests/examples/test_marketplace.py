@@ -8,7 +8,7 @@ every wallet is exact."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from functools import partial
@@ -20,9 +20,6 @@ from listener.devtools.app_schema import apply_sql_file
 from listener.devtools.driver import Ledger
 from listener.devtools.example_apps import Booked, Marketplace
 from listener.mapping import model
-from listener.ops.migrate import migrate
-from listener.testing import supabase
-from listener.testing.supabase import SupabaseAppDb, SupabaseCluster
 
 from support import ROOT
 
@@ -36,38 +33,6 @@ WEEK = timedelta(days=7)
 def next_week(hours: int = 0) -> datetime:
     """A session next week, `hours` later than the first."""
     return datetime.now().astimezone() + WEEK + timedelta(hours=hours)
-
-
-@pytest.fixture(scope="module")
-def marketplace_template(supabase_cluster: SupabaseCluster) -> str:
-    """The base, the marketplace's schema, and the ledger rendered from its mapping, to clone."""
-    name = supabase.create_app_database(
-        supabase_cluster, schema=[MARKETPLACE / "schema.sql"], name="marketplace_template", ledger=False
-    )
-    migrate(supabase_cluster.postgres_dsn(name), mapping=model.load(MARKETPLACE / "mapping.toml"))
-    supabase.mark_template(supabase_cluster, name)
-    return name
-
-
-def _db(cluster: SupabaseCluster, **kwargs: object) -> Iterator[Marketplace]:
-    name = supabase.create_app_database(cluster, **kwargs)  # type: ignore[arg-type]
-    db = SupabaseAppDb(cluster, name)
-    app = Marketplace(db.postgres_dsn, db.authenticator_dsn)
-    yield app
-    app.close()
-    supabase.drop_app_database(cluster, name)
-
-
-@pytest.fixture
-def market(supabase_cluster: SupabaseCluster, marketplace_template: str) -> Iterator[Marketplace]:
-    """The marketplace with the ledger, fresh for one test."""
-    yield from _db(supabase_cluster, template=marketplace_template)
-
-
-@pytest.fixture
-def plain_market(supabase_cluster: SupabaseCluster) -> Iterator[Marketplace]:
-    """The marketplace's tables and policies alone, no ledger."""
-    yield from _db(supabase_cluster, schema=[MARKETPLACE / "schema.sql"], ledger=False)
 
 
 def drain(market: Marketplace) -> None:
