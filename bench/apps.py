@@ -111,7 +111,9 @@ _GYM_BACKLOG = (
 
 # Marketplace: one wallet per user, 10 bookings per user, paid in credits, all in the past.
 # The class the bookings are of: its price is what a booking costs (the app's trigger copies it).
-_MARKETPLACE_CLASS = "INSERT INTO public.classes (name, credits) VALUES ('bench', 1) ON CONFLICT (name) DO NOTHING"
+_MARKETPLACE_CLASS = (
+    "INSERT INTO public.classes (name, credits) VALUES ('bench', 1) ON CONFLICT (name) DO NOTHING"
+)
 _MARKETPLACE_POPULATE = """
 WITH w AS (INSERT INTO public.credit_wallets (user_id, credits_balance)
            SELECT gen_random_uuid(), 1000000 FROM generate_series(1, %(packs)s) RETURNING user_id),

@@ -20,7 +20,7 @@ from support import ROOT
 from support.world import World
 
 # The Supabase-shaped cluster's fixtures: supabase_cluster, supabase_app_template, supabase_app_db.
-pytest_plugins = ["support.supabase_fixtures"]
+pytest_plugins = ["support.supabase_fixtures", "support.example_fixtures"]
 
 # faults/ and bench/ are tools of the checkout, not installed: reachable at the END of
 # sys.path, so `listener` itself still resolves to the installed package.

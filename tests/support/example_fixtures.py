@@ -1,4 +1,4 @@
-"""The example apps' databases (examples/gym, examples/marketplace), for every suite of this directory.
+"""The example apps' databases (examples/gym, examples/marketplace), for the suites of tests/examples (a plugin of tests/conftest.py).
 
 - ``gym_template`` (module) / ``gym``: the gym's schema and the ledger rendered from its
   mapping on the test server, a fresh clone per test; ``plain_gym``: its tables alone.
