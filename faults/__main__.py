@@ -27,12 +27,14 @@ from psycopg.conninfo import conninfo_to_dict
 from rich.console import Console
 from rich.table import Table
 
-from faults import scenarios
+from faults import apps, scenarios
 from faults.cluster import Cluster, own_cluster
 from faults.harness import Result
 from listener.core.db import connect
 from listener.devtools.throwaway import create_database, drop_database
 from listener.ops.migrate import migrate
+from listener.testing import supabase
+from listener.testing.supabase import SupabaseCluster
 
 SCENARIOS = [
     "kills",
@@ -48,6 +50,8 @@ SCENARIOS = [
     "proxy-stall",
     "broken-ack-first",
     "broken-no-ledger",
+    "gym",
+    "marketplace",
 ]
 
 
@@ -68,6 +72,12 @@ class Target:
             self._template = str(conninfo_to_dict(dsn)["dbname"])
             self.made.append(dsn)
         dsn = create_database(self.admin_dsn, prefix="faults", template=self._template)
+        self.made.append(dsn)
+        return dsn
+
+    def fresh_gym(self) -> str:
+        """A new database with the gym's schema and the ledger rendered from its mapping."""
+        dsn = apps.install_gym(self.admin_dsn)
         self.made.append(dsn)
         return dsn
 
@@ -167,6 +177,15 @@ def render_extras(results: list[dict[str, Any]], console: Console) -> None:
 
 
 @contextlib.contextmanager
+def _maybe_supabase(needed: bool) -> Iterator[SupabaseCluster | None]:
+    if not needed:
+        yield None
+        return
+    with supabase.supabase_cluster() as cluster:
+        yield cluster
+
+
+@contextlib.contextmanager
 def _maybe_cluster(needed: bool, bindir: Path | None) -> Iterator[Cluster | None]:
     if not needed:
         yield None
@@ -200,7 +219,11 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     results: list[dict[str, Any]] = []
     needs_cluster = args.dsn is None or "restarts" in chosen
-    with _maybe_cluster(needs_cluster, args.pg_bindir) as cluster:
+    with (
+        _maybe_cluster(needs_cluster, args.pg_bindir) as cluster,
+        # The marketplace runs on Supabase's roles: a cluster shaped as Supabase sets one up.
+        _maybe_supabase("marketplace" in chosen) as supabase_cluster,
+    ):
         main_dsn = args.dsn or (cluster.dsn if cluster else "")
         target = Target(main_dsn, keep=args.keep)
         restart_target = Target(cluster.dsn, keep=args.keep) if cluster else None
@@ -214,6 +237,7 @@ def main(argv: list[str] | None = None) -> int:
                     target=target,
                     restart_target=restart_target,
                     cluster=cluster,
+                    supabase_cluster=supabase_cluster,
                     workdir=workdir,
                     quick=args.quick,
                 )
@@ -267,12 +291,16 @@ def _runner(
     cluster: Cluster | None,
     workdir: Path,
     quick: bool,
+    supabase_cluster: SupabaseCluster | None = None,
 ) -> Callable[[], Result]:
     """A thunk that runs one scenario on a fresh database."""
     if name == "restarts":
         assert restart_target is not None
         assert cluster is not None
         return lambda: scenarios.restarts(restart_target.fresh(), workdir, quick=quick, cluster=cluster)
+    if name == "marketplace":
+        assert supabase_cluster is not None
+        return lambda: _marketplace(supabase_cluster, workdir, quick=quick, keep=target.keep)
     table: dict[str, Callable[[], Result]] = {
         "kills": lambda: scenarios.kills(target.fresh(), workdir, quick=quick),
         "terminate": lambda: scenarios.terminate_backends(target.fresh(), workdir, quick=quick),
@@ -288,8 +316,19 @@ def _runner(
             target.fresh(), workdir, quick=quick, broken="ack-first"
         ),
         "broken-no-ledger": lambda: scenarios.broken_no_ledger(target.fresh(), workdir, quick=quick),
+        "gym": lambda: apps.gym(target.fresh_gym(), workdir, quick=quick),
     }
     return table[name]
+
+
+def _marketplace(cluster: SupabaseCluster, workdir: Path, *, quick: bool, keep: bool) -> Result:
+    """The marketplace scenario on a fresh app database of the Supabase-shaped cluster."""
+    db = apps.install_marketplace(cluster)
+    try:
+        return apps.marketplace(db, workdir, quick=quick)
+    finally:
+        if not keep:
+            supabase.drop_app_database(cluster, db.name)
 
 
 if __name__ == "__main__":
