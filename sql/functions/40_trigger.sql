@@ -12,6 +12,10 @@
 {%- set members = app.mapping.access.mode == 'supabase' and app.membership_function %}
 {%- set who_may = ("signed-in users (members of authenticated) whom " ~ app.membership_function ~ " admits for the pack''s organisation, " if members else "") ~ (roles ~ " and " if roles else "") ~ "the ledger''s owner" %}
 {%- set amounts = app.mapping.pack.amount_column %}
+{## Only a mapped consuming condition or amount is read from the rows: a constant read
+    through the nullable side of the FULL JOIN below becomes a placeholder the planner
+    cannot fold away, which a bulk UPDATE pays for on every row. ##}
+{%- set cons = app.mapping.booking.consumes_when %}
 {## The pack a booking names, for the guard: none while it does not consume at all (a
     booking paid another way is not the pack's business). ##}
 {%- macro named(b) -%}
@@ -84,25 +88,25 @@ BEGIN
             SELECT n.id INTO v_refused FROM {{ app.booking_rows('new_rows') }} n
             WHERE NOT session_ledger.may_write_booking(NULL, NULL, NULL, NULL, NULL, NULL, NULL,
                                                        n.status, {{ named('n') }}, n.client_id, n.org_id,
-                                                       n.start_time, n.end_time, n.amount, v_consuming, v_trusted)
+                                                       n.start_time, n.end_time, {{ 'n.amount' if amounts else '1' }}, v_consuming, v_trusted)
             LIMIT 1;
         ELSIF TG_OP = 'UPDATE' THEN
             SELECT coalesce(o.id, n.id) INTO v_refused
             FROM {{ app.booking_rows('new_rows') }} n FULL JOIN {{ app.booking_rows('old_rows') }} o ON o.id = n.id
             WHERE (o.id IS NULL OR n.id IS NULL
-                   OR (n.status, n.purchase_id, n.consumes, n.client_id, n.org_id, n.start_time, n.end_time
+                   OR (n.status, n.purchase_id, {{ 'n.consumes, ' if cons }}n.client_id, n.org_id, n.start_time, n.end_time
                        {{- ', n.amount' if amounts }}) IS DISTINCT FROM
-                      (o.status, o.purchase_id, o.consumes, o.client_id, o.org_id, o.start_time, o.end_time
+                      (o.status, o.purchase_id, {{ 'o.consumes, ' if cons }}o.client_id, o.org_id, o.start_time, o.end_time
                        {{- ', o.amount' if amounts }}))
               AND NOT session_ledger.may_write_booking(o.status, {{ named('o') }}, o.client_id, o.org_id,
-                                                       o.start_time, o.end_time, o.amount,
+                                                       o.start_time, o.end_time, {{ 'o.amount' if amounts else '1' }},
                                                        n.status, {{ named('n') }}, n.client_id, n.org_id,
-                                                       n.start_time, n.end_time, n.amount, v_consuming, v_trusted)
+                                                       n.start_time, n.end_time, {{ 'n.amount' if amounts else '1' }}, v_consuming, v_trusted)
             LIMIT 1;
         ELSE
             SELECT o.id INTO v_refused FROM {{ app.booking_rows('old_rows') }} o
             WHERE NOT session_ledger.may_write_booking(o.status, {{ named('o') }}, o.client_id, o.org_id,
-                                                       o.start_time, o.end_time, o.amount,
+                                                       o.start_time, o.end_time, {{ 'o.amount' if amounts else '1' }},
                                                        NULL, NULL, NULL, NULL, NULL, NULL, NULL, v_consuming, v_trusted)
             LIMIT 1;
         END IF;
@@ -121,7 +125,7 @@ BEGIN
     -- operation: the events and the echoes come from one pass over the rows.
     IF TG_OP = 'INSERT' THEN
         WITH k AS (
-            SELECT n.id, n.start_time, CASE WHEN n.status = ANY (v_consuming) AND n.consumes THEN n.purchase_id END AS now_pack
+            SELECT n.id, n.start_time, CASE WHEN n.status = ANY (v_consuming){{ ' AND n.consumes' if cons }} THEN n.purchase_id END AS now_pack
             FROM {{ app.booking_rows('new_rows') }} n
         ){% if app.legacy_use %}, echoes AS (
             INSERT INTO session_ledger.booking_writes (written_at, kind, purchase_id, caused_by, booking_ids)
@@ -138,17 +142,17 @@ BEGIN
                    -- an UPDATE creates no booking: an unpaired row is an id change, which moves no money
                    o.id IS NOT NULL AND n.id IS NOT NULL AS paired,
                    o.id IS NULL OR n.id IS NULL
-                       OR (n.status, n.purchase_id, n.consumes, n.client_id, n.org_id{{ ', n.amount' if amounts }})
+                       OR (n.status, n.purchase_id, {{ 'n.consumes, ' if cons }}n.client_id, n.org_id{{ ', n.amount' if amounts }})
                           IS DISTINCT FROM
-                          (o.status, o.purchase_id, o.consumes, o.client_id, o.org_id{{ ', o.amount' if amounts }})
+                          (o.status, o.purchase_id, {{ 'o.consumes, ' if cons }}o.client_id, o.org_id{{ ', o.amount' if amounts }})
                           AS touched,
                    {{ named('o') }} AS was_named,
                    o.client_id AS was_client, o.org_id AS was_org, n.client_id AS now_client, n.org_id AS now_org,
 {%- if amounts %}
                    o.amount AS was_amount, n.amount AS now_amount,
 {%- endif %}
-                   CASE WHEN o.status = ANY (v_consuming) AND o.consumes THEN o.purchase_id END AS was_pack,
-                   CASE WHEN n.status = ANY (v_consuming) AND n.consumes THEN n.purchase_id END AS now_pack
+                   CASE WHEN o.status = ANY (v_consuming){{ ' AND o.consumes' if cons }} THEN o.purchase_id END AS was_pack,
+                   CASE WHEN n.status = ANY (v_consuming){{ ' AND n.consumes' if cons }} THEN n.purchase_id END AS now_pack
             FROM {{ app.booking_rows('new_rows') }} n FULL JOIN {{ app.booking_rows('old_rows') }} o ON o.id = n.id
         ){% if app.legacy_use %}, echoes AS (
             INSERT INTO session_ledger.booking_writes (written_at, kind, purchase_id, caused_by, booking_ids)
@@ -190,7 +194,7 @@ BEGIN
 {%- endif %})));
     ELSE
         WITH k AS (
-            SELECT o.id, o.start_time, CASE WHEN o.status = ANY (v_consuming) AND o.consumes THEN o.purchase_id END AS was_pack
+            SELECT o.id, o.start_time, CASE WHEN o.status = ANY (v_consuming){{ ' AND o.consumes' if cons }} THEN o.purchase_id END AS was_pack
             FROM {{ app.booking_rows('old_rows') }} o
         ){% if app.legacy_use %}, echoes AS (
             INSERT INTO session_ledger.booking_writes (written_at, kind, purchase_id, caused_by, booking_ids)
