@@ -31,6 +31,11 @@ RETURNING id, credits_used;
 -- Support (service_role) changes what one booking costs: a partial refund, a correction.
 UPDATE public.bookings SET credits_used = %(credits_used)s WHERE id = %(booking)s;
 
+-- name: switch_payment
+-- Support (service_role) switches how a booking is paid: a card payment that failed, a
+-- booking the user asked to pay with credits instead.
+UPDATE public.bookings SET payment_method = %(payment_method)s WHERE id = %(booking)s;
+
 -- name: cancel
 UPDATE public.bookings SET status = 'cancelled' WHERE id = %(booking)s;
 
@@ -55,6 +60,9 @@ WHERE id = ANY (%(bookings)s::uuid[]);
 
 -- name: credits
 SELECT credits_balance FROM public.credit_wallets WHERE user_id = %(user)s;
+
+-- name: wallets
+SELECT id, user_id, credits_balance FROM public.credit_wallets ORDER BY user_id;
 
 -- name: booking_status
 SELECT status FROM public.bookings WHERE id = %(booking)s;

@@ -364,6 +364,11 @@ class Marketplace:
         """Change what one booking costs: as service_role (support), or as the user (refused)."""
         return self._write("reprice", {"booking": booking.id, "credits_used": credits_used}, booking, as_user)
 
+    def switch_payment(self, booking: Booked, payment_method: Payment, *, as_user: bool = False) -> int:
+        """Switch how a booking is paid: as service_role (support), or as the user."""
+        params = {"booking": booking.id, "payment_method": payment_method}
+        return self._write("switch_payment", params, booking, as_user)
+
     def top_up(self, user: uuid.UUID, credits: int) -> None:
         """The payment webhook adds bought credits to the user's wallet."""
         self.request("top_up", {"user": user, "credits": credits}, role="service_role")
@@ -387,6 +392,13 @@ class Marketplace:
         row = self.owner.execute(self.q["credits"], {"user": user}).fetchone()
         assert row is not None
         return int(row["credits_balance"])
+
+    def wallets(self) -> dict[uuid.UUID, tuple[uuid.UUID, int]]:
+        """Every wallet: its user and credits_balance, by the wallet's id."""
+        return {
+            uuid.UUID(str(r["id"])): (uuid.UUID(str(r["user_id"])), int(r["credits_balance"]))
+            for r in self.owner.execute(self.q["wallets"])
+        }
 
     def status(self, booking: Booked) -> str:
         """A booking's status."""

@@ -3,12 +3,20 @@
 Much smaller than support/model.py (the coaching app's): a pack has what it has left
 (`remaining`) and may be unusable; a booking asks its pack for `cost` while it consumes.
 A write enqueues an event for a booking whose charge key (the pack it consumes, or none)
-changed; a pack change that may let it pay more enqueues its unfunded bookings. A drain
-takes every queued event in one batch (the listener's batch is far larger than a
-sequence), as settle_packs does: releases first, then the charges of the batch in
-session order, each paid while the sum of the costs asked of its pack so far in the
-batch fits what it has left. A batch that leaves a pack with more than it had enqueues
-that pack's unfunded bookings for the next batch.
+changed, or that consumes at another cost (the trigger's rule); a pack change that may
+let it pay more enqueues its unfunded bookings. A drain takes every queued event in one
+batch (the listener's batch is far larger than a sequence), as settle_packs does:
+releases first, then the charges of the batch in session order, each paid while the sum
+of the costs asked of its pack so far in the batch fits what it has left. A batch that
+leaves a pack with more than it had enqueues that pack's unfunded bookings for the next
+batch.
+
+The amount converges as apply_bookings converges it: a paid booking that consumes the
+same pack at another cost than its row recorded gives back what it paid and is charged
+its cost whole, or is left unfunded with what it paid given back; an unfunded booking
+is judged again at its cost now. A row records what was paid (paid), what is asked
+(unfunded), or what was given back (released; an unfunded row released keeps what it
+asked).
 """
 
 from __future__ import annotations
@@ -66,12 +74,13 @@ class AppModel:
         self.bookings[booking] = Booking(pack, start, cost)
 
     def write(self, booking: Key, **changes: Any) -> None:
-        """A write of the booking's columns; an event when its charge key changed."""
+        """A write of the booking's columns; an event when its charge key changed, or when it
+        consumes at another cost."""
         b = self.bookings[booking]
-        was = b.want
+        was, cost = b.want, b.cost
         for name, value in changes.items():
             setattr(b, name, value)
-        if b.want != was:
+        if b.want != was or (b.want is not None and b.cost != cost):
             self.queued.append(booking)
 
     def pack_changed(self, pack: Key, *, more: int = 0, unusable: bool | None = None) -> None:
@@ -111,8 +120,11 @@ class AppModel:
                     releases.append(key)
                     if want is not None:
                         charges.append(key)
+                elif row.amount != booking.cost:  # repriced: what it paid back, its cost charged whole
+                    releases.append(key)
+                    charges.append(key)
             elif want is None:  # unfunded, no longer consuming: nothing was charged
-                self.ledger[key] = Charge("released", row.pack)
+                self.ledger[key] = Charge("released", row.pack, row.amount)
             else:  # unfunded: judged again on its key, or on the new one
                 charges.append(key)
         given = dict.fromkeys(self.packs, 0)
@@ -121,14 +133,14 @@ class AppModel:
             assert row.pack is not None
             self.packs[row.pack].remaining += row.amount
             given[row.pack] += row.amount
-            self.ledger[key] = Charge("released", row.pack)
+            self.ledger[key] = Charge("released", row.pack, row.amount)
         asked = dict.fromkeys(self.packs, 0)
         taken = dict.fromkeys(self.packs, 0)
         for key in sorted(charges, key=lambda k: (self.bookings[k].start, k)):
             booking = self.bookings[key]
             pack = booking.want
             if self.packs[pack].unusable:
-                self.ledger[key] = Charge("unfunded", pack)
+                self.ledger[key] = Charge("unfunded", pack, booking.cost)
                 continue
             # The costs asked so far in the batch count, paid or not (settle_packs' cost_upto).
             asked[pack] += booking.cost
@@ -136,7 +148,7 @@ class AppModel:
                 self.ledger[key] = Charge("paid", pack, booking.cost)
                 taken[pack] += booking.cost
             else:
-                self.ledger[key] = Charge("unfunded", pack)
+                self.ledger[key] = Charge("unfunded", pack, booking.cost)
         for key in self.packs:
             self.packs[key].remaining -= taken[key]
             if given[key] > taken[key]:
@@ -149,3 +161,7 @@ class AppModel:
     def states(self) -> dict[Key, tuple[str, Key | None]]:
         """Each booking's ledger row: (state, pack)."""
         return {k: (c.state, c.pack) for k, c in self.ledger.items()}
+
+    def rows(self) -> dict[Key, tuple[str, Key | None, int]]:
+        """Each booking's ledger row: (state, pack, amount)."""
+        return {k: (c.state, c.pack, c.amount) for k, c in self.ledger.items()}
