@@ -12,10 +12,13 @@ from datetime import datetime, timedelta
 import pytest
 from psycopg import errors
 
+from listener.core.db import connect
 from listener.devtools.app_schema import apply_sql_file
 from listener.devtools.driver import Ledger
 from listener.devtools.example_apps import Gym
 from listener.mapping import model
+from listener.ops.mapping_propose import propose
+from listener.ops.migrate import migrate
 
 from support import ROOT
 
@@ -228,3 +231,20 @@ def test_a_login_outside_gym_server_cannot_mark_attendance_but_may_write_notes(g
         gym.mark(booking, "cancelled", conn=kiosk)
     drain(gym)
     assert gym.remaining(package) == 9
+
+
+def test_from_listener_map_to_exact_charges_with_the_proposed_mapping_as_it_stands(plain_gym: Gym) -> None:
+    """A new gym runs `listener map`, keeps every guess, and migrates with it: the proposal is
+    a mapping that installs and charges exactly, not only one that parses."""
+    with connect(plain_gym.dsn, purpose="tests") as conn:
+        proposed = model.parse(propose(conn))
+    migrate(plain_gym.dsn, mapping=proposed)
+    ana = plain_gym.add_member("ana@example.com")
+    package = plain_gym.sell_package(ana, 2)
+    bookings = [plain_gym.book(ana, c, package) for c in past_classes(plain_gym, 3)]
+    for booking, status in zip(bookings, ["attended", "no_show", "attended"], strict=True):
+        plain_gym.mark(booking, status)
+    drain(plain_gym)
+    assert plain_gym.remaining(package) == 0
+    states = [plain_gym.ledger_state(b) for b in bookings]
+    assert [s[0] if s else None for s in states] == ["paid", "paid", "unfunded"]
