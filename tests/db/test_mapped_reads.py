@@ -24,82 +24,7 @@ from listener.mapping.model import Mapping
 from listener.ops.audit import NOT_AUDITED, audit
 from listener.ops.migrate import migrate
 
-GYM_SCHEMA = """
-CREATE SCHEMA gym;
-CREATE TABLE gym.members (id serial PRIMARY KEY, email text NOT NULL UNIQUE);
-CREATE TABLE gym.classes (id serial PRIMARY KEY, name text NOT NULL,
-    starts_at timestamptz NOT NULL, ends_at timestamptz NOT NULL);
-CREATE TABLE gym.packages (id serial PRIMARY KEY, member_id integer NOT NULL REFERENCES gym.members,
-    sessions_remaining integer NOT NULL CHECK (sessions_remaining >= 0),
-    expires_on timestamptz, is_expired boolean NOT NULL DEFAULT false);
-CREATE TABLE gym.bookings (id serial PRIMARY KEY, member_id integer NOT NULL REFERENCES gym.members,
-    class_id integer NOT NULL REFERENCES gym.classes, package_id integer REFERENCES gym.packages,
-    status text NOT NULL DEFAULT 'booked' CHECK (status IN ('booked', 'attended', 'no_show', 'cancelled')),
-    notes text);
-DO $$
-BEGIN
-    CREATE ROLE gym_server NOLOGIN;
-EXCEPTION WHEN duplicate_object THEN
-    NULL;  -- a role is the cluster's: another test database made it
-END
-$$;
-"""
-
-GYM_MAPPING = """
-[booking]
-table = "gym.bookings"
-consuming_statuses = ["attended", "no_show"]
-client = "member_id"
-[booking.session]
-table = "gym.classes"
-key = "class_id"
-start = "starts_at"
-end = "ends_at"
-[pack]
-table = "gym.packages"
-column = "package_id"
-remaining = "sessions_remaining"
-expires = "expires_on"
-unusable_when = "{row}.is_expired"
-unusable_reason = "'package expired'"
-client = "member_id"
-[access]
-mode = "trusted_writers"
-api_roles = []
-trusted_roles = ["gym_server"]
-"""
-
-MARKET_SCHEMA = """
-CREATE TABLE public.credit_wallets (id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
-    user_id uuid NOT NULL UNIQUE, credits_balance integer NOT NULL DEFAULT 0 CHECK (credits_balance >= 0));
-CREATE TABLE public.bookings (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), user_id uuid NOT NULL,
-    class_name text NOT NULL, starts_at timestamptz NOT NULL, ends_at timestamptz NOT NULL,
-    status text NOT NULL DEFAULT 'confirmed' CHECK (status IN ('confirmed', 'completed', 'cancelled')),
-    payment_method text NOT NULL CHECK (payment_method IN ('credits', 'card')),
-    credits_used integer NOT NULL DEFAULT 1 CHECK (credits_used >= 0));
-"""
-
-MARKET_MAPPING = """
-[booking]
-table = "public.bookings"
-consuming_statuses = ["completed"]
-consumes_when = "{row}.payment_method = 'credits'"
-start = "starts_at"
-end = "ends_at"
-client = "user_id"
-[pack]
-table = "public.credit_wallets"
-find = "by_client"
-remaining = "credits_balance"
-amount_column = "credits_used"
-client = "user_id"
-[access]
-mode = "supabase"
-trusted_roles = ["service_role"]
-[completion]
-from_status = "confirmed"
-to_status = "completed"
-"""
+from support.mapped_apps import GYM_MAPPING, GYM_TABLES, MARKET_MAPPING, MARKET_TABLES
 
 
 @dataclass
@@ -133,13 +58,13 @@ def _install(admin: str, schema: str, mapping: Mapping) -> Iterator[App]:
 @pytest.fixture
 def gym(ledger_server: str) -> Iterator[App]:
     """A gym, installed from its mapping."""
-    yield from _install(ledger_server, GYM_SCHEMA, model.parse(GYM_MAPPING, source="gym"))
+    yield from _install(ledger_server, GYM_TABLES, model.parse(GYM_MAPPING, source="gym"))
 
 
 @pytest.fixture
 def market(ledger_server: str) -> Iterator[App]:
     """A credits marketplace, installed from its mapping."""
-    yield from _install(ledger_server, MARKET_SCHEMA, model.parse(MARKET_MAPPING, source="marketplace"))
+    yield from _install(ledger_server, MARKET_TABLES, model.parse(MARKET_MAPPING, source="marketplace"))
 
 
 def _gym_data(app: App) -> dict[str, int]:

@@ -19,6 +19,8 @@ from listener.ops.mapping_propose import propose
 from listener.ops.migrate import migrate
 
 from support import ROOT
+from support.mapped_apps import GYM_MAPPING as GYM
+from support.mapped_apps import MARKET_MAPPING as MARKETPLACE
 from support.world import run_cli
 
 GYM_SQL = """
@@ -46,52 +48,6 @@ CREATE TABLE public.bookings (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), use
     status text NOT NULL DEFAULT 'confirmed' CHECK (status IN ('confirmed', 'completed', 'cancelled')),
     payment_method text NOT NULL CHECK (payment_method IN ('credits', 'card')),
     credits_used integer NOT NULL DEFAULT 1 CHECK (credits_used >= 0));
-"""
-
-GYM = """
-[booking]
-table = "gym.bookings"
-consuming_statuses = ["attended", "no_show"]
-client = "member_id"
-[booking.session]
-table = "gym.classes"
-key = "class_id"
-start = "starts_at"
-end = "ends_at"
-[pack]
-table = "gym.packages"
-column = "package_id"
-remaining = "sessions_remaining"
-expires = "expires_on"
-unusable_when = "{row}.is_expired"
-unusable_reason = "'package expired'"
-client = "member_id"
-[access]
-mode = "trusted_writers"
-api_roles = []
-trusted_roles = ["gym_server"]
-"""
-
-MARKETPLACE = """
-[booking]
-table = "public.bookings"
-consuming_statuses = ["completed"]
-consumes_when = "{row}.payment_method = 'credits'"
-start = "starts_at"
-end = "ends_at"
-client = "user_id"
-[pack]
-table = "public.credit_wallets"
-find = "by_client"
-remaining = "credits_balance"
-amount_column = "credits_used"
-client = "user_id"
-[access]
-mode = "supabase"
-trusted_roles = ["service_role"]
-[completion]
-from_status = "confirmed"
-to_status = "completed"
 """
 
 

@@ -11,52 +11,8 @@ from listener.mapping import model
 from listener.mapping.model import MappingError
 
 from support import ROOT
-
-GYM = """
-[booking]
-table = "gym.bookings"
-consuming_statuses = ["attended", "no_show"]
-client = "member_id"
-[booking.session]
-table = "gym.classes"
-key = "class_id"
-start = "starts_at"
-end = "ends_at"
-[pack]
-table = "gym.packages"
-column = "package_id"
-remaining = "sessions_remaining"
-expires = "expires_on"
-unusable_when = "{row}.is_expired"
-unusable_reason = "'package expired'"
-client = "member_id"
-[access]
-mode = "trusted_writers"
-api_roles = []
-trusted_roles = ["gym_server"]
-"""
-
-MARKETPLACE = """
-[booking]
-table = "public.bookings"
-consuming_statuses = ["completed"]
-consumes_when = "{row}.payment_method = 'credits'"
-start = "starts_at"
-end = "ends_at"
-client = "user_id"
-[pack]
-table = "public.credit_wallets"
-find = "by_client"
-remaining = "credits_balance"
-amount_column = "credits_used"
-client = "user_id"
-[access]
-mode = "supabase"
-trusted_roles = ["service_role"]
-[completion]
-from_status = "confirmed"
-to_status = "completed"
-"""
+from support.mapped_apps import GYM_MAPPING as GYM
+from support.mapped_apps import MARKET_MAPPING as MARKETPLACE
 
 COACHING = (Path(model.__file__).parent / "coaching.toml").read_text(encoding="utf-8")
 
